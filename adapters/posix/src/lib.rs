@@ -1,0 +1,8 @@
+//! # snapc-posix
+//!
+//! The POSIX side of snapc. For now: the JSON form of the wire messages that
+//! the `snapc wire` command reads and prints ([`json`]), and the command
+//! itself ([`cli`]).
+
+pub mod cli;
+pub mod json;

@@ -1,0 +1,743 @@
+//! The coordinator messages of PROTOCOL.md §5, one type each, and the three
+//! channels that carry them.
+//!
+//! | channel | messages |
+//! |---|---|
+//! | [`ToGc`] | [`RequestOp`], [`OrtedState`] |
+//! | [`FromGc`] | [`OpResponse`], FIN_ACK, [`JobState`] |
+//! | [`ToDaemon`] | [`LocalFinish`], [`LocalUpdate`] |
+//!
+//! A command byte decides the message within a channel (REQUEST_OP's command
+//! 8 means a request on the way to the global coordinator and an answer on the
+//! way back, hence the channels).
+
+use super::MAX_HOST_LEN;
+use super::consts::{CkptState, CrState, FullCmd, NOTIFY_BASE, OpEvent, SnapcCmd};
+use super::dss::{Counter, Encoder, Reader, Sink, SliceSink};
+use super::error::{DecodeError, EmitError, ErrorKind};
+use super::list::{Item, List};
+
+/// The longest global snapshot handle accepted, including its NUL (`PATH_MAX`).
+pub const MAX_HANDLE_LEN: usize = 4096;
+
+/// A message with one DSS layout: parse, encode, and what follows from those.
+pub trait Message<'a>: Sized {
+    /// Decodes a whole buffer; trailing bytes are an error.
+    fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError>;
+
+    /// Writes the message into `e`.
+    fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError>;
+
+    /// The encoded length in bytes.
+    fn buffer_len(&self) -> usize {
+        let mut e = Encoder::new(Counter(0));
+        // An unencodable value is reported by `emit`; its length is moot.
+        let _ = self.encode(&mut e);
+        e.into_inner().0
+    }
+
+    /// Writes the message at the start of `buf`; returns the length written.
+    fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
+        let needed = self.buffer_len();
+        if buf.len() < needed {
+            return Err(EmitError::TooSmall {
+                needed,
+                available: buf.len(),
+            });
+        }
+        let mut e = Encoder::new(SliceSink::new(buf));
+        self.encode(&mut e)?;
+        Ok(e.into_inner().len())
+    }
+
+    /// Appends the message to `out`; on error `out` is left as it was.
+    fn emit_vec<const N: usize>(&self, out: &mut heapless::Vec<u8, N>) -> Result<(), EmitError> {
+        let needed = out.len().saturating_add(self.buffer_len());
+        if needed > N {
+            return Err(EmitError::TooSmall {
+                needed,
+                available: N,
+            });
+        }
+        let before = out.len();
+        let result = self.encode(&mut Encoder::new(&mut *out));
+        if result.is_err() {
+            out.truncate(before);
+        }
+        result
+    }
+}
+
+/// Reads the command byte, hands the rest to `body`, and rejects trailing bytes.
+fn parse_whole<'a, T>(
+    bytes: &'a [u8],
+    body: impl FnOnce(u8, &mut Reader<'a>) -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let cmd = r.uint8("command")?;
+    let value = body(cmd, &mut r)?;
+    r.finish()?;
+    Ok(value)
+}
+
+/// The error for a command byte at offset 4 (after its count).
+fn command_error(cmd: u8, known: bool) -> DecodeError {
+    let kind = if known {
+        ErrorKind::UnexpectedCommand(cmd)
+    } else {
+        ErrorKind::UnknownCommand(cmd)
+    };
+    DecodeError::new(4, "command", kind)
+}
+
+fn full_command_error(cmd: u8) -> DecodeError {
+    command_error(cmd, FullCmd::from_code(cmd).is_some())
+}
+
+fn expect_cmd(cmd: u8, expected: FullCmd) -> Result<(), DecodeError> {
+    if cmd == expected.code() {
+        Ok(())
+    } else {
+        Err(full_command_error(cmd))
+    }
+}
+
+fn op_event(r: &mut Reader<'_>) -> Result<OpEvent, DecodeError> {
+    let at = r.position();
+    let code = r.int("op_event")?;
+    OpEvent::from_code(code).ok_or(DecodeError::new(
+        at,
+        "op_event",
+        ErrorKind::UnknownOpEvent(code),
+    ))
+}
+
+/// A process name: job id and rank (vpid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ProcessName {
+    /// The job.
+    pub jobid: u32,
+    /// The rank within the job.
+    pub vpid: u32,
+}
+
+impl<'a> Item<'a> for ProcessName {
+    fn decode(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        r.name("process name")
+    }
+
+    fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
+        e.name(*self)
+    }
+}
+
+/// One migration preference of a MIGRATE request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct MigrateEntry<'a> {
+    /// The rank the preference is about.
+    pub vpid: i32,
+    /// Preferred host; `None` means any host.
+    pub host: Option<&'a str>,
+    /// Preferred peer rank to move next to.
+    pub vpid_pref: i32,
+    /// Whether the rank must leave its node.
+    pub off_node: bool,
+}
+
+impl<'a> Item<'a> for MigrateEntry<'a> {
+    fn decode(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            vpid: r.int("migrate vpid")?,
+            host: r.string("host preference", MAX_HOST_LEN)?,
+            vpid_pref: r.int("vpid preference")?,
+            off_node: r.int_flag("off_node")?,
+        })
+    }
+
+    fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
+        e.int(self.vpid)?;
+        e.string(self.host, MAX_HOST_LEN, "host preference")?;
+        e.int(self.vpid_pref)?;
+        e.int(i32::from(self.off_node))
+    }
+}
+
+/// What an application asks of the global coordinator, with its arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Request<'a> {
+    /// NONE.
+    None,
+    /// INIT: the job is checkpointable (sent by rank 0 after a barrier).
+    Init,
+    /// FIN: the job is finishing; answered by FIN_ACK.
+    Fin,
+    /// FIN_ACK (not sent as a request by Open MPI, but carried).
+    FinAck,
+    /// CHECKPOINT the job.
+    Checkpoint,
+    /// RESTART the job from a snapshot.
+    Restart {
+        /// Snapshot sequence number.
+        seq_num: i32,
+        /// Global snapshot handle; `None` for the NULL string.
+        handle: Option<&'a str>,
+    },
+    /// MIGRATE ranks according to the preferences.
+    Migrate(List<'a, MigrateEntry<'a>>),
+    /// QUIESCE_START.
+    QuiesceStart,
+    /// QUIESCE_CHECKPOINT.
+    QuiesceCheckpoint,
+    /// QUIESCE_END.
+    QuiesceEnd,
+}
+
+impl Request<'_> {
+    /// The request's `op_event`.
+    pub const fn op_event(&self) -> OpEvent {
+        match self {
+            Self::None => OpEvent::None,
+            Self::Init => OpEvent::Init,
+            Self::Fin => OpEvent::Fin,
+            Self::FinAck => OpEvent::FinAck,
+            Self::Checkpoint => OpEvent::Checkpoint,
+            Self::Restart { .. } => OpEvent::Restart,
+            Self::Migrate(_) => OpEvent::Migrate,
+            Self::QuiesceStart => OpEvent::QuiesceStart,
+            Self::QuiesceCheckpoint => OpEvent::QuiesceCheckpoint,
+            Self::QuiesceEnd => OpEvent::QuiesceEnd,
+        }
+    }
+}
+
+/// REQUEST_OP: an application request, from the leader rank to the global coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct RequestOp<'a> {
+    /// The requesting job.
+    pub jobid: u32,
+    /// The request.
+    pub request: Request<'a>,
+}
+
+impl<'a> RequestOp<'a> {
+    fn decode_body(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let jobid = r.uint32("jobid")?;
+        let request = match op_event(r)? {
+            OpEvent::None => Request::None,
+            OpEvent::Init => Request::Init,
+            OpEvent::Fin => Request::Fin,
+            OpEvent::FinAck => Request::FinAck,
+            OpEvent::Checkpoint => Request::Checkpoint,
+            OpEvent::Restart => Request::Restart {
+                seq_num: r.int("seq_num")?,
+                handle: r.string("global_handle", MAX_HANDLE_LEN)?,
+            },
+            OpEvent::Migrate => {
+                let at = r.position();
+                let n = r.int("migrate count")?;
+                let n = usize::try_from(n).map_err(|_| {
+                    DecodeError::new(at, "migrate count", ErrorKind::NegativeCount(n))
+                })?;
+                Request::Migrate(List::decode(r, n)?)
+            }
+            OpEvent::QuiesceStart => Request::QuiesceStart,
+            OpEvent::QuiesceCheckpoint => Request::QuiesceCheckpoint,
+            OpEvent::QuiesceEnd => Request::QuiesceEnd,
+        };
+        Ok(Self { jobid, request })
+    }
+}
+
+impl<'a> Message<'a> for RequestOp<'a> {
+    fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        parse_whole(bytes, |cmd, r| {
+            expect_cmd(cmd, FullCmd::RequestOp)?;
+            Self::decode_body(r)
+        })
+    }
+
+    fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
+        e.uint8(FullCmd::RequestOp.code())?;
+        e.uint32(self.jobid)?;
+        e.int(self.request.op_event().code())?;
+        match self.request {
+            Request::Restart { seq_num, handle } => {
+                e.int(seq_num)?;
+                e.string(handle, MAX_HANDLE_LEN, "global_handle")
+            }
+            Request::Migrate(entries) => {
+                let n = i32::try_from(entries.len())
+                    .map_err(|_| EmitError::Invalid("migrate count"))?;
+                e.int(n)?;
+                entries.encode(e)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A job or daemon checkpoint state as carried in an `int`: plain, or in
+/// the notification encoding (131072 + state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct StateCode {
+    /// The state.
+    pub state: CkptState,
+    /// Whether it was encoded as a notification.
+    pub notify: bool,
+}
+
+impl StateCode {
+    /// A plain state.
+    pub const fn plain(state: CkptState) -> Self {
+        Self {
+            state,
+            notify: false,
+        }
+    }
+
+    /// The wire integer.
+    pub const fn code(self) -> i32 {
+        if self.notify {
+            NOTIFY_BASE + self.state.code()
+        } else {
+            self.state.code()
+        }
+    }
+
+    /// The state for a wire integer, either encoding.
+    pub const fn from_code(code: i32) -> Option<Self> {
+        if let Some(state) = CkptState::from_code(code) {
+            return Some(Self {
+                state,
+                notify: false,
+            });
+        }
+        match CkptState::from_code(code.wrapping_sub(NOTIFY_BASE)) {
+            Some(state) => Some(Self {
+                state,
+                notify: true,
+            }),
+            None => None,
+        }
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let at = r.position();
+        let code = r.int("state")?;
+        Self::from_code(code).ok_or(DecodeError::new(at, "state", ErrorKind::UnknownState(code)))
+    }
+}
+
+impl From<CkptState> for StateCode {
+    fn from(state: CkptState) -> Self {
+        Self::plain(state)
+    }
+}
+
+/// ORTED_STATE: a local coordinator's aggregated state, to the global coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct OrtedState {
+    /// The quick form (command 4) rather than the long one (3); same payload.
+    pub quick: bool,
+    /// The state.
+    pub state: StateCode,
+}
+
+impl OrtedState {
+    fn decode_body(cmd: u8, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let quick = match FullCmd::from_code(cmd) {
+            Some(FullCmd::UpdateOrtedState) => false,
+            Some(FullCmd::UpdateOrtedStateQuick) => true,
+            _ => return Err(full_command_error(cmd)),
+        };
+        Ok(Self {
+            quick,
+            state: StateCode::decode(r)?,
+        })
+    }
+}
+
+impl<'a> Message<'a> for OrtedState {
+    fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        parse_whole(bytes, Self::decode_body)
+    }
+
+    fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
+        let cmd = if self.quick {
+            FullCmd::UpdateOrtedStateQuick
+        } else {
+            FullCmd::UpdateOrtedState
+        };
+        e.uint8(cmd.code())?;
+        e.int(self.state.code())
+    }
+}
+
+/// The OP response: the global coordinator's answer to a request.
+///
+/// `op_state` (0 done, -1 failed) is carried for CHECKPOINT and MIGRATE only.
+/// An answer with `op_event` FIN_ACK is FIN_ACK; [`FromGc`] decodes it as
+/// [`FromGc::FinAck`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct OpResponse {
+    /// The request answered.
+    pub op_event: OpEvent,
+    /// Outcome, present exactly when `op_event` carries one.
+    pub op_state: Option<i32>,
+}
+
+impl OpResponse {
+    /// Outcome code for a completed operation.
+    pub const DONE: i32 = 0;
+    /// Outcome code for a failed operation.
+    pub const FAILED: i32 = -1;
+
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let op_event = op_event(r)?;
+        let op_state = if op_event.carries_op_state() {
+            Some(r.int("op_state")?)
+        } else {
+            None
+        };
+        Ok(Self { op_event, op_state })
+    }
+}
+
+impl<'a> Message<'a> for OpResponse {
+    fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        parse_whole(bytes, |cmd, r| {
+            expect_cmd(cmd, FullCmd::RequestOp)?;
+            Self::decode_body(r)
+        })
+    }
+
+    fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
+        e.uint8(FullCmd::RequestOp.code())?;
+        e.int(self.op_event.code())?;
+        match (self.op_event.carries_op_state(), self.op_state) {
+            (true, Some(state)) => e.int(state),
+            (false, None) => Ok(()),
+            _ => Err(EmitError::Invalid(
+                "op_state is carried for CHECKPOINT and MIGRATE only",
+            )),
+        }
+    }
+}
+
+/// The options of a checkpoint, as the global coordinator sends them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct JobOptions {
+    /// Terminate after the checkpoint.
+    pub term: bool,
+    /// Stop (SIGSTOP) after the checkpoint.
+    pub stop: bool,
+    /// Prepare only (quiesce start).
+    pub inc_prep_only: bool,
+    /// Recover only (quiesce end).
+    pub inc_recover_only: bool,
+}
+
+/// The long form of JOB_STATE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct JobDetail<'a> {
+    /// The sstore handle of the snapshot.
+    pub handle: u32,
+    /// The checkpoint's options.
+    pub options: JobOptions,
+    /// The migrating processes, when the job is migrating.
+    pub migrating: Option<List<'a, ProcessName>>,
+}
+
+/// JOB_STATE: the global coordinator's job state, to every local coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct JobState<'a> {
+    /// The job.
+    pub jobid: u32,
+    /// Its checkpoint state.
+    pub state: StateCode,
+    /// The long form's fields; `None` for the quick form.
+    pub detail: Option<JobDetail<'a>>,
+}
+
+impl<'a> JobState<'a> {
+    fn decode_body(cmd: u8, r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let quick = match FullCmd::from_code(cmd) {
+            Some(FullCmd::UpdateJobState) => false,
+            Some(FullCmd::UpdateJobStateQuick) => true,
+            _ => return Err(full_command_error(cmd)),
+        };
+        let jobid = r.uint32("jobid")?;
+        let state = StateCode::decode(r)?;
+        if quick {
+            return Ok(Self {
+                jobid,
+                state,
+                detail: None,
+            });
+        }
+        let handle = r.uint32("sstore handle")?;
+        let options = JobOptions {
+            term: r.bool("term")?,
+            stop: r.bool("stop")?,
+            inc_prep_only: r.bool("inc_prep_only")?,
+            inc_recover_only: r.bool("inc_recover_only")?,
+        };
+        let migrating = if r.bool("migrating")? {
+            let at = r.position();
+            let n = r.size("process count")?;
+            // A count beyond the address space cannot fit in the buffer either.
+            let n = usize::try_from(n).map_err(|_| {
+                DecodeError::new(
+                    at,
+                    "process count",
+                    ErrorKind::Truncated {
+                        needed: usize::MAX,
+                        available: r.remaining(),
+                    },
+                )
+            })?;
+            Some(List::decode(r, n)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            jobid,
+            state,
+            detail: Some(JobDetail {
+                handle,
+                options,
+                migrating,
+            }),
+        })
+    }
+}
+
+impl<'a> Message<'a> for JobState<'a> {
+    fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        parse_whole(bytes, Self::decode_body)
+    }
+
+    fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
+        let cmd = if self.detail.is_some() {
+            FullCmd::UpdateJobState
+        } else {
+            FullCmd::UpdateJobStateQuick
+        };
+        e.uint8(cmd.code())?;
+        e.uint32(self.jobid)?;
+        e.int(self.state.code())?;
+        let Some(detail) = self.detail else {
+            return Ok(());
+        };
+        e.uint32(detail.handle)?;
+        let o = detail.options;
+        for flag in [o.term, o.stop, o.inc_prep_only, o.inc_recover_only] {
+            e.bool(flag)?;
+        }
+        e.bool(detail.migrating.is_some())?;
+        if let Some(procs) = detail.migrating {
+            e.size(procs.len() as u64)?;
+            procs.encode(e)?;
+        }
+        Ok(())
+    }
+}
+
+/// LOCAL_FINISH: an app coordinator ended its handshake with this state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct LocalFinish {
+    /// The process's final state.
+    pub cr_state: CrState,
+}
+
+impl LocalFinish {
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let at = r.position();
+        let code = r.int("cr_state")?;
+        let cr_state = CrState::from_code(code).ok_or(DecodeError::new(
+            at,
+            "cr_state",
+            ErrorKind::UnknownCrState(code),
+        ))?;
+        Ok(Self { cr_state })
+    }
+}
+
+impl<'a> Message<'a> for LocalFinish {
+    fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        parse_whole(bytes, |cmd, r| {
+            expect_snapc_cmd(cmd, SnapcCmd::LocalFinish)?;
+            Self::decode_body(r)
+        })
+    }
+
+    fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
+        e.uint8(SnapcCmd::LocalFinish.code())?;
+        e.int(self.cr_state.code())
+    }
+}
+
+/// LOCAL_UPDATE: a restarted process reports its new pid to the node daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct LocalUpdate {
+    /// The process.
+    pub name: ProcessName,
+    /// Its new pid.
+    pub pid: i32,
+    /// The checkpoint-debugging flag, carried only when both sides are built with it.
+    pub debug: Option<bool>,
+}
+
+impl LocalUpdate {
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let name = r.name("process name")?;
+        let pid = r.pid("pid")?;
+        let debug = if r.remaining() > 0 {
+            Some(r.bool("debug flag")?)
+        } else {
+            None
+        };
+        Ok(Self { name, pid, debug })
+    }
+}
+
+impl<'a> Message<'a> for LocalUpdate {
+    fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        parse_whole(bytes, |cmd, r| {
+            expect_snapc_cmd(cmd, SnapcCmd::LocalUpdate)?;
+            Self::decode_body(r)
+        })
+    }
+
+    fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
+        e.uint8(SnapcCmd::LocalUpdate.code())?;
+        e.name(self.name)?;
+        e.pid(self.pid)?;
+        match self.debug {
+            Some(flag) => e.bool(flag),
+            None => Ok(()),
+        }
+    }
+}
+
+fn snapc_command_error(cmd: u8) -> DecodeError {
+    command_error(cmd, SnapcCmd::from_code(cmd).is_some())
+}
+
+fn expect_snapc_cmd(cmd: u8, expected: SnapcCmd) -> Result<(), DecodeError> {
+    if cmd == expected.code() {
+        Ok(())
+    } else {
+        Err(snapc_command_error(cmd))
+    }
+}
+
+/// What travels to the global coordinator (tag SNAPC_FULL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ToGc<'a> {
+    /// An application request.
+    RequestOp(RequestOp<'a>),
+    /// A local coordinator's state.
+    OrtedState(OrtedState),
+}
+
+impl<'a> Message<'a> for ToGc<'a> {
+    fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        parse_whole(bytes, |cmd, r| match FullCmd::from_code(cmd) {
+            Some(FullCmd::RequestOp) => RequestOp::decode_body(r).map(Self::RequestOp),
+            Some(FullCmd::UpdateOrtedState | FullCmd::UpdateOrtedStateQuick) => {
+                OrtedState::decode_body(cmd, r).map(Self::OrtedState)
+            }
+            _ => Err(full_command_error(cmd)),
+        })
+    }
+
+    fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
+        match self {
+            Self::RequestOp(m) => m.encode(e),
+            Self::OrtedState(m) => m.encode(e),
+        }
+    }
+}
+
+/// What the global coordinator sends (tag SNAPC_FULL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum FromGc<'a> {
+    /// The answer to a request (never with `op_event` FIN_ACK when decoded).
+    OpResponse(OpResponse),
+    /// FIN acknowledged: the application may finish.
+    FinAck,
+    /// A job state for the local coordinators.
+    JobState(JobState<'a>),
+}
+
+impl<'a> Message<'a> for FromGc<'a> {
+    fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        parse_whole(bytes, |cmd, r| match FullCmd::from_code(cmd) {
+            Some(FullCmd::RequestOp) => Ok(match OpResponse::decode_body(r)? {
+                OpResponse {
+                    op_event: OpEvent::FinAck,
+                    ..
+                } => Self::FinAck,
+                response => Self::OpResponse(response),
+            }),
+            Some(FullCmd::UpdateJobState | FullCmd::UpdateJobStateQuick) => {
+                JobState::decode_body(cmd, r).map(Self::JobState)
+            }
+            _ => Err(full_command_error(cmd)),
+        })
+    }
+
+    fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
+        match self {
+            Self::OpResponse(m) => m.encode(e),
+            Self::FinAck => OpResponse {
+                op_event: OpEvent::FinAck,
+                op_state: None,
+            }
+            .encode(e),
+            Self::JobState(m) => m.encode(e),
+        }
+    }
+}
+
+/// What travels to the node daemon (tag SNAPC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ToDaemon {
+    /// A handshake ended.
+    LocalFinish(LocalFinish),
+    /// A restarted process's new pid.
+    LocalUpdate(LocalUpdate),
+}
+
+impl<'a> Message<'a> for ToDaemon {
+    fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        parse_whole(bytes, |cmd, r| match SnapcCmd::from_code(cmd) {
+            Some(SnapcCmd::LocalFinish) => LocalFinish::decode_body(r).map(Self::LocalFinish),
+            Some(SnapcCmd::LocalUpdate) => LocalUpdate::decode_body(r).map(Self::LocalUpdate),
+            _ => Err(snapc_command_error(cmd)),
+        })
+    }
+
+    fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
+        match self {
+            Self::LocalFinish(m) => m.encode(e),
+            Self::LocalUpdate(m) => m.encode(e),
+        }
+    }
+}
