@@ -56,8 +56,15 @@ fn encoder() -> Option<&'static PathBuf> {
 
 fn vectors(args: &[&str]) -> Option<Vec<Vector>> {
     let exe = encoder()?;
-    let out = Command::new(exe).args(args).output().expect("run ompi_vectors");
-    assert!(out.status.success(), "ompi_vectors failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(exe)
+        .args(args)
+        .output()
+        .expect("run ompi_vectors");
+    assert!(
+        out.status.success(),
+        "ompi_vectors failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).expect("ompi_vectors prints UTF-8");
     Some(
         text.lines()
@@ -87,7 +94,11 @@ fn check_both_ways(v: &Vector) {
     assert_eq!(decoded, v.expected, "{}: decoded values differ", v.name);
     let encoded = json::encode(v.channel, &v.expected)
         .unwrap_or_else(|e| panic!("{}: our encoder rejects the values: {e}", v.name));
-    assert_eq!(encoded, v.bytes, "{}: encoded bytes differ from Open MPI's", v.name);
+    assert_eq!(
+        encoded, v.bytes,
+        "{}: encoded bytes differ from Open MPI's",
+        v.name
+    );
 }
 
 #[test]
@@ -98,9 +109,19 @@ fn fixed_vectors_match_open_mpi_both_ways() {
         check_both_ways(v);
     }
     // Every message kind is among them.
-    let kinds: std::collections::BTreeSet<&str> =
-        vs.iter().filter_map(|v| v.expected["message"].as_str()).collect();
-    for kind in ["REQUEST_OP", "ORTED_STATE", "OP_RESPONSE", "FIN_ACK", "JOB_STATE", "LOCAL_FINISH", "LOCAL_UPDATE"] {
+    let kinds: std::collections::BTreeSet<&str> = vs
+        .iter()
+        .filter_map(|v| v.expected["message"].as_str())
+        .collect();
+    for kind in [
+        "REQUEST_OP",
+        "ORTED_STATE",
+        "OP_RESPONSE",
+        "FIN_ACK",
+        "JOB_STATE",
+        "LOCAL_FINISH",
+        "LOCAL_UPDATE",
+    ] {
         assert!(kinds.contains(kind), "no vector of {kind}");
     }
     eprintln!("{} fixed Open MPI vectors checked both ways", vs.len());
@@ -109,21 +130,44 @@ fn fixed_vectors_match_open_mpi_both_ways() {
 #[test]
 fn typed_decoding_of_open_mpi_bytes() {
     let Some(vs) = vectors(&[]) else { return };
-    let find = |name: &str| vs.iter().find(|v| v.name == name).unwrap_or_else(|| panic!("no vector {name}"));
+    let find = |name: &str| {
+        vs.iter()
+            .find(|v| v.name == name)
+            .unwrap_or_else(|| panic!("no vector {name}"))
+    };
 
     // The worked examples of PROTOCOL.md §6.
     let init = find("request-op-init-spec-example");
-    assert_eq!(init.bytes, parse_hex("00000001 08 | 00000001 12340001 | 00000001 09 00000001").unwrap());
-    let ToGc::RequestOp(op) = ToGc::parse(&init.bytes).unwrap() else { panic!("not a request") };
-    assert_eq!((op.jobid, op.request.op_event()), (0x1234_0001, OpEvent::Init));
+    assert_eq!(
+        init.bytes,
+        parse_hex("00000001 08 | 00000001 12340001 | 00000001 09 00000001").unwrap()
+    );
+    let ToGc::RequestOp(op) = ToGc::parse(&init.bytes).unwrap() else {
+        panic!("not a request")
+    };
+    assert_eq!(
+        (op.jobid, op.request.op_event()),
+        (0x1234_0001, OpEvent::Init)
+    );
     let finish = find("local-finish-continue");
-    assert_eq!(finish.bytes, parse_hex("00000001 05 | 00000001 09 00000004").unwrap());
+    assert_eq!(
+        finish.bytes,
+        parse_hex("00000001 05 | 00000001 09 00000004").unwrap()
+    );
 
     // A 255-byte host name, the protocol's maximum, borrowed from the buffer.
     let host = find("request-op-migrate-host-255");
-    let ToGc::RequestOp(op) = ToGc::parse(&host.bytes).unwrap() else { panic!("not a request") };
-    let Request::Migrate(entries) = op.request else { panic!("not a migrate") };
-    assert!(entries.iter().any(|e| e.host.is_some_and(|h| h.len() == 255)));
+    let ToGc::RequestOp(op) = ToGc::parse(&host.bytes).unwrap() else {
+        panic!("not a request")
+    };
+    let Request::Migrate(entries) = op.request else {
+        panic!("not a migrate")
+    };
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.host.is_some_and(|h| h.len() == 255))
+    );
 
     let fin_ack = find("fin-ack");
     assert_eq!(FromGc::parse(&fin_ack.bytes), Ok(FromGc::FinAck));
@@ -136,7 +180,9 @@ fn typed_decoding_of_open_mpi_bytes() {
 #[test]
 fn random_vectors_round_trip_exactly() {
     for seed in ["1", "20261123"] {
-        let Some(vs) = vectors(&["--random", seed, "2500"]) else { return };
+        let Some(vs) = vectors(&["--random", seed, "2500"]) else {
+            return;
+        };
         assert_eq!(vs.len(), 2500);
         for v in &vs {
             check_both_ways(v);
@@ -152,18 +198,35 @@ fn damaged_open_mpi_bytes_are_rejected_with_a_position() {
         for cut in 0..v.bytes.len() {
             let prefix = &v.bytes[..cut];
             if let Ok(value) = json::decode(v.channel, prefix) {
-                assert_eq!(value["message"], "LOCAL_UPDATE", "{}: prefix {cut} accepted", v.name);
+                assert_eq!(
+                    value["message"], "LOCAL_UPDATE",
+                    "{}: prefix {cut} accepted",
+                    v.name
+                );
                 continue;
             }
             let e = json::decode(v.channel, prefix).unwrap_err();
-            assert!(e.offset <= cut, "{}: offset {} beyond {cut}", v.name, e.offset);
+            assert!(
+                e.offset <= cut,
+                "{}: offset {} beyond {cut}",
+                v.name,
+                e.offset
+            );
         }
         let mut longer = v.bytes.clone();
         longer.push(0);
-        assert!(json::decode(v.channel, &longer).is_err(), "{}: trailing byte accepted", v.name);
+        assert!(
+            json::decode(v.channel, &longer).is_err(),
+            "{}: trailing byte accepted",
+            v.name
+        );
         // A count of 2 in the first field.
         let mut miscounted = v.bytes.clone();
         miscounted[3] = 2;
-        assert!(json::decode(v.channel, &miscounted).is_err(), "{}: count 2 accepted", v.name);
+        assert!(
+            json::decode(v.channel, &miscounted).is_err(),
+            "{}: count 2 accepted",
+            v.name
+        );
     }
 }

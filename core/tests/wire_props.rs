@@ -6,38 +6,84 @@
 use proptest::prelude::*;
 use snapc_core::wire::{
     CkptState, CrState, FifoName, FromGc, JobDetail, JobOptions, JobState, List, LocalFinish,
-    LocalUpdate, Message, MigrateEntry, OpEvent, OpResponse, OptionsFrame, OrtedState,
-    ProcessName, Request, RequestOp, StateCode, ToDaemon, ToGc,
+    LocalUpdate, Message, MigrateEntry, OpEvent, OpResponse, OptionsFrame, OrtedState, ProcessName,
+    Request, RequestOp, StateCode, ToDaemon, ToGc,
 };
+
+/// JOB_STATE's long form: handle, the four options, migrating processes.
+type LongForm = (u32, [bool; 4], Option<Vec<(u32, u32)>>);
 
 /// Owned data from which a borrowed message is built inside each test.
 #[derive(Debug, Clone)]
 enum Owned {
-    Request { jobid: u32, event: OpEvent, seq: i32, handle: Option<String>, entries: Vec<(i32, Option<String>, i32, bool)> },
-    Orted { quick: bool, state: StateCode },
-    Response { event: OpEvent, state: i32 },
+    Request {
+        jobid: u32,
+        event: OpEvent,
+        seq: i32,
+        handle: Option<String>,
+        entries: Vec<(i32, Option<String>, i32, bool)>,
+    },
+    Orted {
+        quick: bool,
+        state: StateCode,
+    },
+    Response {
+        event: OpEvent,
+        state: i32,
+    },
     FinAck,
-    Job { jobid: u32, state: StateCode, long: Option<(u32, [bool; 4], Option<Vec<(u32, u32)>>)> },
+    Job {
+        jobid: u32,
+        state: StateCode,
+        long: Option<LongForm>,
+    },
     Finish(CrState),
-    Update { jobid: u32, vpid: u32, pid: i32, debug: Option<bool> },
+    Update {
+        jobid: u32,
+        vpid: u32,
+        pid: i32,
+        debug: Option<bool>,
+    },
 }
 
 fn text(max: usize) -> impl Strategy<Value = Option<String>> {
-    proptest::option::weighted(0.8, proptest::string::string_regex(&format!("[^\\x00]{{0,{max}}}")).unwrap())
-        .prop_filter("fits the field", move |s| s.as_ref().is_none_or(|s| s.len() < max))
+    proptest::option::weighted(
+        0.8,
+        proptest::string::string_regex(&format!("[^\\x00]{{0,{max}}}")).unwrap(),
+    )
+    .prop_filter("fits the field", move |s| {
+        s.as_ref().is_none_or(|s| s.len() < max)
+    })
 }
 
 fn state_code() -> impl Strategy<Value = StateCode> {
-    (proptest::sample::select(CkptState::ALL), any::<bool>()).prop_map(|(state, notify)| StateCode { state, notify })
+    (proptest::sample::select(CkptState::ALL), any::<bool>())
+        .prop_map(|(state, notify)| StateCode { state, notify })
 }
 
 fn owned() -> impl Strategy<Value = Owned> {
     let entry = (any::<i32>(), text(255), any::<i32>(), any::<bool>());
     prop_oneof![
-        (any::<u32>(), proptest::sample::select(OpEvent::ALL), any::<i32>(), text(200), proptest::collection::vec(entry, 0..6))
-            .prop_map(|(jobid, event, seq, handle, entries)| Owned::Request { jobid, event, seq, handle, entries }),
+        (
+            any::<u32>(),
+            proptest::sample::select(OpEvent::ALL),
+            any::<i32>(),
+            text(200),
+            proptest::collection::vec(entry, 0..6)
+        )
+            .prop_map(|(jobid, event, seq, handle, entries)| Owned::Request {
+                jobid,
+                event,
+                seq,
+                handle,
+                entries
+            }),
         (any::<bool>(), state_code()).prop_map(|(quick, state)| Owned::Orted { quick, state }),
-        (proptest::sample::select(OpEvent::ALL).prop_filter("not FIN_ACK", |e| *e != OpEvent::FinAck), any::<i32>())
+        (
+            proptest::sample::select(OpEvent::ALL)
+                .prop_filter("not FIN_ACK", |e| *e != OpEvent::FinAck),
+            any::<i32>()
+        )
             .prop_map(|(event, state)| Owned::Response { event, state }),
         Just(Owned::FinAck),
         (
@@ -51,15 +97,28 @@ fn owned() -> impl Strategy<Value = Owned> {
         )
             .prop_map(|(jobid, state, long)| Owned::Job { jobid, state, long }),
         proptest::sample::select(CrState::ALL).prop_map(Owned::Finish),
-        (any::<u32>(), any::<u32>(), any::<i32>(), proptest::option::of(any::<bool>()))
-            .prop_map(|(jobid, vpid, pid, debug)| Owned::Update { jobid, vpid, pid, debug }),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<i32>(),
+            proptest::option::of(any::<bool>())
+        )
+            .prop_map(|(jobid, vpid, pid, debug)| Owned::Update {
+                jobid,
+                vpid,
+                pid,
+                debug
+            }),
     ]
 }
 
 /// Encodes the message described by `o` on its channel, checks emit and
 /// parse agree, and returns (channel index, bytes).
 fn check_round_trip(o: &Owned) -> Result<(usize, Vec<u8>), TestCaseError> {
-    fn rt<'a, M: Message<'a> + PartialEq + std::fmt::Debug>(m: &M, buf: &'a mut Vec<u8>) -> Result<(), TestCaseError> {
+    fn rt<'a, M: Message<'a> + PartialEq + std::fmt::Debug>(
+        m: &M,
+        buf: &'a mut Vec<u8>,
+    ) -> Result<(), TestCaseError> {
         let len = m.buffer_len();
         buf.resize(len, 0xaa);
         prop_assert_eq!(m.emit(buf), Ok(len));
@@ -72,10 +131,21 @@ fn check_round_trip(o: &Owned) -> Result<(usize, Vec<u8>), TestCaseError> {
     }
     let mut buf = Vec::new();
     let channel = match o {
-        Owned::Request { jobid, event, seq, handle, entries } => {
+        Owned::Request {
+            jobid,
+            event,
+            seq,
+            handle,
+            entries,
+        } => {
             let entries: Vec<MigrateEntry<'_>> = entries
                 .iter()
-                .map(|(vpid, host, vpid_pref, off_node)| MigrateEntry { vpid: *vpid, host: host.as_deref(), vpid_pref: *vpid_pref, off_node: *off_node })
+                .map(|(vpid, host, vpid_pref, off_node)| MigrateEntry {
+                    vpid: *vpid,
+                    host: host.as_deref(),
+                    vpid_pref: *vpid_pref,
+                    off_node: *off_node,
+                })
                 .collect();
             let request = match event {
                 OpEvent::None => Request::None,
@@ -83,23 +153,38 @@ fn check_round_trip(o: &Owned) -> Result<(usize, Vec<u8>), TestCaseError> {
                 OpEvent::Fin => Request::Fin,
                 OpEvent::FinAck => Request::FinAck,
                 OpEvent::Checkpoint => Request::Checkpoint,
-                OpEvent::Restart => Request::Restart { seq_num: *seq, handle: handle.as_deref() },
+                OpEvent::Restart => Request::Restart {
+                    seq_num: *seq,
+                    handle: handle.as_deref(),
+                },
                 OpEvent::Migrate => Request::Migrate(List::Items(&entries)),
                 OpEvent::QuiesceStart => Request::QuiesceStart,
                 OpEvent::QuiesceCheckpoint => Request::QuiesceCheckpoint,
                 OpEvent::QuiesceEnd => Request::QuiesceEnd,
             };
-            let m = RequestOp { jobid: *jobid, request };
+            let m = RequestOp {
+                jobid: *jobid,
+                request,
+            };
             rt(&m, &mut Vec::new())?;
             rt(&ToGc::RequestOp(m), &mut buf)?;
             0
         }
         Owned::Orted { quick, state } => {
-            rt(&ToGc::OrtedState(OrtedState { quick: *quick, state: *state }), &mut buf)?;
+            rt(
+                &ToGc::OrtedState(OrtedState {
+                    quick: *quick,
+                    state: *state,
+                }),
+                &mut buf,
+            )?;
             0
         }
         Owned::Response { event, state } => {
-            let m = OpResponse { op_event: *event, op_state: event.carries_op_state().then_some(*state) };
+            let m = OpResponse {
+                op_event: *event,
+                op_state: event.carries_op_state().then_some(*state),
+            };
             rt(&m, &mut Vec::new())?;
             rt(&FromGc::OpResponse(m), &mut buf)?;
             1
@@ -112,25 +197,63 @@ fn check_round_trip(o: &Owned) -> Result<(usize, Vec<u8>), TestCaseError> {
             let procs: Vec<ProcessName> = long
                 .as_ref()
                 .and_then(|l| l.2.as_ref())
-                .map(|p| p.iter().map(|&(jobid, vpid)| ProcessName { jobid, vpid }).collect())
+                .map(|p| {
+                    p.iter()
+                        .map(|&(jobid, vpid)| ProcessName { jobid, vpid })
+                        .collect()
+                })
                 .unwrap_or_default();
-            let detail = long.as_ref().map(|(handle, [term, stop, prep, recover], migrating)| JobDetail {
-                handle: *handle,
-                options: JobOptions { term: *term, stop: *stop, inc_prep_only: *prep, inc_recover_only: *recover },
-                migrating: migrating.as_ref().map(|_| List::Items(&procs)),
-            });
-            let m = JobState { jobid: *jobid, state: *state, detail };
+            let detail =
+                long.as_ref().map(
+                    |(handle, [term, stop, prep, recover], migrating)| JobDetail {
+                        handle: *handle,
+                        options: JobOptions {
+                            term: *term,
+                            stop: *stop,
+                            inc_prep_only: *prep,
+                            inc_recover_only: *recover,
+                        },
+                        migrating: migrating.as_ref().map(|_| List::Items(&procs)),
+                    },
+                );
+            let m = JobState {
+                jobid: *jobid,
+                state: *state,
+                detail,
+            };
             rt(&m, &mut Vec::new())?;
             rt(&FromGc::JobState(m), &mut buf)?;
             1
         }
         Owned::Finish(cr_state) => {
-            rt(&LocalFinish { cr_state: *cr_state }, &mut Vec::new())?;
-            rt(&ToDaemon::LocalFinish(LocalFinish { cr_state: *cr_state }), &mut buf)?;
+            rt(
+                &LocalFinish {
+                    cr_state: *cr_state,
+                },
+                &mut Vec::new(),
+            )?;
+            rt(
+                &ToDaemon::LocalFinish(LocalFinish {
+                    cr_state: *cr_state,
+                }),
+                &mut buf,
+            )?;
             2
         }
-        Owned::Update { jobid, vpid, pid, debug } => {
-            let m = LocalUpdate { name: ProcessName { jobid: *jobid, vpid: *vpid }, pid: *pid, debug: *debug };
+        Owned::Update {
+            jobid,
+            vpid,
+            pid,
+            debug,
+        } => {
+            let m = LocalUpdate {
+                name: ProcessName {
+                    jobid: *jobid,
+                    vpid: *vpid,
+                },
+                pid: *pid,
+                debug: *debug,
+            };
             rt(&m, &mut Vec::new())?;
             rt(&ToDaemon::LocalUpdate(m), &mut buf)?;
             2
@@ -150,7 +273,12 @@ fn parse_is_exact(channel: usize, bytes: &[u8]) -> Result<bool, TestCaseError> {
                 Ok(true)
             }
             Err(e) => {
-                prop_assert!(e.offset <= bytes.len(), "error offset {} beyond input {}", e.offset, bytes.len());
+                prop_assert!(
+                    e.offset <= bytes.len(),
+                    "error offset {} beyond input {}",
+                    e.offset,
+                    bytes.len()
+                );
                 Ok(false)
             }
         }
@@ -241,11 +369,16 @@ proptest! {
 
 #[test]
 fn emit_reports_too_small_without_writing_past_the_buffer() {
-    let m = ToDaemon::LocalFinish(LocalFinish { cr_state: CrState::Continue });
+    let m = ToDaemon::LocalFinish(LocalFinish {
+        cr_state: CrState::Continue,
+    });
     let mut small = [0u8; 13];
     assert_eq!(
         m.emit(&mut small),
-        Err(snapc_core::wire::EmitError::TooSmall { needed: 14, available: 13 })
+        Err(snapc_core::wire::EmitError::TooSmall {
+            needed: 14,
+            available: 13
+        })
     );
     let mut v: heapless::Vec<u8, 13> = heapless::Vec::new();
     assert!(m.emit_vec(&mut v).is_err());

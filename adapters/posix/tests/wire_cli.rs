@@ -11,12 +11,20 @@ fn snapc(args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn snapc");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
 fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).unwrap().trim_end().to_owned()
+    String::from_utf8(o.stdout.clone())
+        .unwrap()
+        .trim_end()
+        .to_owned()
 }
 
 fn stderr(o: &Output) -> String {
@@ -40,9 +48,15 @@ fn decode_then_encode_reproduces_the_input() {
     let cases = [
         ("to-gc", INIT),
         // MIGRATE with one entry and a NULL host.
-        ("to-gc", "00000001 08 00000001 00000007 00000001 09 00000006 00000001 09 00000001 00000001 09 00000003 00000001 00000000 00000001 09 ffffffff 00000001 09 00000001"),
+        (
+            "to-gc",
+            "00000001 08 00000001 00000007 00000001 09 00000006 00000001 09 00000001 00000001 09 00000003 00000001 00000000 00000001 09 ffffffff 00000001 09 00000001",
+        ),
         ("from-gc", "00000001 08 00000001 09 00000003"),
-        ("from-gc", "00000001 08 00000001 09 00000004 00000001 09 ffffffff"),
+        (
+            "from-gc",
+            "00000001 08 00000001 09 00000004 00000001 09 ffffffff",
+        ),
         ("to-daemon", "00000001 05 00000001 09 00000004"),
     ];
     for (channel, hex) in cases {
@@ -59,19 +73,43 @@ fn decode_then_encode_reproduces_the_input() {
 fn malformed_buffers_exit_2_naming_field_and_offset() {
     let cases = [
         // Truncated inside the op_event value.
-        ("to-gc", "00000001 08 00000001 12340001 00000001 09 0000", "op_event at byte 18"),
+        (
+            "to-gc",
+            "00000001 08 00000001 12340001 00000001 09 0000",
+            "op_event at byte 18",
+        ),
         // Trailing byte.
-        ("to-daemon", "00000001 05 00000001 09 00000004 00", "end of message at byte 14"),
+        (
+            "to-daemon",
+            "00000001 05 00000001 09 00000004 00",
+            "end of message at byte 14",
+        ),
         // Count 2 for the command.
         ("to-daemon", "00000002 05", "command at byte 0"),
         // Wrong type byte for the int.
-        ("to-daemon", "00000001 05 00000001 0e 00000004", "cr_state at byte 9"),
+        (
+            "to-daemon",
+            "00000001 05 00000001 0e 00000004",
+            "cr_state at byte 9",
+        ),
         // Unknown op_event.
-        ("to-gc", "00000001 08 00000001 12340001 00000001 09 0000000a", "unknown op_event 10"),
+        (
+            "to-gc",
+            "00000001 08 00000001 12340001 00000001 09 0000000a",
+            "unknown op_event 10",
+        ),
         // LOCAL_FINISH is not carried to the global coordinator.
-        ("to-gc", "00000001 05 00000001 09 00000004", "command 5 is not carried"),
+        (
+            "to-gc",
+            "00000001 05 00000001 09 00000004",
+            "command 5 is not carried",
+        ),
         // Negative migrate count.
-        ("to-gc", "00000001 08 00000001 00000001 00000001 09 00000006 00000001 09 ffffffff", "negative element count"),
+        (
+            "to-gc",
+            "00000001 08 00000001 00000001 00000001 09 00000006 00000001 09 ffffffff",
+            "negative element count",
+        ),
         // Empty input.
         ("from-gc", "", "command at byte 0"),
     ];
@@ -91,10 +129,16 @@ fn bad_hex_and_bad_json_exit_2() {
     assert_eq!(o.status.code(), Some(2));
     let o = snapc(&["wire", "encode", "--channel", "to-daemon"], "{not json");
     assert_eq!(o.status.code(), Some(2));
-    let o = snapc(&["wire", "encode", "--channel", "to-daemon"], r#"{"message":"LOCAL_FINISH","cr_state":"CONTINUE","extra":1}"#);
+    let o = snapc(
+        &["wire", "encode", "--channel", "to-daemon"],
+        r#"{"message":"LOCAL_FINISH","cr_state":"CONTINUE","extra":1}"#,
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("unknown field \"extra\""));
-    let o = snapc(&["wire", "encode", "--channel", "to-gc"], r#"{"message":"LOCAL_FINISH","cr_state":"CONTINUE"}"#);
+    let o = snapc(
+        &["wire", "encode", "--channel", "to-gc"],
+        r#"{"message":"LOCAL_FINISH","cr_state":"CONTINUE"}"#,
+    );
     assert_eq!(o.status.code(), Some(2));
 }
 
@@ -112,8 +156,14 @@ fn fifo_options_frame_decodes_in_host_order() {
     assert_eq!(v["term"], true);
     assert_eq!(v["stop"], false);
     assert_eq!(v["handle"], 42);
-    let back = snapc(&["wire", "encode", "--channel", "fifo-options"], &stdout(&o));
+    let back = snapc(
+        &["wire", "encode", "--channel", "fifo-options"],
+        &stdout(&o),
+    );
     assert_eq!(stdout(&back), hex);
-    let short = snapc(&["wire", "decode", "--channel", "fifo-options", "00000000"], "");
+    let short = snapc(
+        &["wire", "decode", "--channel", "fifo-options", "00000000"],
+        "",
+    );
     assert_eq!(short.status.code(), Some(2));
 }

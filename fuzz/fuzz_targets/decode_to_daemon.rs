@@ -1,0 +1,7 @@
+//! Any bytes on the to-daemon channel: no panic, and an accepted buffer re-encodes exactly.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use snapc_core::wire::ToDaemon;
+
+fuzz_target!(|data: &[u8]| snapc_fuzz::parse_is_exact::<ToDaemon>(data));
