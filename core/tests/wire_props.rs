@@ -148,19 +148,12 @@ fn check_round_trip(o: &Owned) -> Result<(usize, Vec<u8>), TestCaseError> {
                 })
                 .collect();
             let request = match event {
-                OpEvent::None => Request::None,
-                OpEvent::Init => Request::Init,
-                OpEvent::Fin => Request::Fin,
-                OpEvent::FinAck => Request::FinAck,
-                OpEvent::Checkpoint => Request::Checkpoint,
                 OpEvent::Restart => Request::Restart {
                     seq_num: *seq,
                     handle: handle.as_deref(),
                 },
                 OpEvent::Migrate => Request::Migrate(List::Items(&entries)),
-                OpEvent::QuiesceStart => Request::QuiesceStart,
-                OpEvent::QuiesceCheckpoint => Request::QuiesceCheckpoint,
-                OpEvent::QuiesceEnd => Request::QuiesceEnd,
+                event => Request::without_args(*event).unwrap(),
             };
             let m = RequestOp {
                 jobid: *jobid,

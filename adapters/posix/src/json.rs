@@ -331,11 +331,6 @@ fn with_to_gc<R>(
             let event = o.named("op_event", OpEvent::from_name)?;
             let mut entries = Vec::new();
             let request = match event {
-                OpEvent::None => Request::None,
-                OpEvent::Init => Request::Init,
-                OpEvent::Fin => Request::Fin,
-                OpEvent::FinAck => Request::FinAck,
-                OpEvent::Checkpoint => Request::Checkpoint,
                 OpEvent::Restart => Request::Restart {
                     seq_num: o.int("seq_num")?,
                     handle: o.nullable_str("handle")?,
@@ -353,9 +348,7 @@ fn with_to_gc<R>(
                     }
                     Request::Migrate(List::Items(&[]))
                 }
-                OpEvent::QuiesceStart => Request::QuiesceStart,
-                OpEvent::QuiesceCheckpoint => Request::QuiesceCheckpoint,
-                OpEvent::QuiesceEnd => Request::QuiesceEnd,
+                event => Request::without_args(event).unwrap_or(Request::None),
             };
             o.done()?;
             let request = match request {

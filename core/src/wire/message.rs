@@ -196,6 +196,22 @@ pub enum Request<'a> {
 }
 
 impl Request<'_> {
+    /// The request for an event that carries no arguments; `None` for
+    /// RESTART and MIGRATE, which do.
+    pub const fn without_args(event: OpEvent) -> Option<Request<'static>> {
+        Some(match event {
+            OpEvent::None => Request::None,
+            OpEvent::Init => Request::Init,
+            OpEvent::Fin => Request::Fin,
+            OpEvent::FinAck => Request::FinAck,
+            OpEvent::Checkpoint => Request::Checkpoint,
+            OpEvent::QuiesceStart => Request::QuiesceStart,
+            OpEvent::QuiesceCheckpoint => Request::QuiesceCheckpoint,
+            OpEvent::QuiesceEnd => Request::QuiesceEnd,
+            OpEvent::Restart | OpEvent::Migrate => return None,
+        })
+    }
+
     /// The request's `op_event`.
     pub const fn op_event(&self) -> OpEvent {
         match self {
@@ -227,11 +243,6 @@ impl<'a> RequestOp<'a> {
     fn decode_body(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
         let jobid = r.uint32("jobid")?;
         let request = match op_event(r)? {
-            OpEvent::None => Request::None,
-            OpEvent::Init => Request::Init,
-            OpEvent::Fin => Request::Fin,
-            OpEvent::FinAck => Request::FinAck,
-            OpEvent::Checkpoint => Request::Checkpoint,
             OpEvent::Restart => Request::Restart {
                 seq_num: r.int("seq_num")?,
                 handle: r.string("global_handle", MAX_HANDLE_LEN)?,
@@ -244,9 +255,7 @@ impl<'a> RequestOp<'a> {
                 })?;
                 Request::Migrate(List::decode(r, n)?)
             }
-            OpEvent::QuiesceStart => Request::QuiesceStart,
-            OpEvent::QuiesceCheckpoint => Request::QuiesceCheckpoint,
-            OpEvent::QuiesceEnd => Request::QuiesceEnd,
+            event => Request::without_args(event).unwrap_or(Request::None),
         };
         Ok(Self { jobid, request })
     }
