@@ -35,4 +35,6 @@ compile_error!("snapc-core: enable at most one of the `defmt` and `log` features
 #[macro_use]
 mod fmt;
 
+pub mod app;
+pub mod time;
 pub mod wire;
