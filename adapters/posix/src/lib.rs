@@ -5,4 +5,6 @@
 //! itself ([`cli`]).
 
 pub mod cli;
+pub mod fifo;
 pub mod json;
+pub mod signal;

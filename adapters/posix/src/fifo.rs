@@ -1,0 +1,635 @@
+//! The handshake's named pipes, done safely (PROTOCOL.md §4 and §7).
+//!
+//! - The pipe directory is private: created 0700, and used only if it is a
+//!   real directory (not a symlink) owned by this user and writable by nobody
+//!   else.
+//! - FIFOs are created 0600 and opened with `O_NOFOLLOW | O_CLOEXEC`, then
+//!   checked to be FIFOs owned by this user. An existing name is reused only
+//!   after that check; a symlink or foreign file is never followed, written or
+//!   removed.
+//! - Opens, reads and writes never block without a deadline: every fd is
+//!   non-blocking and waits go through `poll`. Short transfers continue, EINTR
+//!   retries, EOF and EPIPE mean the peer is gone.
+//! - A [`Channel`] unlinks the FIFOs it created and closes its fds when
+//!   dropped, whatever ended the handshake; it unlinks a name only while it
+//!   still refers to the FIFO this side created or checked.
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, open};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::stat::{Mode, SFlag, fstat, lstat};
+use nix::unistd::{Uid, mkdir, mkfifo, unlink};
+use snapc_core::wire::{ChannelNames, FifoName};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Why a FIFO operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FifoError {
+    /// The pipe directory cannot be used.
+    #[error("pipe directory {path}: {reason}")]
+    PipeDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A name is taken by something that is not this user's FIFO.
+    #[error("{path}: {reason}; refusing to use it")]
+    Unsafe {
+        /// The name.
+        path: PathBuf,
+        /// What is there instead.
+        reason: String,
+    },
+    /// A system call failed.
+    #[error("{path}: {op}: {errno}")]
+    Sys {
+        /// The file.
+        path: PathBuf,
+        /// The operation.
+        op: &'static str,
+        /// The error.
+        errno: Errno,
+    },
+    /// A deadline passed.
+    #[error("{path}: timed out after {after:?} waiting to {what}")]
+    Timeout {
+        /// The file.
+        path: PathBuf,
+        /// What was awaited.
+        what: &'static str,
+        /// How long it waited.
+        after: Duration,
+    },
+    /// The other side closed its end (EOF or EPIPE).
+    #[error("{path}: the peer closed the FIFO")]
+    PeerGone {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// The private directory holding the handshake FIFOs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipeDir {
+    path: PathBuf,
+}
+
+impl PipeDir {
+    /// `SNAPC_PIPE_DIR`, else `$XDG_RUNTIME_DIR/snapc`, else `snapc-<uid>`
+    /// in the temporary directory; created if missing, then checked.
+    pub fn from_env() -> Result<Self, FifoError> {
+        Self::open(Self::default_path(
+            std::env::var_os("SNAPC_PIPE_DIR").map(PathBuf::from),
+            std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
+        ))
+    }
+
+    /// The directory [`from_env`](Self::from_env) would use, given the two variables.
+    pub fn default_path(pipe_dir: Option<PathBuf>, runtime_dir: Option<PathBuf>) -> PathBuf {
+        pipe_dir
+            .filter(|p| !p.as_os_str().is_empty())
+            .or_else(|| {
+                runtime_dir
+                    .filter(|p| p.is_absolute())
+                    .map(|p| p.join("snapc"))
+            })
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("snapc-{}", Uid::effective())))
+    }
+
+    /// Uses `path`, creating it 0700 if it does not exist.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, FifoError> {
+        let path = path.into();
+        match mkdir(&path, Mode::S_IRWXU) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(errno) => {
+                return Err(FifoError::Sys {
+                    path,
+                    op: "mkdir",
+                    errno,
+                });
+            }
+        }
+        let st = lstat(&path).map_err(|errno| FifoError::Sys {
+            path: path.clone(),
+            op: "lstat",
+            errno,
+        })?;
+        let bad = |reason: String| {
+            Err(FifoError::PipeDir {
+                path: path.clone(),
+                reason,
+            })
+        };
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
+            return bad("not a directory (symlinks are not followed)".into());
+        }
+        if st.st_uid != Uid::effective().as_raw() {
+            return bad(format!("owned by uid {}, not by this user", st.st_uid));
+        }
+        if st.st_mode & 0o022 != 0 {
+            return bad(format!(
+                "mode {:o} lets others write to it",
+                st.st_mode & 0o777
+            ));
+        }
+        Ok(Self { path })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where the FIFO `name` lives.
+    pub fn fifo_path(&self, name: FifoName) -> PathBuf {
+        self.path.join(name.file_name().as_str())
+    }
+}
+
+/// Identity of a FIFO this side created or checked: unlink only that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+fn check_fifo(path: &Path, st: &nix::sys::stat::FileStat) -> Result<FileId, FifoError> {
+    let unsafe_file = |reason: String| {
+        Err(FifoError::Unsafe {
+            path: path.to_owned(),
+            reason,
+        })
+    };
+    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    if kind != SFlag::S_IFIFO {
+        let what = match kind {
+            SFlag::S_IFLNK => "a symlink",
+            SFlag::S_IFREG => "a regular file",
+            SFlag::S_IFDIR => "a directory",
+            _ => "not a FIFO",
+        };
+        return unsafe_file(what.into());
+    }
+    if st.st_uid != Uid::effective().as_raw() {
+        return unsafe_file(format!("a FIFO owned by uid {}", st.st_uid));
+    }
+    Ok(FileId {
+        dev: st.st_dev,
+        ino: st.st_ino,
+    })
+}
+
+/// Creates the FIFO at `path` (0600), or accepts an existing one after
+/// checking it is this user's FIFO.
+fn create_fifo(path: &Path) -> Result<(), FifoError> {
+    match mkfifo(path, Mode::S_IRUSR | Mode::S_IWUSR) {
+        Ok(()) => Ok(()),
+        Err(Errno::EEXIST) => {
+            let st = lstat(path).map_err(|errno| FifoError::Sys {
+                path: path.to_owned(),
+                op: "lstat",
+                errno,
+            })?;
+            check_fifo(path, &st).map(drop)
+        }
+        Err(errno) => Err(FifoError::Sys {
+            path: path.to_owned(),
+            op: "mkfifo",
+            errno,
+        }),
+    }
+}
+
+fn remaining(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+/// Poll interval while waiting for the peer to create or open a FIFO
+/// (Open MPI's local coordinator polls every millisecond).
+const OPEN_POLL: Duration = Duration::from_millis(1);
+
+/// One end of a FIFO: a checked, non-blocking, close-on-exec fd.
+#[derive(Debug)]
+pub struct FifoEnd {
+    fd: OwnedFd,
+    path: PathBuf,
+    id: FileId,
+}
+
+impl FifoEnd {
+    /// Opens `path` with `flags` (plus non-blocking, no-follow, close-on-exec),
+    /// retrying while the peer has not opened the other end (ENXIO), and
+    /// checks what was opened.
+    fn open(
+        path: &Path,
+        flags: OFlag,
+        deadline: Instant,
+        what: &'static str,
+    ) -> Result<Self, FifoError> {
+        let flags = flags | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let started = Instant::now();
+        let fd = loop {
+            match open(path, flags, Mode::empty()) {
+                Ok(fd) => break fd,
+                Err(Errno::EINTR) => {}
+                Err(Errno::ENXIO | Errno::ENOENT) if Instant::now() < deadline => {
+                    std::thread::sleep(OPEN_POLL.min(remaining(deadline)));
+                }
+                Err(Errno::ENXIO | Errno::ENOENT) => {
+                    return Err(FifoError::Timeout {
+                        path: path.to_owned(),
+                        what,
+                        after: started.elapsed(),
+                    });
+                }
+                Err(Errno::ELOOP) => {
+                    return Err(FifoError::Unsafe {
+                        path: path.to_owned(),
+                        reason: "a symlink".into(),
+                    });
+                }
+                Err(errno) => {
+                    return Err(FifoError::Sys {
+                        path: path.to_owned(),
+                        op: "open",
+                        errno,
+                    });
+                }
+            }
+        };
+        let st = fstat(&fd).map_err(|errno| FifoError::Sys {
+            path: path.to_owned(),
+            op: "fstat",
+            errno,
+        })?;
+        let id = check_fifo(path, &st)?;
+        Ok(Self {
+            fd,
+            path: path.to_owned(),
+            id,
+        })
+    }
+
+    /// Waits until the fd is ready for `events` or the deadline passes.
+    fn wait(
+        &self,
+        events: PollFlags,
+        deadline: Instant,
+        what: &'static str,
+    ) -> Result<(), FifoError> {
+        let started = Instant::now();
+        loop {
+            let left = remaining(deadline);
+            // Round up so that a sub-millisecond remainder still waits.
+            let ms = u16::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
+            let mut fds = [PollFd::new(self.fd.as_fd(), events)];
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(0) if left.is_zero() => {
+                    return Err(FifoError::Timeout {
+                        path: self.path.clone(),
+                        what,
+                        after: started.elapsed(),
+                    });
+                }
+                Ok(_) => {
+                    let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+                    if revents.intersects(events | PollFlags::POLLHUP | PollFlags::POLLERR) {
+                        return Ok(());
+                    }
+                }
+                Err(Errno::EINTR) => {}
+                Err(errno) => {
+                    return Err(FifoError::Sys {
+                        path: self.path.clone(),
+                        op: "poll",
+                        errno,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Reads exactly `buf.len()` bytes before `deadline`.
+    pub fn read_exact(&self, buf: &mut [u8], deadline: Instant) -> Result<(), FifoError> {
+        let mut done = 0;
+        while done < buf.len() {
+            self.wait(PollFlags::POLLIN, deadline, "read")?;
+            match nix::unistd::read(&self.fd, &mut buf[done..]) {
+                Ok(0) => {
+                    return Err(FifoError::PeerGone {
+                        path: self.path.clone(),
+                    });
+                }
+                Ok(n) => done += n,
+                Err(Errno::EINTR | Errno::EAGAIN) => {}
+                Err(errno) => {
+                    return Err(FifoError::Sys {
+                        path: self.path.clone(),
+                        op: "read",
+                        errno,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes all of `buf` before `deadline`.
+    pub fn write_all(&self, buf: &[u8], deadline: Instant) -> Result<(), FifoError> {
+        let mut done = 0;
+        while done < buf.len() {
+            self.wait(PollFlags::POLLOUT, deadline, "write")?;
+            match nix::unistd::write(&self.fd, &buf[done..]) {
+                Ok(n) => done += n,
+                Err(Errno::EINTR | Errno::EAGAIN) => {}
+                Err(Errno::EPIPE) => {
+                    return Err(FifoError::PeerGone {
+                        path: self.path.clone(),
+                    });
+                }
+                Err(errno) => {
+                    return Err(FifoError::Sys {
+                        path: self.path.clone(),
+                        op: "write",
+                        errno,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which side of the handshake a [`Channel`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The app coordinator: creates the FIFOs, reads `prog_read`, writes `prog_write`.
+    App,
+    /// The local coordinator: waits for the FIFOs, writes `prog_read`, reads `prog_write`.
+    Local,
+}
+
+/// Both FIFOs of one handshake, from one side. Dropping it closes both fds and
+/// unlinks both names (if they still refer to these FIFOs).
+#[derive(Debug)]
+pub struct Channel {
+    /// What this side reads.
+    pub rx: FifoEnd,
+    /// What this side writes.
+    pub tx: FifoEnd,
+}
+
+impl Channel {
+    /// The app coordinator's side: create both FIFOs, open `prog_read`
+    /// read-write (so the open cannot block), then `prog_write` write-only,
+    /// which succeeds once the local coordinator has opened it for reading.
+    pub fn open_app(
+        dir: &PipeDir,
+        names: ChannelNames,
+        deadline: Instant,
+    ) -> Result<Self, FifoError> {
+        let read_path = dir.fifo_path(names.prog_read());
+        let write_path = dir.fifo_path(names.prog_write());
+        let cleanup = |e: FifoError| {
+            unlink_if_fifo(&read_path);
+            unlink_if_fifo(&write_path);
+            e
+        };
+        create_fifo(&read_path).map_err(cleanup)?;
+        create_fifo(&write_path).map_err(cleanup)?;
+        let rx = FifoEnd::open(&read_path, OFlag::O_RDWR, deadline, "open prog_read")
+            .map_err(cleanup)?;
+        let tx = FifoEnd::open(
+            &write_path,
+            OFlag::O_WRONLY,
+            deadline,
+            "for the local coordinator to open",
+        )
+        .map_err(cleanup)?;
+        Ok(Self { rx, tx })
+    }
+
+    /// The local coordinator's side: wait until both names exist, then open
+    /// `prog_read` write-only and `prog_write` read-only.
+    pub fn open_local(
+        dir: &PipeDir,
+        names: ChannelNames,
+        deadline: Instant,
+    ) -> Result<Self, FifoError> {
+        let read_path = dir.fifo_path(names.prog_read());
+        let write_path = dir.fifo_path(names.prog_write());
+        let rx = FifoEnd::open(
+            &write_path,
+            OFlag::O_RDONLY,
+            deadline,
+            "for the process to create its FIFOs",
+        )?;
+        let tx = FifoEnd::open(
+            &read_path,
+            OFlag::O_WRONLY,
+            deadline,
+            "for the process to open its FIFOs",
+        )?;
+        Ok(Self { rx, tx })
+    }
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        for end in [&self.rx, &self.tx] {
+            unlink_if_same(&end.path, end.id);
+        }
+    }
+}
+
+fn unlink_if_same(path: &Path, id: FileId) {
+    if let Ok(st) = lstat(path)
+        && (FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }) == id
+    {
+        let _ = unlink(path);
+    }
+}
+
+/// Removes `path` only if it is this user's FIFO.
+fn unlink_if_fifo(path: &Path) {
+    if let Ok(st) = lstat(path)
+        && let Ok(id) = check_fifo(path, &st)
+    {
+        unlink_if_same(path, id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn dir() -> (tempfile::TempDir, PipeDir) {
+        let t = tempfile::tempdir().unwrap();
+        let d = PipeDir::open(t.path().join("pipes")).unwrap();
+        (t, d)
+    }
+
+    fn soon(ms: u64) -> Instant {
+        Instant::now() + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn pipe_dir_is_created_private_and_checked() {
+        let t = tempfile::tempdir().unwrap();
+        let d = PipeDir::open(t.path().join("p")).unwrap();
+        let mode = std::fs::metadata(d.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+        let open = t.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(
+            PipeDir::open(&open),
+            Err(FifoError::PipeDir { .. })
+        ));
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(d.path(), &link).unwrap();
+        assert!(matches!(
+            PipeDir::open(&link),
+            Err(FifoError::PipeDir { .. })
+        ));
+        let file = t.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(matches!(
+            PipeDir::open(&file),
+            Err(FifoError::PipeDir { .. })
+        ));
+    }
+
+    #[test]
+    fn default_path_order() {
+        let p = PipeDir::default_path(Some("/a".into()), Some("/run/user/1".into()));
+        assert_eq!(p, PathBuf::from("/a"));
+        let p = PipeDir::default_path(None, Some("/run/user/1".into()));
+        assert_eq!(p, PathBuf::from("/run/user/1/snapc"));
+        let p = PipeDir::default_path(None, None);
+        assert!(p.starts_with(std::env::temp_dir()));
+    }
+
+    #[test]
+    fn both_sides_exchange_frames_and_unlink() {
+        let (_t, d) = dir();
+        let names = ChannelNames { pid: 4242, n: 0 };
+        let d2 = d.clone();
+        let lc = std::thread::spawn(move || {
+            let ch = Channel::open_local(&d2, names, soon(5000)).unwrap();
+            ch.tx.write_all(&[1, 2, 3, 4], soon(5000)).unwrap();
+            let mut buf = [0u8; 4];
+            ch.rx.read_exact(&mut buf, soon(5000)).unwrap();
+            buf
+        });
+        let ch = Channel::open_app(&d, names, soon(5000)).unwrap();
+        let mut buf = [0u8; 4];
+        ch.rx.read_exact(&mut buf, soon(5000)).unwrap();
+        assert_eq!(buf, [1, 2, 3, 4]);
+        ch.tx.write_all(&[9, 8, 7, 6], soon(5000)).unwrap();
+        assert_eq!(lc.join().unwrap(), [9, 8, 7, 6]);
+        drop(ch);
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            0,
+            "FIFOs left behind"
+        );
+    }
+
+    #[test]
+    fn app_open_times_out_and_cleans_up_without_a_peer() {
+        let (_t, d) = dir();
+        let names = ChannelNames { pid: 7, n: 1 };
+        let err = Channel::open_app(&d, names, soon(30)).unwrap_err();
+        assert!(matches!(err, FifoError::Timeout { .. }), "{err}");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn local_open_times_out_when_the_process_never_creates_fifos() {
+        let (_t, d) = dir();
+        let err = Channel::open_local(&d, ChannelNames { pid: 7, n: 0 }, soon(20)).unwrap_err();
+        assert!(matches!(err, FifoError::Timeout { .. }), "{err}");
+    }
+
+    #[test]
+    fn read_times_out_and_eof_is_peer_gone() {
+        let (_t, d) = dir();
+        let names = ChannelNames { pid: 11, n: 0 };
+        let d2 = d.clone();
+        let lc = std::thread::spawn(move || Channel::open_local(&d2, names, soon(5000)).unwrap());
+        let app = Channel::open_app(&d, names, soon(5000)).unwrap();
+        let lc = lc.join().unwrap();
+        let mut buf = [0u8; 4];
+        let err = lc.rx.read_exact(&mut buf, soon(20)).unwrap_err();
+        assert!(matches!(err, FifoError::Timeout { .. }), "{err}");
+        // A short write, then the app goes away: the rest never comes.
+        app.tx.write_all(&[1, 2], soon(1000)).unwrap();
+        drop(app);
+        let err = lc.rx.read_exact(&mut buf, soon(1000)).unwrap_err();
+        assert!(matches!(err, FifoError::PeerGone { .. }), "{err}");
+    }
+
+    #[test]
+    fn write_to_a_vanished_reader_is_peer_gone_not_sigpipe() {
+        let (_t, d) = dir();
+        let names = ChannelNames { pid: 12, n: 0 };
+        let d2 = d.clone();
+        let lc = std::thread::spawn(move || Channel::open_local(&d2, names, soon(5000)).unwrap());
+        let app = Channel::open_app(&d, names, soon(5000)).unwrap();
+        drop(lc.join().unwrap());
+        let err = app.tx.write_all(&[0; 4], soon(1000)).unwrap_err();
+        assert!(matches!(err, FifoError::PeerGone { .. }), "{err}");
+    }
+
+    #[test]
+    fn foreign_files_at_a_name_are_refused_and_kept() {
+        let (_t, d) = dir();
+        let names = ChannelNames { pid: 13, n: 0 };
+        let target = d.path().join("victim");
+        std::fs::write(&target, b"keep me").unwrap();
+        std::os::unix::fs::symlink(&target, d.fifo_path(names.prog_read())).unwrap();
+        let err = Channel::open_app(&d, names, soon(100)).unwrap_err();
+        assert!(matches!(err, FifoError::Unsafe { .. }), "{err}");
+        assert!(
+            std::fs::symlink_metadata(d.fifo_path(names.prog_read())).is_ok(),
+            "symlink removed"
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+
+        let names = ChannelNames { pid: 13, n: 1 };
+        std::fs::write(d.fifo_path(names.prog_write()), b"regular").unwrap();
+        let err = Channel::open_app(&d, names, soon(100)).unwrap_err();
+        assert!(matches!(err, FifoError::Unsafe { .. }), "{err}");
+        assert_eq!(
+            std::fs::read(d.fifo_path(names.prog_write())).unwrap(),
+            b"regular"
+        );
+    }
+
+    #[test]
+    fn an_existing_fifo_of_ours_is_reused() {
+        let (_t, d) = dir();
+        let names = ChannelNames { pid: 14, n: 0 };
+        mkfifo(
+            &d.fifo_path(names.prog_read()),
+            Mode::S_IRUSR | Mode::S_IWUSR,
+        )
+        .unwrap();
+        let d2 = d.clone();
+        let lc = std::thread::spawn(move || Channel::open_local(&d2, names, soon(5000)));
+        let app = Channel::open_app(&d, names, soon(5000)).unwrap();
+        let lc = lc.join().unwrap().unwrap();
+        lc.tx.write_all(&[5; 4], soon(1000)).unwrap();
+        let mut buf = [0u8; 4];
+        app.rx.read_exact(&mut buf, soon(1000)).unwrap();
+        assert_eq!(buf, [5; 4]);
+    }
+}
