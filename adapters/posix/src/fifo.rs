@@ -456,6 +456,12 @@ fn unlink_if_same(path: &Path, id: FileId) {
     }
 }
 
+/// Removes `path` if, and only if, it is this user's FIFO (a stale one from
+/// an earlier handshake, say); anything else there is left alone.
+pub fn remove_stale(path: &Path) {
+    unlink_if_fifo(path);
+}
+
 /// Removes `path` only if it is this user's FIFO.
 fn unlink_if_fifo(path: &Path) {
     if let Ok(st) = lstat(path)

@@ -4,7 +4,9 @@
 //! the `snapc wire` command reads and prints ([`json`]), and the command
 //! itself ([`cli`]).
 
+pub mod app;
 pub mod cli;
 pub mod fifo;
 pub mod json;
 pub mod signal;
+pub mod store;

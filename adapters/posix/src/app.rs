@@ -1,0 +1,603 @@
+//! The application API: a process links snapc, registers its hooks, and calls
+//! [`Snapc::progress`] at its safe points.
+//!
+//! [`Snapc`] runs the core's [`AppCoordinator`] against the real world: the
+//! checkpoint signal (through [`crate::signal`]), the handshake FIFOs
+//! (through [`crate::fifo`]), the application's [`Hooks`], and the snapshot
+//! store. A checkpoint runs inside the `progress` call that notices it, as in
+//! Open MPI: the application is at a safe point there.
+//!
+//! Without a daemon socket the process runs standalone: the snapshot for
+//! handle H goes to `$SNAPC_STORE/H/`, and application-initiated requests
+//! answer [`ApiError::NoCoordinator`].
+
+use crate::fifo::{Channel, FifoError, PipeDir};
+use crate::signal::{self, CHECKPOINT_FLAG, SignalError};
+use nix::sys::signal::Signal;
+use snapc_core::app::{
+    Action, AppConfig, AppCoordinator, CheckpointResult, CrsName, HandshakeReport, HostFailure,
+    IoFailure, Outcome, PrepareResult, RequestReport, SstoreOp,
+};
+use snapc_core::time::{Duration as CoreDuration, Instant as CoreInstant};
+use snapc_core::wire::{CrState, FifoOptions, ProcessName, Request, ToDaemon};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What the application does at each step of a checkpoint.
+pub trait Hooks {
+    /// Reach a state that can be saved. `NotNow` postpones to a later
+    /// progress point (the handshake stays open).
+    fn prepare(&mut self) -> PrepareResult {
+        PrepareResult::Ready
+    }
+
+    /// Save the state into `snapshot.dir` (which exists and is empty).
+    fn checkpoint(&mut self, snapshot: &Snapshot) -> CheckpointResult;
+
+    /// Carry on after the checkpoint; `state` is CONTINUE, TERM, RESTART
+    /// (also for processes that stay put during a migration) or ERROR.
+    fn recover(&mut self, state: CrState) -> Result<(), String> {
+        let _ = state;
+        Ok(())
+    }
+
+    /// At start-up, load the state saved in `dir` (`SNAPC_RESTART_DIR`).
+    fn restart(&mut self, dir: &Path) -> Result<(), String>;
+}
+
+/// The snapshot a checkpoint writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The directory to write into.
+    pub dir: PathBuf,
+    /// The sstore handle.
+    pub handle: u32,
+    /// The checkpoint's options.
+    pub options: FifoOptions,
+}
+
+/// Configuration, from code or from the environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The pipe directory (`SNAPC_PIPE_DIR`; see [`PipeDir::from_env`] for the default).
+    pub pipe_dir: Option<PathBuf>,
+    /// The checkpoint signal (`SNAPC_SIGNAL`, default SIGUSR1).
+    pub signal: Signal,
+    /// Chain to a handler already installed for the signal instead of refusing.
+    pub chain_signal: bool,
+    /// The deadline of each FIFO open, read and write (`SNAPC_TIMEOUT`, seconds, default 10).
+    pub timeout: Duration,
+    /// Where standalone snapshots go (`SNAPC_STORE`; default `snapc-store-<uid>` in the temp dir).
+    pub store: PathBuf,
+    /// The node daemon's socket (`SNAPC_DAEMON_SOCKET`).
+    pub daemon_socket: Option<PathBuf>,
+    /// The job id (`SNAPC_JOBID`, default 0).
+    pub jobid: u32,
+    /// This process's rank (`SNAPC_RANK`, default 0).
+    pub rank: u32,
+    /// A snapshot to restart from (`SNAPC_RESTART_DIR`).
+    pub restart_dir: Option<PathBuf>,
+}
+
+/// A configuration value that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}={value:?}: {reason}")]
+pub struct ConfigError {
+    /// The variable.
+    pub var: &'static str,
+    /// Its value.
+    pub value: String,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            pipe_dir: None,
+            signal: Signal::SIGUSR1,
+            chain_signal: false,
+            timeout: Duration::from_secs(10),
+            store: std::env::temp_dir()
+                .join(format!("snapc-store-{}", nix::unistd::Uid::effective())),
+            daemon_socket: None,
+            jobid: 0,
+            rank: 0,
+            restart_dir: None,
+        }
+    }
+}
+
+impl Config {
+    /// The defaults, overridden by the `SNAPC_*` variables that are set.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// As [`from_env`](Self::from_env), with `get` standing for the environment.
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut c = Self::default();
+        let bad = |var: &'static str, value: &str, reason: String| ConfigError {
+            var,
+            value: value.into(),
+            reason,
+        };
+        if let Some(v) = get("SNAPC_PIPE_DIR") {
+            c.pipe_dir = Some(v.into());
+        }
+        if let Some(v) = get("SNAPC_SIGNAL") {
+            c.signal =
+                signal::parse_signal(&v).map_err(|e| bad("SNAPC_SIGNAL", &v, e.to_string()))?;
+        }
+        if let Some(v) = get("SNAPC_TIMEOUT") {
+            let secs: f64 = v
+                .parse()
+                .map_err(|_| bad("SNAPC_TIMEOUT", &v, "not a number of seconds".into()))?;
+            c.timeout = Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    bad(
+                        "SNAPC_TIMEOUT",
+                        &v,
+                        "must be a positive number of seconds".into(),
+                    )
+                })?;
+        }
+        if let Some(v) = get("SNAPC_STORE") {
+            c.store = v.into();
+        }
+        if let Some(v) = get("SNAPC_DAEMON_SOCKET") {
+            c.daemon_socket = Some(v.into());
+        }
+        for (var, field) in [("SNAPC_JOBID", &mut c.jobid), ("SNAPC_RANK", &mut c.rank)] {
+            if let Some(v) = get(var) {
+                *field = v
+                    .parse()
+                    .map_err(|_| bad(var, &v, "not a non-negative integer".into()))?;
+            }
+        }
+        if let Some(v) = get("SNAPC_RESTART_DIR") {
+            c.restart_dir = Some(v.into());
+        }
+        Ok(c)
+    }
+}
+
+/// Why [`Snapc::start`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The pipe directory cannot be used.
+    #[error(transparent)]
+    PipeDir(#[from] FifoError),
+    /// The checkpoint signal cannot be taken.
+    #[error(transparent)]
+    Signal(#[from] SignalError),
+    /// The restart hook failed.
+    #[error("restart from {dir}: {reason}")]
+    Restart {
+        /// The snapshot.
+        dir: PathBuf,
+        /// The hook's error.
+        reason: String,
+    },
+    /// A daemon socket was given, and talking to a daemon is not available in this build.
+    #[error("SNAPC_DAEMON_SOCKET is set ({0}) but this process can only run standalone")]
+    NoDaemonSupport(PathBuf),
+}
+
+/// Why an application request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No node daemon: requests to the global coordinator cannot be made.
+    #[error("no coordinator: this process runs standalone (SNAPC_DAEMON_SOCKET is not set)")]
+    NoCoordinator,
+}
+
+fn to_core(t: Instant, origin: Instant) -> CoreInstant {
+    CoreInstant::from_micros(
+        u64::try_from(t.saturating_duration_since(origin).as_micros()).unwrap_or(u64::MAX),
+    )
+}
+
+fn core_duration(d: Duration) -> CoreDuration {
+    CoreDuration::from(d)
+}
+
+/// snapc inside one application process.
+pub struct Snapc<H: Hooks> {
+    machine: AppCoordinator<'static>,
+    hooks: H,
+    dir: PipeDir,
+    store: PathBuf,
+    channel: Option<Channel>,
+    /// The snapshot directory of the handshake in progress.
+    snapshot_dir: Option<PathBuf>,
+    /// Where `now` counts from.
+    origin: Instant,
+    outcomes: Vec<Outcome>,
+}
+
+impl<H: Hooks> Snapc<H> {
+    /// Takes the checkpoint signal, checks the pipe directory, and runs the
+    /// restart hook when the configuration names a snapshot to restart from.
+    pub fn start(config: Config, mut hooks: H) -> Result<Self, StartError> {
+        if let Some(socket) = config.daemon_socket {
+            return Err(StartError::NoDaemonSupport(socket));
+        }
+        let dir = match &config.pipe_dir {
+            Some(p) => PipeDir::open(p.clone())?,
+            None => PipeDir::from_env()?,
+        };
+        if let Some(restart) = &config.restart_dir {
+            hooks
+                .restart(restart)
+                .map_err(|reason| StartError::Restart {
+                    dir: restart.clone(),
+                    reason,
+                })?;
+            log::info!("restarted from {}", restart.display());
+        }
+        let mut app = AppConfig::new(
+            std::process::id(),
+            ProcessName {
+                jobid: config.jobid,
+                vpid: config.rank,
+            },
+            config.rank == 0,
+        );
+        let t = core_duration(config.timeout);
+        app.deadlines.open = t;
+        app.deadlines.read = t;
+        app.deadlines.write = t;
+        signal::install(config.signal, config.chain_signal)?;
+        Ok(Self {
+            machine: AppCoordinator::new(app, &CHECKPOINT_FLAG),
+            hooks,
+            dir,
+            store: config.store,
+            channel: None,
+            snapshot_dir: None,
+            origin: Instant::now(),
+            outcomes: Vec::new(),
+        })
+    }
+
+    fn now(&self) -> CoreInstant {
+        to_core(Instant::now(), self.origin)
+    }
+
+    /// The wall-clock deadline of the machine's current wait.
+    fn deadline(&self) -> Instant {
+        let now = self.now();
+        let left = self
+            .machine
+            .poll_timeout()
+            .map_or(CoreDuration::MAX, |d| d.saturating_duration_since(now));
+        Instant::now() + Duration::from(left).min(Duration::from_secs(86_400 * 365))
+    }
+
+    /// The safe point. Costs one atomic load when nothing is pending;
+    /// otherwise runs the pending checkpoint (or resumes a stalled prepare)
+    /// and returns how it ended, if it did.
+    #[inline]
+    pub fn progress(&mut self) -> Option<Outcome> {
+        if !CHECKPOINT_FLAG.is_requested() && self.machine.is_idle() {
+            return None;
+        }
+        self.progress_slow()
+    }
+
+    #[cold]
+    fn progress_slow(&mut self) -> Option<Outcome> {
+        let before = self.outcomes.len();
+        let now = self.now();
+        if self.machine.poll_timeout().is_some_and(|d| d <= now) {
+            self.machine.handle_timeout(now);
+        }
+        self.machine.handle_progress(now);
+        self.drive();
+        self.outcomes
+            .get(before..)
+            .and_then(|new| new.last().cloned())
+    }
+
+    /// Every outcome so far (handshakes and requests), oldest first.
+    pub fn outcomes(&self) -> &[Outcome] {
+        &self.outcomes
+    }
+
+    /// Whether the process should now wait to be terminated (`term`, a
+    /// migration target, a restart request).
+    pub fn is_terminating(&self) -> bool {
+        self.machine.is_terminating()
+    }
+
+    /// Whether a prepare-only checkpoint holds the process quiesced.
+    pub fn is_quiesced(&self) -> bool {
+        self.machine.is_quiesced()
+    }
+
+    /// The hooks.
+    pub fn hooks(&self) -> &H {
+        &self.hooks
+    }
+
+    /// The hooks, mutably.
+    pub fn hooks_mut(&mut self) -> &mut H {
+        &mut self.hooks
+    }
+
+    /// An application-initiated request (checkpoint, restart, migrate,
+    /// quiesce) to the job's global coordinator. A standalone process has
+    /// none to ask.
+    pub fn request(&mut self, request: Request<'_>) -> Result<RequestReport, ApiError> {
+        log::warn!("request {} refused: no coordinator", request.op_event());
+        Err(ApiError::NoCoordinator)
+    }
+
+    /// Carries out the machine's actions until it waits for something that
+    /// is not synchronous here (a later progress point, or nothing).
+    fn drive(&mut self) {
+        while let Some(action) = self.machine.poll_action() {
+            self.execute(action);
+        }
+    }
+
+    fn io_failed(&mut self, e: &FifoError) {
+        let now = self.now();
+        log::warn!("handshake: {e}");
+        match e {
+            FifoError::Timeout { .. } => {
+                // The FIFO layer waited until the machine's own deadline.
+                let at = self.machine.poll_timeout().map_or(now, |d| d.max(now));
+                self.machine.handle_timeout(at);
+            }
+            FifoError::PeerGone { .. } => self.machine.handle_io_error(now, IoFailure::PeerGone),
+            _ => self.machine.handle_io_error(now, IoFailure::Failed),
+        }
+    }
+
+    fn execute(&mut self, action: Action) {
+        match action {
+            Action::OpenChannel { names } => {
+                match Channel::open_app(&self.dir, names, self.deadline()) {
+                    Ok(ch) => {
+                        self.channel = Some(ch);
+                        self.machine.handle_opened(self.now());
+                    }
+                    Err(e) => self.io_failed(&e),
+                }
+            }
+            Action::Read { frame, len } => {
+                let mut buf = [0u8; 64];
+                let result = match (self.channel.as_ref(), buf.get_mut(..len)) {
+                    (Some(ch), Some(b)) => ch.rx.read_exact(b, self.deadline()),
+                    _ => {
+                        log::error!("read of {frame:?} ({len} bytes) without an open channel");
+                        self.machine.handle_io_error(self.now(), IoFailure::Failed);
+                        return;
+                    }
+                };
+                match result {
+                    Ok(()) => self.machine.handle_read(self.now(), &buf[..len]),
+                    Err(e) => self.io_failed(&e),
+                }
+            }
+            Action::Write { frame, bytes } => {
+                let result = match self.channel.as_ref() {
+                    Some(ch) => ch.tx.write_all(&bytes, self.deadline()),
+                    None => {
+                        log::error!("write of {frame:?} without an open channel");
+                        self.machine.handle_io_error(self.now(), IoFailure::Failed);
+                        return;
+                    }
+                };
+                match result {
+                    Ok(()) => self.machine.handle_write_done(self.now()),
+                    Err(e) => self.io_failed(&e),
+                }
+            }
+            Action::Prepare => {
+                let r = self.hooks.prepare();
+                self.machine.handle_prepare(self.now(), r);
+            }
+            Action::Checkpoint { handle, options } => {
+                let r = match &self.snapshot_dir {
+                    Some(dir) => self.hooks.checkpoint(&Snapshot {
+                        dir: dir.clone(),
+                        handle,
+                        options,
+                    }),
+                    None => CheckpointResult::Error,
+                };
+                self.machine.handle_checkpoint(self.now(), r);
+            }
+            Action::Recover { state } => {
+                let r = self.hooks.recover(state).map_err(|e| {
+                    log::warn!("recover hook: {e}");
+                    HostFailure
+                });
+                self.machine.handle_recovered(self.now(), r);
+            }
+            Action::Sstore(op) => self.sstore(op),
+            Action::SendToDaemon(msg) => {
+                // Standalone: there is no daemon to tell.
+                log::debug!("standalone, not sent to a daemon: {msg:?}");
+                if let ToDaemon::LocalFinish(f) = msg {
+                    log::debug!("handshake finished with {}", f.cr_state);
+                }
+            }
+            Action::Close { .. } => {
+                // Dropping the channel closes both fds and unlinks both FIFOs.
+                self.channel = None;
+            }
+            Action::Unlink { names } => {
+                self.channel = None;
+                for name in [names.prog_read(), names.prog_write()] {
+                    crate::fifo::remove_stale(&self.dir.fifo_path(name));
+                }
+                self.snapshot_dir = None;
+                self.machine.handle_teardown_done(self.now());
+            }
+            Action::AwaitTermination => {
+                log::info!("checkpoint done; this process is to be terminated")
+            }
+            Action::Outcome(outcome) => {
+                log_outcome(&outcome);
+                self.outcomes.push(outcome);
+            }
+        }
+    }
+
+    /// Standalone stable storage: `<store>/<handle>/`, attributes in `snapc-local.json`.
+    fn sstore(&mut self, op: SstoreOp) {
+        let now = self.now();
+        match op {
+            SstoreOp::Register { handle } => {
+                let dir = self.store.join(handle.to_string());
+                // A failure surfaces at ReadLocation, which the machine awaits.
+                match std::fs::create_dir_all(&dir) {
+                    Ok(()) => self.snapshot_dir = Some(dir),
+                    Err(e) => log::warn!("snapshot directory {}: {e}", dir.display()),
+                }
+            }
+            SstoreOp::ReadLocation { .. } => {
+                let r = if self.snapshot_dir.is_some() {
+                    Ok(())
+                } else {
+                    Err(HostFailure)
+                };
+                self.machine.handle_sstore(now, r);
+            }
+            SstoreOp::SetSkip { .. } => self.attribute("skip", "true"),
+            SstoreOp::SetSessionDir { .. } => {
+                let cwd = std::env::current_dir()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                self.attribute("session_dir", &cwd);
+            }
+            SstoreOp::SetCrsName { name, .. } => match name {
+                CrsName::Component => self.attribute("crs", "snapc-hooks"),
+                CrsName::EmptyIfNone => self.attribute_if_absent("crs", ""),
+            },
+            SstoreOp::Sync { .. } => {
+                let r = self.sync_snapshot().map_err(|e| {
+                    log::warn!("sync: {e}");
+                    HostFailure
+                });
+                self.machine.handle_sstore(now, r);
+            }
+            SstoreOp::ReadGlobal { .. } => self.machine.handle_sstore_global(now, None, None),
+        }
+    }
+
+    fn attributes_path(&self) -> Option<PathBuf> {
+        self.snapshot_dir
+            .as_ref()
+            .map(|d| d.join("snapc-local.json"))
+    }
+
+    fn read_attributes(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.attributes_path()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn write_attributes(
+        &self,
+        attrs: &serde_json::Map<String, serde_json::Value>,
+    ) -> std::io::Result<()> {
+        let Some(path) = self.attributes_path() else {
+            return Ok(());
+        };
+        crate::store::write_atomically(
+            &path,
+            serde_json::to_string_pretty(attrs)
+                .unwrap_or_default()
+                .as_bytes(),
+        )
+    }
+
+    fn attribute(&self, key: &str, value: &str) {
+        let mut attrs = self.read_attributes();
+        attrs.insert(key.into(), value.into());
+        if let Err(e) = self.write_attributes(&attrs) {
+            log::warn!("snapshot attribute {key}: {e}");
+        }
+    }
+
+    fn attribute_if_absent(&self, key: &str, value: &str) {
+        if !self.read_attributes().contains_key(key) {
+            self.attribute(key, value);
+        }
+    }
+
+    fn sync_snapshot(&self) -> std::io::Result<()> {
+        let Some(dir) = &self.snapshot_dir else {
+            return Err(std::io::Error::other("no snapshot directory"));
+        };
+        let mut attrs = self.read_attributes();
+        attrs.insert("synced".into(), true.into());
+        self.write_attributes(&attrs)?;
+        crate::store::sync_tree(dir)
+    }
+}
+
+fn log_outcome(outcome: &Outcome) {
+    match outcome {
+        Outcome::Handshake(HandshakeReport {
+            names,
+            state,
+            error: None,
+            stages,
+            ..
+        }) => {
+            log::info!("checkpoint {}: {} ({stages:?})", names.n, state);
+        }
+        Outcome::Handshake(HandshakeReport {
+            names,
+            error: Some(e),
+            ..
+        }) => {
+            log::warn!("checkpoint {} failed: {e}", names.n);
+        }
+        Outcome::Quiesced { names, .. } => log::info!("checkpoint {}: quiesced", names.n),
+        Outcome::Request(r) => log::info!("request {}: {:?}", r.op, r.error),
+    }
+}
+
+impl<H: Hooks> Drop for Snapc<H> {
+    fn drop(&mut self) {
+        self.channel = None;
+        let _ = signal::uninstall();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_from_vars() {
+        let vars = |k: &str| match k {
+            "SNAPC_SIGNAL" => Some("USR2".to_string()),
+            "SNAPC_TIMEOUT" => Some("0.5".to_string()),
+            "SNAPC_RANK" => Some("3".to_string()),
+            "SNAPC_STORE" => Some("/s".to_string()),
+            _ => None,
+        };
+        let c = Config::from_vars(vars).unwrap();
+        assert_eq!(c.signal, Signal::SIGUSR2);
+        assert_eq!(c.timeout, Duration::from_millis(500));
+        assert_eq!(c.rank, 3);
+        assert_eq!(c.store, PathBuf::from("/s"));
+        let bad =
+            Config::from_vars(|k| (k == "SNAPC_TIMEOUT").then(|| "-1".to_string())).unwrap_err();
+        assert_eq!(bad.var, "SNAPC_TIMEOUT");
+        let bad = Config::from_vars(|k| (k == "SNAPC_SIGNAL").then(|| "SIGWHAT".to_string()))
+            .unwrap_err();
+        assert!(bad.to_string().contains("SIGWHAT"));
+    }
+}
