@@ -36,5 +36,6 @@ compile_error!("snapc-core: enable at most one of the `defmt` and `log` features
 mod fmt;
 
 pub mod app;
+pub mod global;
 pub mod time;
 pub mod wire;
