@@ -37,5 +37,6 @@ mod fmt;
 
 pub mod app;
 pub mod global;
+pub mod local;
 pub mod time;
 pub mod wire;
