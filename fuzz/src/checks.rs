@@ -595,7 +595,7 @@ pub fn app_machine(s: &AppScenario) {
                 }
             }
             AppInput::Advance(us) => {
-                now = now + Duration::from_micros(u64::from(*us));
+                now += Duration::from_micros(u64::from(*us));
                 if m.poll_timeout().is_some_and(|d| d <= now) {
                     m.handle_timeout(now);
                     assert!(
