@@ -8,8 +8,9 @@
 //! Open MPI: the application is at a safe point there.
 //!
 //! Without a daemon socket the process runs standalone: the snapshot for
-//! handle H goes to `$SNAPC_STORE/H/`, and application-initiated requests
-//! answer [`ApiError::NoCoordinator`].
+//! handle H goes to `$SNAPC_STORE/H/pid-<pid>/` (several processes may take
+//! part in one checkpoint), and application-initiated requests answer
+//! [`ApiError::NoCoordinator`].
 
 use crate::fifo::{Channel, FifoError, PipeDir};
 use crate::signal::{self, CHECKPOINT_FLAG, SignalError};
@@ -450,12 +451,12 @@ impl<H: Hooks> Snapc<H> {
         }
     }
 
-    /// Standalone stable storage: `<store>/<handle>/`, attributes in `snapc-local.json`.
+    /// Standalone stable storage: `<store>/<handle>/pid-<pid>/`, attributes in `snapc-local.json`.
     fn sstore(&mut self, op: SstoreOp) {
         let now = self.now();
         match op {
             SstoreOp::Register { handle } => {
-                let dir = self.store.join(handle.to_string());
+                let dir = standalone_snapshot_dir(&self.store, handle, std::process::id());
                 // A failure surfaces at ReadLocation, which the machine awaits.
                 match std::fs::create_dir_all(&dir) {
                     Ok(()) => self.snapshot_dir = Some(dir),
@@ -543,6 +544,11 @@ impl<H: Hooks> Snapc<H> {
         self.write_attributes(&attrs)?;
         crate::store::sync_tree(dir)
     }
+}
+
+/// Where a standalone process with `pid` puts its snapshot for `handle`.
+pub fn standalone_snapshot_dir(store: &Path, handle: u32, pid: u32) -> PathBuf {
+    store.join(handle.to_string()).join(format!("pid-{pid}"))
 }
 
 fn log_outcome(outcome: &Outcome) {

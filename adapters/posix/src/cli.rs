@@ -18,9 +18,41 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Checkpoint running processes that no daemon manages: signal them, run
+    /// their handshakes concurrently, print one result per pid. Exits 0 only
+    /// if every process completed.
+    Checkpoint(CheckpointArgs),
     /// Decode and encode protocol messages (Open MPI DSS buffers and FIFO frames).
     #[command(subcommand)]
     Wire(WireCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckpointArgs {
+    /// A process to checkpoint (repeat for several).
+    #[arg(long = "pid", required = true, value_name = "PID")]
+    pids: Vec<u32>,
+    /// Terminate the processes after their checkpoint.
+    #[arg(long)]
+    term: bool,
+    /// Stop (SIGSTOP) the processes after their checkpoint.
+    #[arg(long)]
+    stop: bool,
+    /// Deadline of each wait on a process, in seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "S")]
+    timeout: f64,
+    /// The processes' pipe directory (default: as the processes compute it).
+    #[arg(long, value_name = "D")]
+    pipe_dir: Option<std::path::PathBuf>,
+    /// The checkpoint signal, by name or number (default SNAPC_SIGNAL, else SIGUSR1).
+    #[arg(long, value_name = "SIG")]
+    signal: Option<String>,
+    /// The snapshot handle (default: one above the highest in the standalone store).
+    #[arg(long, value_name = "H")]
+    handle: Option<u32>,
+    /// One JSON object per process instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,10 +169,114 @@ fn wire(cmd: WireCommand) -> ExitCode {
     }
 }
 
+fn ms(d: Option<snapc_core::time::Duration>) -> Option<f64> {
+    d.map(|d| d.as_micros() as f64 / 1000.0)
+}
+
+fn checkpoint(args: CheckpointArgs) -> ExitCode {
+    use crate::app::Config;
+    use crate::direct::{DirectRequest, checkpoint};
+    use crate::fifo::PipeDir;
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => return bad_input(e),
+    };
+    let signal = match args
+        .signal
+        .as_deref()
+        .map(crate::signal::parse_signal)
+        .transpose()
+    {
+        Ok(s) => s.unwrap_or(config.signal),
+        Err(e) => return bad_input(e),
+    };
+    let Some(timeout) = std::time::Duration::try_from_secs_f64(args.timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+    else {
+        return bad_input("--timeout must be a positive number of seconds");
+    };
+    let pipe_dir = match args
+        .pipe_dir
+        .or(config.pipe_dir)
+        .map_or_else(PipeDir::from_env, PipeDir::open)
+    {
+        Ok(d) => d,
+        Err(e) => return bad_input(e),
+    };
+    let handle = args.handle.unwrap_or_else(|| next_handle(&config.store));
+    let request = DirectRequest {
+        pids: args.pids,
+        term: args.term,
+        stop: args.stop,
+        timeout,
+        pipe_dir,
+        signal,
+        handle,
+    };
+    let results = match checkpoint(request) {
+        Ok(r) => r,
+        Err(e) => return bad_input(e),
+    };
+    let mut all = true;
+    for r in &results {
+        all &= r.completed();
+        let t = r.timings;
+        let snapshot = crate::app::standalone_snapshot_dir(&config.store, handle, r.pid);
+        if args.json {
+            let v = serde_json::json!({
+                "pid": r.pid,
+                "completed": r.completed(),
+                "state": r.state.map(|s| s.name()),
+                "error": r.error,
+                "n": r.n,
+                "handle": handle,
+                "snapshot": r.completed().then(|| snapshot.display().to_string()),
+                "timings_ms": {
+                    "fifos": ms(t.fifos), "open": ms(t.open), "options": ms(t.options),
+                    "response": ms(t.response), "go_ahead": ms(t.go_ahead),
+                    "final_state": ms(t.final_state), "stop": ms(t.stop),
+                    "total": ms(Some(t.total)),
+                },
+            });
+            println!("{v}");
+        } else {
+            let state = r.state.map_or("-", |s| s.name());
+            let total = ms(Some(t.total)).unwrap_or_default();
+            match &r.error {
+                None => println!(
+                    "pid {}: {state} in {total:.3} ms (handshake {}), snapshot {}",
+                    r.pid,
+                    r.n.unwrap_or_default(),
+                    snapshot.display()
+                ),
+                Some(e) => println!("pid {}: failed after {total:.3} ms: {e}", r.pid),
+            }
+        }
+    }
+    if all {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// One above the highest numeric snapshot directory in the standalone store.
+fn next_handle(store: &std::path::Path) -> u32 {
+    std::fs::read_dir(store)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .max()
+        .map_or(1, |h| h.saturating_add(1))
+}
+
 /// Runs the command line; the process's exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Checkpoint(args) => checkpoint(args),
         Command::Wire(cmd) => wire(cmd),
     }
 }

@@ -337,6 +337,35 @@ impl FifoEnd {
         Ok(())
     }
 
+    /// Reads what is available now, without waiting: `Ok(0)` when nothing
+    /// is; EOF is [`FifoError::PeerGone`].
+    pub fn read_available(&self, buf: &mut [u8]) -> Result<usize, FifoError> {
+        loop {
+            match nix::unistd::read(&self.fd, buf) {
+                Ok(0) if !buf.is_empty() => {
+                    return Err(FifoError::PeerGone {
+                        path: self.path.clone(),
+                    });
+                }
+                Ok(n) => return Ok(n),
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => return Ok(0),
+                Err(errno) => {
+                    return Err(FifoError::Sys {
+                        path: self.path.clone(),
+                        op: "read",
+                        errno,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The fd, for a caller's own `poll`.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     /// Writes all of `buf` before `deadline`.
     pub fn write_all(&self, buf: &[u8], deadline: Instant) -> Result<(), FifoError> {
         let mut done = 0;

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod direct;
 pub mod fifo;
 pub mod json;
 pub mod signal;

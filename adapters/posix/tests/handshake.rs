@@ -4,161 +4,10 @@
 //! After each test the process is alive where it should be and nothing is
 //! left in the pipe directory.
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use snapc_core::wire::ChannelNames;
-use snapc_posix::fifo::{Channel, PipeDir};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
-use std::time::{Duration, Instant};
+mod common;
 
-const START: i32 = 0;
-const CONTINUE: i32 = 4;
-const TERM: i32 = 5;
-
-struct Proc {
-    child: Child,
-    pid: u32,
-    lines: Receiver<String>,
-    pipes: tempfile::TempDir,
-    store: tempfile::TempDir,
-}
-
-fn counter(env: &[(&str, &str)]) -> Proc {
-    let pipes = tempfile::tempdir().unwrap();
-    let store = tempfile::tempdir().unwrap();
-    // Cargo builds the examples beside the binaries for integration tests.
-    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_snapc"))
-        .with_file_name("examples")
-        .join("counter");
-    let mut cmd = Command::new(exe);
-    cmd.args(["--run-for", "60"])
-        .env("SNAPC_PIPE_DIR", pipes.path())
-        .env("SNAPC_STORE", store.path())
-        .env("SNAPC_TIMEOUT", "1")
-        .env_remove("SNAPC_DAEMON_SOCKET")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .spawn()
-        .expect("spawn counter (cargo builds examples for tests)");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let first = lines
-        .recv_timeout(Duration::from_secs(10))
-        .expect("pid line");
-    let pid = first
-        .strip_prefix("pid=")
-        .expect("first line is pid=")
-        .parse()
-        .unwrap();
-    assert!(
-        lines
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap()
-            .starts_with("start ")
-    );
-    Proc {
-        child,
-        pid,
-        lines,
-        pipes,
-        store,
-    }
-}
-
-impl Proc {
-    fn dir(&self) -> PipeDir {
-        PipeDir::open(self.pipes.path()).unwrap()
-    }
-
-    fn signal(&self) {
-        kill(Pid::from_raw(self.pid as i32), Signal::SIGUSR1).unwrap();
-    }
-
-    /// Opens the local side of handshake `n`.
-    fn open(&self, n: u32) -> Channel {
-        Channel::open_local(&self.dir(), ChannelNames { pid: self.pid, n }, soon(5000))
-            .expect("the process opened its FIFOs")
-    }
-
-    fn line(&self, prefix: &str) -> String {
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no line starting {prefix:?}"));
-            if line.starts_with(prefix) {
-                return line;
-            }
-        }
-    }
-
-    fn alive(&self) -> bool {
-        kill(Pid::from_raw(self.pid as i32), None).is_ok()
-    }
-
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
-            .unwrap()
-            .count()
-    }
-
-    fn pipe_dir_entries(&self) -> Vec<String> {
-        std::fs::read_dir(self.pipes.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect()
-    }
-
-    /// Waits (bounded) until the pipe directory holds exactly `expected`.
-    fn expect_pipe_dir(&self, expected: &[&str]) {
-        let end = Instant::now() + Duration::from_secs(5);
-        loop {
-            let mut found = self.pipe_dir_entries();
-            found.sort();
-            if found == expected || Instant::now() > end {
-                assert_eq!(found, expected, "pipe directory");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn soon(ms: u64) -> Instant {
-    Instant::now() + Duration::from_millis(ms)
-}
-
-fn ints(values: &[i32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_ne_bytes()).collect()
-}
-
-fn read_int(ch: &Channel) -> i32 {
-    let mut b = [0u8; 4];
-    ch.rx.read_exact(&mut b, soon(5000)).unwrap();
-    i32::from_ne_bytes(b)
-}
+use common::*;
+use std::time::Duration;
 
 /// One complete handshake, byte for byte: options (all_migrating, migrating,
 /// term, stop, prep_only, recover_only) and handle; response; go-ahead; final
@@ -187,8 +36,7 @@ fn checkpoint_and_continue_five_times() {
             p.line("checkpoint"),
             format!("checkpoint n={n} handle={handle} state=CONTINUE")
         );
-        let saved =
-            std::fs::read_to_string(p.store.path().join(handle.to_string()).join("state")).unwrap();
+        let saved = std::fs::read_to_string(p.snapshot(handle as u32).join("state")).unwrap();
         assert!(
             saved
                 .split_whitespace()
@@ -223,7 +71,7 @@ fn term_ends_the_process_after_its_checkpoint() {
     p.line("terminating");
     let status = p.child.wait().unwrap();
     assert!(status.success());
-    assert!(p.store.path().join("1/state").exists());
+    assert!(p.snapshot(1).join("state").exists());
     p.expect_pipe_dir(&[]);
 }
 
@@ -281,10 +129,10 @@ fn garbage_go_ahead_ends_the_handshake() {
 #[test]
 fn a_planted_symlink_is_never_followed() {
     let p = counter(&[]);
-    let victim = p.store.path().join("victim");
+    let victim = p.store.join("victim");
     std::fs::write(&victim, b"precious").unwrap();
     let name = format!("opal_cr_prog_read.{}_0", p.pid);
-    std::os::unix::fs::symlink(&victim, p.pipes.path().join(&name)).unwrap();
+    std::os::unix::fs::symlink(&victim, p.pipes.join(&name)).unwrap();
     p.signal();
     assert!(p.line("checkpoint n=0").contains("failed"));
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
@@ -298,13 +146,10 @@ fn a_planted_symlink_is_never_followed() {
 fn a_regular_file_at_the_name_is_left_alone() {
     let p = counter(&[]);
     let name = format!("opal_cr_prog_write.{}_0", p.pid);
-    std::fs::write(p.pipes.path().join(&name), b"not a fifo").unwrap();
+    std::fs::write(p.pipes.join(&name), b"not a fifo").unwrap();
     p.signal();
     assert!(p.line("checkpoint n=0").contains("failed"));
-    assert_eq!(
-        std::fs::read(p.pipes.path().join(&name)).unwrap(),
-        b"not a fifo"
-    );
+    assert_eq!(std::fs::read(p.pipes.join(&name)).unwrap(), b"not a fifo");
     assert!(p.alive());
     assert_eq!(handshake(&p, 1, 2, false), CONTINUE);
 }
@@ -312,10 +157,7 @@ fn a_regular_file_at_the_name_is_left_alone() {
 #[test]
 fn a_stale_fifo_from_an_earlier_run_is_reused() {
     let p = counter(&[]);
-    let stale = p
-        .pipes
-        .path()
-        .join(format!("opal_cr_prog_read.{}_0", p.pid));
+    let stale = p.pipes.join(format!("opal_cr_prog_read.{}_0", p.pid));
     nix::unistd::mkfifo(
         &stale,
         nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,

@@ -1,0 +1,208 @@
+//! Shared by the real-process tests: the `counter` example under test and a
+//! few helpers around it.
+#![allow(dead_code)] // each test file uses its own part
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use snapc_core::wire::ChannelNames;
+use snapc_posix::fifo::{Channel, PipeDir};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+pub const START: i32 = 0;
+pub const CONTINUE: i32 = 4;
+pub const TERM: i32 = 5;
+
+pub struct Proc {
+    pub child: Child,
+    pub pid: u32,
+    lines: Receiver<String>,
+    pub pipes: PathBuf,
+    pub store: PathBuf,
+    /// Directories this process owns (removed with it).
+    _dirs: Option<(tempfile::TempDir, tempfile::TempDir)>,
+}
+
+/// The example binary, rebuilt once per test run so that a filtered
+/// `cargo test --test handshake` (which does not build examples) never runs a
+/// stale one.
+pub fn counter_exe() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let snapc = Path::new(env!("CARGO_BIN_EXE_snapc"));
+            let release = snapc.parent().is_some_and(|d| d.ends_with("release"));
+            let mut cmd = Command::new(cargo);
+            cmd.args([
+                "build",
+                "--quiet",
+                "-p",
+                "snapc-posix",
+                "--example",
+                "counter",
+            ]);
+            if release {
+                cmd.arg("--release");
+            }
+            let status = cmd
+                .status()
+                .expect("run cargo to build the counter example");
+            assert!(status.success(), "building the counter example failed");
+            std::path::Path::new(env!("CARGO_BIN_EXE_snapc"))
+                .with_file_name("examples")
+                .join("counter")
+        })
+        .clone()
+}
+
+/// A counter with its own pipe directory and store.
+pub fn counter(env: &[(&str, &str)]) -> Proc {
+    let pipes = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let mut p = counter_in(pipes.path(), store.path(), env);
+    p._dirs = Some((pipes, store));
+    p
+}
+
+/// A counter using `pipes` and `store`, which it shares with others.
+pub fn counter_in(pipes: &Path, store: &Path, env: &[(&str, &str)]) -> Proc {
+    // Cargo builds the examples beside the binaries for integration tests.
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_snapc"))
+        .with_file_name("examples")
+        .join("counter");
+    let mut cmd = Command::new(exe);
+    cmd.args(["--run-for", "60"])
+        .env("SNAPC_PIPE_DIR", pipes)
+        .env("SNAPC_STORE", store)
+        .env("SNAPC_TIMEOUT", "1")
+        .env_remove("SNAPC_DAEMON_SOCKET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .spawn()
+        .expect("spawn counter (cargo builds examples for tests)");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("pid line");
+    let pid = first
+        .strip_prefix("pid=")
+        .expect("first line is pid=")
+        .parse()
+        .unwrap();
+    assert!(
+        lines
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()
+            .starts_with("start ")
+    );
+    Proc {
+        child,
+        pid,
+        lines,
+        pipes: pipes.to_owned(),
+        store: store.to_owned(),
+        _dirs: None,
+    }
+}
+
+impl Proc {
+    pub fn dir(&self) -> PipeDir {
+        PipeDir::open(&self.pipes).unwrap()
+    }
+
+    pub fn signal(&self) {
+        kill(Pid::from_raw(self.pid as i32), Signal::SIGUSR1).unwrap();
+    }
+
+    /// Opens the local side of handshake `n`.
+    pub fn open(&self, n: u32) -> Channel {
+        Channel::open_local(&self.dir(), ChannelNames { pid: self.pid, n }, soon(5000))
+            .expect("the process opened its FIFOs")
+    }
+
+    pub fn line(&self, prefix: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no line starting {prefix:?}"));
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+
+    pub fn snapshot(&self, handle: u32) -> std::path::PathBuf {
+        snapc_posix::app::standalone_snapshot_dir(&self.store, handle, self.pid)
+    }
+
+    pub fn alive(&self) -> bool {
+        kill(Pid::from_raw(self.pid as i32), None).is_ok()
+    }
+
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .unwrap()
+            .count()
+    }
+
+    pub fn pipe_dir_entries(&self) -> Vec<String> {
+        std::fs::read_dir(&self.pipes)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// Waits (bounded) until the pipe directory holds exactly `expected`.
+    pub fn expect_pipe_dir(&self, expected: &[&str]) {
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut found = self.pipe_dir_entries();
+            found.sort();
+            if found == expected || Instant::now() > end {
+                assert_eq!(found, expected, "pipe directory");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn soon(ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(ms)
+}
+
+pub fn ints(values: &[i32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_ne_bytes()).collect()
+}
+
+pub fn read_int(ch: &Channel) -> i32 {
+    let mut b = [0u8; 4];
+    ch.rx.read_exact(&mut b, soon(5000)).unwrap();
+    i32::from_ne_bytes(b)
+}

@@ -1,0 +1,132 @@
+//! `snapc checkpoint --pid`: this process as the local coordinator of
+//! processes no daemon manages.
+
+mod common;
+
+use common::*;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn snapc_checkpoint(pipes: &std::path::Path, store: &std::path::Path, args: &[String]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_snapc"))
+        .arg("checkpoint")
+        .args(args)
+        .env("SNAPC_PIPE_DIR", pipes)
+        .env("SNAPC_STORE", store)
+        .output()
+        .expect("run snapc checkpoint")
+}
+
+fn pid_args(pids: &[u32]) -> Vec<String> {
+    pids.iter()
+        .flat_map(|p| ["--pid".to_string(), p.to_string()])
+        .collect()
+}
+
+fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
+#[test]
+fn eight_processes_at_once() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (pipes, store) = (dirs.0.path(), dirs.1.path());
+    let procs: Vec<Proc> = (0..8).map(|_| counter_in(pipes, store, &[])).collect();
+    let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
+    for round in 1..=2u32 {
+        let mut args = pid_args(&pids);
+        args.push("--json".into());
+        let o = snapc_checkpoint(pipes, store, &args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let results = json_lines(&o);
+        assert_eq!(results.len(), 8);
+        for (r, p) in results.iter().zip(&procs) {
+            assert_eq!(r["pid"], p.pid);
+            assert_eq!(r["state"], "CONTINUE");
+            assert_eq!(
+                r["n"],
+                round - 1,
+                "the counter comes from the names the process made"
+            );
+            assert_eq!(r["handle"], round);
+            assert!(p.snapshot(round).join("state").exists());
+            p.line(&format!("checkpoint n={}", round - 1));
+            assert!(p.alive());
+        }
+        procs[0].expect_pipe_dir(&[]);
+    }
+}
+
+#[test]
+fn term_ends_the_processes() {
+    let mut p = counter(&[]);
+    let mut args = pid_args(&[p.pid]);
+    args.push("--term".into());
+    let o = snapc_checkpoint(&p.pipes, &p.store, &args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(": TERM in"));
+    assert!(p.child.wait().unwrap().success());
+}
+
+#[test]
+fn stop_leaves_the_process_stopped_until_continued() {
+    let p = counter(&[]);
+    let mut args = pid_args(&[p.pid]);
+    args.push("--stop".into());
+    let o = snapc_checkpoint(&p.pipes, &p.store, &args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", p.pid)).unwrap();
+    let state = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .trim_start()
+        .chars()
+        .next()
+        .unwrap();
+    assert!(state == 'T' || state == 't', "state {state}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(p.pid as i32),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .unwrap();
+    p.line("checkpoint n=0 handle=1 state=CONTINUE");
+    p.expect_pipe_dir(&[]);
+    assert!(p.alive());
+}
+
+#[test]
+fn missing_and_silent_processes_fail_without_holding_up_the_others() {
+    let p = counter(&[]);
+    // A process that ignores the signal and never makes FIFOs.
+    let mut silent = Command::new("bash")
+        .args(["-c", "trap '' USR1; sleep 30"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let gone = 999_999;
+    let mut args = pid_args(&[p.pid, silent.id(), gone]);
+    args.extend(["--timeout".into(), "0.5".into(), "--json".into()]);
+    let started = Instant::now();
+    let o = snapc_checkpoint(&p.pipes, &p.store, &args);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded by the deadline"
+    );
+    let results = json_lines(&o);
+    assert_eq!(results[0]["state"], "CONTINUE");
+    assert_eq!(results[1]["completed"], false);
+    assert!(
+        results[1]["error"].as_str().unwrap().contains("deadline"),
+        "{}",
+        results[1]
+    );
+    assert_eq!(results[2]["completed"], false);
+    let _ = silent.kill();
+    let _ = silent.wait();
+    assert!(p.alive());
+}
