@@ -252,6 +252,7 @@ impl<H: Hooks> Snapc<H> {
         app.deadlines.read = t;
         app.deadlines.write = t;
         signal::install(config.signal, config.chain_signal)?;
+        signal::ignore_sigpipe();
         Ok(Self {
             machine: AppCoordinator::new(app, &CHECKPOINT_FLAG),
             hooks,
@@ -296,11 +297,28 @@ impl<H: Hooks> Snapc<H> {
         if self.machine.poll_timeout().is_some_and(|d| d <= now) {
             self.machine.handle_timeout(now);
         }
+        if self.machine.is_quiesced() && self.peer_gone() {
+            self.machine.handle_io_error(now, IoFailure::PeerGone);
+        }
         self.machine.handle_progress(now);
         self.drive();
         self.outcomes
             .get(before..)
             .and_then(|new| new.last().cloned())
+    }
+
+    /// While quiesced nothing is read or written; a local coordinator that
+    /// went away shows as an error on the write end (its reader is gone).
+    fn peer_gone(&self) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let Some(ch) = &self.channel else {
+            return false;
+        };
+        let mut fds = [PollFd::new(ch.tx.fd(), PollFlags::empty())];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
+            && fds[0]
+                .revents()
+                .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP))
     }
 
     /// Every outcome so far (handshakes and requests), oldest first.

@@ -38,6 +38,13 @@ struct CheckpointArgs {
     /// Stop (SIGSTOP) the processes after their checkpoint.
     #[arg(long)]
     stop: bool,
+    /// Only prepare the processes (quiesce them), hold them for --hold
+    /// seconds, then let them go on.
+    #[arg(long, conflicts_with_all = ["term", "stop"])]
+    prep_only: bool,
+    /// With --prep-only: how long to hold the processes quiesced, in seconds.
+    #[arg(long, default_value_t = 0.0, value_name = "S", requires = "prep_only")]
+    hold: f64,
     /// Deadline of each wait on a process, in seconds.
     #[arg(long, default_value_t = 10.0, value_name = "S")]
     timeout: f64,
@@ -205,10 +212,15 @@ fn checkpoint(args: CheckpointArgs) -> ExitCode {
         Err(e) => return bad_input(e),
     };
     let handle = args.handle.unwrap_or_else(|| next_handle(&config.store));
+    let Some(hold) = std::time::Duration::try_from_secs_f64(args.hold).ok() else {
+        return bad_input("--hold must be a non-negative number of seconds");
+    };
     let request = DirectRequest {
         pids: args.pids,
         term: args.term,
         stop: args.stop,
+        prep_only: args.prep_only,
+        hold,
         timeout,
         pipe_dir,
         signal,
@@ -231,7 +243,7 @@ fn checkpoint(args: CheckpointArgs) -> ExitCode {
                 "error": r.error,
                 "n": r.n,
                 "handle": handle,
-                "snapshot": r.completed().then(|| snapshot.display().to_string()),
+                "snapshot": (r.completed() && !args.prep_only).then(|| snapshot.display().to_string()),
                 "timings_ms": {
                     "fifos": ms(t.fifos), "open": ms(t.open), "options": ms(t.options),
                     "response": ms(t.response), "go_ahead": ms(t.go_ahead),

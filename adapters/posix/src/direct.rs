@@ -39,6 +39,10 @@ pub struct DirectRequest {
     pub term: bool,
     /// Stop them (SIGSTOP) after the checkpoint.
     pub stop: bool,
+    /// Only prepare them (quiesce), hold them for `hold`, then let them go.
+    pub prep_only: bool,
+    /// How long to hold prepared processes (with `prep_only`).
+    pub hold: Duration,
     /// The deadline of each wait on a process.
     pub timeout: Duration,
     /// The processes' pipe directory.
@@ -65,9 +69,13 @@ pub struct DirectResult {
 }
 
 impl DirectResult {
-    /// Whether the process completed its checkpoint (CONTINUE or TERM).
+    /// Whether the process completed: CONTINUE or TERM, or RUNNING (prepared) for a prepare-only request.
     pub fn completed(&self) -> bool {
-        self.error.is_none() && matches!(self.state, Some(CrState::Continue | CrState::Term))
+        self.error.is_none()
+            && matches!(
+                self.state,
+                Some(CrState::Continue | CrState::Term | CrState::Running)
+            )
     }
 }
 
@@ -199,6 +207,19 @@ impl Driver {
     fn global_verdict(&mut self, state: CkptState) {
         let verdict = match state {
             CkptState::FinishedLocal => CkptState::Established,
+            CkptState::IncPreped => {
+                // Quiesced: hold them, then end by closing the channels; each
+                // process notices at its next progress point and recovers.
+                let job = JobState {
+                    jobid: 0,
+                    state: StateCode::plain(state),
+                    detail: None,
+                };
+                let _ = self.lc.handle_job_state(self.now(), &job);
+                std::thread::sleep(self.req.hold);
+                self.done = true;
+                return;
+            }
             CkptState::Recovered => {
                 self.done = true;
                 return;
@@ -217,8 +238,12 @@ impl Driver {
     }
 
     fn record(&mut self, r: &ProcessResult) {
+        let expected = |s: CrState| match self.req.prep_only {
+            true => s == CrState::Running,
+            false => matches!(s, CrState::Continue | CrState::Term),
+        };
         let (state, error) = match r.outcome {
-            Outcome::State(s) if matches!(s, CrState::Continue | CrState::Term) => (Some(s), None),
+            Outcome::State(s) if expected(s) => (Some(s), None),
             Outcome::State(s) => (Some(s), Some(format!("process reported {s}"))),
             Outcome::Failed(f) => (None, Some(f.to_string())),
         };
@@ -406,7 +431,8 @@ pub fn checkpoint(req: DirectRequest) -> Result<Vec<DirectResult>, DirectError> 
             options: JobOptions {
                 term: driver.req.term,
                 stop: driver.req.stop,
-                ..JobOptions::default()
+                inc_prep_only: driver.req.prep_only,
+                inc_recover_only: false,
             },
             migrating: None,
         }),

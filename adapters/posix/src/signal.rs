@@ -122,6 +122,20 @@ pub fn install(signal: Signal, chain: bool) -> Result<(), SignalError> {
     Ok(())
 }
 
+/// A write to a FIFO whose reader is gone must be an EPIPE error, not the
+/// end of the process: ignore SIGPIPE unless the application handles it.
+/// (Rust programs start with it ignored; C hosts may not.)
+pub fn ignore_sigpipe() {
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    // SAFETY: SIG_IGN runs no code; a handler the application set is put back.
+    if let Ok(previous) = unsafe { sigaction(Signal::SIGPIPE, &ignore) }
+        && !matches!(previous.handler(), SigHandler::SigDfl | SigHandler::SigIgn)
+    {
+        // SAFETY: restoring the application's own handler.
+        let _ = unsafe { sigaction(Signal::SIGPIPE, &previous) };
+    }
+}
+
 /// Restores the action [`install`] replaced.
 pub fn uninstall() -> Result<(), SignalError> {
     let mut installed = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());

@@ -130,3 +130,32 @@ fn missing_and_silent_processes_fail_without_holding_up_the_others() {
     let _ = silent.wait();
     assert!(p.alive());
 }
+
+#[test]
+fn prep_only_quiesces_holds_and_lets_go() {
+    let p = counter(&[]);
+    let mut args = pid_args(&[p.pid]);
+    args.extend([
+        "--prep-only".into(),
+        "--hold".into(),
+        "0.2".into(),
+        "--json".into(),
+    ]);
+    let o = snapc_checkpoint(&p.pipes, &p.store, &args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let r = &json_lines(&o)[0];
+    assert_eq!(r["state"], "RUNNING");
+    assert_eq!(r["snapshot"], serde_json::Value::Null);
+    p.line("quiesced n=0 handle=1");
+    // Released by the coordinator going away: the process recovers and goes on.
+    p.line("checkpoint n=0");
+    p.expect_pipe_dir(&[]);
+    assert!(p.alive());
+    let o = snapc_checkpoint(&p.pipes, &p.store, &pid_args(&[p.pid]));
+    assert!(
+        o.status.success(),
+        "the next checkpoint works: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    p.line("checkpoint n=1 handle=2 state=CONTINUE");
+}
