@@ -221,6 +221,11 @@ struct Req {
     deadline: Option<Instant>,
     /// An error carried to the end (the leader's own handshake failed).
     error: Option<AppError>,
+    /// The OP response, when it came while the leader still waited for its
+    /// own handshake: the global coordinator ends the operation (and
+    /// answers) as soon as every local coordinator recovered, which can be
+    /// before this process's recover hook and teardown are done.
+    answer: Option<OpResponse>,
 }
 
 impl Req {
@@ -230,6 +235,7 @@ impl Req {
         start: Instant::ZERO,
         deadline: None,
         error: None,
+        answer: None,
     };
 }
 
@@ -257,7 +263,10 @@ impl Req {
 /// - [`handle_teardown_done`](Self::handle_teardown_done) once the teardown's
 ///   actions (finish message, close, unlink) are carried out.
 /// - [`handle_gc`](Self::handle_gc): a message from the global coordinator
-///   (OP response, FIN_ACK), as bytes.
+///   (OP response, FIN_ACK), as bytes. An OP response that comes while a
+///   leader still waits for its own handshake is kept until that handshake
+///   ends (the global coordinator may finish first); one that comes before
+///   the handshake started ends the request at once (a refusal).
 /// - [`request`](Self::request): an application request (INIT, FIN,
 ///   CHECKPOINT, RESTART, MIGRATE, QUIESCE_*). It writes the REQUEST_OP to
 ///   send to the global coordinator, if this rank sends one, into the
@@ -284,7 +293,7 @@ impl Req {
 /// only unbounded states are idle, quiesced (the application decides when
 /// the quiesce ends) and awaiting termination.
 ///
-/// **Size**: `size_of::<AppCoordinator>()` is 2 224 bytes on x86_64 (checked
+/// **Size**: `size_of::<AppCoordinator>()` is 2 232 bytes on x86_64 (checked
 /// by a test); nothing else is allocated.
 #[derive(Debug)]
 pub struct AppCoordinator<'f> {
@@ -704,6 +713,21 @@ impl<'f> AppCoordinator<'f> {
             {
                 self.op_response(now, r);
             }
+            Ok(FromGc::OpResponse(r))
+                if self.req.phase == ReqPhase::OwnHandshake && r.op_event == self.req.op =>
+            {
+                if self.is_checkpointing() {
+                    // The operation ended at the global coordinator while
+                    // this handshake still recovers or tears down: keep the
+                    // answer for the handshake's end.
+                    self.req.answer = Some(r);
+                } else {
+                    // Answered before this process's handshake started: the
+                    // request was refused (or the operation failed without
+                    // it); no handshake follows.
+                    self.op_response(now, r);
+                }
+            }
             _ => self.unexpected_input(),
         }
     }
@@ -772,6 +796,7 @@ impl<'f> AppCoordinator<'f> {
             start: now,
             deadline: None,
             error: None,
+            answer: None,
         };
         let d = self.config.deadlines;
         let leader = self.config.leader;
@@ -1048,6 +1073,9 @@ impl<'f> AppCoordinator<'f> {
                 // The global coordinator answers in any case; wait for it so
                 // that its answer cannot be taken for a later request's.
                 self.req.error = error;
+                if let Some(r) = self.req.answer.take() {
+                    return self.op_response(now, r);
+                }
                 self.wait_request(
                     ReqPhase::OpResponse,
                     now + self.config.deadlines.op_response,

@@ -1660,6 +1660,69 @@ fn leader_restart_request_awaits_termination() {
 fn size_of_the_machine() {
     // Keep the number in AppCoordinator's docs true.
     #[cfg(target_pointer_width = "64")]
-    assert_eq!(core::mem::size_of::<AppCoordinator<'_>>(), 2224);
+    assert_eq!(core::mem::size_of::<AppCoordinator<'_>>(), 2232);
     assert!(core::mem::size_of::<AppCoordinator<'_>>() < 4096);
+}
+
+/// Harness finding: the global coordinator ends a checkpoint (and answers
+/// the leader) once every local coordinator recovered, which can be before
+/// the leader's own recover hook and teardown are done. The answer is kept
+/// for the end of the handshake instead of being dropped (which left the
+/// leader waiting for the OP response until its deadline).
+#[test]
+fn op_response_before_the_own_handshake_ends_is_kept() {
+    let (flag, mut app, mut host) = rig(true);
+    host.global = (Some(3), Some("snapc_global_snapshot_7_3"));
+    host.silent = Some(Point::Recover);
+    app.request(host.now, Request::Checkpoint, &mut [0; 64])
+        .unwrap();
+    host.checkpoint(flag, &mut app);
+    assert!(app.is_checkpointing());
+    app.handle_gc(
+        host.now,
+        &gc_bytes(FromGc::OpResponse(OpResponse {
+            op_event: OpEvent::Checkpoint,
+            op_state: Some(0),
+        })),
+    );
+    assert_eq!(app.unexpected_inputs(), 0);
+    assert!(host.requests().is_empty());
+    host.silent = None;
+    app.handle_recovered(host.now, Ok(()));
+    host.drive(&mut app);
+    let r = &host.requests()[0];
+    assert_eq!(r.error, None);
+    assert_eq!(
+        (r.seq_num, r.reference.as_str()),
+        (3, "snapc_global_snapshot_7_3")
+    );
+    assert!(app.is_idle());
+}
+
+/// Harness finding: a request the global coordinator refuses at once (a
+/// conflicting MIGRATE table, a CHECKPOINT while busy) is answered -1
+/// before any handshake; the leader ends the request then, instead of
+/// waiting for a handshake that never comes.
+#[test]
+fn refusal_before_the_own_handshake_ends_the_request() {
+    let (_flag, mut app, mut host) = rig(true);
+    app.request(host.now, Request::Checkpoint, &mut [0; 64])
+        .unwrap();
+    app.handle_gc(
+        host.now,
+        &gc_bytes(FromGc::OpResponse(OpResponse {
+            op_event: OpEvent::Checkpoint,
+            op_state: Some(-1),
+        })),
+    );
+    host.drive(&mut app);
+    assert_eq!(
+        host.requests()[0].error,
+        Some(AppError {
+            wait: Wait::OpResponse,
+            failure: Failure::Rejected(-1)
+        })
+    );
+    assert!(app.is_idle());
+    assert_eq!(app.poll_timeout(), None);
 }

@@ -48,7 +48,13 @@ pub struct Deadlines {
 
 impl Default for Deadlines {
     /// Open MPI's 20 s for the FIFOs and each read and write; an hour for
-    /// the host's calls and the release; ten minutes for the rest.
+    /// the host's calls; ten minutes for a stall and for the wait for one's
+    /// own handshake. The waits that end only when the whole job's operation
+    /// ends are longer than the coordinators' own bounds on it
+    /// (ARCHITECTURE.md, "Coordinator choreography"): 80 minutes for the
+    /// release (the local coordinator's verdict wait is 75), 150 minutes for
+    /// the OP response and FIN_ACK (the global coordinator ends any
+    /// operation within 135 minutes and fails a FIN after 140).
     fn default() -> Self {
         Self {
             open: Duration::from_secs(20),
@@ -56,10 +62,10 @@ impl Default for Deadlines {
             write: Duration::from_secs(20),
             stall: Duration::from_secs(600),
             host: Duration::from_secs(3600),
-            release: Duration::from_secs(3600),
+            release: Duration::from_secs(4800),
             own_handshake: Duration::from_secs(600),
-            op_response: Duration::from_secs(3600),
-            fin_ack: Duration::from_secs(600),
+            op_response: Duration::from_secs(9000),
+            fin_ack: Duration::from_secs(9000),
         }
     }
 }

@@ -49,13 +49,19 @@ pub struct Deadlines {
 }
 
 impl Default for Deadlines {
-    /// Two minutes per LC step and five for the runtime, so that a
-    /// checkpoint fails (two steps) before the app coordinator's default
-    /// ten-minute wait for the OP response; nine minutes for FIN.
+    /// The waits nest (ARCHITECTURE.md, "Coordinator choreography"): 65
+    /// minutes per LC step, longer than the LC's own bound on a handshake
+    /// (its 20 s waits and the hour for the final state, plus the minute for
+    /// `stop`), so that an LC reports a slow process as failed before the GC
+    /// gives up on the LC; five minutes for the runtime; 140 minutes for
+    /// FIN, longer than a whole operation (two LC steps and the runtime).
+    /// The app coordinator's defaults wait longer still for the OP response
+    /// and FIN_ACK (150 minutes), and the LC longer for the verdict
+    /// (75 minutes: one LC step and the runtime).
     fn default() -> Self {
         Self {
-            lc_report: Duration::from_secs(120),
-            fin: Duration::from_secs(540),
+            lc_report: Duration::from_secs(3900),
+            fin: Duration::from_secs(8400),
             runtime: Duration::from_secs(300),
         }
     }

@@ -1195,3 +1195,43 @@ fn size_of_the_machine() {
         assert_eq!(size_of::<Large>(), 4656);
     }
 }
+
+/// Harness finding: with the old defaults (120 s per LC step) the GC gave
+/// up on any checkpoint longer than two minutes while the LC and the app
+/// still waited (an hour) for it. The defaults now nest: each party's wait
+/// outlasts the bound of the party it waits for.
+#[test]
+fn default_deadlines_nest() {
+    use crate::app::Deadlines as AppDeadlines;
+    use crate::local::LocalDeadlines;
+    let gc = Deadlines::default();
+    let lc = LocalDeadlines::default();
+    let app = AppDeadlines::default();
+    // The LC's longest handshake, from the signal to the result.
+    let handshake = [
+        lc.fifos,
+        lc.open,
+        lc.write,
+        lc.response,
+        lc.write,
+        lc.final_state,
+        lc.stop,
+    ]
+    .iter()
+    .fold(Duration::ZERO, |a, d| a.saturating_add(*d));
+    assert!(gc.lc_report > handshake);
+    // The LC waits for the verdict longer than the GC takes to give one.
+    assert!(lc.verdict >= gc.lc_report.saturating_add(gc.runtime));
+    // The app waits for the release longer than the LC waits for the verdict.
+    assert!(app.release > lc.verdict.saturating_add(lc.write));
+    // A whole operation: collect, runtime, recover.
+    let op = gc
+        .lc_report
+        .saturating_add(gc.runtime)
+        .saturating_add(gc.lc_report);
+    assert!(app.op_response > op);
+    assert!(gc.fin > op);
+    assert!(app.fin_ack > gc.fin);
+    // Its prepare and checkpoint fit in the LC's wait for the final state.
+    assert!(lc.final_state >= app.host);
+}

@@ -396,7 +396,10 @@ fn checkpoint_of_three_processes() {
         // Channels stay open until the verdict.
         assert_eq!(h.apps[i].closes, 0);
     }
-    assert_eq!(h.lc.poll_timeout(), Some(h.now + Duration::from_secs(3600)));
+    assert_eq!(
+        h.lc.poll_timeout(),
+        Some(h.now + LocalDeadlines::default().verdict)
+    );
     h.quick(CkptState::Established).unwrap();
     assert_eq!(h.to_gc, [CkptState::FinishedLocal, CkptState::Recovered]);
     for i in 0..3 {

@@ -41,8 +41,12 @@ pub struct LocalDeadlines {
 
 impl Default for LocalDeadlines {
     /// 20 s for the FIFOs, the opening, each write and the response (Open
-    /// MPI's wait limit); an hour for the final state, the verdict and the
-    /// quiesced job; a minute for the stop.
+    /// MPI's wait limit); an hour for the final state and the quiesced job;
+    /// a minute for the stop; 75 minutes for the verdict, longer than the
+    /// global coordinator's default wait for every LC's report plus its wait
+    /// for the runtime (65 + 5 minutes), so that the LC never gives up on a
+    /// verdict that is still to come (ARCHITECTURE.md, "Coordinator
+    /// choreography").
     fn default() -> Self {
         Self {
             fifos: Duration::from_secs(20),
@@ -51,7 +55,7 @@ impl Default for LocalDeadlines {
             response: Duration::from_secs(20),
             final_state: Duration::from_secs(3600),
             stop: Duration::from_secs(60),
-            verdict: Duration::from_secs(3600),
+            verdict: Duration::from_secs(4500),
             quiesced: Duration::from_secs(3600),
         }
     }
