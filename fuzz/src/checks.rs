@@ -360,6 +360,16 @@ pub fn run(target: &str, data: &[u8]) -> bool {
                 app_machine(&s);
             }
         }
+        "local_machine" => {
+            if let Ok(s) = LocalScenario::arbitrary_take_rest(Unstructured::new(data)) {
+                local_machine(&s);
+            }
+        }
+        "global_machine" => {
+            if let Ok(s) = GlobalScenario::arbitrary_take_rest(Unstructured::new(data)) {
+                global_machine(&s);
+            }
+        }
         _ => return false,
     }
     true
@@ -375,6 +385,8 @@ pub const TARGETS: &[&str] = &[
     "roundtrip_messages",
     "roundtrip_frames",
     "app_machine",
+    "local_machine",
+    "global_machine",
 ];
 
 // ---- state machines ----
@@ -619,5 +631,1386 @@ pub fn app_machine(s: &AppScenario) {
             unbounded_ok || m.poll_timeout().is_some(),
             "waiting with no deadline after {input:?}"
         );
+    }
+}
+
+// ---- the local coordinator ----
+
+use snapc_core::local::{
+    Action as LcAction, IoError as LcIoError, LocalConfig, LocalCoordinator, LocalDeadlines,
+    Mode as LcMode, Outcome as LcOutcome, Phase as LcPhase, SlotId,
+};
+use snapc_core::wire::{ChannelNames as LcNames, CkptResponse};
+
+/// Process slots of the fuzzed local coordinator.
+const LC_SLOTS: usize = 4;
+/// The job the local coordinator's processes belong to.
+const LC_JOB: u32 = 7;
+
+/// One input to the local coordinator, chosen by the fuzzer. A slot byte
+/// below 0xC0 names the slot index's newest generation, from 0xC0 up an
+/// earlier (maybe stale) one.
+#[derive(Debug, Arbitrary)]
+pub enum LocalInput {
+    /// `add_process(vpid, pid)` (pid 0 is refused).
+    Add(u8, u8),
+    /// `remove_process(vpid)`.
+    Remove(u8),
+    /// `update_pid(vpid, pid)`, any pid.
+    UpdatePid(u8, u32),
+    /// LOCAL_UPDATE, through its encoding.
+    LocalUpdate(u8, i32, Option<bool>),
+    /// LOCAL_FINISH from a pid, through its encoding.
+    LocalFinish(u8, u8),
+    /// A JOB_STATE RUNNING (long form), through its encoding.
+    Running {
+        /// The sstore handle.
+        handle: u32,
+        /// term, stop, inc_prep_only, inc_recover_only.
+        options: [bool; 4],
+        /// The migrating processes' vpids.
+        migrating: Option<Vec<u8>>,
+    },
+    /// A quick JOB_STATE with any state.
+    Quick(u8, bool),
+    /// A quick verdict: ESTABLISHED, INC_PREPED or ERROR.
+    Verdict(u8),
+    /// Raw bytes from the global coordinator.
+    JobBytes(Vec<u8>),
+    /// `handle_fifos_exist`.
+    FifosExist(u8),
+    /// `handle_opened`.
+    Opened(u8),
+    /// `handle_written`.
+    Written(u8),
+    /// `handle_read` with a 4-byte frame (value selector).
+    Read(u8, u8),
+    /// `handle_read` with raw bytes.
+    ReadBytes(u8, Vec<u8>),
+    /// `handle_stopped`.
+    Stopped(u8),
+    /// `handle_io_error` (EOF or other).
+    IoError(u8, bool),
+    /// The right answer to whatever the slot index waits for.
+    Answer(u8),
+    /// The right answer for every slot that waits.
+    AnswerAll(bool),
+    /// Time passes (microseconds), then the timer fires if due.
+    Advance(u32),
+}
+
+/// The local coordinator's configuration and inputs, chosen by the fuzzer.
+#[derive(Debug, Arbitrary)]
+pub struct LocalScenario {
+    debugger: Option<(bool, bool)>,
+    /// Each deadline in milliseconds; `None` for the defaults.
+    deadlines: Option<[u16; 8]>,
+    /// Processes in the table at the start (vpids 0.., pids 100..).
+    procs: u8,
+    inputs: Vec<LocalInput>,
+}
+
+/// What a slot was asked to do and has not answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    Watch,
+    Open,
+    Write,
+    Read,
+    Stop,
+}
+
+/// The harness's view of one slot.
+#[derive(Debug, Default, Clone)]
+struct LcSlotModel {
+    id: Option<SlotId>,
+    name: Option<ProcessName>,
+    pid: u32,
+    /// The handshake counter the next signalled handshake uses.
+    n: u32,
+    asked: Option<(SlotId, Asked)>,
+    /// Opened and not closed since.
+    open: bool,
+    /// Opened: the next write is the options frame.
+    options_due: bool,
+    /// The options went out: the next read is the response.
+    response_next: bool,
+    /// START was read: the next write is the go-ahead.
+    go_ahead_due: bool,
+}
+
+/// The phase the harness started with a JOB_STATE RUNNING.
+#[derive(Debug)]
+struct LcPhaseModel {
+    mode: LcMode,
+    handle: u32,
+    options: JobOptions,
+    migrating: Option<Vec<ProcessName>>,
+    /// Processes of the phase without a result yet.
+    pending: Vec<ProcessName>,
+    /// Whether every result so far is a success for the mode.
+    all_ok: bool,
+    /// Whether the phase's report (or an abort's RECOVERED) went out.
+    reported: bool,
+}
+
+#[derive(Debug)]
+struct LcModel {
+    slots: [LcSlotModel; LC_SLOTS],
+    history: Vec<SlotId>,
+    phase: Option<LcPhaseModel>,
+    debugger: Option<Debugger>,
+}
+
+fn next_counter(n: u32) -> u32 {
+    if n >= i32::MAX as u32 { 0 } else { n + 1 }
+}
+
+impl LcModel {
+    fn pick(&self, b: u8) -> Option<SlotId> {
+        if b < 0xC0 {
+            self.slots[usize::from(b) % LC_SLOTS].id
+        } else if self.history.is_empty() {
+            None
+        } else {
+            Some(self.history[usize::from(b) % self.history.len()])
+        }
+    }
+
+    fn seen(&mut self, id: SlotId) {
+        let s = &mut self.slots[id.index()];
+        if s.id != Some(id) {
+            s.id = Some(id);
+            if self.history.len() < 32 {
+                self.history.push(id);
+            }
+        }
+    }
+
+    /// A process now has this slot, with counter 0.
+    fn placed(&mut self, id: SlotId, name: ProcessName, pid: u32) {
+        self.seen(id);
+        let s = &mut self.slots[id.index()];
+        s.name = Some(name);
+        s.pid = pid;
+        s.n = 0;
+    }
+
+    fn index_of(&self, name: ProcessName) -> Option<usize> {
+        self.slots.iter().position(|s| s.name == Some(name))
+    }
+
+    /// An input for `id` returned `ok`: it must be accepted exactly when it
+    /// answers the action outstanding for that slot.
+    fn answered(&mut self, id: SlotId, kind: Asked, ok: bool, what: &str) {
+        let s = &mut self.slots[id.index()];
+        let fits = s.asked == Some((id, kind));
+        assert_eq!(ok, fits, "{what} for {id:?} accepted: {ok}, outstanding: {:?}", s.asked);
+        if ok {
+            s.asked = None;
+        }
+    }
+
+    /// Checks one action; `phase` is the machine's phase when it is polled.
+    fn action(&mut self, action: &LcAction, phase: LcPhase) {
+        let asks = |s: &mut LcSlotModel, slot: SlotId, kind: Asked| {
+            assert!(
+                s.asked.is_none(),
+                "{kind:?} for {slot:?} while {:?} is outstanding",
+                s.asked
+            );
+            assert!(s.name.is_some(), "{kind:?} for an empty slot {slot:?}");
+            s.asked = Some((slot, kind));
+        };
+        match action {
+            LcAction::Signal { slot, pid } => {
+                self.seen(*slot);
+                let s = &self.slots[slot.index()];
+                assert!(s.name.is_some() && s.pid == *pid, "signal to pid {pid}: {s:?}");
+                assert!(!s.open, "signal for {slot:?} with its channel open");
+            }
+            LcAction::WatchFifos { slot, names } | LcAction::OpenFifos { slot, names } => {
+                self.seen(*slot);
+                let s = &mut self.slots[slot.index()];
+                let expected = LcNames { pid: s.pid, n: s.n };
+                assert_eq!(*names, expected, "FIFO names of {slot:?}");
+                let kind = if matches!(action, LcAction::WatchFifos { .. }) {
+                    Asked::Watch
+                } else {
+                    Asked::Open
+                };
+                asks(s, *slot, kind);
+            }
+            LcAction::Write { slot, bytes } => {
+                self.seen(*slot);
+                let debugger = self.debugger;
+                let phase_model = self.phase.as_ref();
+                let s = &mut self.slots[slot.index()];
+                assert!(s.open, "write to the closed channel of {slot:?}");
+                if core::mem::take(&mut s.options_due) {
+                    let frame = OptionsFrame::parse(bytes, debugger.is_some())
+                        .expect("the options frame decodes");
+                    let p = phase_model.expect("options outside a phase");
+                    let name = s.name.expect("a process");
+                    let o = frame.options;
+                    assert_eq!(frame.handle, p.handle, "options frame handle");
+                    assert_eq!(o.debugger, debugger, "debugger words");
+                    assert_eq!(
+                        (o.term, o.stop, o.inc_prep_only, o.inc_recover_only),
+                        (
+                            p.options.term,
+                            p.options.stop,
+                            p.options.inc_prep_only,
+                            p.options.inc_recover_only
+                        ),
+                        "options frame flags"
+                    );
+                    assert_eq!(o.all_migrating, p.migrating.is_some(), "all_migrating");
+                    let moving = p.migrating.as_ref().is_some_and(|l| l.contains(&name));
+                    assert_eq!(o.migrating, moving, "migrating flag of {name:?}");
+                    s.response_next = true;
+                } else if core::mem::take(&mut s.go_ahead_due) {
+                    fifo::parse_go_ahead(bytes).expect("the go-ahead decodes");
+                } else {
+                    let v = fifo::parse_release(bytes).expect("the release decodes");
+                    assert_eq!(v, 0, "release value");
+                    assert_eq!(phase, LcPhase::Releasing, "release written outside releasing");
+                }
+                asks(s, *slot, Asked::Write);
+            }
+            LcAction::Read { slot, len } => {
+                self.seen(*slot);
+                assert_eq!(*len, fifo::INT_FRAME_LEN, "read length");
+                let s = &mut self.slots[slot.index()];
+                assert!(s.open, "read from the closed channel of {slot:?}");
+                assert!(!s.options_due && !s.go_ahead_due, "read before the due write");
+                asks(s, *slot, Asked::Read);
+            }
+            LcAction::WaitStopped { slot, pid } => {
+                self.seen(*slot);
+                let s = &mut self.slots[slot.index()];
+                assert_eq!(s.pid, *pid, "stop wait pid");
+                asks(s, *slot, Asked::Stop);
+            }
+            LcAction::Close { slot } => {
+                let s = &mut self.slots[slot.index()];
+                if s.id == Some(*slot) {
+                    s.n = next_counter(s.n);
+                }
+                s.asked = None;
+                s.open = false;
+                s.options_due = false;
+                s.response_next = false;
+                s.go_ahead_due = false;
+            }
+            LcAction::SendToGc(o) => {
+                let m = ToGc::OrtedState(*o);
+                let mut buf = [0u8; 16];
+                let n = m.emit(&mut buf).expect("ORTED_STATE encodes");
+                assert_eq!(ToGc::parse(&buf[..n]), Ok(m), "ORTED_STATE round trip");
+                assert!(o.quick && !o.state.notify, "ORTED_STATE form {o:?}");
+                let p = self.phase.as_mut().expect("ORTED_STATE before any phase");
+                assert!(
+                    p.pending.is_empty(),
+                    "ORTED_STATE {:?} while {:?} have no result",
+                    o.state.state,
+                    p.pending
+                );
+                let state = o.state.state;
+                if core::mem::replace(&mut p.reported, true) {
+                    assert!(
+                        matches!(state, CkptState::Recovered | CkptState::Error),
+                        "second ORTED_STATE of a phase is {state:?}"
+                    );
+                } else if state != CkptState::Recovered {
+                    let expected = if p.all_ok {
+                        p.mode.success()
+                    } else {
+                        CkptState::Error
+                    };
+                    assert_eq!(state, expected, "the phase's report");
+                }
+            }
+            LcAction::Report(r) => {
+                let p = self.phase.as_mut().expect("a result outside any phase");
+                let at = p
+                    .pending
+                    .iter()
+                    .position(|&n| n == r.name)
+                    .unwrap_or_else(|| panic!("result for {:?} not pending: {r:?}", r.name));
+                p.pending.swap_remove(at);
+                let ok = match (p.mode, r.outcome) {
+                    (LcMode::PrepareOnly, LcOutcome::State(CrState::Running)) => true,
+                    (
+                        LcMode::Checkpoint | LcMode::RecoverOnly,
+                        LcOutcome::State(CrState::Continue | CrState::Term),
+                    ) => true,
+                    (_, LcOutcome::State(s)) => {
+                        assert_eq!(s, CrState::Error, "a result state that does not fit");
+                        false
+                    }
+                    (_, LcOutcome::Failed(_)) => false,
+                };
+                p.all_ok &= ok;
+            }
+        }
+    }
+}
+
+/// Encodes a JOB_STATE, decodes it, and hands it to the machine.
+fn lc_job_state<const N: usize>(
+    m: &mut LocalCoordinator<N>,
+    model: &mut LcModel,
+    now: Instant,
+    js: &JobState<'_>,
+) {
+    let msg = FromGc::JobState(*js);
+    let mut buf = vec![0u8; msg.buffer_len()];
+    let n = msg.emit(&mut buf).expect("JOB_STATE encodes");
+    let decoded = FromGc::parse(&buf[..n]).expect("JOB_STATE decodes");
+    assert_eq!(decoded, msg, "JOB_STATE round trip");
+    if let FromGc::JobState(j) = decoded {
+        lc_job_state_decoded(m, model, now, &j);
+    }
+}
+
+fn lc_job_state_decoded<const N: usize>(
+    m: &mut LocalCoordinator<N>,
+    model: &mut LcModel,
+    now: Instant,
+    j: &JobState<'_>,
+) {
+    let before = m.phase();
+    let result = m.handle_job_state(now, j);
+    let (Ok(()), CkptState::Running, Some(d)) = (result, j.state.state, j.detail) else {
+        return;
+    };
+    let o = d.options;
+    let mode = if o.inc_recover_only {
+        LcMode::RecoverOnly
+    } else if o.inc_prep_only {
+        LcMode::PrepareOnly
+    } else {
+        LcMode::Checkpoint
+    };
+    assert!(
+        before == LcPhase::Idle || mode == LcMode::RecoverOnly,
+        "RUNNING {mode:?} accepted in {before:?}"
+    );
+    model.phase = Some(LcPhaseModel {
+        mode,
+        handle: d.handle,
+        options: o,
+        migrating: d.migrating.map(|l| l.iter().collect()),
+        pending: model.slots.iter().filter_map(|s| s.name).collect(),
+        all_ok: true,
+        reported: false,
+    });
+}
+
+/// The final state a process sends in the model's phase.
+fn lc_good_final(model: &LcModel, b: u8) -> CrState {
+    match model.phase.as_ref().map(|p| p.mode) {
+        Some(LcMode::PrepareOnly) => CrState::Running,
+        _ if b & 1 == 0 => CrState::Continue,
+        _ => CrState::Term,
+    }
+}
+
+/// Answers slot `id`'s outstanding action as a healthy process would.
+fn lc_answer<const N: usize>(
+    m: &mut LocalCoordinator<N>,
+    model: &mut LcModel,
+    now: Instant,
+    id: SlotId,
+    kind: Asked,
+    b: u8,
+) {
+    match kind {
+        Asked::Watch => {
+            let r = m.handle_fifos_exist(now, id);
+            model.answered(id, kind, r.is_ok(), "fifos exist");
+        }
+        Asked::Open => {
+            let r = m.handle_opened(now, id);
+            model.answered(id, kind, r.is_ok(), "opened");
+            if r.is_ok() {
+                let s = &mut model.slots[id.index()];
+                s.open = true;
+                s.options_due = true;
+            }
+        }
+        Asked::Write => {
+            let r = m.handle_written(now, id);
+            model.answered(id, kind, r.is_ok(), "written");
+        }
+        Asked::Read => {
+            let frame = if model.slots[id.index()].response_next {
+                fifo::response_frame(CkptResponse::Start)
+            } else {
+                fifo::cr_state_frame(lc_good_final(model, b))
+            };
+            lc_read(m, model, now, id, &frame);
+        }
+        Asked::Stop => {
+            let r = m.handle_stopped(now, id);
+            model.answered(id, kind, r.is_ok(), "stopped");
+        }
+    }
+}
+
+fn lc_read<const N: usize>(
+    m: &mut LocalCoordinator<N>,
+    model: &mut LcModel,
+    now: Instant,
+    id: SlotId,
+    bytes: &[u8],
+) {
+    let r = m.handle_read(now, id, bytes);
+    model.answered(id, Asked::Read, r.is_ok(), "read");
+    if r.is_ok() {
+        let s = &mut model.slots[id.index()];
+        if core::mem::take(&mut s.response_next)
+            && fifo::parse_response(bytes) == Ok(CkptResponse::Start)
+        {
+            s.go_ahead_due = true;
+        }
+    }
+}
+
+fn lc_name(vpid: u8) -> ProcessName {
+    ProcessName {
+        jobid: LC_JOB,
+        vpid: u32::from(vpid % 6),
+    }
+}
+
+/// Target `local_machine`: the local coordinator driven by arbitrary inputs.
+/// Checks: no panic; an input for a slot is accepted exactly when it answers
+/// the slot's outstanding action, and a slot never has two outstanding;
+/// FIFO names carry the slot's pid and counter (0 after a new pid, one up
+/// after each closed handshake); the options frame decodes and carries the
+/// phase's handle, options, debugger words and migrating flags; the
+/// go-ahead follows START and the release is written only to an open
+/// channel while releasing; reads are 4 bytes; every ORTED_STATE encodes
+/// and decodes back equal, goes out only once every process of the phase
+/// has its result, and the phase's report is the lowest result; every
+/// process of the phase gets exactly one result; a due deadline is acted on;
+/// the machine never waits (a phase running, an action outstanding) without
+/// a deadline; no channel stays open when idle.
+pub fn local_machine(s: &LocalScenario) {
+    let mut config = LocalConfig {
+        debugger: s.debugger.map(|(attach, detach)| Debugger { attach, detach }),
+        ..LocalConfig::default()
+    };
+    if let Some(d) = s.deadlines {
+        let ms = |i: usize| Duration::from_millis(u64::from(d[i]));
+        config.deadlines = LocalDeadlines {
+            fifos: ms(0),
+            open: ms(1),
+            write: ms(2),
+            response: ms(3),
+            final_state: ms(4),
+            stop: ms(5),
+            verdict: ms(6),
+            quiesced: ms(7),
+        };
+    }
+    let zero_deadline = s.deadlines.is_some_and(|d| d.contains(&0));
+    let mut m = LocalCoordinator::<LC_SLOTS>::new(config);
+    let mut model = LcModel {
+        slots: Default::default(),
+        history: Vec::new(),
+        phase: None,
+        debugger: config.debugger,
+    };
+    let mut now = Instant::from_secs(1);
+    for vpid in 0..s.procs % 5 {
+        let name = lc_name(vpid);
+        let pid = 100 + u32::from(vpid);
+        let id = m.add_process(name, pid).expect("room for the first processes");
+        model.placed(id, name, pid);
+    }
+    for input in s.inputs.iter().take(400) {
+        match input {
+            LocalInput::Add(vpid, pid) => {
+                let name = lc_name(*vpid);
+                if let Ok(id) = m.add_process(name, u32::from(*pid)) {
+                    assert!(model.index_of(name).is_none(), "{name:?} added twice");
+                    model.placed(id, name, u32::from(*pid));
+                }
+            }
+            LocalInput::Remove(vpid) => {
+                let name = lc_name(*vpid);
+                let r = m.remove_process(now, name);
+                assert_eq!(r.is_ok(), model.index_of(name).is_some(), "remove {name:?}");
+                if let Some(i) = model.index_of(name) {
+                    model.slots[i].name = None;
+                }
+            }
+            LocalInput::UpdatePid(vpid, pid) => {
+                let name = lc_name(*vpid);
+                if let Ok(id) = m.update_pid(now, name, *pid) {
+                    model.placed(id, name, *pid);
+                }
+            }
+            LocalInput::LocalUpdate(vpid, pid, debug) => {
+                let msg = ToDaemon::LocalUpdate(LocalUpdate {
+                    name: lc_name(*vpid),
+                    pid: *pid,
+                    debug: *debug,
+                });
+                let mut buf = [0u8; 64];
+                let n = msg.emit(&mut buf).expect("LOCAL_UPDATE encodes");
+                if let Ok(ToDaemon::LocalUpdate(u)) = ToDaemon::parse(&buf[..n])
+                    && let Ok(id) = m.handle_local_update(now, &u)
+                {
+                    model.placed(id, u.name, u.pid as u32);
+                }
+            }
+            LocalInput::LocalFinish(pid, state) => {
+                let f = LocalFinish {
+                    cr_state: pick(CrState::ALL, *state),
+                };
+                m.handle_local_finish(now, 100 + u32::from(*pid % 8), &f);
+            }
+            LocalInput::Running {
+                handle,
+                options: [term, stop, prep, recover],
+                migrating,
+            } => {
+                let procs: Vec<ProcessName> = migrating
+                    .iter()
+                    .flatten()
+                    .map(|&v| lc_name(v))
+                    .collect();
+                let js = JobState {
+                    jobid: LC_JOB,
+                    state: StateCode::plain(CkptState::Running),
+                    detail: Some(JobDetail {
+                        handle: *handle,
+                        options: JobOptions {
+                            term: *term,
+                            stop: *stop,
+                            inc_prep_only: *prep,
+                            inc_recover_only: *recover,
+                        },
+                        migrating: migrating.as_ref().map(|_| List::Items(&procs)),
+                    }),
+                };
+                lc_job_state(&mut m, &mut model, now, &js);
+            }
+            LocalInput::Quick(state, notify) => {
+                let js = JobState {
+                    jobid: LC_JOB,
+                    state: StateCode {
+                        state: pick(CkptState::ALL, *state),
+                        notify: *notify,
+                    },
+                    detail: None,
+                };
+                lc_job_state(&mut m, &mut model, now, &js);
+            }
+            LocalInput::Verdict(v) => {
+                let state = pick(
+                    &[
+                        CkptState::Established,
+                        CkptState::IncPreped,
+                        CkptState::Error,
+                    ],
+                    *v,
+                );
+                let js = JobState {
+                    jobid: LC_JOB,
+                    state: StateCode::plain(state),
+                    detail: None,
+                };
+                lc_job_state(&mut m, &mut model, now, &js);
+            }
+            LocalInput::JobBytes(bytes) => {
+                if let Ok(FromGc::JobState(j)) = FromGc::parse(bytes) {
+                    lc_job_state_decoded(&mut m, &mut model, now, &j);
+                }
+            }
+            LocalInput::FifosExist(b) => {
+                if let Some(id) = model.pick(*b) {
+                    let r = m.handle_fifos_exist(now, id);
+                    model.answered(id, Asked::Watch, r.is_ok(), "fifos exist");
+                }
+            }
+            LocalInput::Opened(b) => {
+                if let Some(id) = model.pick(*b) {
+                    lc_answer(&mut m, &mut model, now, id, Asked::Open, 0);
+                }
+            }
+            LocalInput::Written(b) => {
+                if let Some(id) = model.pick(*b) {
+                    lc_answer(&mut m, &mut model, now, id, Asked::Write, 0);
+                }
+            }
+            LocalInput::Read(b, v) => {
+                if let Some(id) = model.pick(*b) {
+                    if *v < 0x80 {
+                        lc_answer(&mut m, &mut model, now, id, Asked::Read, *v);
+                    } else {
+                        let code = i32::from(*v % 11) - 1;
+                        lc_read(&mut m, &mut model, now, id, &code.to_ne_bytes());
+                    }
+                }
+            }
+            LocalInput::ReadBytes(b, bytes) => {
+                if let Some(id) = model.pick(*b) {
+                    lc_read(&mut m, &mut model, now, id, bytes);
+                }
+            }
+            LocalInput::Stopped(b) => {
+                if let Some(id) = model.pick(*b) {
+                    lc_answer(&mut m, &mut model, now, id, Asked::Stop, 0);
+                }
+            }
+            LocalInput::IoError(b, eof) => {
+                if let Some(id) = model.pick(*b) {
+                    let e = if *eof { LcIoError::Eof } else { LcIoError::Failed };
+                    let r = m.handle_io_error(now, id, e);
+                    let s = &mut model.slots[id.index()];
+                    if s.asked.is_some_and(|(a, _)| a == id) {
+                        assert!(r.is_ok(), "I/O error for the outstanding action refused");
+                    }
+                    if r.is_ok() {
+                        s.asked = None;
+                    }
+                }
+            }
+            LocalInput::Answer(b) => {
+                let i = usize::from(*b) % LC_SLOTS;
+                if let Some((id, kind)) = model.slots[i].asked {
+                    lc_answer(&mut m, &mut model, now, id, kind, *b);
+                }
+            }
+            LocalInput::AnswerAll(b) => {
+                for i in 0..LC_SLOTS {
+                    if let Some((id, kind)) = model.slots[i].asked {
+                        lc_answer(&mut m, &mut model, now, id, kind, u8::from(*b));
+                        lc_drain(&mut m, &mut model);
+                    }
+                }
+            }
+            LocalInput::Advance(us) => {
+                now += Duration::from_micros(u64::from(*us));
+                // A zero deadline set by handle_timeout is due at once: the
+                // adapter calls it again; with none, one call must do.
+                let rounds = if zero_deadline { 4 } else { 1 };
+                for _ in 0..rounds {
+                    if m.poll_timeout().is_some_and(|d| d <= now) {
+                        m.handle_timeout(now);
+                        lc_drain(&mut m, &mut model);
+                    }
+                }
+                assert!(
+                    m.poll_timeout().is_none_or(|d| d > now),
+                    "a due deadline survived handle_timeout"
+                );
+            }
+        }
+        lc_drain(&mut m, &mut model);
+        let waiting = model.slots.iter().any(|s| s.asked.is_some());
+        assert!(
+            !(waiting || m.phase() != LcPhase::Idle) || m.poll_timeout().is_some(),
+            "waiting with no deadline in {:?} after {input:?}",
+            m.phase()
+        );
+        if m.phase() == LcPhase::Idle {
+            assert!(
+                model.slots.iter().all(|s| !s.open),
+                "a channel stays open while idle after {input:?}"
+            );
+        }
+        assert_eq!(
+            m.len(),
+            model.slots.iter().filter(|s| s.name.is_some()).count(),
+            "process count"
+        );
+    }
+}
+
+fn lc_drain<const N: usize>(m: &mut LocalCoordinator<N>, model: &mut LcModel) {
+    while let Some(action) = m.poll_action() {
+        model.action(&action, m.phase());
+    }
+}
+
+// ---- the global coordinator ----
+
+use snapc_core::global::{
+    Action as GcAction, Command, Config as GcConfig, Deadlines as GcDeadlines, GlobalCoordinator,
+    OpKind, Requester, Snapshot,
+};
+
+/// Local coordinators of the fuzzed global coordinator.
+const GC_LCS: usize = 3;
+/// Migration capacity of the fuzzed global coordinator.
+const GC_MOVES: usize = 4;
+/// The fuzzed job.
+const GC_JOB: u32 = 9;
+/// Where ranks 0..4 run (rank 4, if the job has it, has no known host).
+const GC_PLACEMENT: [&str; 4] = ["alpha", "alpha", "beta", "gamma"];
+/// Host preferences a MIGRATE entry may name.
+const GC_HOSTS: [Option<&str>; 6] = [
+    None,
+    Some(""),
+    Some("alpha"),
+    Some("beta"),
+    Some("gamma"),
+    Some("delta"),
+];
+
+type Gc = GlobalCoordinator<[&'static str; 4], GC_LCS, GC_MOVES>;
+
+/// One input to the global coordinator, chosen by the fuzzer.
+#[derive(Debug, Arbitrary)]
+pub enum GlobalInput {
+    /// A well-formed REQUEST_OP from a rank.
+    Request {
+        /// The sender's vpid.
+        from: u8,
+        /// The op_event.
+        event: u8,
+        /// RESTART's sequence number.
+        seq: i32,
+        /// RESTART's handle.
+        handle: Option<String>,
+        /// MIGRATE's entries: vpid, host choice, vpid_pref, off_node.
+        entries: Vec<(i8, u8, i8, bool)>,
+        /// Whether it names another job.
+        other_job: bool,
+        /// Whether it goes through `handle_request_bytes`.
+        as_bytes: bool,
+    },
+    /// Raw REQUEST_OP bytes from a rank.
+    RequestBytes(u8, Vec<u8>),
+    /// ORTED_STATE from an LC (index up to `L`, one past the last), any state.
+    Orted {
+        /// The LC.
+        lc: u8,
+        /// The state.
+        state: u8,
+        /// Notification encoding.
+        notify: bool,
+        /// Quick form.
+        quick: bool,
+    },
+    /// The state the GC waits for, from LC `lc`.
+    Expected(u8),
+    /// The state the GC waits for, from every LC.
+    AllExpected,
+    /// A runtime command.
+    Command(u8, bool, bool),
+    /// The runtime's migration report.
+    MigrationDone(bool),
+    /// The runtime's restart report.
+    RestartDone(bool),
+    /// Time passes (microseconds), then the timer fires if due.
+    Advance(u32),
+}
+
+/// The global coordinator's configuration and inputs, chosen by the fuzzer.
+#[derive(Debug, Arbitrary)]
+pub struct GlobalScenario {
+    /// Ranks in the job: 1 to 5.
+    nranks: u8,
+    /// LC report, FIN and runtime deadlines in milliseconds; `None` for the defaults.
+    deadlines: Option<[u16; 3]>,
+    /// Whether the first input is INIT from rank 0.
+    init: bool,
+    inputs: Vec<GlobalInput>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GcStep {
+    Collect,
+    Migrating,
+    Recover,
+    Restarting,
+}
+
+/// The operation the harness saw start.
+#[derive(Debug)]
+struct GcOp {
+    kind: OpKind,
+    requester: Requester,
+    step: GcStep,
+    /// Each LC's first result fed while collecting.
+    collect: [Option<CkptState>; GC_LCS],
+    /// Each LC's first result fed while recovering.
+    recover: [Option<CkptState>; GC_LCS],
+    migration_ok: Option<bool>,
+    established: Option<Snapshot>,
+    /// An input arrived with a deadline already due: the machine applied it
+    /// first, so the harness no longer knows which reports counted.
+    blind: bool,
+}
+
+impl GcOp {
+    fn all_collected(&self, state: CkptState) -> bool {
+        self.collect.iter().all(|&s| s == Some(state))
+    }
+
+    fn all_recovered(&self) -> bool {
+        self.recover.iter().all(|&s| s == Some(CkptState::Recovered))
+    }
+}
+
+#[derive(Debug, Default)]
+struct GcModel {
+    op: Option<GcOp>,
+    quiesced: Option<u32>,
+    /// FINs accepted and not yet ended (a new one may be accepted in the
+    /// input whose start ends the old one by its deadline).
+    fins: Vec<u32>,
+    fin_acked: bool,
+    max_handle: u32,
+    last_established: Option<u32>,
+    last_report_seq: Option<i64>,
+    quiesce_checkpoint: Option<Snapshot>,
+    /// The vpid of the rank whose request is the current input.
+    from: Option<u32>,
+    /// Who the current input comes from, if it may start an operation.
+    requester: Option<Requester>,
+}
+
+impl GcModel {
+    /// The state LC reports would carry if all went well.
+    fn expected(&self) -> CkptState {
+        match &self.op {
+            Some(op) if op.step == GcStep::Recover => CkptState::Recovered,
+            Some(op) if op.kind == OpKind::QuiesceStart => CkptState::IncPreped,
+            _ => CkptState::FinishedLocal,
+        }
+    }
+
+    /// LC `lc` reported `state` (the harness's side of the bookkeeping).
+    fn reported(&mut self, lc: usize, state: CkptState) {
+        let Some(op) = self.op.as_mut() else {
+            return;
+        };
+        if lc >= GC_LCS {
+            return;
+        }
+        let slot = match op.step {
+            GcStep::Collect
+                if matches!(
+                    state,
+                    CkptState::FinishedLocal
+                        | CkptState::IncPreped
+                        | CkptState::Error
+                        | CkptState::NoCkpt
+                        | CkptState::NoRestart
+                ) =>
+            {
+                &mut op.collect[lc]
+            }
+            GcStep::Recover
+                if matches!(
+                    state,
+                    CkptState::Recovered
+                        | CkptState::Error
+                        | CkptState::NoCkpt
+                        | CkptState::NoRestart
+                ) =>
+            {
+                &mut op.recover[lc]
+            }
+            _ => return,
+        };
+        slot.get_or_insert(state);
+    }
+
+    fn start(&mut self, kind: OpKind, step: GcStep) {
+        assert!(self.op.is_none(), "{kind:?} starts while {:?} runs", self.op);
+        assert!(!self.fin_acked, "{kind:?} starts after FIN_ACK");
+        let requester = self
+            .requester
+            .unwrap_or_else(|| panic!("{kind:?} started by an input that cannot start one"));
+        self.op = Some(GcOp {
+            kind,
+            requester,
+            step,
+            collect: [None; GC_LCS],
+            recover: [None; GC_LCS],
+            migration_ok: None,
+            established: None,
+            blind: false,
+        });
+    }
+
+    fn action(&mut self, action: &GcAction<'_, GC_LCS, GC_MOVES>, nranks: u32) {
+        let reference = |seq: u32| format!("snapc_global_snapshot_{GC_JOB}_{seq}");
+        match action {
+            GcAction::JobState(js) => {
+                let msg = FromGc::JobState(*js);
+                let mut buf = vec![0u8; msg.buffer_len()];
+                let n = msg.emit(&mut buf).expect("JOB_STATE encodes");
+                assert_eq!(FromGc::parse(&buf[..n]), Ok(msg), "JOB_STATE round trip");
+                assert_eq!(js.jobid, GC_JOB, "JOB_STATE jobid");
+                assert!(!js.state.notify, "JOB_STATE in the notification encoding");
+                let state = js.state.state;
+                match (state, js.detail) {
+                    (CkptState::Running, Some(d)) => {
+                        let o = d.options;
+                        assert!(!o.term || !o.inc_prep_only, "RUNNING options {o:?}");
+                        let kind = if let Some(list) = d.migrating {
+                            assert!(!list.is_empty(), "a migration moving nobody");
+                            for p in list.iter() {
+                                assert!(
+                                    p.jobid == GC_JOB && p.vpid < nranks,
+                                    "migrating {p:?}"
+                                );
+                            }
+                            OpKind::Migrate
+                        } else if o.inc_prep_only {
+                            OpKind::QuiesceStart
+                        } else if o.inc_recover_only {
+                            OpKind::QuiesceEnd
+                        } else {
+                            OpKind::Checkpoint
+                        };
+                        if kind == OpKind::QuiesceEnd {
+                            assert_eq!(
+                                self.quiesced.take(),
+                                Some(d.handle),
+                                "quiesce end with handle {}",
+                                d.handle
+                            );
+                        } else {
+                            assert!(self.quiesced.is_none(), "{kind:?} while quiesced");
+                            assert!(
+                                d.handle > self.max_handle,
+                                "handle {} after {}",
+                                d.handle,
+                                self.max_handle
+                            );
+                            self.max_handle = d.handle;
+                        }
+                        self.start(kind, GcStep::Collect);
+                    }
+                    (_, Some(_)) => panic!("long JOB_STATE {state:?}"),
+                    (CkptState::IncPreped, None) => {
+                        let op = self.op.as_ref().expect("INC_PREPED with no operation");
+                        assert!(
+                            op.kind == OpKind::QuiesceStart && op.step == GcStep::Collect,
+                            "INC_PREPED in {op:?}"
+                        );
+                        assert!(
+                            op.blind || op.all_collected(CkptState::IncPreped),
+                            "INC_PREPED without every LC prepared: {op:?}"
+                        );
+                        self.quiesced = Some(self.max_handle);
+                    }
+                    (CkptState::Established | CkptState::Error, None) => {
+                        let op = self.op.as_mut().expect("a verdict with no operation");
+                        assert!(
+                            matches!(op.step, GcStep::Collect | GcStep::Migrating),
+                            "verdict {state:?} in {op:?}"
+                        );
+                        if state == CkptState::Established {
+                            assert!(
+                                op.blind || op.all_collected(CkptState::FinishedLocal),
+                                "ESTABLISHED without every LC finished: {op:?}"
+                            );
+                            if op.kind == OpKind::Migrate {
+                                assert_eq!(op.migration_ok, Some(true), "ESTABLISHED {op:?}");
+                            }
+                        }
+                        op.step = GcStep::Recover;
+                    }
+                    (_, None) => panic!("quick JOB_STATE {state:?}"),
+                }
+            }
+            GcAction::ToRank { vpid, msg } => {
+                let mut buf = [0u8; 32];
+                let n = msg.emit(&mut buf).expect("the answer encodes");
+                assert_eq!(FromGc::parse(&buf[..n]).as_ref(), Ok(msg), "answer round trip");
+                match msg {
+                    FromGc::FinAck => {
+                        assert!(self.op.is_none(), "FIN_ACK while {:?} runs", self.op);
+                        assert!(self.quiesced.is_none(), "FIN_ACK while quiesced");
+                        assert_eq!(self.fins.pop(), Some(*vpid), "FIN_ACK to {vpid}");
+                        self.fin_acked = true;
+                    }
+                    FromGc::OpResponse(r) => {
+                        assert!(r.op_event.carries_op_state(), "answer {r:?}");
+                        match r.op_state {
+                            Some(OpResponse::DONE) => {
+                                let op = self.op.as_ref().expect("op_state 0 with no operation");
+                                assert_eq!(op.requester, Requester::Rank(*vpid), "op_state 0");
+                                assert!(
+                                    op.established.is_some(),
+                                    "op_state 0 without a snapshot: {op:?}"
+                                );
+                                assert!(
+                                    op.blind
+                                        || (op.all_collected(CkptState::FinishedLocal)
+                                            && op.all_recovered()),
+                                    "op_state 0 though not every LC finished: {op:?}"
+                                );
+                            }
+                            Some(OpResponse::FAILED) => {
+                                let allowed = self.from == Some(*vpid)
+                                    || self.op.as_ref().is_some_and(|op| {
+                                        op.requester == Requester::Rank(*vpid)
+                                    });
+                                assert!(allowed, "op_state -1 to rank {vpid}");
+                            }
+                            other => panic!("op_state {other:?}"),
+                        }
+                    }
+                    FromGc::JobState(_) => panic!("JOB_STATE to a rank"),
+                }
+            }
+            GcAction::Established(s) => {
+                assert!(!self.fin_acked, "a snapshot after FIN_ACK");
+                assert_eq!(s.reference.as_str(), reference(s.seq), "reference");
+                assert!(
+                    self.last_established.is_none_or(|last| s.seq > last),
+                    "snapshot seq {} after {:?}",
+                    s.seq,
+                    self.last_established
+                );
+                self.last_established = Some(s.seq);
+                match self.op.as_mut() {
+                    Some(op) => {
+                        assert!(
+                            matches!(op.kind, OpKind::Checkpoint | OpKind::Migrate)
+                                && op.step == GcStep::Recover,
+                            "snapshot in {op:?}"
+                        );
+                        assert!(
+                            op.blind
+                                || (op.all_collected(CkptState::FinishedLocal)
+                                    && op.all_recovered()),
+                            "snapshot though not every LC finished and recovered: {op:?}"
+                        );
+                        if op.kind == OpKind::Migrate {
+                            assert_eq!(op.migration_ok, Some(true), "snapshot of {op:?}");
+                        }
+                        assert!(op.established.replace(s.clone()).is_none(), "two snapshots");
+                    }
+                    None => {
+                        assert_eq!(self.quiesced, Some(s.handle), "quiesce checkpoint");
+                        self.quiesce_checkpoint = Some(s.clone());
+                    }
+                }
+            }
+            GcAction::Migrate { seq, handle, plan } => {
+                let op = self.op.as_mut().expect("migrate with no operation");
+                assert!(
+                    op.kind == OpKind::Migrate && op.step == GcStep::Collect,
+                    "migrate in {op:?}"
+                );
+                assert!(
+                    op.blind || op.all_collected(CkptState::FinishedLocal),
+                    "migrate without every LC finished: {op:?}"
+                );
+                assert!(!plan.moves().is_empty(), "an empty plan");
+                assert!(*handle <= self.max_handle && *seq < u32::MAX, "migrate {seq} {handle}");
+                op.step = GcStep::Migrating;
+            }
+            GcAction::Restart { seq_num, handle } => {
+                assert!(*seq_num >= 0 && !handle.is_empty(), "restart {seq_num} {handle:?}");
+                assert!(self.quiesced.is_none(), "restart while quiesced");
+                self.start(OpKind::Restart, GcStep::Restarting);
+            }
+            GcAction::Finished(r) => {
+                assert!(!r.ok || r.failure.is_none(), "ok with a failure: {r:?}");
+                if matches!(
+                    r.kind,
+                    OpKind::Checkpoint | OpKind::Migrate | OpKind::QuiesceCheckpoint
+                ) {
+                    let seq = r.seq.expect("a snapshot operation without seq");
+                    assert!(
+                        self.last_report_seq.is_none_or(|last| seq > last),
+                        "report seq {seq} after {:?}",
+                        self.last_report_seq
+                    );
+                    self.last_report_seq = Some(seq);
+                    let expected = u32::try_from(seq).map(reference).ok();
+                    assert_eq!(r.reference.as_deref(), expected.as_deref(), "report reference");
+                }
+                match r.kind {
+                    OpKind::Fin => {
+                        if r.ok {
+                            assert!(self.fin_acked, "FIN ended without FIN_ACK");
+                        } else {
+                            assert!(!self.fins.is_empty(), "FIN failed unasked");
+                            self.fins.remove(0);
+                        }
+                    }
+                    OpKind::QuiesceCheckpoint => {
+                        let s = self.quiesce_checkpoint.take().expect("its snapshot");
+                        assert!(r.ok && r.seq == Some(i64::from(s.seq)), "{r:?}");
+                    }
+                    kind => {
+                        let op = self.op.take().expect("an end with no operation");
+                        assert_eq!((kind, r.requester), (op.kind, op.requester), "report");
+                        match &op.established {
+                            Some(s) => {
+                                assert!(r.ok, "a failed operation had a snapshot: {op:?}");
+                                assert_eq!(r.seq, Some(i64::from(s.seq)), "report seq");
+                                assert_eq!(r.handle, s.handle, "report handle");
+                            }
+                            None => assert!(
+                                !r.ok || !matches!(kind, OpKind::Checkpoint | OpKind::Migrate),
+                                "a successful {kind:?} without a snapshot"
+                            ),
+                        }
+                        if r.ok && !op.blind {
+                            let ok = match kind {
+                                OpKind::QuiesceStart => op.all_collected(CkptState::IncPreped),
+                                OpKind::Restart => true,
+                                _ => {
+                                    op.all_collected(CkptState::FinishedLocal)
+                                        && op.all_recovered()
+                                }
+                            };
+                            assert!(ok, "{kind:?} succeeded with {op:?}");
+                        }
+                        if r.ok && kind != OpKind::Restart {
+                            let want = if kind == OpKind::QuiesceStart {
+                                CkptState::IncPreped
+                            } else {
+                                CkptState::FinishedLocal
+                            };
+                            assert!(r.lc_states.iter().all(|&s| s == want), "{r:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn gc_drain(m: &mut Gc, model: &mut GcModel, nranks: u32) {
+    let mut n = 0;
+    while let Some(action) = m.poll_action() {
+        model.action(&action, nranks);
+        n += 1;
+    }
+    assert!(n <= 7, "{n} actions from one input: the queue may have dropped one");
+}
+
+/// Target `global_machine`: the global coordinator driven by arbitrary
+/// inputs. Checks: no panic; every JOB_STATE and answer encodes and decodes
+/// back equal; operations never overlap and none starts after FIN_ACK;
+/// handles and sequence numbers only increase, references match them;
+/// RUNNING, INC_PREPED, ESTABLISHED/ERROR, migrate and restart come only in
+/// their step; ESTABLISHED, a snapshot and op_state 0 only for an operation
+/// in which every LC reported FINISHED_LOCAL (and RECOVERED, and the
+/// migration succeeded); FIN_ACK never while an operation runs or the job
+/// is quiesced; reports agree with what happened; at most seven actions per
+/// input; a due deadline is acted on; a running operation always has a
+/// deadline; the machine's accessors agree with the harness's view.
+pub fn global_machine(s: &GlobalScenario) {
+    let nranks = u32::from(s.nranks % 5) + 1;
+    let mut deadlines = GcDeadlines::default();
+    if let Some([lc, fin, runtime]) = s.deadlines {
+        deadlines = GcDeadlines {
+            lc_report: Duration::from_millis(u64::from(lc)),
+            fin: Duration::from_millis(u64::from(fin)),
+            runtime: Duration::from_millis(u64::from(runtime)),
+        };
+    }
+    let config = GcConfig {
+        jobid: GC_JOB,
+        nranks,
+        deadlines,
+    };
+    let zero_deadline = s.deadlines.is_some_and(|d| d.contains(&0));
+    let mut m = Gc::new(config, GC_PLACEMENT);
+    let mut model = GcModel::default();
+    let mut now = Instant::from_secs(1);
+    if s.init {
+        let init = RequestOp {
+            jobid: GC_JOB,
+            request: Request::Init,
+        };
+        m.handle_request(now, 0, &init).expect("INIT accepted");
+    }
+    for input in s.inputs.iter().take(300) {
+        let due = m.poll_timeout().is_some_and(|d| d <= now);
+        if due && !matches!(input, GlobalInput::Advance(_))
+            && let Some(op) = model.op.as_mut()
+        {
+            op.blind = true;
+        }
+        model.from = None;
+        model.requester = None;
+        match input {
+            GlobalInput::Request {
+                from,
+                event,
+                seq,
+                handle,
+                entries,
+                other_job,
+                as_bytes,
+            } => {
+                let from = u32::from(*from % 7);
+                let entries: Vec<MigrateEntry<'_>> = entries
+                    .iter()
+                    .map(|&(vpid, host, pref, off_node)| MigrateEntry {
+                        vpid: i32::from(vpid),
+                        host: pick(&GC_HOSTS, host),
+                        vpid_pref: i32::from(pref),
+                        off_node,
+                    })
+                    .collect();
+                let request = match pick(OpEvent::ALL, *event) {
+                    OpEvent::Restart => Request::Restart {
+                        seq_num: *seq,
+                        handle: carryable(handle, 300),
+                    },
+                    OpEvent::Migrate => Request::Migrate(List::Items(&entries)),
+                    e => Request::without_args(e).expect("argument-less event"),
+                };
+                let req = RequestOp {
+                    jobid: if *other_job { GC_JOB + 1 } else { GC_JOB },
+                    request,
+                };
+                model.from = Some(from);
+                model.requester = Some(Requester::Rank(from));
+                let r = if *as_bytes {
+                    let msg = ToGc::RequestOp(req);
+                    let mut buf = vec![0u8; msg.buffer_len()];
+                    let n = msg.emit(&mut buf).expect("the request encodes");
+                    m.handle_request_bytes(now, from, &buf[..n])
+                } else {
+                    m.handle_request(now, from, &req)
+                };
+                if r.is_ok() && request == Request::Fin {
+                    model.fins.push(from);
+                }
+            }
+            GlobalInput::RequestBytes(from, bytes) => {
+                let from = u32::from(*from % 7);
+                model.from = Some(from);
+                model.requester = Some(Requester::Rank(from));
+                let fin = matches!(
+                    RequestOp::parse(bytes),
+                    Ok(RequestOp {
+                        request: Request::Fin,
+                        ..
+                    })
+                );
+                if m.handle_request_bytes(now, from, bytes).is_ok() && fin {
+                    model.fins.push(from);
+                }
+            }
+            GlobalInput::Orted {
+                lc,
+                state,
+                notify,
+                quick,
+            } => {
+                let lc = usize::from(*lc) % (GC_LCS + 1);
+                let msg = OrtedState {
+                    quick: *quick,
+                    state: StateCode {
+                        state: pick(CkptState::ALL, *state),
+                        notify: *notify,
+                    },
+                };
+                let mut buf = [0u8; 16];
+                let n = ToGc::OrtedState(msg).emit(&mut buf).expect("encodes");
+                let Ok(ToGc::OrtedState(decoded)) = ToGc::parse(&buf[..n]) else {
+                    panic!("ORTED_STATE does not decode");
+                };
+                assert_eq!(decoded, msg);
+                let r = m.handle_orted_state(now, lc, decoded);
+                assert_eq!(r.is_err(), lc >= GC_LCS, "ORTED_STATE from LC {lc}: {r:?}");
+                model.reported(lc, msg.state.state);
+            }
+            GlobalInput::Expected(lc) => {
+                let lc = usize::from(*lc) % GC_LCS;
+                let state = model.expected();
+                m.handle_orted_state(now, lc, OrtedState {
+                    quick: true,
+                    state: StateCode::plain(state),
+                })
+                .expect("an LC's report is taken");
+                model.reported(lc, state);
+            }
+            GlobalInput::AllExpected => {
+                for lc in 0..GC_LCS {
+                    let state = model.expected();
+                    m.handle_orted_state(now, lc, OrtedState {
+                        quick: true,
+                        state: StateCode::plain(state),
+                    })
+                    .expect("an LC's report is taken");
+                    model.reported(lc, state);
+                    gc_drain(&mut m, &mut model, nranks);
+                }
+            }
+            GlobalInput::Command(c, term, stop) => {
+                model.requester = Some(Requester::Runtime);
+                let command = match c % 3 {
+                    0 => Command::Checkpoint {
+                        term: *term,
+                        stop: *stop,
+                    },
+                    1 => Command::QuiesceStart,
+                    _ => Command::QuiesceEnd,
+                };
+                let _ = m.handle_command(now, command);
+            }
+            GlobalInput::MigrationDone(ok) => {
+                let waiting = model.op.as_ref().is_some_and(|op| op.step == GcStep::Migrating);
+                let r = m.handle_migration_done(now, *ok);
+                if !due {
+                    assert_eq!(r.is_ok(), waiting, "migration report: {r:?}");
+                }
+                if r.is_ok()
+                    && let Some(op) = model.op.as_mut()
+                {
+                    op.migration_ok = Some(*ok);
+                }
+            }
+            GlobalInput::RestartDone(ok) => {
+                let waiting = model.op.as_ref().is_some_and(|op| op.step == GcStep::Restarting);
+                let r = m.handle_restart_done(now, *ok);
+                if !due {
+                    assert_eq!(r.is_ok(), waiting, "restart report: {r:?}");
+                }
+            }
+            GlobalInput::Advance(us) => {
+                now += Duration::from_micros(u64::from(*us));
+                // A zero deadline set by handle_timeout is due at once: the
+                // adapter calls it again; with none, one call must do.
+                let rounds = if zero_deadline { 4 } else { 1 };
+                for _ in 0..rounds {
+                    if m.poll_timeout().is_some_and(|d| d <= now) {
+                        m.handle_timeout(now);
+                        gc_drain(&mut m, &mut model, nranks);
+                    }
+                }
+                assert!(
+                    m.poll_timeout().is_none_or(|d| d > now),
+                    "a due deadline survived handle_timeout"
+                );
+            }
+        }
+        gc_drain(&mut m, &mut model, nranks);
+        assert!(
+            !m.is_busy() || m.poll_timeout().is_some(),
+            "an operation runs with no deadline after {input:?}"
+        );
+        assert!(model.fins.len() <= 1, "two FINs waiting: {:?}", model.fins);
+        assert!(
+            model.fins.is_empty() || m.poll_timeout().is_some(),
+            "FIN waits with no deadline after {input:?}"
+        );
+        assert_eq!(m.is_busy(), model.op.is_some(), "busy after {input:?}");
+        assert_eq!(m.is_quiesced(), model.quiesced.is_some(), "quiesced after {input:?}");
+        assert_eq!(m.is_finished(), model.fin_acked, "finished after {input:?}");
     }
 }
