@@ -13,14 +13,18 @@
 //! [`ApiError::NoCoordinator`].
 
 use crate::fifo::{Channel, FifoError, PipeDir};
+use crate::link::{DaemonLink, LinkError, Tag};
 use crate::signal::{self, CHECKPOINT_FLAG, SignalError};
 use nix::sys::signal::Signal;
+use snapc_core::app::RequestError;
 use snapc_core::app::{
     Action, AppConfig, AppCoordinator, CheckpointResult, CrsName, HandshakeReport, HostFailure,
     IoFailure, Outcome, PrepareResult, RequestReport, SstoreOp,
 };
 use snapc_core::time::{Duration as CoreDuration, Instant as CoreInstant};
-use snapc_core::wire::{CrState, FifoOptions, ProcessName, Request, ToDaemon};
+use snapc_core::wire::{
+    CrState, FifoOptions, LocalUpdate, Message, ProcessName, Request, ToDaemon,
+};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -78,6 +82,10 @@ pub struct Config {
     pub rank: u32,
     /// A snapshot to restart from (`SNAPC_RESTART_DIR`).
     pub restart_dir: Option<PathBuf>,
+    /// Deadline of an application request's answer (`SNAPC_REQUEST_TIMEOUT`,
+    /// seconds; default: the app coordinator's own, which outlast a whole
+    /// job checkpoint).
+    pub request_timeout: Option<Duration>,
 }
 
 /// A configuration value that does not parse.
@@ -105,6 +113,7 @@ impl Default for Config {
             jobid: 0,
             rank: 0,
             restart_dir: None,
+            request_timeout: None,
         }
     }
 }
@@ -129,6 +138,27 @@ impl Config {
         if let Some(v) = get("SNAPC_SIGNAL") {
             c.signal =
                 signal::parse_signal(&v).map_err(|e| bad("SNAPC_SIGNAL", &v, e.to_string()))?;
+        }
+        if let Some(v) = get("SNAPC_REQUEST_TIMEOUT") {
+            let secs: f64 = v.parse().map_err(|_| {
+                bad(
+                    "SNAPC_REQUEST_TIMEOUT",
+                    &v,
+                    "not a number of seconds".into(),
+                )
+            })?;
+            c.request_timeout = Some(
+                Duration::try_from_secs_f64(secs)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        bad(
+                            "SNAPC_REQUEST_TIMEOUT",
+                            &v,
+                            "must be a positive number of seconds".into(),
+                        )
+                    })?,
+            );
         }
         if let Some(v) = get("SNAPC_TIMEOUT") {
             let secs: f64 = v
@@ -182,9 +212,14 @@ pub enum StartError {
         /// The hook's error.
         reason: String,
     },
-    /// A daemon socket was given, and talking to a daemon is not available in this build.
-    #[error("SNAPC_DAEMON_SOCKET is set ({0}) but this process can only run standalone")]
-    NoDaemonSupport(PathBuf),
+    /// The node daemon cannot be reached.
+    #[error("{path}: {error}")]
+    Daemon {
+        /// The socket.
+        path: PathBuf,
+        /// What failed.
+        error: LinkError,
+    },
 }
 
 /// Why an application request failed.
@@ -193,6 +228,12 @@ pub enum ApiError {
     /// No node daemon: requests to the global coordinator cannot be made.
     #[error("no coordinator: this process runs standalone (SNAPC_DAEMON_SOCKET is not set)")]
     NoCoordinator,
+    /// The coordinator refused the request as made (busy, not quiesced...).
+    #[error("request refused: {0}")]
+    Refused(RequestError),
+    /// The machine kept the request without a deadline (a defect).
+    #[error("request left pending without a deadline")]
+    Stuck,
 }
 
 fn to_core(t: Instant, origin: Instant) -> CoreInstant {
@@ -217,15 +258,25 @@ pub struct Snapc<H: Hooks> {
     /// Where `now` counts from.
     origin: Instant,
     outcomes: Vec<Outcome>,
+    /// The node daemon, when there is one.
+    link: Option<DaemonLink>,
+    /// Deadline of one send to the daemon.
+    send_timeout: Duration,
 }
 
 impl<H: Hooks> Snapc<H> {
     /// Takes the checkpoint signal, checks the pipe directory, and runs the
     /// restart hook when the configuration names a snapshot to restart from.
     pub fn start(config: Config, mut hooks: H) -> Result<Self, StartError> {
-        if let Some(socket) = config.daemon_socket {
-            return Err(StartError::NoDaemonSupport(socket));
-        }
+        let mut link = match &config.daemon_socket {
+            Some(path) => Some(
+                DaemonLink::connect(path).map_err(|error| StartError::Daemon {
+                    path: path.clone(),
+                    error,
+                })?,
+            ),
+            None => None,
+        };
         let dir = match &config.pipe_dir {
             Some(p) => PipeDir::open(p.clone())?,
             None => PipeDir::from_env()?,
@@ -251,6 +302,22 @@ impl<H: Hooks> Snapc<H> {
         app.deadlines.open = t;
         app.deadlines.read = t;
         app.deadlines.write = t;
+        if let Some(r) = config.request_timeout.map(core_duration) {
+            app.deadlines.own_handshake = r;
+            app.deadlines.op_response = r;
+            app.deadlines.fin_ack = r;
+        }
+        if let (Some(l), Some(_)) = (link.as_mut(), &config.restart_dir) {
+            // A restarted process tells its daemon its new pid.
+            let update = ToDaemon::LocalUpdate(LocalUpdate {
+                name: app.name,
+                pid: app.pid as i32,
+                debug: None,
+            });
+            let path = config.daemon_socket.clone().unwrap_or_default();
+            send_message(l, Tag::Snapc, &update, config.timeout)
+                .map_err(|error| StartError::Daemon { path, error })?;
+        }
         signal::install(config.signal, config.chain_signal)?;
         signal::ignore_sigpipe();
         Ok(Self {
@@ -262,6 +329,8 @@ impl<H: Hooks> Snapc<H> {
             snapshot_dir: None,
             origin: Instant::now(),
             outcomes: Vec::new(),
+            link,
+            send_timeout: config.timeout,
         })
     }
 
@@ -348,11 +417,83 @@ impl<H: Hooks> Snapc<H> {
     }
 
     /// An application-initiated request (checkpoint, restart, migrate,
-    /// quiesce) to the job's global coordinator. A standalone process has
-    /// none to ask.
+    /// quiesce, INIT, FIN) to the job's global coordinator, through the node
+    /// daemon. Returns when the request ends; checkpoints the daemon asks
+    /// for meanwhile (the leader's own, say) run inside this call. A
+    /// standalone process has no coordinator to ask.
     pub fn request(&mut self, request: Request<'_>) -> Result<RequestReport, ApiError> {
-        log::warn!("request {} refused: no coordinator", request.op_event());
-        Err(ApiError::NoCoordinator)
+        if self.link.is_none() {
+            log::warn!("request {} refused: no coordinator", request.op_event());
+            return Err(ApiError::NoCoordinator);
+        }
+        let before = self.outcomes.len();
+        let mut buf = vec![0u8; 1 << 16];
+        let n = self
+            .machine
+            .request(self.now(), request, &mut buf)
+            .map_err(ApiError::Refused)?;
+        if n > 0 {
+            let sent = match self.link.as_mut() {
+                Some(link) => link.send(
+                    Tag::SnapcFull,
+                    &buf[..n],
+                    Instant::now() + self.send_timeout,
+                ),
+                None => Err(LinkError::Closed),
+            };
+            if let Err(e) = sent {
+                log::warn!("request {} not delivered: {e}", request.op_event());
+                self.daemon_gone();
+            }
+        }
+        loop {
+            self.drive();
+            if let Some(report) = self
+                .outcomes
+                .get(before..)
+                .into_iter()
+                .flatten()
+                .find_map(|o| match o {
+                    Outcome::Request(r) => Some(r.clone()),
+                    _ => None,
+                })
+            {
+                return Ok(report);
+            }
+            if self.machine.poll_timeout().is_none() && !CHECKPOINT_FLAG.is_requested() {
+                return Err(ApiError::Stuck);
+            }
+            self.await_daemon();
+            let _ = self.progress_slow();
+        }
+    }
+
+    /// Waits for a message from the daemon until the machine's next
+    /// deadline (a signal cuts the wait short) and hands it over.
+    fn await_daemon(&mut self) {
+        let deadline = self.deadline();
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        match link.recv(deadline) {
+            Ok(Some((Tag::SnapcFull, bytes))) => self.machine.handle_gc(self.now(), &bytes),
+            Ok(Some((Tag::Snapc, bytes))) => log::debug!(
+                "ignored a {}-byte SNAPC message from the daemon",
+                bytes.len()
+            ),
+            Ok(None) => {}
+            Err(e) => {
+                log::warn!("{e}");
+                self.daemon_gone();
+            }
+        }
+    }
+
+    /// The daemon went away: what waits for it fails now, and the process
+    /// goes on standalone.
+    fn daemon_gone(&mut self) {
+        self.link = None;
+        self.machine.handle_gc_gone(self.now());
     }
 
     /// Carries out the machine's actions until it waits for something that
@@ -440,13 +581,15 @@ impl<H: Hooks> Snapc<H> {
                 self.machine.handle_recovered(self.now(), r);
             }
             Action::Sstore(op) => self.sstore(op),
-            Action::SendToDaemon(msg) => {
-                // Standalone: there is no daemon to tell.
-                log::debug!("standalone, not sent to a daemon: {msg:?}");
-                if let ToDaemon::LocalFinish(f) = msg {
-                    log::debug!("handshake finished with {}", f.cr_state);
+            Action::SendToDaemon(msg) => match self.link.as_mut() {
+                Some(link) => {
+                    if let Err(e) = send_message(link, Tag::Snapc, &msg, self.send_timeout) {
+                        // Nothing waits for this message: the teardown goes on.
+                        log::warn!("{msg:?} not delivered: {e}");
+                    }
                 }
-            }
+                None => log::debug!("standalone, not sent to a daemon: {msg:?}"),
+            },
             Action::Close { .. } => {
                 // Dropping the channel closes both fds and unlinks both FIFOs.
                 self.channel = None;
@@ -562,6 +705,19 @@ impl<H: Hooks> Snapc<H> {
         self.write_attributes(&attrs)?;
         crate::store::sync_tree(dir)
     }
+}
+
+fn send_message(
+    link: &mut DaemonLink,
+    tag: Tag,
+    msg: &ToDaemon,
+    timeout: Duration,
+) -> Result<(), LinkError> {
+    let mut buf = [0u8; 64];
+    let n = msg
+        .emit(&mut buf)
+        .map_err(|e| LinkError::Malformed(e.to_string()))?;
+    link.send(tag, &buf[..n], Instant::now() + timeout)
 }
 
 /// Where a standalone process with `pid` puts its snapshot for `handle`.

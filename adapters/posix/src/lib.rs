@@ -9,5 +9,6 @@ pub mod cli;
 pub mod direct;
 pub mod fifo;
 pub mod json;
+pub mod link;
 pub mod signal;
 pub mod store;

@@ -693,6 +693,23 @@ impl<'f> AppCoordinator<'f> {
         self.end_handshake(now);
     }
 
+    /// The connection to the global coordinator (through the node daemon)
+    /// is gone: a request waiting for its answer ends now with
+    /// [`Failure::PeerGone`] instead of at its deadline. A running handshake
+    /// is the local coordinator's business and goes on.
+    pub fn handle_gc_gone(&mut self, now: Instant) {
+        match self.req.phase {
+            ReqPhase::FinAck | ReqPhase::OpResponse | ReqPhase::OwnHandshake | ReqPhase::Quiesce => {
+                let error = Some(AppError {
+                    wait: self.req_wait(),
+                    failure: Failure::PeerGone,
+                });
+                self.finish_request(now, error, false, false, UNKNOWN_SEQ, "");
+            }
+            _ => self.unexpected_input(),
+        }
+    }
+
     /// A message from the global coordinator (tag SNAPC_FULL).
     pub fn handle_gc(&mut self, now: Instant, bytes: &[u8]) {
         let waiting = matches!(self.req.phase, ReqPhase::FinAck | ReqPhase::OpResponse);

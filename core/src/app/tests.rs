@@ -1344,6 +1344,27 @@ fn fin_ack_deadline_and_malformed_answer() {
 }
 
 #[test]
+fn coordinator_gone_ends_a_waiting_request_at_once() {
+    let (_flag, mut app, mut host) = rig(true);
+    app.request(host.now, Request::Fin, &mut [0; 64]).unwrap();
+    app.handle_gc_gone(host.now);
+    host.drive(&mut app);
+    assert_eq!(
+        host.requests()[0].error,
+        Some(AppError {
+            wait: Wait::FinAck,
+            failure: Failure::PeerGone
+        })
+    );
+    assert!(app.is_idle());
+    // With nothing waiting, it is an unexpected input and changes nothing.
+    let before = app.unexpected_inputs();
+    app.handle_gc_gone(host.now);
+    assert_eq!(app.unexpected_inputs(), before + 1);
+    assert!(app.is_idle());
+}
+
+#[test]
 fn fin_during_a_checkpoint() {
     let (flag, mut app, mut host) = rig(true);
     host.silent = Some(Point::Checkpoint);
