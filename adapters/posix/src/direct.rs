@@ -10,6 +10,12 @@
 //! A direct checkpoint does not know how many handshakes a process already
 //! had, so it takes the counter from the FIFO names the process creates after
 //! the signal (the highest complete pair for that pid).
+//!
+//! A process ignores the signal while it still finishes its previous
+//! handshake (its teardown follows the release), so while the names have not
+//! appeared the signal is sent again every [`RESIGNAL`]; a process handles at
+//! most one request at a time, so a repeated signal never starts a second
+//! handshake.
 
 use crate::fifo::{Channel, FifoError, PipeDir};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -26,6 +32,9 @@ use snapc_core::wire::{
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// How often the signal is repeated while a process's FIFOs have not appeared.
+pub const RESIGNAL: Duration = Duration::from_millis(50);
 
 /// The most processes one direct checkpoint handles.
 pub const MAX_PROCESSES: usize = 256;
@@ -104,7 +113,8 @@ struct Driver {
     channels: HashMap<SlotId, Channel>,
     /// The names each slot's process actually created.
     names: HashMap<SlotId, ChannelNames>,
-    watches: HashMap<SlotId, u32>,
+    /// Slots waiting for their FIFO names: pid and when it was last signalled.
+    watches: HashMap<SlotId, (u32, Instant)>,
     stops: HashMap<SlotId, u32>,
     reads: HashMap<SlotId, Pending>,
     results: HashMap<u32, DirectResult>,
@@ -142,7 +152,7 @@ impl Driver {
                 }
             }
             Action::WatchFifos { slot, names } => {
-                self.watches.insert(slot, names.pid);
+                self.watches.insert(slot, (names.pid, Instant::now()));
             }
             Action::OpenFifos { slot, .. } => {
                 let Some(names) = self.names.get(&slot).copied() else {
@@ -278,12 +288,19 @@ impl Driver {
 
     /// Checks watched names and stopped processes.
     fn tick(&mut self) {
-        let watches: Vec<(SlotId, u32)> = self.watches.iter().map(|(s, p)| (*s, *p)).collect();
-        for (slot, pid) in watches {
+        let watches: Vec<(SlotId, u32, Instant)> = self
+            .watches
+            .iter()
+            .map(|(s, (p, t))| (*s, *p, *t))
+            .collect();
+        for (slot, pid, signalled) in watches {
             if let Some(n) = highest_pair(&self.req.pipe_dir, pid) {
                 self.watches.remove(&slot);
                 self.names.insert(slot, ChannelNames { pid, n });
                 let _ = self.lc.handle_fifos_exist(self.now(), slot);
+            } else if signalled.elapsed() >= RESIGNAL {
+                let _ = kill(Pid::from_raw(pid as i32), self.req.signal);
+                self.watches.insert(slot, (pid, Instant::now()));
             }
         }
         let stops: Vec<(SlotId, u32)> = self.stops.iter().map(|(s, p)| (*s, *p)).collect();
@@ -451,6 +468,13 @@ pub fn checkpoint(req: DirectRequest) -> Result<Vec<DirectResult>, DirectError> 
             break;
         }
         driver.tick();
+        // What the tick fed in may have produced actions: carry them out before waiting.
+        while let Some(action) = driver.lc.poll_action() {
+            driver.execute(action);
+        }
+        if driver.done {
+            break;
+        }
         driver.wait();
         let now = driver.now();
         if driver.lc.poll_timeout().is_some_and(|d| d <= now) {
