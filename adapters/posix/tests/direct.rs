@@ -159,3 +159,26 @@ fn prep_only_quiesces_holds_and_lets_go() {
     );
     p.line("checkpoint n=1 handle=2 state=CONTINUE");
 }
+
+#[test]
+fn back_to_back_checkpoints_do_not_lose_the_signal() {
+    // The next command's signal can land while a process still tears down
+    // the previous handshake (after its release); it must not be lost.
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (pipes, store) = (dirs.0.path(), dirs.1.path());
+    let procs: Vec<Proc> = (0..2).map(|_| counter_in(pipes, store, &[])).collect();
+    let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
+    for round in 1..=10u32 {
+        let mut args = pid_args(&pids);
+        args.extend(["--timeout".into(), "3".into()]);
+        let o = snapc_checkpoint(pipes, store, &args);
+        assert!(
+            o.status.success(),
+            "round {round}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+    for p in &procs {
+        p.line("checkpoint n=9 handle=10 state=CONTINUE");
+    }
+}
