@@ -28,7 +28,6 @@ fn handshake(p: &Proc, n: u32, handle: i32, term: bool) -> i32 {
 #[test]
 fn checkpoint_and_continue_five_times() {
     let p = counter(&[]);
-    let fds = p.fds();
     for n in 0..5 {
         let handle = 10 + n as i32;
         assert_eq!(handshake(&p, n, handle, false), CONTINUE);
@@ -46,9 +45,7 @@ fn checkpoint_and_continue_five_times() {
                 .unwrap()
                 > 0
         );
-        p.expect_pipe_dir(&[]);
-        assert!(p.alive());
-        assert_eq!(p.fds(), fds, "fds leaked");
+        p.expect_clean(&[]);
     }
 }
 
@@ -60,8 +57,7 @@ fn stall_then_resume_without_a_second_handshake() {
         p.line("checkpoint"),
         "checkpoint n=0 handle=1 state=CONTINUE"
     );
-    p.expect_pipe_dir(&[]);
-    assert!(p.alive());
+    p.expect_clean(&[]);
 }
 
 #[test]
@@ -83,8 +79,7 @@ fn half_the_options_then_gone() {
     ch.tx.write_all(&ints(&[0, 0, 0]), soon(5000)).unwrap();
     drop(ch);
     assert!(p.line("checkpoint n=0").contains("failed"));
-    p.expect_pipe_dir(&[]);
-    assert!(p.alive());
+    p.expect_clean(&[]);
     assert_eq!(
         handshake(&p, 1, 2, false),
         CONTINUE,
@@ -102,8 +97,7 @@ fn gone_before_reading_the_response() {
         .unwrap();
     drop(ch);
     assert!(p.line("checkpoint n=0").contains("failed"));
-    p.expect_pipe_dir(&[]);
-    assert!(p.alive());
+    p.expect_clean(&[]);
     assert_eq!(handshake(&p, 1, 2, false), CONTINUE);
 }
 
@@ -121,8 +115,7 @@ fn garbage_go_ahead_ends_the_handshake() {
         .unwrap();
     assert!(p.line("checkpoint n=0").contains("failed"));
     drop(ch);
-    p.expect_pipe_dir(&[]);
-    assert!(p.alive());
+    p.expect_clean(&[]);
     assert_eq!(handshake(&p, 1, 2, false), CONTINUE);
 }
 
@@ -136,8 +129,7 @@ fn a_planted_symlink_is_never_followed() {
     p.signal();
     assert!(p.line("checkpoint n=0").contains("failed"));
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
-    p.expect_pipe_dir(&[&name]);
-    assert!(p.alive());
+    p.expect_clean(&[&name]);
     assert_eq!(handshake(&p, 1, 2, false), CONTINUE);
     p.expect_pipe_dir(&[&name]);
 }
@@ -164,7 +156,7 @@ fn a_stale_fifo_from_an_earlier_run_is_reused() {
     )
     .unwrap();
     assert_eq!(handshake(&p, 0, 1, false), CONTINUE);
-    p.expect_pipe_dir(&[]);
+    p.expect_clean(&[]);
 }
 
 #[test]
@@ -189,6 +181,57 @@ fn a_hundred_signals_during_one_checkpoint() {
     );
     // No second handshake starts from the signals that came during the first.
     std::thread::sleep(Duration::from_millis(200));
-    p.expect_pipe_dir(&[]);
-    assert!(p.alive());
+    p.expect_clean(&[]);
+}
+
+#[test]
+fn restart_resumes_from_the_snapshot() {
+    let first = counter(&[]);
+    assert_eq!(handshake(&first, 0, 1, false), CONTINUE);
+    first.line("checkpoint n=0 handle=1 state=CONTINUE");
+    let snapshot = first.snapshot(1);
+    let saved: u64 = std::fs::read_to_string(snapshot.join("state"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(saved > 0);
+    let store = first.store.clone();
+    let pipes = first.pipes.clone();
+    // The process is lost; a new one starts from its snapshot.
+    let restart = snapshot.to_string_lossy().into_owned();
+    let second = counter_in(&pipes, &store, &[("SNAPC_RESTART_DIR", &restart)]);
+    drop(first);
+    assert_eq!(second.start, format!("start steps={saved}"));
+    assert_eq!(
+        handshake(&second, 0, 2, false),
+        CONTINUE,
+        "counter 0 again for the new pid"
+    );
+    let resumed: u64 = std::fs::read_to_string(second.snapshot(2).join("state"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(resumed > saved, "resumed at {resumed}, saved {saved}");
+    second.expect_clean(&[]);
+}
+
+#[test]
+fn a_broken_snapshot_stops_the_restart_with_an_error() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("state"), b"garbage").unwrap();
+    let exe = counter_exe();
+    let out = std::process::Command::new(exe)
+        .args(["--run-for", "1"])
+        .env("SNAPC_PIPE_DIR", t.path().join("pipes"))
+        .env("SNAPC_RESTART_DIR", t.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("malformed state file"));
 }

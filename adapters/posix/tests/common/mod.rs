@@ -22,6 +22,10 @@ pub struct Proc {
     lines: Receiver<String>,
     pub pipes: PathBuf,
     pub store: PathBuf,
+    /// Open fds once started: a handshake must leave exactly these.
+    pub baseline_fds: usize,
+    /// The `start steps=<n>` line (n > 0 after a restart).
+    pub start: String,
     /// Directories this process owns (removed with it).
     _dirs: Option<(tempfile::TempDir, tempfile::TempDir)>,
 }
@@ -105,20 +109,20 @@ pub fn counter_in(pipes: &Path, store: &Path, env: &[(&str, &str)]) -> Proc {
         .expect("first line is pid=")
         .parse()
         .unwrap();
-    assert!(
-        lines
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap()
-            .starts_with("start ")
-    );
-    Proc {
+    let start = lines.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(start.starts_with("start "), "{start}");
+    let mut p = Proc {
         child,
         pid,
         lines,
         pipes: pipes.to_owned(),
         store: store.to_owned(),
+        baseline_fds: 0,
+        start,
         _dirs: None,
-    }
+    };
+    p.baseline_fds = p.fds();
+    p
 }
 
 impl Proc {
@@ -169,6 +173,14 @@ impl Proc {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect()
+    }
+
+    /// The process is alive, its pipe directory holds exactly `expected`, and
+    /// it has the fds it started with.
+    pub fn expect_clean(&self, expected: &[&str]) {
+        self.expect_pipe_dir(expected);
+        assert!(self.alive(), "the process died");
+        assert_eq!(self.fds(), self.baseline_fds, "fds leaked");
     }
 
     /// Waits (bounded) until the pipe directory holds exactly `expected`.
