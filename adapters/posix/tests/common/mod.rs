@@ -176,9 +176,14 @@ impl Proc {
     }
 
     /// The process is alive, its pipe directory holds exactly `expected`, and
-    /// it has the fds it started with.
+    /// it has the fds it started with (waiting, bounded, for it to finish its
+    /// teardown, which follows the release).
     pub fn expect_clean(&self, expected: &[&str]) {
         self.expect_pipe_dir(expected);
+        let end = Instant::now() + Duration::from_secs(5);
+        while self.fds() != self.baseline_fds && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert!(self.alive(), "the process died");
         assert_eq!(self.fds(), self.baseline_fds, "fds leaked");
     }
