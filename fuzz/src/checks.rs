@@ -805,7 +805,11 @@ impl LcModel {
     fn answered(&mut self, id: SlotId, kind: Asked, ok: bool, what: &str) {
         let s = &mut self.slots[id.index()];
         let fits = s.asked == Some((id, kind));
-        assert_eq!(ok, fits, "{what} for {id:?} accepted: {ok}, outstanding: {:?}", s.asked);
+        assert_eq!(
+            ok, fits,
+            "{what} for {id:?} accepted: {ok}, outstanding: {:?}",
+            s.asked
+        );
         if ok {
             s.asked = None;
         }
@@ -826,7 +830,10 @@ impl LcModel {
             LcAction::Signal { slot, pid } => {
                 self.seen(*slot);
                 let s = &self.slots[slot.index()];
-                assert!(s.name.is_some() && s.pid == *pid, "signal to pid {pid}: {s:?}");
+                assert!(
+                    s.name.is_some() && s.pid == *pid,
+                    "signal to pid {pid}: {s:?}"
+                );
                 assert!(!s.open, "signal for {slot:?} with its channel open");
             }
             LcAction::WatchFifos { slot, names } | LcAction::OpenFifos { slot, names } => {
@@ -874,7 +881,11 @@ impl LcModel {
                 } else {
                     let v = fifo::parse_release(bytes).expect("the release decodes");
                     assert_eq!(v, 0, "release value");
-                    assert_eq!(phase, LcPhase::Releasing, "release written outside releasing");
+                    assert_eq!(
+                        phase,
+                        LcPhase::Releasing,
+                        "release written outside releasing"
+                    );
                 }
                 asks(s, *slot, Asked::Write);
             }
@@ -883,7 +894,10 @@ impl LcModel {
                 assert_eq!(*len, fifo::INT_FRAME_LEN, "read length");
                 let s = &mut self.slots[slot.index()];
                 assert!(s.open, "read from the closed channel of {slot:?}");
-                assert!(!s.options_due && !s.go_ahead_due, "read before the due write");
+                assert!(
+                    !s.options_due && !s.go_ahead_due,
+                    "read before the due write"
+                );
                 asks(s, *slot, Asked::Read);
             }
             LcAction::WaitStopped { slot, pid } => {
@@ -1100,7 +1114,9 @@ fn lc_name(vpid: u8) -> ProcessName {
 /// a deadline; no channel stays open when idle.
 pub fn local_machine(s: &LocalScenario) {
     let mut config = LocalConfig {
-        debugger: s.debugger.map(|(attach, detach)| Debugger { attach, detach }),
+        debugger: s
+            .debugger
+            .map(|(attach, detach)| Debugger { attach, detach }),
         ..LocalConfig::default()
     };
     if let Some(d) = s.deadlines {
@@ -1128,7 +1144,9 @@ pub fn local_machine(s: &LocalScenario) {
     for vpid in 0..s.procs % 5 {
         let name = lc_name(vpid);
         let pid = 100 + u32::from(vpid);
-        let id = m.add_process(name, pid).expect("room for the first processes");
+        let id = m
+            .add_process(name, pid)
+            .expect("room for the first processes");
         model.placed(id, name, pid);
     }
     for input in s.inputs.iter().take(400) {
@@ -1179,11 +1197,8 @@ pub fn local_machine(s: &LocalScenario) {
                 options: [term, stop, prep, recover],
                 migrating,
             } => {
-                let procs: Vec<ProcessName> = migrating
-                    .iter()
-                    .flatten()
-                    .map(|&v| lc_name(v))
-                    .collect();
+                let procs: Vec<ProcessName> =
+                    migrating.iter().flatten().map(|&v| lc_name(v)).collect();
                 let js = JobState {
                     jobid: LC_JOB,
                     state: StateCode::plain(CkptState::Running),
@@ -1270,7 +1285,11 @@ pub fn local_machine(s: &LocalScenario) {
             }
             LocalInput::IoError(b, eof) => {
                 if let Some(id) = model.pick(*b) {
-                    let e = if *eof { LcIoError::Eof } else { LcIoError::Failed };
+                    let e = if *eof {
+                        LcIoError::Eof
+                    } else {
+                        LcIoError::Failed
+                    };
                     let r = m.handle_io_error(now, id, e);
                     let s = &mut model.slots[id.index()];
                     if s.asked.is_some_and(|(a, _)| a == id) {
@@ -1456,7 +1475,9 @@ impl GcOp {
     }
 
     fn all_recovered(&self) -> bool {
-        self.recover.iter().all(|&s| s == Some(CkptState::Recovered))
+        self.recover
+            .iter()
+            .all(|&s| s == Some(CkptState::Recovered))
     }
 }
 
@@ -1526,7 +1547,11 @@ impl GcModel {
     }
 
     fn start(&mut self, kind: OpKind, step: GcStep) {
-        assert!(self.op.is_none(), "{kind:?} starts while {:?} runs", self.op);
+        assert!(
+            self.op.is_none(),
+            "{kind:?} starts while {:?} runs",
+            self.op
+        );
         assert!(!self.fin_acked, "{kind:?} starts after FIN_ACK");
         let requester = self
             .requester
@@ -1561,10 +1586,7 @@ impl GcModel {
                         let kind = if let Some(list) = d.migrating {
                             assert!(!list.is_empty(), "a migration moving nobody");
                             for p in list.iter() {
-                                assert!(
-                                    p.jobid == GC_JOB && p.vpid < nranks,
-                                    "migrating {p:?}"
-                                );
+                                assert!(p.jobid == GC_JOB && p.vpid < nranks, "migrating {p:?}");
                             }
                             OpKind::Migrate
                         } else if o.inc_prep_only {
@@ -1629,7 +1651,11 @@ impl GcModel {
             GcAction::ToRank { vpid, msg } => {
                 let mut buf = [0u8; 32];
                 let n = msg.emit(&mut buf).expect("the answer encodes");
-                assert_eq!(FromGc::parse(&buf[..n]).as_ref(), Ok(msg), "answer round trip");
+                assert_eq!(
+                    FromGc::parse(&buf[..n]).as_ref(),
+                    Ok(msg),
+                    "answer round trip"
+                );
                 match msg {
                     FromGc::FinAck => {
                         assert!(self.op.is_none(), "FIN_ACK while {:?} runs", self.op);
@@ -1656,9 +1682,10 @@ impl GcModel {
                             }
                             Some(OpResponse::FAILED) => {
                                 let allowed = self.from == Some(*vpid)
-                                    || self.op.as_ref().is_some_and(|op| {
-                                        op.requester == Requester::Rank(*vpid)
-                                    });
+                                    || self
+                                        .op
+                                        .as_ref()
+                                        .is_some_and(|op| op.requester == Requester::Rank(*vpid));
                                 assert!(allowed, "op_state -1 to rank {vpid}");
                             }
                             other => panic!("op_state {other:?}"),
@@ -1712,11 +1739,17 @@ impl GcModel {
                     "migrate without every LC finished: {op:?}"
                 );
                 assert!(!plan.moves().is_empty(), "an empty plan");
-                assert!(*handle <= self.max_handle && *seq < u32::MAX, "migrate {seq} {handle}");
+                assert!(
+                    *handle <= self.max_handle && *seq < u32::MAX,
+                    "migrate {seq} {handle}"
+                );
                 op.step = GcStep::Migrating;
             }
             GcAction::Restart { seq_num, handle } => {
-                assert!(*seq_num >= 0 && !handle.is_empty(), "restart {seq_num} {handle:?}");
+                assert!(
+                    *seq_num >= 0 && !handle.is_empty(),
+                    "restart {seq_num} {handle:?}"
+                );
                 assert!(self.quiesced.is_none(), "restart while quiesced");
                 self.start(OpKind::Restart, GcStep::Restarting);
             }
@@ -1734,7 +1767,11 @@ impl GcModel {
                     );
                     self.last_report_seq = Some(seq);
                     let expected = u32::try_from(seq).map(reference).ok();
-                    assert_eq!(r.reference.as_deref(), expected.as_deref(), "report reference");
+                    assert_eq!(
+                        r.reference.as_deref(),
+                        expected.as_deref(),
+                        "report reference"
+                    );
                 }
                 match r.kind {
                     OpKind::Fin => {
@@ -1768,8 +1805,7 @@ impl GcModel {
                                 OpKind::QuiesceStart => op.all_collected(CkptState::IncPreped),
                                 OpKind::Restart => true,
                                 _ => {
-                                    op.all_collected(CkptState::FinishedLocal)
-                                        && op.all_recovered()
+                                    op.all_collected(CkptState::FinishedLocal) && op.all_recovered()
                                 }
                             };
                             assert!(ok, "{kind:?} succeeded with {op:?}");
@@ -1795,7 +1831,10 @@ fn gc_drain(m: &mut Gc, model: &mut GcModel, nranks: u32) {
         model.action(&action, nranks);
         n += 1;
     }
-    assert!(n <= 7, "{n} actions from one input: the queue may have dropped one");
+    assert!(
+        n <= 7,
+        "{n} actions from one input: the queue may have dropped one"
+    );
 }
 
 /// Target `global_machine`: the global coordinator driven by arbitrary
@@ -1837,7 +1876,8 @@ pub fn global_machine(s: &GlobalScenario) {
     }
     for input in s.inputs.iter().take(300) {
         let due = m.poll_timeout().is_some_and(|d| d <= now);
-        if due && !matches!(input, GlobalInput::Advance(_))
+        if due
+            && !matches!(input, GlobalInput::Advance(_))
             && let Some(op) = model.op.as_mut()
         {
             op.blind = true;
@@ -1932,20 +1972,28 @@ pub fn global_machine(s: &GlobalScenario) {
             GlobalInput::Expected(lc) => {
                 let lc = usize::from(*lc) % GC_LCS;
                 let state = model.expected();
-                m.handle_orted_state(now, lc, OrtedState {
-                    quick: true,
-                    state: StateCode::plain(state),
-                })
+                m.handle_orted_state(
+                    now,
+                    lc,
+                    OrtedState {
+                        quick: true,
+                        state: StateCode::plain(state),
+                    },
+                )
                 .expect("an LC's report is taken");
                 model.reported(lc, state);
             }
             GlobalInput::AllExpected => {
                 for lc in 0..GC_LCS {
                     let state = model.expected();
-                    m.handle_orted_state(now, lc, OrtedState {
-                        quick: true,
-                        state: StateCode::plain(state),
-                    })
+                    m.handle_orted_state(
+                        now,
+                        lc,
+                        OrtedState {
+                            quick: true,
+                            state: StateCode::plain(state),
+                        },
+                    )
                     .expect("an LC's report is taken");
                     model.reported(lc, state);
                     gc_drain(&mut m, &mut model, nranks);
@@ -1964,7 +2012,10 @@ pub fn global_machine(s: &GlobalScenario) {
                 let _ = m.handle_command(now, command);
             }
             GlobalInput::MigrationDone(ok) => {
-                let waiting = model.op.as_ref().is_some_and(|op| op.step == GcStep::Migrating);
+                let waiting = model
+                    .op
+                    .as_ref()
+                    .is_some_and(|op| op.step == GcStep::Migrating);
                 let r = m.handle_migration_done(now, *ok);
                 if !due {
                     assert_eq!(r.is_ok(), waiting, "migration report: {r:?}");
@@ -1976,7 +2027,10 @@ pub fn global_machine(s: &GlobalScenario) {
                 }
             }
             GlobalInput::RestartDone(ok) => {
-                let waiting = model.op.as_ref().is_some_and(|op| op.step == GcStep::Restarting);
+                let waiting = model
+                    .op
+                    .as_ref()
+                    .is_some_and(|op| op.step == GcStep::Restarting);
                 let r = m.handle_restart_done(now, *ok);
                 if !due {
                     assert_eq!(r.is_ok(), waiting, "restart report: {r:?}");
@@ -2010,7 +2064,11 @@ pub fn global_machine(s: &GlobalScenario) {
             "FIN waits with no deadline after {input:?}"
         );
         assert_eq!(m.is_busy(), model.op.is_some(), "busy after {input:?}");
-        assert_eq!(m.is_quiesced(), model.quiesced.is_some(), "quiesced after {input:?}");
+        assert_eq!(
+            m.is_quiesced(),
+            model.quiesced.is_some(),
+            "quiesced after {input:?}"
+        );
         assert_eq!(m.is_finished(), model.fin_acked, "finished after {input:?}");
     }
 }

@@ -699,7 +699,10 @@ impl<'f> AppCoordinator<'f> {
     /// is the local coordinator's business and goes on.
     pub fn handle_gc_gone(&mut self, now: Instant) {
         match self.req.phase {
-            ReqPhase::FinAck | ReqPhase::OpResponse | ReqPhase::OwnHandshake | ReqPhase::Quiesce => {
+            ReqPhase::FinAck
+            | ReqPhase::OpResponse
+            | ReqPhase::OwnHandshake
+            | ReqPhase::Quiesce => {
                 let error = Some(AppError {
                     wait: self.req_wait(),
                     failure: Failure::PeerGone,
