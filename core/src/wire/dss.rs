@@ -36,11 +36,13 @@ impl<'a> Reader<'a> {
     }
 
     /// Offset of the next byte to read.
+    #[inline]
     pub const fn position(&self) -> usize {
         self.pos
     }
 
     /// Bytes not read yet.
+    #[inline]
     pub fn remaining(&self) -> usize {
         self.buf.len().saturating_sub(self.pos)
     }
@@ -50,6 +52,7 @@ impl<'a> Reader<'a> {
         self.buf.get(start..self.pos).unwrap_or_default()
     }
 
+    #[inline]
     fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
         let end = self.pos.checked_add(n);
         match end.and_then(|end| self.buf.get(self.pos..end)) {
@@ -68,6 +71,7 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline]
     fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
         let bytes = self.take(N, field)?;
         let mut out = [0u8; N];
@@ -75,15 +79,18 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    #[inline]
     fn raw_i32(&mut self, field: &'static str) -> Result<i32, DecodeError> {
         Ok(i32::from_be_bytes(self.array(field)?))
     }
 
+    #[inline]
     fn raw_u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
         Ok(u32::from_be_bytes(self.array(field)?))
     }
 
     /// The count prefix of a `pack` call; this protocol always packs one value.
+    #[inline]
     fn count(&mut self, field: &'static str) -> Result<(), DecodeError> {
         let at = self.pos;
         let found = self.raw_i32(field)?;
@@ -97,6 +104,7 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    #[inline]
     fn type_byte(&mut self, expected: u8, field: &'static str) -> Result<(), DecodeError> {
         let at = self.pos;
         let [found] = self.array::<1>(field)?;
@@ -111,6 +119,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A `uint8` (command bytes).
+    #[inline]
     pub fn uint8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
         self.count(field)?;
         let [b] = self.array::<1>(field)?;
@@ -118,12 +127,14 @@ impl<'a> Reader<'a> {
     }
 
     /// A `uint32` (the sstore handle); jobids and vpids have the same layout.
+    #[inline]
     pub fn uint32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
         self.count(field)?;
         self.raw_u32(field)
     }
 
     /// A process name: jobid then vpid.
+    #[inline]
     pub fn name(&mut self, field: &'static str) -> Result<ProcessName, DecodeError> {
         self.count(field)?;
         let jobid = self.raw_u32(field)?;
@@ -132,6 +143,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A generic `int`.
+    #[inline]
     pub fn int(&mut self, field: &'static str) -> Result<i32, DecodeError> {
         self.count(field)?;
         self.type_byte(TYPE_INT, field)?;
@@ -140,6 +152,7 @@ impl<'a> Reader<'a> {
 
     /// An `int` used as a flag: 0 or 1 only, so that decoding then encoding
     /// reproduces the input.
+    #[inline]
     pub fn int_flag(&mut self, field: &'static str) -> Result<bool, DecodeError> {
         let at = self.pos;
         match self.int(field)? {
@@ -150,6 +163,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A `pid_t` (stored as UINT32, read back as the signed value it was).
+    #[inline]
     pub fn pid(&mut self, field: &'static str) -> Result<i32, DecodeError> {
         self.count(field)?;
         self.type_byte(TYPE_PID, field)?;
@@ -157,6 +171,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A `bool`: one byte, 0 or 1.
+    #[inline]
     pub fn bool(&mut self, field: &'static str) -> Result<bool, DecodeError> {
         self.count(field)?;
         self.type_byte(TYPE_BOOL, field)?;
@@ -169,6 +184,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A `size_t` (stored as UINT64).
+    #[inline]
     pub fn size(&mut self, field: &'static str) -> Result<u64, DecodeError> {
         self.count(field)?;
         self.type_byte(TYPE_SIZE, field)?;
@@ -218,6 +234,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Succeeds only if every byte was read.
+    #[inline]
     pub fn finish(&self) -> Result<(), DecodeError> {
         match self.remaining() {
             0 => Ok(()),
@@ -247,6 +264,7 @@ impl<S: Sink + ?Sized> Sink for &mut S {
 pub struct Counter(pub usize);
 
 impl Sink for Counter {
+    #[inline]
     fn put(&mut self, bytes: &[u8]) -> Result<(), EmitError> {
         self.0 = self.0.saturating_add(bytes.len());
         Ok(())
@@ -278,6 +296,7 @@ impl<'b> SliceSink<'b> {
 }
 
 impl Sink for SliceSink<'_> {
+    #[inline]
     fn put(&mut self, bytes: &[u8]) -> Result<(), EmitError> {
         let available = self.buf.len();
         let end = self.len.saturating_add(bytes.len());
@@ -323,54 +342,77 @@ impl<S: Sink> Encoder<S> {
         self.sink
     }
 
-    fn count(&mut self) -> Result<(), EmitError> {
-        self.sink.put(&1i32.to_be_bytes())
+    /// One `pack` call's bytes in a single write: the count (1), the type
+    /// byte for system types, the value.
+    #[inline]
+    fn field<const N: usize>(
+        &mut self,
+        type_byte: Option<u8>,
+        value: [u8; N],
+    ) -> Result<(), EmitError> {
+        let mut bytes = [0u8; 17];
+        let (head, rest) = bytes.split_at_mut(4);
+        head.copy_from_slice(&1i32.to_be_bytes());
+        let mut len = 4;
+        let rest = match (type_byte, rest.split_first_mut()) {
+            (Some(t), Some((first, tail))) => {
+                *first = t;
+                len += 1;
+                tail
+            }
+            _ => rest,
+        };
+        if let Some(dst) = rest.get_mut(..N) {
+            dst.copy_from_slice(&value);
+            len += N;
+        }
+        self.sink.put(bytes.get(..len).unwrap_or_default())
     }
 
     /// A `uint8`.
+    #[inline]
     pub fn uint8(&mut self, v: u8) -> Result<(), EmitError> {
-        self.count()?;
-        self.sink.put(&[v])
+        self.field(None, [v])
     }
 
     /// A `uint32` (also the layout of a jobid or vpid).
+    #[inline]
     pub fn uint32(&mut self, v: u32) -> Result<(), EmitError> {
-        self.count()?;
-        self.sink.put(&v.to_be_bytes())
+        self.field(None, v.to_be_bytes())
     }
 
     /// A process name.
+    #[inline]
     pub fn name(&mut self, v: ProcessName) -> Result<(), EmitError> {
-        self.count()?;
-        self.sink.put(&v.jobid.to_be_bytes())?;
-        self.sink.put(&v.vpid.to_be_bytes())
+        let mut value = [0u8; 8];
+        let (jobid, vpid) = value.split_at_mut(4);
+        jobid.copy_from_slice(&v.jobid.to_be_bytes());
+        vpid.copy_from_slice(&v.vpid.to_be_bytes());
+        self.field(None, value)
     }
 
     /// A generic `int`.
+    #[inline]
     pub fn int(&mut self, v: i32) -> Result<(), EmitError> {
-        self.count()?;
-        self.sink.put(&[TYPE_INT])?;
-        self.sink.put(&v.to_be_bytes())
+        self.field(Some(TYPE_INT), v.to_be_bytes())
     }
 
     /// A `pid_t`.
+    #[inline]
     pub fn pid(&mut self, v: i32) -> Result<(), EmitError> {
-        self.count()?;
-        self.sink.put(&[TYPE_PID])?;
-        self.sink.put(&v.to_be_bytes())
+        self.field(Some(TYPE_PID), v.to_be_bytes())
     }
 
     /// A `bool`.
+    #[inline]
     pub fn bool(&mut self, v: bool) -> Result<(), EmitError> {
-        self.count()?;
-        self.sink.put(&[TYPE_BOOL, u8::from(v)])
+        self.field(Some(TYPE_BOOL), [u8::from(v)])
     }
 
     /// A `size_t`.
+    #[inline]
     pub fn size(&mut self, v: u64) -> Result<(), EmitError> {
-        self.count()?;
-        self.sink.put(&[TYPE_SIZE])?;
-        self.sink.put(&v.to_be_bytes())
+        self.field(Some(TYPE_SIZE), v.to_be_bytes())
     }
 
     /// A string, `None` for the NULL string. `max_len` bounds the encoded
@@ -382,8 +424,7 @@ impl<S: Sink> Encoder<S> {
         field: &'static str,
     ) -> Result<(), EmitError> {
         let Some(s) = v else {
-            self.count()?;
-            return self.sink.put(&0i32.to_be_bytes());
+            return self.field(None, 0i32.to_be_bytes());
         };
         // An interior NUL or an over-long string would not decode back.
         let len = s.len() + 1;
@@ -391,8 +432,7 @@ impl<S: Sink> Encoder<S> {
             return Err(EmitError::Invalid(field));
         }
         let len = i32::try_from(len).map_err(|_| EmitError::Invalid(field))?;
-        self.count()?;
-        self.sink.put(&len.to_be_bytes())?;
+        self.field(None, len.to_be_bytes())?;
         self.sink.put(s.as_bytes())?;
         self.sink.put(&[0])
     }

@@ -37,17 +37,19 @@ pub trait Message<'a>: Sized {
     }
 
     /// Writes the message at the start of `buf`; returns the length written.
+    /// On [`EmitError::TooSmall`] the buffer's content is unspecified.
     fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
-        let needed = self.buffer_len();
-        if buf.len() < needed {
-            return Err(EmitError::TooSmall {
-                needed,
-                available: buf.len(),
-            });
-        }
+        let available = buf.len();
         let mut e = Encoder::new(SliceSink::new(buf));
-        self.encode(&mut e)?;
-        Ok(e.into_inner().len())
+        match self.encode(&mut e) {
+            Ok(()) => Ok(e.into_inner().len()),
+            // One pass when it fits; the length is computed only when it did not.
+            Err(EmitError::TooSmall { .. }) => Err(EmitError::TooSmall {
+                needed: self.buffer_len(),
+                available,
+            }),
+            Err(other) => Err(other),
+        }
     }
 
     /// Appends the message to `out`; on error `out` is left as it was.
