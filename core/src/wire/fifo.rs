@@ -174,14 +174,16 @@ fn ne_i32(bytes: &[u8]) -> Option<i32> {
 }
 
 fn int_frame(bytes: &[u8], field: &'static str) -> Result<i32, DecodeError> {
-    ne_i32(bytes).ok_or(DecodeError::new(
-        0,
-        field,
-        ErrorKind::Length {
-            expected: INT_FRAME_LEN,
-            found: bytes.len(),
-        },
-    ))
+    ne_i32(bytes).ok_or_else(|| {
+        DecodeError::new(
+            0,
+            field,
+            ErrorKind::Length {
+                expected: INT_FRAME_LEN,
+                found: bytes.len(),
+            },
+        )
+    })
 }
 
 /// Step 2: the app coordinator's answer.
@@ -192,11 +194,8 @@ pub const fn response_frame(response: CkptResponse) -> [u8; 4] {
 /// Decodes step 2.
 pub fn parse_response(bytes: &[u8]) -> Result<CkptResponse, DecodeError> {
     let v = int_frame(bytes, "response")?;
-    CkptResponse::from_code(v).ok_or(DecodeError::new(
-        0,
-        "response",
-        ErrorKind::UnknownResponse(v),
-    ))
+    CkptResponse::from_code(v)
+        .ok_or_else(|| DecodeError::new(0, "response", ErrorKind::UnknownResponse(v)))
 }
 
 /// Step 3: the go-ahead, START echoed back.
@@ -218,11 +217,8 @@ pub const fn cr_state_frame(state: CrState) -> [u8; 4] {
 /// Decodes steps 4 and 5.
 pub fn parse_cr_state(bytes: &[u8]) -> Result<CrState, DecodeError> {
     let v = int_frame(bytes, "cr_state")?;
-    CrState::from_code(v).ok_or(DecodeError::new(
-        0,
-        "cr_state",
-        ErrorKind::UnknownCrState(v),
-    ))
+    CrState::from_code(v)
+        .ok_or_else(|| DecodeError::new(0, "cr_state", ErrorKind::UnknownCrState(v)))
 }
 
 /// Step 6: the release.

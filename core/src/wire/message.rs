@@ -71,6 +71,7 @@ pub trait Message<'a>: Sized {
 }
 
 /// Reads the command byte, hands the rest to `body`, and rejects trailing bytes.
+#[inline]
 fn parse_whole<'a, T>(
     bytes: &'a [u8],
     body: impl FnOnce(u8, &mut Reader<'a>) -> Result<T, DecodeError>,
@@ -104,14 +105,12 @@ fn expect_cmd(cmd: u8, expected: FullCmd) -> Result<(), DecodeError> {
     }
 }
 
+#[inline]
 fn op_event(r: &mut Reader<'_>) -> Result<OpEvent, DecodeError> {
     let at = r.position();
     let code = r.int("op_event")?;
-    OpEvent::from_code(code).ok_or(DecodeError::new(
-        at,
-        "op_event",
-        ErrorKind::UnknownOpEvent(code),
-    ))
+    OpEvent::from_code(code)
+        .ok_or_else(|| DecodeError::new(at, "op_event", ErrorKind::UnknownOpEvent(code)))
 }
 
 /// A process name: job id and rank (vpid).
@@ -242,6 +241,7 @@ pub struct RequestOp<'a> {
 }
 
 impl<'a> RequestOp<'a> {
+    #[inline]
     fn decode_body(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
         let jobid = r.uint32("jobid")?;
         let request = match op_event(r)? {
@@ -337,10 +337,12 @@ impl StateCode {
         }
     }
 
+    #[inline]
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let at = r.position();
         let code = r.int("state")?;
-        Self::from_code(code).ok_or(DecodeError::new(at, "state", ErrorKind::UnknownState(code)))
+        Self::from_code(code)
+            .ok_or_else(|| DecodeError::new(at, "state", ErrorKind::UnknownState(code)))
     }
 }
 
@@ -361,6 +363,7 @@ pub struct OrtedState {
 }
 
 impl OrtedState {
+    #[inline]
     fn decode_body(cmd: u8, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let quick = match FullCmd::from_code(cmd) {
             Some(FullCmd::UpdateOrtedState) => false,
@@ -410,6 +413,7 @@ impl OpResponse {
     /// Outcome code for a failed operation.
     pub const FAILED: i32 = -1;
 
+    #[inline]
     fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let op_event = op_event(r)?;
         let op_state = if op_event.carries_op_state() {
@@ -481,6 +485,7 @@ pub struct JobState<'a> {
 }
 
 impl<'a> JobState<'a> {
+    #[inline]
     fn decode_body(cmd: u8, r: &mut Reader<'a>) -> Result<Self, DecodeError> {
         let quick = match FullCmd::from_code(cmd) {
             Some(FullCmd::UpdateJobState) => false,
@@ -573,14 +578,12 @@ pub struct LocalFinish {
 }
 
 impl LocalFinish {
+    #[inline]
     fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let at = r.position();
         let code = r.int("cr_state")?;
-        let cr_state = CrState::from_code(code).ok_or(DecodeError::new(
-            at,
-            "cr_state",
-            ErrorKind::UnknownCrState(code),
-        ))?;
+        let cr_state = CrState::from_code(code)
+            .ok_or_else(|| DecodeError::new(at, "cr_state", ErrorKind::UnknownCrState(code)))?;
         Ok(Self { cr_state })
     }
 }
@@ -612,6 +615,7 @@ pub struct LocalUpdate {
 }
 
 impl LocalUpdate {
+    #[inline]
     fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let name = r.name("process name")?;
         let pid = r.pid("pid")?;
