@@ -11,6 +11,15 @@
 //! handle H goes to `$SNAPC_STORE/H/pid-<pid>/` (several processes may take
 //! part in one checkpoint), and application-initiated requests answer
 //! [`ApiError::NoCoordinator`].
+//!
+//! Under a node daemon (`snapc run`), the daemon sets `SNAPC_SNAPSHOT_ROOT`
+//! (its staging directory for the job): the snapshot for handle H goes to
+//! `$SNAPC_SNAPSHOT_ROOT/H/rank-<rank>/`, and once every rank completed the
+//! daemon moves `H/` to `<store>/<job>/<seq>/` in one rename and writes
+//! `H.global` (the sequence number and reference) for the ranks to read
+//! ([`crate::snapstore`]). While quiesced by the runtime, the process also
+//! watches its daemon link for the runtime's quiesce end (the JOB_STATE the
+//! daemon forwards with tag SNAPC).
 
 use crate::fifo::{Channel, FifoError, PipeDir};
 use crate::link::{DaemonLink, LinkError, Tag};
@@ -82,6 +91,9 @@ pub struct Config {
     pub rank: u32,
     /// A snapshot to restart from (`SNAPC_RESTART_DIR`).
     pub restart_dir: Option<PathBuf>,
+    /// The daemon's staging directory for this job's snapshots
+    /// (`SNAPC_SNAPSHOT_ROOT`); standalone snapshot paths when unset.
+    pub snapshot_root: Option<PathBuf>,
     /// Deadline of an application request's answer (`SNAPC_REQUEST_TIMEOUT`,
     /// seconds; default: the app coordinator's own, which outlast a whole
     /// job checkpoint).
@@ -113,6 +125,7 @@ impl Default for Config {
             jobid: 0,
             rank: 0,
             restart_dir: None,
+            snapshot_root: None,
             request_timeout: None,
         }
     }
@@ -134,6 +147,9 @@ impl Config {
         };
         if let Some(v) = get("SNAPC_PIPE_DIR") {
             c.pipe_dir = Some(v.into());
+        }
+        if let Some(v) = get("SNAPC_SNAPSHOT_ROOT") {
+            c.snapshot_root = Some(v.into());
         }
         if let Some(v) = get("SNAPC_SIGNAL") {
             c.signal =
@@ -262,21 +278,16 @@ pub struct Snapc<H: Hooks> {
     link: Option<DaemonLink>,
     /// Deadline of one send to the daemon.
     send_timeout: Duration,
+    /// The daemon's staging directory (managed snapshots), if any.
+    snapshot_root: Option<PathBuf>,
+    /// This process's rank.
+    rank: u32,
 }
 
 impl<H: Hooks> Snapc<H> {
     /// Takes the checkpoint signal, checks the pipe directory, and runs the
     /// restart hook when the configuration names a snapshot to restart from.
     pub fn start(config: Config, mut hooks: H) -> Result<Self, StartError> {
-        let mut link = match &config.daemon_socket {
-            Some(path) => Some(
-                DaemonLink::connect(path).map_err(|error| StartError::Daemon {
-                    path: path.clone(),
-                    error,
-                })?,
-            ),
-            None => None,
-        };
         let dir = match &config.pipe_dir {
             Some(p) => PipeDir::open(p.clone())?,
             None => PipeDir::from_env()?,
@@ -307,19 +318,23 @@ impl<H: Hooks> Snapc<H> {
             app.deadlines.op_response = r;
             app.deadlines.fin_ack = r;
         }
-        if let (Some(l), Some(_)) = (link.as_mut(), &config.restart_dir) {
-            // A restarted process tells its daemon its new pid.
-            let update = ToDaemon::LocalUpdate(LocalUpdate {
-                name: app.name,
-                pid: app.pid as i32,
-                debug: None,
-            });
-            let path = config.daemon_socket.clone().unwrap_or_default();
-            send_message(l, Tag::Snapc, &update, config.timeout)
-                .map_err(|error| StartError::Daemon { path, error })?;
-        }
         signal::install(config.signal, config.chain_signal)?;
         signal::ignore_sigpipe();
+        // Connected only once the handler is in place: the daemon may signal
+        // a process as soon as it connected.
+        let link = match &config.daemon_socket {
+            Some(path) => match Self::connect(path, &config, &app) {
+                Ok(link) => Some(link),
+                Err(error) => {
+                    let _ = signal::uninstall();
+                    return Err(StartError::Daemon {
+                        path: path.clone(),
+                        error,
+                    });
+                }
+            },
+            None => None,
+        };
         Ok(Self {
             machine: AppCoordinator::new(app, &CHECKPOINT_FLAG),
             hooks,
@@ -331,7 +346,23 @@ impl<H: Hooks> Snapc<H> {
             outcomes: Vec::new(),
             link,
             send_timeout: config.timeout,
+            snapshot_root: config.snapshot_root,
+            rank: config.rank,
         })
+    }
+
+    /// Connects to the daemon; a restarted process tells it its new pid.
+    fn connect(path: &Path, config: &Config, app: &AppConfig) -> Result<DaemonLink, LinkError> {
+        let mut link = DaemonLink::connect(path)?;
+        if config.restart_dir.is_some() {
+            let update = ToDaemon::LocalUpdate(LocalUpdate {
+                name: app.name,
+                pid: app.pid as i32,
+                debug: None,
+            });
+            send_message(&mut link, Tag::Snapc, &update, config.timeout)?;
+        }
+        Ok(link)
     }
 
     fn now(&self) -> CoreInstant {
@@ -369,11 +400,46 @@ impl<H: Hooks> Snapc<H> {
         if self.machine.is_quiesced() && self.peer_gone() {
             self.machine.handle_io_error(now, IoFailure::PeerGone);
         }
+        if self.machine.is_quiesced() {
+            self.runtime_quiesce_end(now);
+        }
         self.machine.handle_progress(now);
         self.drive();
         self.outcomes
             .get(before..)
             .and_then(|new| new.last().cloned())
+    }
+
+    /// While quiesced by the runtime: a JOB_STATE RUNNING with
+    /// inc_recover_only forwarded by the daemon (tag SNAPC) is the runtime's
+    /// quiesce end; the process then ends its quiesce as if it had asked
+    /// (final state CONTINUE, release, recover), without sending a request
+    /// (the global coordinator already runs it).
+    fn runtime_quiesce_end(&mut self, now: CoreInstant) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        match link.recv(Instant::now()) {
+            Ok(Some((Tag::Snapc, bytes))) => {
+                let end = matches!(
+                    snapc_core::wire::FromGc::parse(&bytes),
+                    Ok(snapc_core::wire::FromGc::JobState(js))
+                        if js.detail.is_some_and(|d| d.options.inc_recover_only)
+                );
+                if end {
+                    let mut buf = [0u8; 64];
+                    if let Err(e) = self.machine.request(now, Request::QuiesceEnd, &mut buf) {
+                        log::warn!("quiesce end: {e:?}");
+                    }
+                }
+            }
+            Ok(Some((Tag::SnapcFull, bytes))) => self.machine.handle_gc(now, &bytes),
+            Ok(None) => {}
+            Err(e) => {
+                log::warn!("{e}");
+                self.daemon_gone();
+            }
+        }
     }
 
     /// While quiesced nothing is read or written; a local coordinator that
@@ -617,7 +683,10 @@ impl<H: Hooks> Snapc<H> {
         let now = self.now();
         match op {
             SstoreOp::Register { handle } => {
-                let dir = standalone_snapshot_dir(&self.store, handle, std::process::id());
+                let dir = match &self.snapshot_root {
+                    Some(root) => crate::snapstore::staged_rank_dir(root, handle, self.rank),
+                    None => standalone_snapshot_dir(&self.store, handle, std::process::id()),
+                };
                 // A failure surfaces at ReadLocation, which the machine awaits.
                 match std::fs::create_dir_all(&dir) {
                     Ok(()) => self.snapshot_dir = Some(dir),
@@ -650,7 +719,19 @@ impl<H: Hooks> Snapc<H> {
                 });
                 self.machine.handle_sstore(now, r);
             }
-            SstoreOp::ReadGlobal { .. } => self.machine.handle_sstore_global(now, None, None),
+            SstoreOp::ReadGlobal { handle } => {
+                let global = self
+                    .snapshot_root
+                    .as_deref()
+                    .and_then(|root| crate::snapstore::read_global(root, handle));
+                match global {
+                    Some((seq, reference)) => {
+                        self.machine
+                            .handle_sstore_global(now, Some(seq), Some(&reference))
+                    }
+                    None => self.machine.handle_sstore_global(now, None, None),
+                }
+            }
         }
     }
 

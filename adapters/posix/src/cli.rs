@@ -18,20 +18,129 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Checkpoint running processes that no daemon manages: signal them, run
-    /// their handshakes concurrently, print one result per pid. Exits 0 only
-    /// if every process completed.
+    /// The whole story in one command: a 4-rank job, three checkpoints, a
+    /// rank killed, a restart from the latest snapshot, the results compared
+    /// with an uninterrupted run. Exits 0 only if they match.
+    Demo(DemoArgs),
+    /// Launch a job: a node daemon (local and global coordinator) and N
+    /// ranks of PROGRAM with the SNAPC_* environment, supervised; exits with
+    /// the ranks' worst status.
+    Run(RunArgs),
+    /// Checkpoint a running job through its daemon (--job), or, with --pid,
+    /// processes that no daemon manages: signal them, run their handshakes
+    /// concurrently, print one result per pid. Exits 0 only if every process
+    /// completed.
     Checkpoint(CheckpointArgs),
+    /// Show the running jobs: ranks, pids, state, last snapshot, checkpoint
+    /// in progress.
+    Status(StatusArgs),
+    /// Relaunch a job from a complete snapshot: `<store>/<job>` (the latest)
+    /// or `<store>/<job>/<seq>`.
+    Restart(RestartArgs),
+    /// Quiesce a running job (prepare only, held) or end its quiesce.
+    Quiesce(QuiesceArgs),
+    /// The counter application (the demo's ranks run it).
+    #[command(hide = true)]
+    Counter {
+        /// Its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Decode and encode protocol messages (Open MPI DSS buffers and FIFO frames).
     #[command(subcommand)]
     Wire(WireCommand),
 }
 
 #[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Keep the snapshots here (default: a temporary directory, removed).
+    #[arg(long, value_name = "DIR")]
+    store: Option<std::path::PathBuf>,
+    /// Number of ranks.
+    #[arg(short = 'n', long = "ranks", default_value_t = 4)]
+    ranks: u32,
+    /// Steps each rank computes.
+    #[arg(long, default_value_t = 3_000_000)]
+    steps: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Number of ranks.
+    #[arg(short = 'n', value_name = "N")]
+    n: u32,
+    /// The job's name (default: job-<daemon pid>).
+    #[arg(long, value_name = "NAME")]
+    job: Option<String>,
+    /// The snapshot store (default: SNAPC_STORE, else snapc-store-<uid> in the temp dir).
+    #[arg(long, value_name = "DIR")]
+    store: Option<std::path::PathBuf>,
+    /// Take a checkpoint every S seconds.
+    #[arg(long, value_name = "S")]
+    interval: Option<f64>,
+    /// Keep the K latest complete snapshots, remove older ones.
+    #[arg(long, value_name = "K")]
+    keep: Option<usize>,
+    /// Deadline of each wait on a rank's FIFOs, in seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "S")]
+    timeout: f64,
+    /// The program and its arguments.
+    #[arg(required = true, allow_hyphen_values = true, last = true)]
+    program: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RestartArgs {
+    /// `<store>/<job>` or `<store>/<job>/<seq>`.
+    path: std::path::PathBuf,
+    /// Take a checkpoint every S seconds.
+    #[arg(long, value_name = "S")]
+    interval: Option<f64>,
+    /// Keep the K latest complete snapshots.
+    #[arg(long, value_name = "K")]
+    keep: Option<usize>,
+    /// Deadline of each wait on a rank's FIFOs, in seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "S")]
+    timeout: f64,
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    /// The job (default: every running job).
+    #[arg(long, value_name = "J")]
+    job: Option<String>,
+    /// JSON (one object per job).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct QuiesceArgs {
+    /// `start` or `end`.
+    #[arg(value_parser = ["start", "end"])]
+    what: String,
+    /// The job (default: the only one running).
+    #[arg(long, value_name = "J")]
+    job: Option<String>,
+    /// Print the daemon's answer as JSON.
+    #[arg(long)]
+    json: bool,
+    /// How long to wait for the answer, in seconds.
+    #[arg(long, default_value_t = 600.0, value_name = "S")]
+    timeout: f64,
+}
+
+#[derive(Debug, clap::Args)]
 struct CheckpointArgs {
-    /// A process to checkpoint (repeat for several).
-    #[arg(long = "pid", required = true, value_name = "PID")]
+    /// A process to checkpoint directly, without a daemon (repeat for several).
+    #[arg(long = "pid", value_name = "PID", conflicts_with = "job")]
     pids: Vec<u32>,
+    /// The job to checkpoint through its daemon (default: the only one running).
+    #[arg(long, value_name = "J")]
+    job: Option<String>,
+    /// With a job: wait until the checkpoint ends, print its sequence number and reference.
+    #[arg(long)]
+    wait: bool,
     /// Terminate the processes after their checkpoint.
     #[arg(long)]
     term: bool,
@@ -57,7 +166,7 @@ struct CheckpointArgs {
     /// The snapshot handle (default: one above the highest in the standalone store).
     #[arg(long, value_name = "H")]
     handle: Option<u32>,
-    /// One JSON object per process instead of text.
+    /// JSON instead of text (one object per process, or per daemon event).
     #[arg(long)]
     json: bool,
 }
@@ -180,7 +289,347 @@ fn ms(d: Option<snapc_core::time::Duration>) -> Option<f64> {
     d.map(|d| d.as_micros() as f64 / 1000.0)
 }
 
+/// A number of seconds from the command line.
+fn seconds(v: f64, what: &str) -> Result<std::time::Duration, String> {
+    std::time::Duration::try_from_secs_f64(v)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{what} must be a positive number of seconds"))
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let interval = match args.interval.map(|v| seconds(v, "--interval")).transpose() {
+        Ok(i) => i,
+        Err(e) => return bad_input(e),
+    };
+    let timeout = match seconds(args.timeout, "--timeout") {
+        Ok(t) => t,
+        Err(e) => return bad_input(e),
+    };
+    let store = match args.store {
+        Some(s) => s,
+        None => match crate::app::Config::from_env() {
+            Ok(c) => c.store,
+            Err(e) => return bad_input(e),
+        },
+    };
+    let opts = crate::daemon::RunOptions {
+        nranks: args.n,
+        job: args
+            .job
+            .unwrap_or_else(|| format!("job-{}", std::process::id())),
+        store: absolute(store),
+        interval,
+        keep: args.keep,
+        argv: args.program,
+        cwd: None,
+        restart_from: None,
+        timeout,
+    };
+    exit_with(crate::daemon::run(opts))
+}
+
+fn absolute(p: std::path::PathBuf) -> std::path::PathBuf {
+    std::path::absolute(&p).unwrap_or(p)
+}
+
+fn exit_with(r: Result<i32, crate::daemon::RunError>) -> ExitCode {
+    match r {
+        Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(255)),
+        Err(e) => {
+            eprintln!("snapc: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The options to relaunch the snapshot at `path` (`<store>/<job>[/<seq>]`).
+pub fn restart_options(path: &std::path::Path) -> Result<crate::daemon::RunOptions, String> {
+    use crate::snapstore;
+    let path = absolute(path.to_path_buf());
+    let dir = if path.join(snapstore::METADATA).is_file() {
+        path
+    } else if path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.parse::<u32>().is_ok())
+    {
+        return Err(format!(
+            "{}: not a complete snapshot (no {})",
+            path.display(),
+            snapstore::METADATA
+        ));
+    } else {
+        snapstore::latest(&path)
+            .map(|(_, d)| d)
+            .ok_or_else(|| format!("{}: no complete snapshot", path.display()))?
+    };
+    let meta = snapstore::read_metadata(&dir)?;
+    let job_root = dir
+        .parent()
+        .ok_or_else(|| format!("{}: no job directory", dir.display()))?;
+    let job = job_root
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("{}: no job name", job_root.display()))?
+        .to_string();
+    let store = job_root
+        .parent()
+        .ok_or_else(|| format!("{}: no store", job_root.display()))?
+        .to_path_buf();
+    let nranks = meta
+        .get("nranks")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or("the metadata has no rank count")?;
+    let argv: Vec<String> = meta
+        .get("argv")
+        .and_then(serde_json::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if argv.is_empty() {
+        return Err("the metadata has no program".into());
+    }
+    for r in 0..nranks {
+        let d = dir.join(format!("rank-{r}"));
+        if !d.is_dir() {
+            return Err(format!("{}: missing", d.display()));
+        }
+    }
+    Ok(crate::daemon::RunOptions {
+        nranks,
+        job,
+        store,
+        interval: None,
+        keep: None,
+        argv,
+        cwd: meta
+            .get("cwd")
+            .and_then(serde_json::Value::as_str)
+            .map(std::path::PathBuf::from)
+            .filter(|p| p.is_dir()),
+        restart_from: Some(dir),
+        timeout: std::time::Duration::from_secs(10),
+    })
+}
+
+fn restart(args: RestartArgs) -> ExitCode {
+    let mut opts = match restart_options(&args.path) {
+        Ok(o) => o,
+        Err(e) => return bad_input(e),
+    };
+    match args.interval.map(|v| seconds(v, "--interval")).transpose() {
+        Ok(i) => opts.interval = i,
+        Err(e) => return bad_input(e),
+    }
+    match seconds(args.timeout, "--timeout") {
+        Ok(t) => opts.timeout = t,
+        Err(e) => return bad_input(e),
+    }
+    opts.keep = args.keep;
+    exit_with(crate::daemon::run(opts))
+}
+
+fn status(args: StatusArgs) -> ExitCode {
+    use crate::control::{Client, jobs};
+    let names = match args.job {
+        Some(j) => vec![j],
+        None => match jobs() {
+            Ok(j) => j,
+            Err(e) => return bad_input(e),
+        },
+    };
+    if names.is_empty() && !args.json {
+        println!("no job is running");
+    }
+    let mut code = ExitCode::SUCCESS;
+    for job in names {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let answer = Client::send(&job, &serde_json::json!({"op": "status"}))
+            .and_then(|mut c| c.until(&["status"], deadline, |_| {}));
+        match answer {
+            Ok(v) if args.json => println!("{v}"),
+            Ok(v) => print_status(&v),
+            Err(e) => {
+                eprintln!("snapc: {e}");
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    code
+}
+
+fn print_status(v: &serde_json::Value) {
+    use serde_json::Value;
+    let s = |k: &str| {
+        v.get(k).map_or(String::new(), |x| match x {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    };
+    println!(
+        "job {} (jobid {}, daemon pid {}): {} ranks, store {}",
+        s("job"),
+        s("jobid"),
+        s("daemon_pid"),
+        s("nranks"),
+        s("store")
+    );
+    for r in v
+        .get("ranks")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "  rank {} pid {} {}{}",
+            r["rank"],
+            r["pid"],
+            r["state"].as_str().unwrap_or("?"),
+            if r["connected"].as_bool() == Some(true) {
+                ""
+            } else {
+                " (not connected)"
+            }
+        );
+    }
+    match v.get("last_snapshot").filter(|x| !x.is_null()) {
+        Some(l) => println!(
+            "  last snapshot: {} ({})",
+            l["seq"],
+            l["dir"].as_str().unwrap_or("")
+        ),
+        None => println!("  last snapshot: none"),
+    }
+    if let Some(p) = v.get("in_progress").filter(|x| !x.is_null()) {
+        println!(
+            "  in progress: {} (handle {}), {}/{} ranks done",
+            p["op"].as_str().unwrap_or("?"),
+            p["handle"],
+            p["done"],
+            p["total"]
+        );
+    }
+    if v.get("quiesced").and_then(Value::as_bool) == Some(true) {
+        println!("  quiesced");
+    }
+}
+
+/// Sends `request` to the job's daemon and follows it to its end; the final
+/// event.
+fn follow(
+    job: Option<&str>,
+    request: serde_json::Value,
+    wait: bool,
+    json_out: bool,
+    timeout: std::time::Duration,
+) -> Result<serde_json::Value, String> {
+    use std::io::IsTerminal;
+    let job = crate::control::pick_job(job)?;
+    let mut client = crate::control::Client::send(&job, &request)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let tty = std::io::stderr().is_terminal() && !json_out;
+    let last: &[&str] = if wait { &["finished"] } else { &["started"] };
+    let v = client.until(last, deadline, |ev| {
+        if json_out {
+            println!("{ev}");
+        } else if tty && ev["event"] == "progress" {
+            eprint!("\r  ranks done {}/{}", ev["done"], ev["total"]);
+        }
+    })?;
+    if tty && wait {
+        eprintln!();
+    }
+    Ok(v)
+}
+
+fn daemon_checkpoint(args: &CheckpointArgs) -> ExitCode {
+    let timeout = match seconds(args.timeout.max(600.0), "--timeout") {
+        Ok(t) => t,
+        Err(e) => return bad_input(e),
+    };
+    let req = serde_json::json!({
+        "op": "checkpoint", "term": args.term, "stop": args.stop, "wait": args.wait,
+    });
+    match follow(args.job.as_deref(), req, args.wait, args.json, timeout) {
+        Ok(v) => match v["event"].as_str() {
+            Some("error") => {
+                if !args.json {
+                    eprintln!("snapc: {}", v["message"].as_str().unwrap_or("refused"));
+                }
+                ExitCode::FAILURE
+            }
+            Some("finished") if v["ok"] == true => {
+                if !args.json {
+                    println!(
+                        "checkpoint {} complete: {} ({})",
+                        v["seq"],
+                        v["reference"].as_str().unwrap_or("?"),
+                        v["dir"].as_str().unwrap_or("?")
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Some("finished") => {
+                if !args.json {
+                    eprintln!(
+                        "snapc: checkpoint failed: {}",
+                        v["error"].as_str().unwrap_or("unknown error")
+                    );
+                }
+                ExitCode::FAILURE
+            }
+            _ => {
+                if !args.json {
+                    println!("checkpoint started (handle {})", v["handle"]);
+                }
+                ExitCode::SUCCESS
+            }
+        },
+        Err(e) => bad_input(e),
+    }
+}
+
+fn quiesce(args: QuiesceArgs) -> ExitCode {
+    let timeout = match seconds(args.timeout, "--timeout") {
+        Ok(t) => t,
+        Err(e) => return bad_input(e),
+    };
+    let op = if args.what == "start" {
+        "quiesce_start"
+    } else {
+        "quiesce_end"
+    };
+    let req = serde_json::json!({"op": op, "wait": true});
+    match follow(args.job.as_deref(), req, true, args.json, timeout) {
+        Ok(v) if v["event"] == "finished" && v["ok"] == true => {
+            if !args.json {
+                println!("quiesce {}: done", args.what);
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            if !args.json {
+                let why = v["message"]
+                    .as_str()
+                    .or(v["error"].as_str())
+                    .unwrap_or("failed");
+                eprintln!("snapc: quiesce {}: {why}", args.what);
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => bad_input(e),
+    }
+}
+
 fn checkpoint(args: CheckpointArgs) -> ExitCode {
+    if args.pids.is_empty() {
+        return daemon_checkpoint(&args);
+    }
     use crate::app::Config;
     use crate::direct::{DirectRequest, checkpoint};
     use crate::fifo::PipeDir;
@@ -289,6 +738,12 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Checkpoint(args) => checkpoint(args),
+        Command::Run(args) => run(args),
+        Command::Status(args) => status(args),
+        Command::Restart(args) => restart(args),
+        Command::Quiesce(args) => quiesce(args),
+        Command::Demo(args) => crate::demo::main(args.store, args.ranks, args.steps),
+        Command::Counter { args } => crate::counter::main_with_args(args),
         Command::Wire(cmd) => wire(cmd),
     }
 }

@@ -17,24 +17,20 @@
 //! most one request at a time, so a repeated signal never starts a second
 //! handshake.
 
-use crate::fifo::{Channel, FifoError, PipeDir};
+use crate::fifo::PipeDir;
+use crate::lcio::FifoIo;
+pub use crate::lcio::RESIGNAL;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use snapc_core::local::{
-    Action, IoError, LocalConfig, LocalCoordinator, Outcome, ProcessResult, SlotId, Timings,
+    Action, LocalConfig, LocalCoordinator, Outcome, ProcessResult, SlotId, Timings,
 };
 use snapc_core::time::{Duration as CoreDuration, Instant as CoreInstant};
 use snapc_core::wire::{
-    ChannelNames, CkptState, CrState, FifoName, JobDetail, JobOptions, JobState, ProcessName,
-    StateCode,
+    CkptState, CrState, JobDetail, JobOptions, JobState, ProcessName, StateCode,
 };
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// How often the signal is repeated while a process's FIFOs have not appeared.
-pub const RESIGNAL: Duration = Duration::from_millis(50);
 
 /// The most processes one direct checkpoint handles.
 pub const MAX_PROCESSES: usize = 256;
@@ -101,22 +97,10 @@ pub enum DirectError {
     },
 }
 
-struct Pending {
-    len: usize,
-    buf: Vec<u8>,
-}
-
 struct Driver {
     lc: Box<LocalCoordinator<MAX_PROCESSES>>,
+    io: FifoIo,
     req: DirectRequest,
-    origin: Instant,
-    channels: HashMap<SlotId, Channel>,
-    /// The names each slot's process actually created.
-    names: HashMap<SlotId, ChannelNames>,
-    /// Slots waiting for their FIFO names: pid and when it was last signalled.
-    watches: HashMap<SlotId, (u32, Instant)>,
-    stops: HashMap<SlotId, u32>,
-    reads: HashMap<SlotId, Pending>,
     results: HashMap<u32, DirectResult>,
     done: bool,
 }
@@ -127,88 +111,16 @@ fn core_duration(d: Duration) -> CoreDuration {
 
 impl Driver {
     fn now(&self) -> CoreInstant {
-        CoreInstant::from_micros(
-            u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX),
-        )
+        self.io.now()
     }
 
-    /// Wall-clock deadline of the machine's next timeout, capped at `cap` from now.
-    fn deadline(&self, cap: Duration) -> Instant {
-        let now = self.now();
-        let left = self
-            .lc
-            .poll_timeout()
-            .map_or(CoreDuration::MAX, |d| d.saturating_duration_since(now));
-        Instant::now() + Duration::from(left).min(cap)
-    }
-
-    fn execute(&mut self, action: Action) {
-        let now = self.now();
-        match action {
-            Action::Signal { slot, pid } => {
-                if let Err(e) = kill(Pid::from_raw(pid as i32), self.req.signal) {
-                    log::warn!("signal pid {pid}: {e}");
-                    let _ = self.lc.handle_io_error(now, slot, IoError::Failed);
-                }
+    fn drain(&mut self) {
+        while let Some(action) = self.lc.poll_action() {
+            match self.io.execute(&mut self.lc, action) {
+                Some(Action::SendToGc(orted)) => self.global_verdict(orted.state.state),
+                Some(Action::Report(r)) => self.record(&r),
+                _ => {}
             }
-            Action::WatchFifos { slot, names } => {
-                self.watches.insert(slot, (names.pid, Instant::now()));
-            }
-            Action::OpenFifos { slot, .. } => {
-                let Some(names) = self.names.get(&slot).copied() else {
-                    let _ = self.lc.handle_io_error(now, slot, IoError::Failed);
-                    return;
-                };
-                match Channel::open_local(
-                    &self.req.pipe_dir,
-                    names,
-                    self.deadline(self.req.timeout),
-                ) {
-                    Ok(ch) => {
-                        self.channels.insert(slot, ch);
-                        let _ = self.lc.handle_opened(self.now(), slot);
-                    }
-                    Err(e) => self.io_failed(slot, &e),
-                }
-            }
-            Action::Write { slot, bytes } => {
-                let result = match self.channels.get(&slot) {
-                    Some(ch) => ch.tx.write_all(&bytes, self.deadline(self.req.timeout)),
-                    None => Err(FifoError::PeerGone {
-                        path: PathBuf::new(),
-                    }),
-                };
-                match result {
-                    Ok(()) => {
-                        let _ = self.lc.handle_written(self.now(), slot);
-                    }
-                    Err(e) => self.io_failed(slot, &e),
-                }
-            }
-            Action::Read { slot, len } => {
-                self.reads.insert(
-                    slot,
-                    Pending {
-                        len,
-                        buf: Vec::with_capacity(len),
-                    },
-                );
-            }
-            Action::WaitStopped { slot, pid } => {
-                // The runtime stops the process; the machine waits for it.
-                if let Err(e) = kill(Pid::from_raw(pid as i32), Signal::SIGSTOP) {
-                    log::warn!("stop pid {pid}: {e}");
-                }
-                self.stops.insert(slot, pid);
-            }
-            Action::Close { slot } => {
-                self.channels.remove(&slot);
-                self.watches.remove(&slot);
-                self.reads.remove(&slot);
-                self.stops.remove(&slot);
-            }
-            Action::SendToGc(orted) => self.global_verdict(orted.state.state),
-            Action::Report(r) => self.record(&r),
         }
     }
 
@@ -257,7 +169,7 @@ impl Driver {
             Outcome::State(s) => (Some(s), Some(format!("process reported {s}"))),
             Outcome::Failed(f) => (None, Some(f.to_string())),
         };
-        let n = self.names.get(&r.slot).map(|names| names.n);
+        let n = self.io.names_of(r.slot).map(|names| names.n);
         self.results.insert(
             r.pid,
             DirectResult {
@@ -270,140 +182,38 @@ impl Driver {
         );
     }
 
-    fn io_failed(&mut self, slot: SlotId, e: &FifoError) {
-        log::debug!("slot {}: {e}", slot.index());
-        let now = self.now();
-        match e {
-            FifoError::Timeout { .. } => self
-                .lc
-                .handle_timeout(self.lc.poll_timeout().map_or(now, |d| d.max(now))),
-            FifoError::PeerGone { .. } => {
-                let _ = self.lc.handle_io_error(now, slot, IoError::Eof);
-            }
-            _ => {
-                let _ = self.lc.handle_io_error(now, slot, IoError::Failed);
-            }
-        }
-    }
-
-    /// Checks watched names and stopped processes.
-    fn tick(&mut self) {
-        let watches: Vec<(SlotId, u32, Instant)> = self
-            .watches
-            .iter()
-            .map(|(s, (p, t))| (*s, *p, *t))
-            .collect();
-        for (slot, pid, signalled) in watches {
-            if let Some(n) = highest_pair(&self.req.pipe_dir, pid) {
-                self.watches.remove(&slot);
-                self.names.insert(slot, ChannelNames { pid, n });
-                let _ = self.lc.handle_fifos_exist(self.now(), slot);
-            } else if signalled.elapsed() >= RESIGNAL {
-                let _ = kill(Pid::from_raw(pid as i32), self.req.signal);
-                self.watches.insert(slot, (pid, Instant::now()));
-            }
-        }
-        let stops: Vec<(SlotId, u32)> = self.stops.iter().map(|(s, p)| (*s, *p)).collect();
-        for (slot, pid) in stops {
-            if is_stopped(pid) {
-                self.stops.remove(&slot);
-                let _ = self.lc.handle_stopped(self.now(), slot);
-            }
-        }
-    }
-
     /// Waits for pending reads (or a short tick while watches or stop waits
     /// are pending, or the machine's next deadline) and feeds what arrived.
     fn wait(&mut self) {
-        let busy = !self.watches.is_empty() || !self.stops.is_empty();
-        let cap = if busy {
+        let cap = if self.io.busy() {
             Duration::from_millis(1)
         } else {
             Duration::from_millis(100)
         };
-        let until = self.deadline(cap);
-        let slots: Vec<SlotId> = self.reads.keys().copied().collect();
+        let until = self.io.deadline(&self.lc, cap);
         let ready: Vec<SlotId> = {
-            let mut fds: Vec<PollFd<'_>> = Vec::new();
-            let mut order = Vec::new();
-            for slot in &slots {
-                if let Some(ch) = self.channels.get(slot) {
-                    fds.push(PollFd::new(ch.rx.fd(), PollFlags::POLLIN));
-                    order.push(*slot);
-                }
-            }
+            let reads = self.io.read_fds();
+            let mut fds: Vec<PollFd<'_>> = reads
+                .iter()
+                .map(|(_, fd)| PollFd::new(*fd, PollFlags::POLLIN))
+                .collect();
             let ms = until.saturating_duration_since(Instant::now()).as_millis();
             let timeout = PollTimeout::from(u16::try_from(ms).unwrap_or(u16::MAX));
             match poll(&mut fds, timeout) {
-                Ok(n) if n > 0 => order
-                    .into_iter()
+                Ok(n) if n > 0 => reads
+                    .iter()
                     .zip(fds.iter())
                     .filter(|(_, fd)| fd.revents().is_some_and(|r| !r.is_empty()))
-                    .map(|(slot, _)| slot)
+                    .map(|((slot, _), _)| *slot)
                     .collect(),
                 _ => Vec::new(),
             }
         };
         for slot in ready {
-            self.read_ready(slot);
+            self.io.read_ready(&mut self.lc, slot);
         }
-        // Reads whose channel is gone cannot complete.
-        for slot in slots {
-            if !self.channels.contains_key(&slot) && self.reads.remove(&slot).is_some() {
-                let _ = self.lc.handle_io_error(self.now(), slot, IoError::Failed);
-            }
-        }
+        self.io.fail_orphan_reads(&mut self.lc);
     }
-
-    fn read_ready(&mut self, slot: SlotId) {
-        let (Some(ch), Some(p)) = (self.channels.get(&slot), self.reads.get_mut(&slot)) else {
-            return;
-        };
-        let mut chunk = [0u8; 64];
-        let want = p.len - p.buf.len();
-        match ch.rx.read_available(&mut chunk[..want]) {
-            Ok(n) => p.buf.extend_from_slice(&chunk[..n]),
-            Err(e) => {
-                self.reads.remove(&slot);
-                self.io_failed(slot, &e);
-                return;
-            }
-        }
-        if p.buf.len() == p.len {
-            let bytes = std::mem::take(&mut p.buf);
-            self.reads.remove(&slot);
-            let _ = self.lc.handle_read(self.now(), slot, &bytes);
-        }
-    }
-}
-
-/// The highest `n` for which both FIFOs of `pid` exist.
-fn highest_pair(dir: &PipeDir, pid: u32) -> Option<u32> {
-    let mut reads = Vec::new();
-    let mut writes = Vec::new();
-    for entry in std::fs::read_dir(dir.path()).ok()?.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Ok(f) = FifoName::parse(name)
-            && f.pid == pid
-        {
-            match f.kind {
-                snapc_core::wire::FifoKind::ProgRead => reads.push(f.n),
-                snapc_core::wire::FifoKind::ProgWrite => writes.push(f.n),
-            }
-        }
-    }
-    reads.into_iter().filter(|n| writes.contains(n)).max()
-}
-
-/// Whether `pid` is stopped (state T or t in /proc).
-fn is_stopped(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        // The state follows the parenthesised command name.
-        s.rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-            .is_some_and(|c| c == 'T' || c == 't')
-    })
 }
 
 /// Checkpoints every process of `req` concurrently; one result per pid, in the order given.
@@ -415,15 +225,16 @@ pub fn checkpoint(req: DirectRequest) -> Result<Vec<DirectResult>, DirectError> 
     config.deadlines.write = t;
     config.deadlines.response = t;
     config.deadlines.stop = t;
+    let io = FifoIo::new(
+        req.pipe_dir.clone(),
+        req.signal,
+        req.timeout,
+        Instant::now(),
+    );
     let mut driver = Driver {
         lc: Box::new(LocalCoordinator::new(config)),
+        io,
         req,
-        origin: Instant::now(),
-        channels: HashMap::new(),
-        names: HashMap::new(),
-        watches: HashMap::new(),
-        stops: HashMap::new(),
-        reads: HashMap::new(),
         results: HashMap::new(),
         done: false,
     };
@@ -461,17 +272,13 @@ pub fn checkpoint(req: DirectRequest) -> Result<Vec<DirectResult>, DirectError> 
     // Bounded: every wait in the machine has a deadline, and the machine
     // reports RECOVERED (or a refused verdict ends the loop) after the last.
     while !driver.done {
-        while let Some(action) = driver.lc.poll_action() {
-            driver.execute(action);
-        }
+        driver.drain();
         if driver.done {
             break;
         }
-        driver.tick();
+        driver.io.tick(&mut driver.lc);
         // What the tick fed in may have produced actions: carry them out before waiting.
-        while let Some(action) = driver.lc.poll_action() {
-            driver.execute(action);
-        }
+        driver.drain();
         if driver.done {
             break;
         }

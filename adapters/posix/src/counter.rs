@@ -1,0 +1,250 @@
+//! The `counter` application (the `counter` example, and `snapc counter`
+//! for the demo): a small iterative computation that links snapc. It folds a
+//! checksum over many steps, calls `progress()` at least every millisecond,
+//! saves its state in the checkpoint hook and resumes from it on restart.
+//!
+//! ```text
+//! counter [--run-for SECONDS | --steps N [--pace-us U]] [--request-checkpoint-at STEP]
+//! ```
+//!
+//! `--run-for` computes for that long (default 5 s). `--steps N` is the
+//! deterministic mode: exactly N steps in slices of 2 000 (sleeping
+//! `--pace-us` microseconds after each slice, to stretch the run), the
+//! checksum seeded with the rank, so that a run restarted from any snapshot
+//! ends with the same result as an uninterrupted one.
+//! `--request-checkpoint-at STEP` makes rank 0 ask its global coordinator
+//! for a checkpoint (an application-initiated request) once it passed STEP.
+//!
+//! The first line of stdout is `pid=<pid>`; each checkpoint prints a
+//! `checkpoint ...` line; the last line is `result steps=<n> checksum=<x>`.
+//! Configured by the `SNAPC_*` environment (see the README); standalone when
+//! no daemon socket is set. `COUNTER_STALL=N` makes the prepare hook answer
+//! "not now" N times per checkpoint, to exercise stalls.
+
+use crate::app::{Config, Hooks, Snapc, Snapshot};
+use snapc_core::app::{CheckpointResult, Outcome, PrepareResult};
+use snapc_core::wire::{CrState, Request};
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// The computation's whole state.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct State {
+    steps: u64,
+    checksum: u64,
+}
+
+impl State {
+    fn step(&mut self) {
+        self.steps += 1;
+        self.checksum =
+            self.checksum.rotate_left(5) ^ self.steps.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn save(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::write(
+            dir.join("state"),
+            format!("{} {}\n", self.steps, self.checksum),
+        )
+    }
+
+    fn load(dir: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(dir.join("state")).map_err(|e| e.to_string())?;
+        let mut it = text.split_whitespace().map(str::parse::<u64>);
+        match (it.next(), it.next()) {
+            (Some(Ok(steps)), Some(Ok(checksum))) => Ok(Self { steps, checksum }),
+            _ => Err(format!("malformed state file: {text:?}")),
+        }
+    }
+}
+
+struct Counter {
+    state: State,
+    stall: u32,
+    stalls_left: u32,
+}
+
+impl Hooks for Counter {
+    fn prepare(&mut self) -> PrepareResult {
+        if self.stalls_left > 0 {
+            self.stalls_left -= 1;
+            return PrepareResult::NotNow;
+        }
+        self.stalls_left = self.stall;
+        PrepareResult::Ready
+    }
+
+    fn checkpoint(&mut self, snapshot: &Snapshot) -> CheckpointResult {
+        match self.state.save(&snapshot.dir) {
+            Ok(()) if snapshot.options.term => CheckpointResult::Term,
+            Ok(()) => CheckpointResult::Continue,
+            Err(e) => {
+                eprintln!("counter: saving state: {e}");
+                CheckpointResult::Error
+            }
+        }
+    }
+
+    fn recover(&mut self, _state: CrState) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn restart(&mut self, dir: &Path) -> Result<(), String> {
+        self.state = State::load(dir)?;
+        Ok(())
+    }
+}
+
+const SLICE: u64 = 2_000;
+
+/// How long the counter runs.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    For(Duration),
+    Steps { total: u64, pace: Duration },
+}
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: counter [--run-for SECONDS | --steps N [--pace-us U]] [--request-checkpoint-at STEP]"
+    );
+    ExitCode::from(2)
+}
+
+/// Runs the counter with `args` (without the program name).
+pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
+    let mut args = args.into_iter();
+    let mut run_for = Duration::from_secs(5);
+    let mut steps: Option<u64> = None;
+    let mut pace = Duration::ZERO;
+    let mut request_at: Option<u64> = None;
+    while let Some(arg) = args.next() {
+        let value = args.next();
+        match (arg.as_str(), value) {
+            ("--run-for", Some(v)) => match v.parse::<f64>() {
+                Ok(secs) if secs >= 0.0 && secs.is_finite() => {
+                    run_for = Duration::from_secs_f64(secs)
+                }
+                _ => return usage(),
+            },
+            ("--steps", Some(v)) => match v.parse() {
+                Ok(n) => steps = Some(n),
+                Err(_) => return usage(),
+            },
+            ("--pace-us", Some(v)) => match v.parse() {
+                Ok(us) => pace = Duration::from_micros(us),
+                Err(_) => return usage(),
+            },
+            ("--request-checkpoint-at", Some(v)) => match v.parse() {
+                Ok(n) => request_at = Some(n),
+                Err(_) => return usage(),
+            },
+            _ => return usage(),
+        }
+    }
+    let mode = match steps {
+        Some(total) => Mode::Steps { total, pace },
+        None => Mode::For(run_for),
+    };
+    let stall = std::env::var("COUNTER_STALL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("counter: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let leader = config.rank == 0;
+    let seed = match mode {
+        Mode::Steps { .. } => u64::from(config.rank),
+        Mode::For(_) => 0,
+    };
+    let hooks = Counter {
+        state: State {
+            steps: 0,
+            checksum: seed,
+        },
+        stall,
+        stalls_left: stall,
+    };
+    let mut snapc = match Snapc::start(config, hooks) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("counter: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "pid={}", std::process::id());
+    let _ = writeln!(out, "start steps={}", snapc.hooks().state.steps);
+    let _ = out.flush();
+    let started = Instant::now();
+    loop {
+        let slice = match mode {
+            Mode::For(d) if started.elapsed() < d => SLICE,
+            Mode::Steps { total, .. } if snapc.hooks().state.steps < total => {
+                SLICE.min(total - snapc.hooks().state.steps)
+            }
+            _ => break,
+        };
+        // A slice of work well under a millisecond between safe points.
+        for _ in 0..slice {
+            snapc.hooks_mut().state.step();
+        }
+        if let Mode::Steps { pace, .. } = mode
+            && !pace.is_zero()
+        {
+            std::thread::sleep(pace);
+        }
+        if let Some(outcome) = snapc.progress() {
+            report(&mut out, &outcome);
+        }
+        if snapc.is_terminating() {
+            let _ = writeln!(out, "terminating after checkpoint");
+            break;
+        }
+        if leader && request_at.is_some_and(|at| snapc.hooks().state.steps >= at) {
+            request_at = None;
+            match snapc.request(Request::Checkpoint) {
+                Ok(r) => {
+                    let _ = writeln!(
+                        out,
+                        "request checkpoint error={:?} seq={} reference={}",
+                        r.error, r.seq_num, r.reference
+                    );
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "request checkpoint failed: {e}");
+                }
+            }
+            let _ = out.flush();
+        }
+    }
+    let s = snapc.hooks().state;
+    let _ = writeln!(out, "result steps={} checksum={:016x}", s.steps, s.checksum);
+    let _ = out.flush();
+    ExitCode::SUCCESS
+}
+
+fn report(out: &mut impl Write, outcome: &Outcome) {
+    let _ = match outcome {
+        Outcome::Handshake(r) => match r.error {
+            None => writeln!(
+                out,
+                "checkpoint n={} handle={} state={}",
+                r.names.n, r.handle, r.state
+            ),
+            Some(e) => writeln!(out, "checkpoint n={} failed: {e}", r.names.n),
+        },
+        Outcome::Quiesced { names, handle, .. } => {
+            writeln!(out, "quiesced n={} handle={handle}", names.n)
+        }
+        Outcome::Request(r) => writeln!(out, "request {} error={:?}", r.op, r.error),
+    };
+    let _ = out.flush();
+}

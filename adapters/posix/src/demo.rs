@@ -1,0 +1,320 @@
+//! `snapc demo`: the whole story with real processes, driven through the
+//! `snapc` command itself (each step is a `snapc` subprocess, as a person
+//! would type it):
+//!
+//! 1. an uninterrupted reference run of an N-rank `counter --steps` job;
+//! 2. the same job under `snapc run`; three `snapc checkpoint --wait` while
+//!    it runs; then one rank killed with SIGKILL, which ends the job;
+//! 3. `snapc restart <store>/<job>` from the latest complete snapshot, run to
+//!    the end;
+//! 4. each rank's final `result` line compared with the reference run.
+//!
+//! It prints a short report and exits 0 only if every rank's result matches.
+//! Its sockets live in a private run directory and its snapshots in a
+//! temporary store (unless `--store` is given), both removed at the end.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+/// Microseconds each rank sleeps after a slice of 2 000 steps.
+const PACE_US: u64 = 2_000;
+
+struct Job {
+    child: Child,
+    lines: Receiver<String>,
+    out: Vec<String>,
+}
+
+impl Job {
+    /// Collects output lines until the job exits (or `deadline`).
+    fn finish(mut self, deadline: Instant) -> Result<(i32, Vec<String>), String> {
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    // The reader thread ends at EOF.
+                    while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
+                        self.out.push(l);
+                    }
+                    use std::os::unix::process::ExitStatusExt;
+                    let code = status
+                        .code()
+                        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+                    return Ok((code, self.out));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Err("the job did not end in time".into());
+            }
+            while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(20)) {
+                self.out.push(l);
+            }
+        }
+    }
+}
+
+struct Demo {
+    exe: PathBuf,
+    run_dir: PathBuf,
+    verbose: bool,
+}
+
+impl Demo {
+    fn snapc(&self) -> Command {
+        let mut c = Command::new(&self.exe);
+        c.env("SNAPC_RUN_DIR", &self.run_dir)
+            .env_remove("SNAPC_DAEMON_SOCKET")
+            .env_remove("SNAPC_RESTART_DIR");
+        c
+    }
+
+    fn spawn(&self, args: &[String]) -> Result<Job, String> {
+        let mut child = self
+            .snapc()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(if self.verbose {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .map_err(|e| format!("starting snapc: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Job {
+            child,
+            lines,
+            out: Vec::new(),
+        })
+    }
+
+    /// Runs a `snapc` command to its end; its JSON lines.
+    fn json(&self, args: &[&str]) -> Result<Vec<Value>, String> {
+        let out = self
+            .snapc()
+            .args(args)
+            .stderr(Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    }
+
+    fn status(&self, job: &str) -> Option<Value> {
+        self.json(&["status", "--job", job, "--json"])
+            .ok()?
+            .into_iter()
+            .next()
+    }
+}
+
+/// `rank -> (steps, checksum)` from `[r] result steps=S checksum=C` lines.
+fn results(lines: &[String]) -> BTreeMap<u32, String> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let (rank, rest) = l.strip_prefix('[')?.split_once("] ")?;
+            let r = rest.strip_prefix("result ")?;
+            Some((rank.parse().ok()?, r.to_string()))
+        })
+        .collect()
+}
+
+fn start_steps(lines: &[String]) -> BTreeMap<u32, String> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let (rank, rest) = l.strip_prefix('[')?.split_once("] ")?;
+            Some((
+                rank.parse().ok()?,
+                rest.strip_prefix("start steps=")?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Runs the demo; exits 0 only if the restarted job's results match.
+pub fn main(store: Option<PathBuf>, ranks: u32, steps: u64) -> ExitCode {
+    match run(store, ranks, steps) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("snapc demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(store: Option<PathBuf>, ranks: u32, steps: u64) -> Result<bool, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("locating snapc: {e}"))?;
+    let tmp = std::env::temp_dir().join(format!("snapc-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let run_dir = tmp.join("run");
+    let keep_store = store.is_some();
+    let store = store.unwrap_or_else(|| tmp.join("store"));
+    let demo = Demo {
+        exe,
+        run_dir: run_dir.clone(),
+        verbose: std::env::var_os("SNAPC_DEMO_VERBOSE").is_some(),
+    };
+    let result = story(&demo, &store, &tmp, ranks, steps);
+    let _ = std::fs::remove_dir_all(&run_dir);
+    if keep_store {
+        let _ = std::fs::remove_dir_all(tmp.join("ref"));
+        let _ = std::fs::remove_dir(&tmp);
+    } else {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+fn story(demo: &Demo, store: &Path, tmp: &Path, ranks: u32, steps: u64) -> Result<bool, String> {
+    let job = "demo";
+    let program = |store: &Path, job: &str| -> Vec<String> {
+        let mut v: Vec<String> = ["run", "-n", &ranks.to_string(), "--job", job, "--store"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.push(store.display().to_string());
+        v.push("--".into());
+        v.push(demo.exe.display().to_string());
+        v.extend(
+            [
+                "counter",
+                "--steps",
+                &steps.to_string(),
+                "--pace-us",
+                &PACE_US.to_string(),
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        v
+    };
+    println!("snapc demo: {ranks} ranks of `counter --steps {steps}`");
+    let t0 = Instant::now();
+    // The reference run goes alongside: the ranks mostly sleep.
+    let reference = demo.spawn(&program(&tmp.join("ref"), "demo-ref"))?;
+    let mut main = demo.spawn(&program(store, job))?;
+    // Wait until every rank connected.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = demo.status(job).filter(|s| s["checkpointable"] == true) {
+            break s;
+        }
+        if Instant::now() > deadline || matches!(main.child.try_wait(), Ok(Some(_))) {
+            return Err("the job did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let started = t0.elapsed();
+    println!("  started in {:.0} ms", started.as_secs_f64() * 1000.0);
+    let mut snapshots = Vec::new();
+    for i in 0..3 {
+        std::thread::sleep(Duration::from_millis(150));
+        let events = demo.json(&["checkpoint", "--job", job, "--wait", "--json"])?;
+        let fin = events
+            .iter()
+            .find(|e| e["event"] == "finished" || e["event"] == "error")
+            .cloned()
+            .ok_or("no answer to the checkpoint")?;
+        if fin["ok"] != true {
+            return Err(format!("checkpoint {i} failed: {fin}"));
+        }
+        println!(
+            "  checkpoint seq {}: {} bytes in {:.1} ms -> {}",
+            fin["seq"],
+            fin["bytes"],
+            fin["duration_ms"].as_f64().unwrap_or(0.0),
+            fin["dir"].as_str().unwrap_or("?")
+        );
+        snapshots.push(fin);
+    }
+    // Kill one rank: the job ends, as an MPI job does.
+    let victim = status["ranks"][1]["pid"]
+        .as_i64()
+        .and_then(|p| i32::try_from(p).ok())
+        .ok_or("no pid for rank 1")?;
+    let killed_at = t0.elapsed();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .map_err(|e| format!("killing rank 1: {e}"))?;
+    println!("  rank 1 (pid {victim}) killed with SIGKILL");
+    let (code, out) = main.finish(Instant::now() + Duration::from_secs(60))?;
+    let before = results(&out);
+    println!(
+        "  job ended with status {code}; {} of {ranks} ranks had finished",
+        before.len()
+    );
+    // Restart from the latest complete snapshot.
+    let t_restart = Instant::now();
+    let restarted = demo.spawn(&["restart".to_string(), store.join(job).display().to_string()])?;
+    let (rcode, rout) = restarted.finish(Instant::now() + Duration::from_secs(120))?;
+    let restart_time = t_restart.elapsed();
+    let starts = start_steps(&rout);
+    println!(
+        "  restarted from {} (ranks resumed at steps {:?}); ran to the end in {:.0} ms, status {rcode}",
+        crate::snapstore::latest(&store.join(job))
+            .map_or("?".into(), |(s, d)| format!("seq {s} ({})", d.display())),
+        starts.values().collect::<Vec<_>>(),
+        restart_time.as_secs_f64() * 1000.0
+    );
+    let (refcode, refout) = reference.finish(Instant::now() + Duration::from_secs(120))?;
+    let expected = results(&refout);
+    let got = results(&rout);
+    println!("  reference run: status {refcode}");
+    let mut ok = rcode == 0 && refcode == 0 && expected.len() == ranks as usize;
+    for r in 0..ranks {
+        let (e, g) = (expected.get(&r), got.get(&r));
+        let same = e.is_some() && e == g;
+        ok &= same;
+        println!(
+            "  rank {r}: restarted {}  reference {}  {}",
+            g.map_or("-", String::as_str),
+            e.map_or("-", String::as_str),
+            if same { "match" } else { "DIFFER" }
+        );
+    }
+    let resumed = starts.values().all(|s| s != "0");
+    ok &= resumed && starts.len() == ranks as usize;
+    println!(
+        "  stages: start {:.0} ms, checkpoints {:.0} ms, killed at {:.0} ms, restart {:.0} ms, total {:.0} ms",
+        started.as_secs_f64() * 1000.0,
+        snapshots
+            .iter()
+            .map(|s| s["duration_ms"].as_f64().unwrap_or(0.0))
+            .sum::<f64>(),
+        killed_at.as_secs_f64() * 1000.0,
+        restart_time.as_secs_f64() * 1000.0,
+        t0.elapsed().as_secs_f64() * 1000.0
+    );
+    println!(
+        "snapc demo: {}",
+        if ok {
+            "PASS (the restarted job's results match the uninterrupted run)"
+        } else {
+            "FAIL"
+        }
+    );
+    Ok(ok)
+}
