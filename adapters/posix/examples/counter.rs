@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! counter [--run-for SECONDS | --steps N [--pace-us U]] [--request-checkpoint-at STEP]
+//!         [--request-restart-at STEP [--restart-seq SEQ]]
 //! ```
 
 fn main() -> std::process::ExitCode {

@@ -2,7 +2,7 @@
 
 use crate::json::{self, Channel};
 use clap::{Parser, Subcommand};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::ExitCode;
 
 /// Exit status for malformed input (a buffer or JSON that does not decode).
@@ -232,17 +232,14 @@ fn read_stdin() -> Result<String, String> {
 }
 
 fn bad_input(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("snapc: {msg}");
+    crate::errln!("snapc: {msg}");
     ExitCode::from(EXIT_BAD_INPUT)
 }
 
 fn print_line(line: &str) -> ExitCode {
-    let mut out = std::io::stdout().lock();
-    // A closed stdout (e.g. `| head`) is not worth a panic.
-    match writeln!(out, "{line}") {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(_) => ExitCode::FAILURE,
-    }
+    // A closed stdout (e.g. `| head`) is a quiet exit (crate::out).
+    crate::outln!("{line}");
+    ExitCode::SUCCESS
 }
 
 fn wire(cmd: WireCommand) -> ExitCode {
@@ -337,85 +334,13 @@ fn exit_with(r: Result<i32, crate::daemon::RunError>) -> ExitCode {
     match r {
         Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(255)),
         Err(e) => {
-            eprintln!("snapc: {e}");
+            crate::errln!("snapc: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-/// The options to relaunch the snapshot at `path` (`<store>/<job>[/<seq>]`).
-pub fn restart_options(path: &std::path::Path) -> Result<crate::daemon::RunOptions, String> {
-    use crate::snapstore;
-    let path = absolute(path.to_path_buf());
-    let dir = if path.join(snapstore::METADATA).is_file() {
-        path
-    } else if path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.parse::<u32>().is_ok())
-    {
-        return Err(format!(
-            "{}: not a complete snapshot (no {})",
-            path.display(),
-            snapstore::METADATA
-        ));
-    } else {
-        snapstore::latest(&path)
-            .map(|(_, d)| d)
-            .ok_or_else(|| format!("{}: no complete snapshot", path.display()))?
-    };
-    let meta = snapstore::read_metadata(&dir)?;
-    let job_root = dir
-        .parent()
-        .ok_or_else(|| format!("{}: no job directory", dir.display()))?;
-    let job = job_root
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| format!("{}: no job name", job_root.display()))?
-        .to_string();
-    let store = job_root
-        .parent()
-        .ok_or_else(|| format!("{}: no store", job_root.display()))?
-        .to_path_buf();
-    let nranks = meta
-        .get("nranks")
-        .and_then(serde_json::Value::as_u64)
-        .and_then(|n| u32::try_from(n).ok())
-        .ok_or("the metadata has no rank count")?;
-    let argv: Vec<String> = meta
-        .get("argv")
-        .and_then(serde_json::Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    if argv.is_empty() {
-        return Err("the metadata has no program".into());
-    }
-    for r in 0..nranks {
-        let d = dir.join(format!("rank-{r}"));
-        if !d.is_dir() {
-            return Err(format!("{}: missing", d.display()));
-        }
-    }
-    Ok(crate::daemon::RunOptions {
-        nranks,
-        job,
-        store,
-        interval: None,
-        keep: None,
-        argv,
-        cwd: meta
-            .get("cwd")
-            .and_then(serde_json::Value::as_str)
-            .map(std::path::PathBuf::from)
-            .filter(|p| p.is_dir()),
-        restart_from: Some(dir),
-        timeout: std::time::Duration::from_secs(10),
-    })
-}
+pub use crate::daemon::restart_options;
 
 fn restart(args: RestartArgs) -> ExitCode {
     let mut opts = match restart_options(&args.path) {
@@ -444,7 +369,7 @@ fn status(args: StatusArgs) -> ExitCode {
         },
     };
     if names.is_empty() && !args.json {
-        println!("no job is running");
+        crate::outln!("no job is running");
     }
     let mut code = ExitCode::SUCCESS;
     for job in names {
@@ -452,10 +377,10 @@ fn status(args: StatusArgs) -> ExitCode {
         let answer = Client::send(&job, &serde_json::json!({"op": "status"}))
             .and_then(|mut c| c.until(&["status"], deadline, |_| {}));
         match answer {
-            Ok(v) if args.json => println!("{v}"),
+            Ok(v) if args.json => crate::outln!("{v}"),
             Ok(v) => print_status(&v),
             Err(e) => {
-                eprintln!("snapc: {e}");
+                crate::errln!("snapc: {e}");
                 code = ExitCode::FAILURE;
             }
         }
@@ -471,7 +396,7 @@ fn print_status(v: &serde_json::Value) {
             other => other.to_string(),
         })
     };
-    println!(
+    crate::outln!(
         "job {} (jobid {}, daemon pid {}): {} ranks, store {}",
         s("job"),
         s("jobid"),
@@ -485,7 +410,7 @@ fn print_status(v: &serde_json::Value) {
         .into_iter()
         .flatten()
     {
-        println!(
+        crate::outln!(
             "  rank {} pid {} {}{}",
             r["rank"],
             r["pid"],
@@ -498,15 +423,15 @@ fn print_status(v: &serde_json::Value) {
         );
     }
     match v.get("last_snapshot").filter(|x| !x.is_null()) {
-        Some(l) => println!(
+        Some(l) => crate::outln!(
             "  last snapshot: {} ({})",
             l["seq"],
             l["dir"].as_str().unwrap_or("")
         ),
-        None => println!("  last snapshot: none"),
+        None => crate::outln!("  last snapshot: none"),
     }
     if let Some(p) = v.get("in_progress").filter(|x| !x.is_null()) {
-        println!(
+        crate::outln!(
             "  in progress: {} (handle {}), {}/{} ranks done",
             p["op"].as_str().unwrap_or("?"),
             p["handle"],
@@ -515,7 +440,7 @@ fn print_status(v: &serde_json::Value) {
         );
     }
     if v.get("quiesced").and_then(Value::as_bool) == Some(true) {
-        println!("  quiesced");
+        crate::outln!("  quiesced");
     }
 }
 
@@ -536,13 +461,13 @@ fn follow(
     let last: &[&str] = if wait { &["finished"] } else { &["started"] };
     let v = client.until(last, deadline, |ev| {
         if json_out {
-            println!("{ev}");
+            crate::outln!("{ev}");
         } else if tty && ev["event"] == "progress" {
-            eprint!("\r  ranks done {}/{}", ev["done"], ev["total"]);
+            crate::errp!("\r  ranks done {}/{}", ev["done"], ev["total"]);
         }
     })?;
     if tty && wait {
-        eprintln!();
+        crate::errln!();
     }
     Ok(v)
 }
@@ -559,13 +484,13 @@ fn daemon_checkpoint(args: &CheckpointArgs) -> ExitCode {
         Ok(v) => match v["event"].as_str() {
             Some("error") => {
                 if !args.json {
-                    eprintln!("snapc: {}", v["message"].as_str().unwrap_or("refused"));
+                    crate::errln!("snapc: {}", v["message"].as_str().unwrap_or("refused"));
                 }
                 ExitCode::FAILURE
             }
             Some("finished") if v["ok"] == true => {
                 if !args.json {
-                    println!(
+                    crate::outln!(
                         "checkpoint {} complete: {} ({})",
                         v["seq"],
                         v["reference"].as_str().unwrap_or("?"),
@@ -576,7 +501,7 @@ fn daemon_checkpoint(args: &CheckpointArgs) -> ExitCode {
             }
             Some("finished") => {
                 if !args.json {
-                    eprintln!(
+                    crate::errln!(
                         "snapc: checkpoint failed: {}",
                         v["error"].as_str().unwrap_or("unknown error")
                     );
@@ -585,7 +510,7 @@ fn daemon_checkpoint(args: &CheckpointArgs) -> ExitCode {
             }
             _ => {
                 if !args.json {
-                    println!("checkpoint started (handle {})", v["handle"]);
+                    crate::outln!("checkpoint started (handle {})", v["handle"]);
                 }
                 ExitCode::SUCCESS
             }
@@ -608,7 +533,7 @@ fn quiesce(args: QuiesceArgs) -> ExitCode {
     match follow(args.job.as_deref(), req, true, args.json, timeout) {
         Ok(v) if v["event"] == "finished" && v["ok"] == true => {
             if !args.json {
-                println!("quiesce {}: done", args.what);
+                crate::outln!("quiesce {}: done", args.what);
             }
             ExitCode::SUCCESS
         }
@@ -618,7 +543,7 @@ fn quiesce(args: QuiesceArgs) -> ExitCode {
                     .as_str()
                     .or(v["error"].as_str())
                     .unwrap_or("failed");
-                eprintln!("snapc: quiesce {}: {why}", args.what);
+                crate::errln!("snapc: quiesce {}: {why}", args.what);
             }
             ExitCode::FAILURE
         }
@@ -700,18 +625,18 @@ fn checkpoint(args: CheckpointArgs) -> ExitCode {
                     "total": ms(Some(t.total)),
                 },
             });
-            println!("{v}");
+            crate::outln!("{v}");
         } else {
             let state = r.state.map_or("-", |s| s.name());
             let total = ms(Some(t.total)).unwrap_or_default();
             match &r.error {
-                None => println!(
+                None => crate::outln!(
                     "pid {}: {state} in {total:.3} ms (handshake {}), snapshot {}",
                     r.pid,
                     r.n.unwrap_or_default(),
                     snapshot.display()
                 ),
-                Some(e) => println!("pid {}: failed after {total:.3} ms: {e}", r.pid),
+                Some(e) => crate::outln!("pid {}: failed after {total:.3} ms: {e}", r.pid),
             }
         }
     }

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! counter [--run-for SECONDS | --steps N [--pace-us U]] [--request-checkpoint-at STEP]
+//!         [--request-restart-at STEP [--restart-seq SEQ]]
 //! ```
 //!
 //! `--run-for` computes for that long (default 5 s). `--steps N` is the
@@ -14,6 +15,13 @@
 //! ends with the same result as an uninterrupted one.
 //! `--request-checkpoint-at STEP` makes rank 0 ask its global coordinator
 //! for a checkpoint (an application-initiated request) once it passed STEP.
+//! `--request-restart-at STEP` makes rank 0 ask for a restart of the job
+//! from snapshot SEQ (`--restart-seq`, default the latest complete one in
+//! `$SNAPC_STORE/$SNAPC_JOB`; the handle is that snapshot's reference from
+//! its metadata) once it passed STEP; the rank then computes on until the
+//! daemon terminates it (or to its end if the restart fails). A run that
+//! was itself restarted from a snapshot (`SNAPC_RESTART_DIR`) makes neither
+//! request again.
 //!
 //! The first line of stdout is `pid=<pid>`; each checkpoint prints a
 //! `checkpoint ...` line; the last line is `result steps=<n> checksum=<x>`.
@@ -81,7 +89,7 @@ impl Hooks for Counter {
             Ok(()) if snapshot.options.term => CheckpointResult::Term,
             Ok(()) => CheckpointResult::Continue,
             Err(e) => {
-                eprintln!("counter: saving state: {e}");
+                crate::errln!("counter: saving state: {e}");
                 CheckpointResult::Error
             }
         }
@@ -107,8 +115,8 @@ enum Mode {
 }
 
 fn usage() -> ExitCode {
-    eprintln!(
-        "usage: counter [--run-for SECONDS | --steps N [--pace-us U]] [--request-checkpoint-at STEP]"
+    crate::errln!(
+        "usage: counter [--run-for SECONDS | --steps N [--pace-us U]] [--request-checkpoint-at STEP] [--request-restart-at STEP [--restart-seq SEQ]]"
     );
     ExitCode::from(2)
 }
@@ -120,6 +128,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
     let mut steps: Option<u64> = None;
     let mut pace = Duration::ZERO;
     let mut request_at: Option<u64> = None;
+    let mut restart_at: Option<u64> = None;
+    let mut restart_seq: Option<u32> = None;
     while let Some(arg) = args.next() {
         let value = args.next();
         match (arg.as_str(), value) {
@@ -141,6 +151,14 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
                 Ok(n) => request_at = Some(n),
                 Err(_) => return usage(),
             },
+            ("--request-restart-at", Some(v)) => match v.parse() {
+                Ok(n) => restart_at = Some(n),
+                Err(_) => return usage(),
+            },
+            ("--restart-seq", Some(v)) => match v.parse() {
+                Ok(n) => restart_seq = Some(n),
+                Err(_) => return usage(),
+            },
             _ => return usage(),
         }
     }
@@ -155,11 +173,19 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("counter: {e}");
+            crate::errln!("counter: {e}");
             return ExitCode::from(2);
         }
     };
     let leader = config.rank == 0;
+    if config.restart_dir.is_some() {
+        // The requests were this job's; a run restarted from a snapshot
+        // does not make them again.
+        request_at = None;
+        restart_at = None;
+    }
+    let job_store = std::env::var_os("SNAPC_JOB").map(|j| config.store.join(j));
+    let mut restart_requested = false;
     let seed = match mode {
         Mode::Steps { .. } => u64::from(config.rank),
         Mode::For(_) => 0,
@@ -175,7 +201,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
     let mut snapc = match Snapc::start(config, hooks) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("counter: {e}");
+            crate::errln!("counter: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -204,9 +230,30 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
         if let Some(outcome) = snapc.progress() {
             report(&mut out, &outcome);
         }
-        if snapc.is_terminating() {
+        if snapc.is_terminating() && !restart_requested {
             let _ = writeln!(out, "terminating after checkpoint");
             break;
+        }
+        if leader && restart_at.is_some_and(|at| snapc.hooks().state.steps >= at) {
+            restart_at = None;
+            restart_requested = true;
+            let (seq, handle) = restart_target(job_store.as_deref(), restart_seq);
+            match snapc.request(Request::Restart {
+                seq_num: seq,
+                handle: Some(&handle),
+            }) {
+                Ok(r) => {
+                    let _ = writeln!(
+                        out,
+                        "request restart seq={seq} handle={handle} error={:?} terminating={}",
+                        r.error, r.terminating
+                    );
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "request restart failed: {e}");
+                }
+            }
+            let _ = out.flush();
         }
         if leader && request_at.is_some_and(|at| snapc.hooks().state.steps >= at) {
             request_at = None;
@@ -229,6 +276,23 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
     let _ = writeln!(out, "result steps={} checksum={:016x}", s.steps, s.checksum);
     let _ = out.flush();
     ExitCode::SUCCESS
+}
+
+/// The snapshot to ask a restart from (`seq`, else the latest complete one
+/// in `job_store`) and its reference, from its metadata ("unknown" when it
+/// has none: the daemon then refuses the restart).
+fn restart_target(job_store: Option<&Path>, seq: Option<u32>) -> (i32, String) {
+    let seq = seq.or_else(|| job_store.and_then(crate::snapstore::latest).map(|(s, _)| s));
+    let reference = match (job_store, seq) {
+        (Some(root), Some(s)) => crate::snapstore::read_metadata(&root.join(s.to_string()))
+            .ok()
+            .and_then(|m| m.get("reference")?.as_str().map(str::to_string)),
+        _ => None,
+    };
+    (
+        seq.and_then(|s| i32::try_from(s).ok()).unwrap_or(0),
+        reference.unwrap_or_else(|| "unknown".into()),
+    )
 }
 
 fn report(out: &mut impl Write, outcome: &Outcome) {

@@ -27,6 +27,13 @@
 //! daemon exits once every rank is reaped, with the failed rank's status
 //! (128 + signal for a signal; the ranks it terminated because of it do not
 //! count). Otherwise the job's status is the ranks' worst (highest).
+//!
+//! A rank's RESTART request (the GC's Restart action) relaunches the job in
+//! place from the named snapshot of the store: the ranks are terminated
+//! (not counted as failures), started again with `SNAPC_RESTART_DIR`, and
+//! the GC is told once each reported its new pid (LOCAL_UPDATE). A snapshot
+//! that is missing, incomplete or not the one the handle names fails the
+//! restart before anything is touched, and the job goes on.
 
 use crate::control::JobPaths;
 use crate::fifo::PipeDir;
@@ -180,6 +187,8 @@ struct RankProc {
     child: Child,
     state: RankState,
     conn: Option<u64>,
+    /// It reported its pid with LOCAL_UPDATE (a restarted rank does).
+    updated: bool,
 }
 
 struct OutPipe {
@@ -217,9 +226,49 @@ enum GcOut {
     ToRank(u32, FromGc<'static>),
     Established(Snapshot),
     Migrate,
-    Restart,
+    Restart {
+        seq_num: i32,
+        handle: String,
+    },
     Finished(Report<1>),
 }
+
+/// How far an application-initiated restart went.
+#[derive(Debug, Clone, Copy)]
+enum RestartStep {
+    /// The old ranks were sent SIGTERM; SIGKILL at `kill_at`; the restart
+    /// fails if they are not all reaped by `give_up_at`.
+    Stopping {
+        kill_at: Instant,
+        killed: bool,
+        give_up_at: Instant,
+    },
+    /// The new ranks run: each must connect and report its pid
+    /// (LOCAL_UPDATE) by `deadline`.
+    Starting { deadline: Instant },
+}
+
+/// A restart of the running job from one of its snapshots (the GC's
+/// Restart action, from a rank's REQUEST_OP RESTART).
+#[derive(Debug, Clone)]
+struct Restarting {
+    seq: u32,
+    dir: PathBuf,
+    step: RestartStep,
+    started: Instant,
+}
+
+/// How a restart ended, for the GC's report of it.
+struct RestartOutcome {
+    seq: Option<u32>,
+    dir: Option<PathBuf>,
+    error: Option<String>,
+    started: Instant,
+}
+
+/// How long the old ranks get to end after SIGTERM, then after SIGKILL.
+const RESTART_TERM_GRACE: Duration = Duration::from_secs(2);
+const RESTART_KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// The operation the daemon follows.
 struct Op {
@@ -262,6 +311,8 @@ struct Daemon {
     first_failure: Option<i32>,
     all_gone_at: Option<Instant>,
     euid: u32,
+    restarting: Option<Restarting>,
+    restart_outcome: Option<RestartOutcome>,
 }
 
 fn emit<'a, M: Message<'a>>(m: &M) -> Vec<u8> {
@@ -347,6 +398,80 @@ pub fn run(opts: RunOptions) -> Result<i32, RunError> {
     Ok(status)
 }
 
+/// The options to relaunch the snapshot at `path` (`<store>/<job>[/<seq>]`).
+pub fn restart_options(path: &std::path::Path) -> Result<RunOptions, String> {
+    use crate::snapstore;
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let dir = if path.join(snapstore::METADATA).is_file() {
+        path
+    } else if path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.parse::<u32>().is_ok())
+    {
+        return Err(format!(
+            "{}: not a complete snapshot (no {})",
+            path.display(),
+            snapstore::METADATA
+        ));
+    } else {
+        snapstore::latest(&path)
+            .map(|(_, d)| d)
+            .ok_or_else(|| format!("{}: no complete snapshot", path.display()))?
+    };
+    let meta = snapstore::read_metadata(&dir)?;
+    let job_root = dir
+        .parent()
+        .ok_or_else(|| format!("{}: no job directory", dir.display()))?;
+    let job = job_root
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("{}: no job name", job_root.display()))?
+        .to_string();
+    let store = job_root
+        .parent()
+        .ok_or_else(|| format!("{}: no store", job_root.display()))?
+        .to_path_buf();
+    let nranks = meta
+        .get("nranks")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or("the metadata has no rank count")?;
+    let argv: Vec<String> = meta
+        .get("argv")
+        .and_then(serde_json::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if argv.is_empty() {
+        return Err("the metadata has no program".into());
+    }
+    for r in 0..nranks {
+        let d = dir.join(format!("rank-{r}"));
+        if !d.is_dir() {
+            return Err(format!("{}: missing", d.display()));
+        }
+    }
+    Ok(RunOptions {
+        nranks,
+        job,
+        store,
+        interval: None,
+        keep: None,
+        argv,
+        cwd: meta
+            .get("cwd")
+            .and_then(serde_json::Value::as_str)
+            .map(std::path::PathBuf::from)
+            .filter(|p| p.is_dir()),
+        restart_from: Some(dir),
+        timeout: std::time::Duration::from_secs(10),
+    })
+}
+
 impl Daemon {
     fn new(
         opts: RunOptions,
@@ -408,6 +533,8 @@ impl Daemon {
             first_failure: None,
             all_gone_at: None,
             euid: nix::unistd::Uid::effective().as_raw(),
+            restarting: None,
+            restart_outcome: None,
         };
         if let Err(e) = d.launch() {
             d.terminate_ranks(Signal::SIGKILL);
@@ -421,7 +548,7 @@ impl Daemon {
     }
 
     fn log(&self, msg: impl std::fmt::Display) {
-        eprintln!("[snapc] {msg}");
+        crate::errln!("[snapc] {msg}");
     }
 
     fn launch(&mut self) -> Result<(), RunError> {
@@ -477,6 +604,7 @@ impl Daemon {
                 child,
                 state: RankState::Running,
                 conn: None,
+                updated: false,
             });
         }
         let from = match &self.opts.restart_from {
@@ -505,6 +633,7 @@ impl Daemon {
                 self.terminate_ranks(Signal::SIGTERM);
             }
             self.reap();
+            self.restart_tick();
             self.pump();
             self.io.tick(&mut self.lc);
             self.pump();
@@ -533,7 +662,7 @@ impl Daemon {
     }
 
     fn finished(&mut self) -> bool {
-        if self.ranks.iter().any(|r| r.state == RankState::Running) {
+        if self.restarting.is_some() || self.ranks.iter().any(|r| r.state == RankState::Running) {
             return false;
         }
         let since = *self.all_gone_at.get_or_insert_with(Instant::now);
@@ -564,6 +693,18 @@ impl Daemon {
         }
         if let Some(next) = self.next_interval {
             cap = cap.min(next.saturating_duration_since(Instant::now()));
+        }
+        if let Some(r) = &self.restarting {
+            let at = match r.step {
+                RestartStep::Stopping {
+                    kill_at,
+                    killed: false,
+                    ..
+                } => kill_at,
+                RestartStep::Stopping { give_up_at, .. } => give_up_at,
+                RestartStep::Starting { deadline } => deadline,
+            };
+            cap = cap.min(at.saturating_duration_since(Instant::now()));
         }
         let ready: Vec<Src> = {
             let mut srcs = vec![Src::RankListener, Src::CtlListener];
@@ -649,6 +790,14 @@ impl Daemon {
     fn reap(&mut self) {
         let now = self.io.now();
         let mut died = None;
+        // The ranks a restart terminates do not fail the job.
+        let stopping = matches!(
+            self.restarting,
+            Some(Restarting {
+                step: RestartStep::Stopping { .. },
+                ..
+            })
+        );
         for (rank, r) in self.ranks.iter_mut().enumerate() {
             if r.state != RankState::Running {
                 continue;
@@ -672,8 +821,8 @@ impl Daemon {
             }
             let state = r.state;
             let pid = r.pid;
-            eprintln!("[snapc] rank {rank} (pid {pid}) {}", state.name());
-            if state.status() != 0 && died.is_none() && !self.aborting {
+            crate::errln!("[snapc] rank {rank} (pid {pid}) {}", state.name());
+            if state.status() != 0 && died.is_none() && !self.aborting && !stopping {
                 died = Some(rank);
                 self.first_failure.get_or_insert(state.status());
             }
@@ -693,6 +842,210 @@ impl Daemon {
                 let _ = kill(Pid::from_raw(r.pid as i32), sig);
             }
         }
+    }
+
+    // ----- application-initiated restart -----
+
+    /// The GC's Restart action (a rank asked for it): relaunches the job
+    /// from snapshot `seq_num` of the store if it is complete and `handle`
+    /// is its reference; otherwise the restart fails and the job goes on.
+    fn begin_restart(&mut self, seq_num: i32, handle: &str) {
+        let started = Instant::now();
+        let plan = self.resolve_restart(seq_num, handle);
+        let (seq, opts) = match plan {
+            Ok(p) => p,
+            Err(e) => {
+                self.log(format!(
+                    "restart refused: {e}; the job goes on with its current ranks"
+                ));
+                self.restart_outcome = Some(RestartOutcome {
+                    seq: u32::try_from(seq_num).ok(),
+                    dir: None,
+                    error: Some(e),
+                    started,
+                });
+                let _ = self.gc.handle_restart_done(self.io.now(), false);
+                return;
+            }
+        };
+        let dir = opts.restart_from.clone().unwrap_or_default();
+        self.log(format!(
+            "restart from snapshot {seq} ({}) requested: terminating the ranks",
+            dir.display()
+        ));
+        self.opts.argv = opts.argv;
+        self.opts.cwd = opts.cwd;
+        self.opts.restart_from = opts.restart_from;
+        let now = Instant::now();
+        self.restarting = Some(Restarting {
+            seq,
+            dir,
+            step: RestartStep::Stopping {
+                kill_at: now + RESTART_TERM_GRACE,
+                killed: false,
+                give_up_at: now + RESTART_TERM_GRACE + RESTART_KILL_GRACE,
+            },
+            started,
+        });
+        self.terminate_ranks(Signal::SIGTERM);
+    }
+
+    /// The complete snapshot that `seq_num` names in this job's store, and
+    /// the options to relaunch it.
+    fn resolve_restart(&self, seq_num: i32, handle: &str) -> Result<(u32, RunOptions), String> {
+        let seq = u32::try_from(seq_num)
+            .map_err(|_| format!("sequence number {seq_num} names no snapshot"))?;
+        let dir = self.store.root().join(seq.to_string());
+        if !dir.is_dir() {
+            return Err(format!(
+                "snapshot {seq} of job {}: {} does not exist",
+                self.opts.job,
+                dir.display()
+            ));
+        }
+        let opts = restart_options(&dir).map_err(|e| format!("snapshot {seq}: {e}"))?;
+        if opts.nranks != self.opts.nranks {
+            return Err(format!(
+                "snapshot {seq} has {} ranks, the job {}",
+                opts.nranks, self.opts.nranks
+            ));
+        }
+        let meta = snapstore::read_metadata(&dir)?;
+        let reference = meta.get("reference").and_then(Value::as_str).unwrap_or("");
+        if reference != handle {
+            return Err(format!(
+                "snapshot {seq}: the request names {handle:?}, the snapshot is {reference:?}"
+            ));
+        }
+        Ok((seq, opts))
+    }
+
+    /// Moves a restart on: relaunches once the old ranks are reaped,
+    /// reports to the GC once every new rank reported its pid, and fails it
+    /// at its deadlines.
+    fn restart_tick(&mut self) {
+        let Some(r) = self.restarting.clone() else {
+            return;
+        };
+        let now = Instant::now();
+        let running = |d: &Self| d.ranks.iter().any(|p| p.state == RankState::Running);
+        match r.step {
+            RestartStep::Stopping {
+                kill_at,
+                killed,
+                give_up_at,
+            } => {
+                if !running(self) {
+                    self.relaunch();
+                } else if now >= give_up_at {
+                    self.restart_failed("the old ranks did not end after SIGKILL".into());
+                } else if now >= kill_at && !killed {
+                    self.log("restart: ranks still running after SIGTERM: SIGKILL");
+                    self.terminate_ranks(Signal::SIGKILL);
+                    if let Some(Restarting {
+                        step: RestartStep::Stopping { killed, .. },
+                        ..
+                    }) = self.restarting.as_mut()
+                    {
+                        *killed = true;
+                    }
+                }
+            }
+            RestartStep::Starting { deadline } => {
+                if let Some((rank, p)) = self
+                    .ranks
+                    .iter()
+                    .enumerate()
+                    .find(|(_, p)| p.state != RankState::Running && !p.updated)
+                {
+                    let why = format!("rank {rank} {} before it reported", p.state.name());
+                    self.restart_failed(why);
+                } else if self.ranks.iter().all(|p| p.updated) {
+                    self.restarting = None;
+                    self.log(format!(
+                        "restart from snapshot {}: every rank runs again ({:.1} ms)",
+                        r.seq,
+                        r.started.elapsed().as_secs_f64() * 1000.0
+                    ));
+                    self.restart_outcome = Some(RestartOutcome {
+                        seq: Some(r.seq),
+                        dir: Some(r.dir),
+                        error: None,
+                        started: r.started,
+                    });
+                    let _ = self.gc.handle_restart_done(self.io.now(), true);
+                    self.pump();
+                } else if now >= deadline {
+                    let missing: Vec<usize> = (0..self.ranks.len())
+                        .filter(|&i| !self.ranks[i].updated)
+                        .collect();
+                    self.restart_failed(format!(
+                        "ranks {missing:?} did not report their pid within {:?}",
+                        self.opts.timeout
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Every old rank is gone: the new ones start from the snapshot.
+    fn relaunch(&mut self) {
+        self.ranks.clear();
+        match self.launch() {
+            Ok(()) => {
+                if let Some(r) = self.restarting.as_mut() {
+                    r.step = RestartStep::Starting {
+                        deadline: Instant::now() + self.opts.timeout,
+                    };
+                }
+            }
+            Err(e) => self.restart_failed(format!("relaunching the job: {e}")),
+        }
+    }
+
+    /// A restart that could not be carried through: the old ranks are gone,
+    /// so the job ends.
+    fn restart_failed(&mut self, why: String) {
+        let Some(r) = self.restarting.take() else {
+            return;
+        };
+        self.log(format!(
+            "restart from snapshot {} failed: {why}; ending the job",
+            r.seq
+        ));
+        self.aborting = true;
+        self.first_failure.get_or_insert(1);
+        self.terminate_ranks(Signal::SIGKILL);
+        self.restart_outcome = Some(RestartOutcome {
+            seq: Some(r.seq),
+            dir: Some(r.dir),
+            error: Some(why),
+            started: r.started,
+        });
+        let _ = self.gc.handle_restart_done(self.io.now(), false);
+    }
+
+    /// The GC's report of a restart: logged, and kept as the last result.
+    fn finish_restart(&mut self, r: &Report<1>) {
+        let o = self.restart_outcome.take().unwrap_or(RestartOutcome {
+            seq: r.seq.and_then(|s| u32::try_from(s).ok()),
+            dir: None,
+            error: Some(match r.failure {
+                Some(f) => format!("{f:?}"),
+                None => "failed".into(),
+            }),
+            started: Instant::now(),
+        });
+        let ok = r.ok && o.error.is_none();
+        if !ok && o.error.is_none() {
+            self.log(format!("restart failed: {:?}", r.failure));
+        }
+        self.last_result = Some(json!({
+            "event": "finished", "op": "restart", "ok": ok, "seq": o.seq,
+            "dir": o.dir.map(|d| d.display().to_string()),
+            "error": o.error,
+            "duration_ms": o.started.elapsed().as_secs_f64() * 1000.0,
+        }));
     }
 
     // ----- LC and GC -----
@@ -736,7 +1089,10 @@ impl Daemon {
             global::Action::ToRank { vpid, msg } => GcOut::ToRank(vpid, msg),
             global::Action::Established(s) => GcOut::Established(s),
             global::Action::Migrate { .. } => GcOut::Migrate,
-            global::Action::Restart { .. } => GcOut::Restart,
+            global::Action::Restart { seq_num, handle } => GcOut::Restart {
+                seq_num,
+                handle: handle.to_string(),
+            },
             global::Action::Finished(r) => GcOut::Finished(r),
         })
     }
@@ -846,10 +1202,7 @@ impl Daemon {
                 self.log("migration is not supported on one node: refused");
                 let _ = self.gc.handle_migration_done(now, false);
             }
-            GcOut::Restart => {
-                self.log("application-initiated restart is not supported: use `snapc restart`");
-                let _ = self.gc.handle_restart_done(now, false);
-            }
+            GcOut::Restart { seq_num, handle } => self.begin_restart(seq_num, &handle),
             GcOut::Finished(r) => self.finish(&r),
         }
     }
@@ -922,19 +1275,26 @@ impl Daemon {
                 op.published = Some((seq, dir, s.reference.as_str().to_string(), total));
             }
             Err(e) => {
-                eprintln!("[snapc] checkpoint failed: {e}");
+                crate::errln!("[snapc] checkpoint failed: {e}");
                 op.error = Some(e);
             }
         }
     }
 
     fn finish(&mut self, r: &Report<1>) {
+        if matches!(r.kind, OpKind::Restart) {
+            self.finish_restart(r);
+            return;
+        }
         let Some(op) = self.op.take() else {
             return;
         };
         let kind = op.kind;
         let checkpoint = matches!(r.kind, OpKind::Checkpoint);
         let ok = r.ok && op.error.is_none() && (!checkpoint || op.published.is_some());
+        // Why a rank could not write its snapshot is in its own log; a full
+        // store is worth saying here (before the discard frees space).
+        let full = (checkpoint && !ok).then(|| self.store.full()).flatten();
         if checkpoint && !ok {
             self.store.discard(op.handle);
         }
@@ -959,6 +1319,9 @@ impl Daemon {
                 .collect();
             if let Some(e) = &op.error {
                 why.insert(0, e.clone());
+            }
+            if let Some(f) = full.filter(|_| op.error.is_none()) {
+                why.push(f);
             }
             if why.is_empty() {
                 why.push(match r.failure {
@@ -1031,6 +1394,9 @@ impl Daemon {
     fn ready(&self) -> Result<(), String> {
         if self.aborting {
             return Err("the job is ending".into());
+        }
+        if let Some(r) = &self.restarting {
+            return Err(format!("the job is restarting from snapshot {}", r.seq));
         }
         for (rank, r) in self.ranks.iter().enumerate() {
             if r.state != RankState::Running {
@@ -1239,6 +1605,8 @@ impl Daemon {
                         ));
                     } else if let Err(e) = self.lc.handle_local_update(now, &u) {
                         log::warn!("rank {rank}: LOCAL_UPDATE: {e}");
+                    } else if let Some(r) = self.ranks.get_mut(rank as usize) {
+                        r.updated = true;
                     }
                 }
                 Err(e) => log::warn!("rank {rank}: {e}"),
@@ -1371,6 +1739,14 @@ impl Daemon {
             })),
             "last_snapshot": latest.map(|(seq, dir)| json!({"seq": seq, "dir": dir})),
             "last_result": self.last_result,
+            "restarting": self.restarting.as_ref().map(|r| json!({
+                "seq": r.seq, "dir": r.dir,
+                "step": match r.step {
+                    RestartStep::Stopping { .. } => "stopping",
+                    RestartStep::Starting { .. } => "starting",
+                },
+                "elapsed_ms": r.started.elapsed().as_secs_f64() * 1000.0,
+            })),
             "interval_s": self.opts.interval.map(|d| d.as_secs_f64()),
         })
     }

@@ -157,7 +157,7 @@ pub fn main(store: Option<PathBuf>, ranks: u32, steps: u64) -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("snapc demo: {e}");
+            crate::errln!("snapc demo: {e}");
             ExitCode::FAILURE
         }
     }
@@ -209,7 +209,7 @@ fn story(demo: &Demo, store: &Path, tmp: &Path, ranks: u32, steps: u64) -> Resul
         );
         v
     };
-    println!("snapc demo: {ranks} ranks of `counter --steps {steps}`");
+    crate::outln!("snapc demo: {ranks} ranks of `counter --steps {steps}`");
     let t0 = Instant::now();
     // The reference run goes alongside: the ranks mostly sleep.
     let reference = demo.spawn(&program(&tmp.join("ref"), "demo-ref"))?;
@@ -226,7 +226,7 @@ fn story(demo: &Demo, store: &Path, tmp: &Path, ranks: u32, steps: u64) -> Resul
         std::thread::sleep(Duration::from_millis(20));
     };
     let started = t0.elapsed();
-    println!("  started in {:.0} ms", started.as_secs_f64() * 1000.0);
+    crate::outln!("  started in {:.0} ms", started.as_secs_f64() * 1000.0);
     let mut snapshots = Vec::new();
     for i in 0..3 {
         std::thread::sleep(Duration::from_millis(150));
@@ -239,7 +239,7 @@ fn story(demo: &Demo, store: &Path, tmp: &Path, ranks: u32, steps: u64) -> Resul
         if fin["ok"] != true {
             return Err(format!("checkpoint {i} failed: {fin}"));
         }
-        println!(
+        crate::outln!(
             "  checkpoint seq {}: {} bytes in {:.1} ms -> {}",
             fin["seq"],
             fin["bytes"],
@@ -259,10 +259,10 @@ fn story(demo: &Demo, store: &Path, tmp: &Path, ranks: u32, steps: u64) -> Resul
         nix::sys::signal::Signal::SIGKILL,
     )
     .map_err(|e| format!("killing rank 1: {e}"))?;
-    println!("  rank 1 (pid {victim}) killed with SIGKILL");
+    crate::outln!("  rank 1 (pid {victim}) killed with SIGKILL");
     let (code, out) = main.finish(Instant::now() + Duration::from_secs(60))?;
     let before = results(&out);
-    println!(
+    crate::outln!(
         "  job ended with status {code}; {} of {ranks} ranks had finished",
         before.len()
     );
@@ -272,7 +272,7 @@ fn story(demo: &Demo, store: &Path, tmp: &Path, ranks: u32, steps: u64) -> Resul
     let (rcode, rout) = restarted.finish(Instant::now() + Duration::from_secs(120))?;
     let restart_time = t_restart.elapsed();
     let starts = start_steps(&rout);
-    println!(
+    crate::outln!(
         "  restarted from {} (ranks resumed at steps {:?}); ran to the end in {:.0} ms, status {rcode}",
         crate::snapstore::latest(&store.join(job))
             .map_or("?".into(), |(s, d)| format!("seq {s} ({})", d.display())),
@@ -282,13 +282,13 @@ fn story(demo: &Demo, store: &Path, tmp: &Path, ranks: u32, steps: u64) -> Resul
     let (refcode, refout) = reference.finish(Instant::now() + Duration::from_secs(120))?;
     let expected = results(&refout);
     let got = results(&rout);
-    println!("  reference run: status {refcode}");
+    crate::outln!("  reference run: status {refcode}");
     let mut ok = rcode == 0 && refcode == 0 && expected.len() == ranks as usize;
     for r in 0..ranks {
         let (e, g) = (expected.get(&r), got.get(&r));
         let same = e.is_some() && e == g;
         ok &= same;
-        println!(
+        crate::outln!(
             "  rank {r}: restarted {}  reference {}  {}",
             g.map_or("-", String::as_str),
             e.map_or("-", String::as_str),
@@ -297,7 +297,7 @@ fn story(demo: &Demo, store: &Path, tmp: &Path, ranks: u32, steps: u64) -> Resul
     }
     let resumed = starts.values().all(|s| s != "0");
     ok &= resumed && starts.len() == ranks as usize;
-    println!(
+    crate::outln!(
         "  stages: start {:.0} ms, checkpoints {:.0} ms, killed at {:.0} ms, restart {:.0} ms, total {:.0} ms",
         started.as_secs_f64() * 1000.0,
         snapshots
@@ -308,7 +308,7 @@ fn story(demo: &Demo, store: &Path, tmp: &Path, ranks: u32, steps: u64) -> Resul
         restart_time.as_secs_f64() * 1000.0,
         t0.elapsed().as_secs_f64() * 1000.0
     );
-    println!(
+    crate::outln!(
         "snapc demo: {}",
         if ok {
             "PASS (the restarted job's results match the uninterrupted run)"

@@ -17,6 +17,7 @@ pub mod fifo;
 pub mod json;
 pub mod lcio;
 pub mod link;
+pub mod out;
 pub mod signal;
 pub mod snapstore;
 pub mod store;

@@ -198,6 +198,19 @@ impl JobStore {
         }
     }
 
+    /// A message when the store's file system has less than a page left
+    /// (a checkpoint that failed then most likely failed for want of space).
+    pub fn full(&self) -> Option<String> {
+        let v = nix::sys::statvfs::statvfs(&self.staging).ok()?;
+        let free = v.blocks_available().saturating_mul(v.fragment_size());
+        (free < 4096).then(|| {
+            format!(
+                "the snapshot store {} is full ({free} bytes free): No space left on device",
+                self.root.display()
+            )
+        })
+    }
+
     /// Throws away snapshot `handle` (failed or interrupted).
     pub fn discard(&self, handle: u32) {
         let _ = std::fs::remove_dir_all(self.staging.join(handle.to_string()));

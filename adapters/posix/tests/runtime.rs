@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const SNAPC: &str = env!("CARGO_BIN_EXE_snapc");
@@ -25,6 +26,8 @@ struct Job {
     child: Child,
     lines: Receiver<String>,
     out: Vec<String>,
+    /// Its standard error (the daemon's log), also echoed to ours.
+    err: Arc<Mutex<Vec<String>>>,
 }
 
 impl Env {
@@ -46,12 +49,21 @@ impl Env {
 
     fn spawn(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> Job {
         let mut c = self.snapc();
-        c.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
         for (k, v) in env {
             c.env(k, v);
         }
         let mut child = c.spawn().expect("spawn snapc");
         let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let err = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&err);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
         let (tx, lines) = channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -65,6 +77,7 @@ impl Env {
             child,
             lines,
             out: Vec::new(),
+            err,
         }
     }
 
@@ -581,4 +594,398 @@ fn the_demo_passes() {
     );
     assert_eq!(text.matches("checkpoint seq").count(), 3, "{text}");
     env.assert_clean();
+}
+
+/// Waits until a line of `log` satisfies `pred`; all of it.
+fn wait_log(
+    log: &Arc<Mutex<Vec<String>>>,
+    within: Duration,
+    pred: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let lines = log.lock().unwrap().clone();
+        if lines.iter().any(|l| pred(l)) {
+            return lines;
+        }
+        assert!(Instant::now() < deadline, "not in the log: {lines:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `start steps=` of each rank's runs, in order.
+fn starts(out: &[String], rank: u32) -> Vec<u64> {
+    let prefix = format!("[{rank}] start steps=");
+    out.iter()
+        .filter_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn application_initiated_restart_relaunches_from_the_snapshot() {
+    let env = Env::new();
+    let steps = steps_for(2.0);
+    let job = env.run(
+        "ar",
+        3,
+        &[],
+        &[
+            "--steps",
+            &steps,
+            "--pace-us",
+            PACE,
+            "--request-checkpoint-at",
+            "200000",
+            "--request-restart-at",
+            "1000000",
+            "--restart-seq",
+            "0",
+        ],
+        &[],
+    );
+    let log = Arc::clone(&job.err);
+    let (code, out) = job.finish(Duration::from_secs(90));
+    assert_eq!(code, 0, "{out:?}");
+    // Rank 0 may be terminated before it prints that it asked.
+    if let Some(line) = out.iter().find(|l| l.starts_with("[0] request restart")) {
+        assert!(
+            line.contains("seq=0 handle=snapc_global_snapshot_") && line.contains("error=None"),
+            "{line}"
+        );
+    }
+    let log = wait_log(&log, Duration::from_secs(5), |l| {
+        l.contains("restart from snapshot 0: every rank runs again")
+    });
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("[snapc] restart from snapshot 0 (")
+                && l.ends_with(") requested: terminating the ranks")),
+        "{log:?}"
+    );
+    assert!(
+        !log.iter().any(|l| l.contains("failed")),
+        "the terminated ranks are no failure: {log:?}"
+    );
+    // Each rank ran twice: from 0, then from its state in snapshot 0.
+    let snap = env.job_root("ar").join("0");
+    for r in 0..3 {
+        let state = std::fs::read_to_string(snap.join(format!("rank-{r}/state"))).unwrap();
+        let saved: u64 = state.split_whitespace().next().unwrap().parse().unwrap();
+        assert!(saved >= 200_000 || r != 0, "{state}");
+        assert_eq!(starts(&out, r), vec![0, saved], "rank {r}: {out:?}");
+        assert_eq!(
+            out.iter()
+                .filter(|l| l.starts_with(&format!("[{r}] pid=")))
+                .count(),
+            2
+        );
+    }
+    assert_eq!(env.snapshots("ar"), vec![0]);
+    // The job ended with the results of a run restarted from snapshot 0.
+    let p = snap.display().to_string();
+    let (code, again) = env
+        .spawn("ar", &["restart", &p], &[])
+        .finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "{again:?}");
+    assert_eq!(results(&out).len(), 3, "{out:?}");
+    assert_eq!(results(&out), results(&again));
+    env.assert_clean();
+}
+
+#[test]
+fn application_restart_from_a_missing_or_incomplete_snapshot_fails_and_the_job_goes_on() {
+    let env = Env::new();
+    // Snapshot 3 was never completed (no metadata); snapshot 7 does not exist.
+    std::fs::create_dir_all(env.job_root("nr").join("3/rank-0")).unwrap();
+    let steps = steps_for(1.0);
+    let mut first = None;
+    for (seq, why) in [("3", "not a complete snapshot"), ("7", "does not exist")] {
+        let job = env.run(
+            "nr",
+            2,
+            &[],
+            &[
+                "--steps",
+                &steps,
+                "--pace-us",
+                PACE,
+                "--request-restart-at",
+                "200000",
+                "--restart-seq",
+                seq,
+            ],
+            &[],
+        );
+        let log = Arc::clone(&job.err);
+        let status = env.ready(&job);
+        let (code, out) = job.finish(Duration::from_secs(60));
+        assert_eq!(code, 0, "{out:?}");
+        let log = wait_log(&log, Duration::from_secs(5), |l| {
+            l.contains("restart refused")
+        });
+        let refused = log.iter().find(|l| l.contains("restart refused")).unwrap();
+        assert!(
+            refused.contains(&format!("snapshot {seq}")) && refused.contains(why),
+            "{refused}"
+        );
+        assert!(
+            out.iter()
+                .any(|l| l.starts_with(&format!("[0] request restart seq={seq}"))),
+            "{out:?}"
+        );
+        // The same ranks ran to their end.
+        for r in 0..2 {
+            assert_eq!(starts(&out, r), vec![0], "{out:?}");
+            let pid = pid_of(&status, r as usize);
+            assert!(
+                log.iter()
+                    .any(|l| l == &format!("[snapc] rank {r} (pid {pid}) exited(0)")),
+                "{log:?}"
+            );
+        }
+        let res = results(&out);
+        assert_eq!(res.len(), 2);
+        assert_eq!(*first.get_or_insert_with(|| res.clone()), res);
+    }
+    assert!(env.snapshots("nr").is_empty());
+    std::fs::remove_dir_all(env.job_root("nr").join("3")).unwrap();
+    env.assert_clean();
+}
+
+#[test]
+fn closed_stdout_is_a_quiet_exit() {
+    let env = Env::new();
+    let steps = steps_for(2.0);
+    let job = env.run("pipe", 2, &[], &["--steps", &steps, "--pace-us", PACE], &[]);
+    env.ready(&job);
+    let (r, w) = nix::unistd::pipe().unwrap();
+    drop(r);
+    let store = env.job_root("pipe").display().to_string();
+    let cases: [(&[&str], i32); 7] = [
+        (&["status"], 0),
+        (&["status", "--json"], 0),
+        (&["status", "--job", "pipe"], 0),
+        (&["checkpoint", "--job", "pipe", "--wait"], 0),
+        (&["checkpoint", "--job", "pipe", "--wait", "--json"], 0),
+        (
+            &[
+                "wire",
+                "decode",
+                "--channel",
+                "to-daemon",
+                "00000001 05 00000001 09 00000004",
+            ],
+            0,
+        ),
+        (&["--help"], 0),
+    ];
+    for (args, want) in cases {
+        let out = env
+            .snapc()
+            .args(args)
+            .stdout(w.try_clone().unwrap())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(want), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+    // Through a shell pipeline too.
+    let sh = format!("{SNAPC} status | head -c 1 >/dev/null; echo ${{PIPESTATUS[0]}}");
+    let piped = Command::new("bash")
+        .args(["-c", &sh])
+        .env("SNAPC_RUN_DIR", env.run.path())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&piped.stdout).trim(), "0");
+    assert!(
+        !String::from_utf8_lossy(&piped.stderr).contains("panicked"),
+        "{piped:?}"
+    );
+    assert_eq!(env.snapshots("pipe"), vec![0, 1], "{store}");
+    let (code, _) = job.finish(Duration::from_secs(60));
+    assert_eq!(code, 0);
+    env.assert_clean();
+}
+
+#[test]
+fn foreign_connection_to_the_rank_socket_is_refused() {
+    use snapc_core::wire::{Message, Request, RequestOp};
+    use std::io::{Read, Write};
+    let env = Env::new();
+    let steps = steps_for(2.0);
+    let job = env.run("pc", 2, &[], &["--steps", &steps, "--pace-us", PACE], &[]);
+    let log = Arc::clone(&job.err);
+    let status = env.ready(&job);
+    // This test process was not launched by the daemon: its REQUEST_OP
+    // (a checkpoint, as rank 0 would send it) must not be acted on.
+    let req = RequestOp {
+        jobid: status["jobid"].as_u64().unwrap() as u32,
+        request: Request::Checkpoint,
+    };
+    let mut buf = vec![0u8; req.buffer_len()];
+    let n = req.emit(&mut buf).unwrap();
+    let frame =
+        snapc_posix::link::encode_frame(snapc_posix::link::Tag::SnapcFull, &buf[..n]).unwrap();
+    let sock = env.run.path().join("pc.sock");
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let _ = s.write_all(&frame);
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 64];
+    match s.read(&mut b) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the daemon answered a foreign process: {other:?}"),
+    }
+    let me = std::process::id();
+    wait_log(&log, Duration::from_secs(5), |l| {
+        l.contains(&format!("refused a connection from pid {me} (uid "))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let after = env.status("pc").unwrap();
+    assert_eq!(after["checkpointable"], true, "{after}");
+    assert!(
+        after["in_progress"].is_null() && after["last_result"].is_null(),
+        "{after}"
+    );
+    assert!(env.snapshots("pc").is_empty());
+    for r in 0..2 {
+        assert_eq!(after["ranks"][r]["state"], "running");
+        assert_eq!(after["ranks"][r]["connected"], true);
+    }
+    // The job is served as before.
+    let (code, fin) = env.checkpoint("pc", &["--wait"]);
+    assert_eq!(code, 0, "{fin}");
+    let (code, out) = job.finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "{out:?}");
+    assert_eq!(results(&out).len(), 2);
+    env.assert_clean();
+}
+
+/// A 64 KiB tmpfs, unmounted when dropped.
+struct SmallFs(tempfile::TempDir);
+
+impl SmallFs {
+    fn mount() -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(Self(dir))
+    }
+
+    /// Fills the file system, `keep` bytes aside in a file of their own
+    /// (removed to free them); the filler's path.
+    fn fill(&self, keep: usize) -> PathBuf {
+        use std::io::Write;
+        if keep > 0 {
+            std::fs::write(self.0.path().join("kept"), vec![1u8; keep]).unwrap();
+        }
+        let path = self.0.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let page = [0u8; 4096];
+        loop {
+            match f.write_all(&page) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+                Err(e) => panic!("filling: {e}"),
+            }
+        }
+        let _ = f.sync_all();
+        if keep > 0 {
+            std::fs::remove_file(self.0.path().join("kept")).unwrap();
+        }
+        path
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn full_store_fails_the_checkpoint_clearly_and_the_next_one_works() {
+    let fs = match SmallFs::mount() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "SKIPPED full_store_fails_the_checkpoint_clearly_and_the_next_one_works: cannot mount a tmpfs here ({e})"
+            );
+            return;
+        }
+    };
+    let env = Env::new();
+    let store = fs.0.path().display().to_string();
+    let steps = steps_for(3.0);
+    let exe = common::counter_exe().display().to_string();
+    let job = env.spawn(
+        "enospc",
+        &[
+            "run",
+            "-n",
+            "2",
+            "--job",
+            "enospc",
+            "--store",
+            &store,
+            "--",
+            &exe,
+            "--steps",
+            &steps,
+            "--pace-us",
+            PACE,
+        ],
+        &[],
+    );
+    let log = Arc::clone(&job.err);
+    env.ready(&job);
+    let root = fs.0.path().join("enospc");
+    // 1. Not a byte left: the store refuses the snapshot at once.
+    let filler = fs.fill(0);
+    let (code, fin) = env.checkpoint("enospc", &["--wait"]);
+    assert_ne!(code, 0);
+    assert_eq!(fin["ok"], false, "{fin}");
+    let err = fin["error"].as_str().unwrap();
+    assert!(
+        err.contains("snapshot store") && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert!(snapc_posix::snapstore::latest(&root).is_none());
+    // 2. One page left: the store takes the snapshot, the ranks' writes fail.
+    std::fs::remove_file(&filler).unwrap();
+    let filler = fs.fill(4096);
+    let (code, fin) = env.checkpoint("enospc", &["--wait"]);
+    assert_ne!(code, 0);
+    assert_eq!(fin["ok"], false, "{fin}");
+    let err = fin["error"].as_str().unwrap();
+    assert!(
+        err.contains("is full") && err.contains("No space left on device"),
+        "{err}"
+    );
+    wait_log(&log, Duration::from_secs(5), |l| {
+        l.contains("No space left on device") && l.starts_with('[') && !l.starts_with("[snapc]")
+    });
+    assert!(
+        snapc_posix::snapstore::latest(&root).is_none(),
+        "no new latest snapshot"
+    );
+    // 3. Space freed: the next checkpoint works.
+    std::fs::remove_file(&filler).unwrap();
+    let (code, fin) = env.checkpoint("enospc", &["--wait"]);
+    assert_eq!(code, 0, "{fin}");
+    let kept = snapc_posix::snapstore::complete_snapshots(&root);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(fin["seq"], kept[0].0);
+    let (code, out) = job.finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "{out:?}");
+    env.assert_clean();
+    assert_no_leftovers(fs.0.path());
 }
