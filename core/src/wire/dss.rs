@@ -118,9 +118,40 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// The fast path of one field: the count (1), the type byte when there
+    /// is one, and `N` value bytes, all present and right. `None` leaves the
+    /// reader where it was; the field's careful path then names the error.
+    #[inline(always)]
+    fn fast<const N: usize>(&mut self, type_byte: Option<u8>) -> Option<[u8; N]> {
+        let rest = self.buf.get(self.pos..)?;
+        let (count, rest) = rest.split_first_chunk::<4>()?;
+        if *count != [0, 0, 0, 1] {
+            return None;
+        }
+        let (rest, head) = match type_byte {
+            Some(t) => match rest.split_first() {
+                Some((&b, rest)) if b == t => (rest, 5),
+                _ => return None,
+            },
+            None => (rest, 4),
+        };
+        let value = rest.first_chunk::<N>()?;
+        self.pos += head + N;
+        Some(*value)
+    }
+
     /// A `uint8` (command bytes).
     #[inline]
     pub fn uint8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
+        if let Some([b]) = self.fast::<1>(None) {
+            return Ok(b);
+        }
+        self.uint8_careful(field)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn uint8_careful(&mut self, field: &'static str) -> Result<u8, DecodeError> {
         self.count(field)?;
         let [b] = self.array::<1>(field)?;
         Ok(b)
@@ -129,6 +160,15 @@ impl<'a> Reader<'a> {
     /// A `uint32` (the sstore handle); jobids and vpids have the same layout.
     #[inline]
     pub fn uint32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
+        if let Some(v) = self.fast::<4>(None) {
+            return Ok(u32::from_be_bytes(v));
+        }
+        self.uint32_careful(field)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn uint32_careful(&mut self, field: &'static str) -> Result<u32, DecodeError> {
         self.count(field)?;
         self.raw_u32(field)
     }
@@ -136,6 +176,21 @@ impl<'a> Reader<'a> {
     /// A process name: jobid then vpid.
     #[inline]
     pub fn name(&mut self, field: &'static str) -> Result<ProcessName, DecodeError> {
+        if let Some(v) = self.fast::<8>(None) {
+            let (jobid, vpid) = v.split_at(4);
+            if let (Ok(jobid), Ok(vpid)) = (<[u8; 4]>::try_from(jobid), <[u8; 4]>::try_from(vpid)) {
+                return Ok(ProcessName {
+                    jobid: u32::from_be_bytes(jobid),
+                    vpid: u32::from_be_bytes(vpid),
+                });
+            }
+        }
+        self.name_careful(field)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn name_careful(&mut self, field: &'static str) -> Result<ProcessName, DecodeError> {
         self.count(field)?;
         let jobid = self.raw_u32(field)?;
         let vpid = self.raw_u32(field)?;
@@ -145,6 +200,15 @@ impl<'a> Reader<'a> {
     /// A generic `int`.
     #[inline]
     pub fn int(&mut self, field: &'static str) -> Result<i32, DecodeError> {
+        if let Some(v) = self.fast::<4>(Some(TYPE_INT)) {
+            return Ok(i32::from_be_bytes(v));
+        }
+        self.int_careful(field)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn int_careful(&mut self, field: &'static str) -> Result<i32, DecodeError> {
         self.count(field)?;
         self.type_byte(TYPE_INT, field)?;
         self.raw_i32(field)
@@ -165,6 +229,15 @@ impl<'a> Reader<'a> {
     /// A `pid_t` (stored as UINT32, read back as the signed value it was).
     #[inline]
     pub fn pid(&mut self, field: &'static str) -> Result<i32, DecodeError> {
+        if let Some(v) = self.fast::<4>(Some(TYPE_PID)) {
+            return Ok(i32::from_be_bytes(v));
+        }
+        self.pid_careful(field)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn pid_careful(&mut self, field: &'static str) -> Result<i32, DecodeError> {
         self.count(field)?;
         self.type_byte(TYPE_PID, field)?;
         self.raw_i32(field)
@@ -173,6 +246,19 @@ impl<'a> Reader<'a> {
     /// A `bool`: one byte, 0 or 1.
     #[inline]
     pub fn bool(&mut self, field: &'static str) -> Result<bool, DecodeError> {
+        let at = self.pos;
+        match self.fast::<1>(Some(TYPE_BOOL)) {
+            Some([0]) => return Ok(false),
+            Some([1]) => return Ok(true),
+            Some(_) => self.pos = at,
+            None => {}
+        }
+        self.bool_careful(field)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn bool_careful(&mut self, field: &'static str) -> Result<bool, DecodeError> {
         self.count(field)?;
         self.type_byte(TYPE_BOOL, field)?;
         let at = self.pos;
@@ -186,6 +272,15 @@ impl<'a> Reader<'a> {
     /// A `size_t` (stored as UINT64).
     #[inline]
     pub fn size(&mut self, field: &'static str) -> Result<u64, DecodeError> {
+        if let Some(v) = self.fast::<8>(Some(TYPE_SIZE)) {
+            return Ok(u64::from_be_bytes(v));
+        }
+        self.size_careful(field)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn size_careful(&mut self, field: &'static str) -> Result<u64, DecodeError> {
         self.count(field)?;
         self.type_byte(TYPE_SIZE, field)?;
         Ok(u64::from_be_bytes(self.array(field)?))
