@@ -271,6 +271,11 @@ pub struct Snapc<H: Hooks> {
     channel: Option<Channel>,
     /// The snapshot directory of the handshake in progress.
     snapshot_dir: Option<PathBuf>,
+    /// The snapshot's attributes (`snapc-local.json`) set since the last
+    /// write: kept here and written once, durably, by the sync step (or as
+    /// they are at teardown if no sync came), instead of one durable
+    /// rewrite per attribute.
+    attrs: Option<serde_json::Map<String, serde_json::Value>>,
     /// Where `now` counts from.
     origin: Instant,
     outcomes: Vec<Outcome>,
@@ -342,6 +347,7 @@ impl<H: Hooks> Snapc<H> {
             store: config.store,
             channel: None,
             snapshot_dir: None,
+            attrs: None,
             origin: Instant::now(),
             outcomes: Vec::new(),
             link,
@@ -665,6 +671,7 @@ impl<H: Hooks> Snapc<H> {
                 for name in [names.prog_read(), names.prog_write()] {
                     crate::fifo::remove_stale(&self.dir.fifo_path(name));
                 }
+                self.flush_attributes();
                 self.snapshot_dir = None;
                 self.machine.handle_teardown_done(self.now());
             }
@@ -687,6 +694,7 @@ impl<H: Hooks> Snapc<H> {
                     Some(root) => crate::snapstore::staged_rank_dir(root, handle, self.rank),
                     None => standalone_snapshot_dir(&self.store, handle, std::process::id()),
                 };
+                self.flush_attributes();
                 // A failure surfaces at ReadLocation, which the machine awaits.
                 match std::fs::create_dir_all(&dir) {
                     Ok(()) => self.snapshot_dir = Some(dir),
@@ -763,28 +771,47 @@ impl<H: Hooks> Snapc<H> {
         )
     }
 
-    fn attribute(&self, key: &str, value: &str) {
-        let mut attrs = self.read_attributes();
-        attrs.insert(key.into(), value.into());
-        if let Err(e) = self.write_attributes(&attrs) {
-            log::warn!("snapshot attribute {key}: {e}");
+    /// The snapshot's attributes as set so far (read from its file at the first use).
+    fn attrs_mut(&mut self) -> &mut serde_json::Map<String, serde_json::Value> {
+        if self.attrs.is_none() {
+            self.attrs = Some(self.read_attributes());
+        }
+        self.attrs.get_or_insert_default()
+    }
+
+    fn attribute(&mut self, key: &str, value: &str) {
+        if self.snapshot_dir.is_some() {
+            self.attrs_mut().insert(key.into(), value.into());
         }
     }
 
-    fn attribute_if_absent(&self, key: &str, value: &str) {
-        if !self.read_attributes().contains_key(key) {
+    fn attribute_if_absent(&mut self, key: &str, value: &str) {
+        if self.snapshot_dir.is_some() && !self.attrs_mut().contains_key(key) {
             self.attribute(key, value);
         }
     }
 
-    fn sync_snapshot(&self) -> std::io::Result<()> {
-        let Some(dir) = &self.snapshot_dir else {
+    /// Writes attributes set since the last write (a handshake that ended
+    /// before its sync step leaves them as they were set).
+    fn flush_attributes(&mut self) {
+        if let Some(attrs) = self.attrs.take()
+            && let Err(e) = self.write_attributes(&attrs)
+        {
+            log::warn!("snapshot attributes: {e}");
+        }
+    }
+
+    fn sync_snapshot(&mut self) -> std::io::Result<()> {
+        if self.snapshot_dir.is_none() {
             return Err(std::io::Error::other("no snapshot directory"));
-        };
-        let mut attrs = self.read_attributes();
+        }
+        let mut attrs = self.attrs.take().unwrap_or_else(|| self.read_attributes());
         attrs.insert("synced".into(), true.into());
         self.write_attributes(&attrs)?;
-        crate::store::sync_tree(dir)
+        match &self.snapshot_dir {
+            Some(dir) => crate::store::sync_tree(dir),
+            None => Ok(()),
+        }
     }
 }
 

@@ -679,11 +679,12 @@ impl Daemon {
             Conn(u64),
             Out(usize),
             Fifo(local::SlotId),
+            Names,
         }
         let now = self.io.now();
         let mut cap = SUPERVISE_TICK;
-        if self.io.busy() {
-            cap = Duration::from_millis(1);
+        if let Some(tick) = self.io.tick_within() {
+            cap = cap.min(tick);
         }
         for t in [self.lc.poll_timeout(), self.gc.poll_timeout()]
             .into_iter()
@@ -725,6 +726,11 @@ impl Daemon {
                 srcs.push(Src::Fifo(*slot));
                 fds.push(PollFd::new(*fd, PollFlags::POLLIN));
             }
+            // A name appeared: only a wakeup, the loop's next tick scans.
+            if let Some(fd) = self.io.notify_fd() {
+                srcs.push(Src::Names);
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
             let ms = u16::try_from(cap.as_millis()).unwrap_or(u16::MAX);
             match poll(&mut fds, PollTimeout::from(ms)) {
                 Ok(n) if n > 0 => srcs
@@ -748,6 +754,7 @@ impl Daemon {
                     }
                 }
                 Src::Fifo(slot) => self.io.read_ready(&mut self.lc, slot),
+                Src::Names => {}
             }
         }
         closed_outs.sort_unstable();

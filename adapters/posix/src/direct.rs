@@ -182,14 +182,11 @@ impl Driver {
         );
     }
 
-    /// Waits for pending reads (or a short tick while watches or stop waits
-    /// are pending, or the machine's next deadline) and feeds what arrived.
+    /// Waits for pending reads or a name appearing in the pipe directory
+    /// (at most until the next tick the FIFO side asks for, or the machine's
+    /// next deadline) and feeds what arrived.
     fn wait(&mut self) {
-        let cap = if self.io.busy() {
-            Duration::from_millis(1)
-        } else {
-            Duration::from_millis(100)
-        };
+        let cap = self.io.tick_within().unwrap_or(Duration::from_millis(100));
         let until = self.io.deadline(&self.lc, cap);
         let ready: Vec<SlotId> = {
             let reads = self.io.read_fds();
@@ -197,6 +194,10 @@ impl Driver {
                 .iter()
                 .map(|(_, fd)| PollFd::new(*fd, PollFlags::POLLIN))
                 .collect();
+            // Only a wakeup: the tick that follows scans the directory.
+            if let Some(fd) = self.io.notify_fd() {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
             let ms = until.saturating_duration_since(Instant::now()).as_millis();
             let timeout = PollTimeout::from(u16::try_from(ms).unwrap_or(u16::MAX));
             match poll(&mut fds, timeout) {

@@ -207,9 +207,16 @@ fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
-/// Poll interval while waiting for the peer to create or open a FIFO
-/// (Open MPI's local coordinator polls every millisecond).
-const OPEN_POLL: Duration = Duration::from_millis(1);
+/// First pause while waiting for the peer to create or open a FIFO; each
+/// retry doubles it, up to [`OPEN_POLL_MAX`]. A peer that is already on its
+/// way (the usual case: it was just signalled, or just saw the names) is
+/// caught within microseconds; one that is not costs about ten more wakeups
+/// at the start, then the same as a fixed poll.
+const OPEN_POLL_MIN: Duration = Duration::from_micros(2);
+
+/// Longest pause between two open attempts (Open MPI's local coordinator
+/// polls every millisecond).
+const OPEN_POLL_MAX: Duration = Duration::from_millis(1);
 
 /// One end of a FIFO: a checked, non-blocking, close-on-exec fd.
 #[derive(Debug)]
@@ -223,21 +230,42 @@ impl FifoEnd {
     /// Opens `path` with `flags` (plus non-blocking, no-follow, close-on-exec),
     /// retrying while the peer has not opened the other end (ENXIO), and
     /// checks what was opened.
+    ///
+    /// Between attempts it sleeps with exponential backoff, or, given `cue`
+    /// (an fd of ours that becomes readable once the peer has done what the
+    /// open waits for), waits for that fd to become readable, for at most
+    /// [`OPEN_POLL_MAX`] at a time.
     fn open(
         path: &Path,
         flags: OFlag,
         deadline: Instant,
         what: &'static str,
+        mut cue: Option<&FifoEnd>,
     ) -> Result<Self, FifoError> {
         let flags = flags | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let started = Instant::now();
+        let mut pause = OPEN_POLL_MIN;
         let fd = loop {
             match open(path, flags, Mode::empty()) {
                 Ok(fd) => break fd,
                 Err(Errno::EINTR) => {}
-                Err(Errno::ENXIO | Errno::ENOENT) if Instant::now() < deadline => {
-                    std::thread::sleep(OPEN_POLL.min(remaining(deadline)));
-                }
+                Err(Errno::ENXIO | Errno::ENOENT) if Instant::now() < deadline => match cue {
+                    Some(c) => {
+                        let wait = OPEN_POLL_MAX.min(remaining(deadline));
+                        // A readable cue ends the wait; the next open attempt
+                        // tells what happened. Once it was readable, the
+                        // retries back off instead (it stays readable).
+                        if c.wait(PollFlags::POLLIN, Instant::now() + wait, what)
+                            .is_ok()
+                        {
+                            cue = None;
+                        }
+                    }
+                    None => {
+                        std::thread::sleep(pause.min(remaining(deadline)));
+                        pause = (pause * 2).min(OPEN_POLL_MAX);
+                    }
+                },
                 Err(Errno::ENXIO | Errno::ENOENT) => {
                     return Err(FifoError::Timeout {
                         path: path.to_owned(),
@@ -429,13 +457,17 @@ impl Channel {
         };
         create_fifo(&read_path).map_err(cleanup)?;
         create_fifo(&write_path).map_err(cleanup)?;
-        let rx = FifoEnd::open(&read_path, OFlag::O_RDWR, deadline, "open prog_read")
+        let rx = FifoEnd::open(&read_path, OFlag::O_RDWR, deadline, "open prog_read", None)
             .map_err(cleanup)?;
+        // The local coordinator opens prog_write for reading before it opens
+        // prog_read and writes the options there: their arrival is the cue
+        // to try again (they stay in the FIFO for the first read).
         let tx = FifoEnd::open(
             &write_path,
             OFlag::O_WRONLY,
             deadline,
             "for the local coordinator to open",
+            Some(&rx),
         )
         .map_err(cleanup)?;
         Ok(Self { rx, tx })
@@ -455,12 +487,14 @@ impl Channel {
             OFlag::O_RDONLY,
             deadline,
             "for the process to create its FIFOs",
+            None,
         )?;
         let tx = FifoEnd::open(
             &read_path,
             OFlag::O_WRONLY,
             deadline,
             "for the process to open its FIFOs",
+            None,
         )?;
         Ok(Self { rx, tx })
     }

@@ -8,6 +8,12 @@
 //! caller's `poll` ([`FifoIo::read_fds`], [`FifoIo::read_ready`]); the FIFO
 //! names and stopped processes are checked at each [`FifoIo::tick`].
 //!
+//! The caller ticks when [`FifoIo::notify_fd`] (an inotify watch of the pipe
+//! directory, while names are awaited) is readable, and at the latest after
+//! [`FifoIo::tick_within`]: names are seen as soon as they are created rather
+//! than at the next millisecond tick. Where inotify is not available the
+//! tick interval stays [`WATCH_TICK`].
+//!
 //! The names used are the highest complete pair the process created after
 //! the signal: a process ignores the signal while it still finishes its
 //! previous handshake, so while the names have not appeared the signal is
@@ -15,18 +21,24 @@
 //! time, so a repeated signal never starts a second handshake.
 
 use crate::fifo::{Channel, FifoError, PipeDir};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use snapc_core::local::{Action, IoError, LocalCoordinator, SlotId};
 use snapc_core::time::{Duration as CoreDuration, Instant as CoreInstant};
 use snapc_core::wire::{ChannelNames, FifoKind, FifoName};
 use std::collections::HashMap;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How often the signal is repeated while a process's FIFOs have not appeared.
 pub const RESIGNAL: Duration = Duration::from_millis(50);
+
+/// How often names and stopped processes are checked when nothing wakes the
+/// caller sooner (stops always; names without inotify).
+pub const WATCH_TICK: Duration = Duration::from_millis(1);
 
 struct Pending {
     len: usize,
@@ -47,6 +59,57 @@ pub struct FifoIo {
     watches: HashMap<SlotId, (u32, Instant)>,
     stops: HashMap<SlotId, u32>,
     reads: HashMap<SlotId, Pending>,
+    /// Creations and renames in the pipe directory, if inotify is available.
+    notify: Option<Arc<Inotify>>,
+    /// The directory must be scanned at the next tick even without a
+    /// notification (a watch just began: its names may exist already).
+    rescan: bool,
+}
+
+/// The inotify watch of the last pipe directory used, shared by every
+/// [`FifoIo`] of the process. Closing an inotify instance costs milliseconds
+/// (the kernel waits for a grace period before it frees the group), which a
+/// direct checkpoint would otherwise pay on every call; one instance is kept
+/// for the process's life instead, and replaced when another directory (or
+/// a new directory at the same path) is watched.
+static DIR_WATCH: Mutex<Option<(DirId, Arc<Inotify>)>> = Mutex::new(None);
+
+/// A directory's path and inode.
+type DirId = (PathBuf, u64, u64);
+
+/// An inotify watch for names appearing in `dir`, or `None` where inotify
+/// cannot be had (the caller then ticks every [`WATCH_TICK`]). Two
+/// coordinators watching the same directory at once share it: one may
+/// consume the other's wakeup, which then sees the names at its next tick
+/// (at the latest when it repeats the signal).
+fn watch_dir(dir: &PipeDir) -> Option<Arc<Inotify>> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir.path()).ok()?;
+    let id: DirId = (dir.path().to_path_buf(), meta.dev(), meta.ino());
+    let mut cached = DIR_WATCH.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((cached_id, inotify)) = cached.as_ref()
+        && *cached_id == id
+    {
+        return Some(Arc::clone(inotify));
+    }
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+        .map_err(|e| log::debug!("inotify: {e}; names are polled"))
+        .ok()?;
+    inotify
+        .add_watch(
+            dir.path(),
+            AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ONLYDIR,
+        )
+        .map_err(|e| {
+            log::debug!(
+                "inotify watch {}: {e}; names are polled",
+                dir.path().display()
+            )
+        })
+        .ok()?;
+    let inotify = Arc::new(inotify);
+    *cached = Some((id, Arc::clone(&inotify)));
+    Some(inotify)
 }
 
 impl FifoIo {
@@ -54,6 +117,8 @@ impl FifoIo {
     /// write bounded by `timeout`; the machine's clock counts from `origin`.
     pub fn new(pipe_dir: PipeDir, signal: Signal, timeout: Duration, origin: Instant) -> Self {
         Self {
+            notify: watch_dir(&pipe_dir),
+            rescan: false,
             pipe_dir,
             signal,
             timeout,
@@ -95,6 +160,29 @@ impl FifoIo {
         !self.watches.is_empty() || !self.stops.is_empty()
     }
 
+    /// The longest the caller may wait before the next [`tick`](Self::tick)
+    /// (besides waking when [`notify_fd`](Self::notify_fd) is readable), or
+    /// `None` when nothing is watched. With inotify, names need a tick only
+    /// to repeat a signal; stopped processes are always polled.
+    pub fn tick_within(&self) -> Option<Duration> {
+        if !self.stops.is_empty() || (!self.watches.is_empty() && self.notify.is_none()) {
+            return Some(WATCH_TICK);
+        }
+        self.watches
+            .values()
+            .map(|(_, signalled)| RESIGNAL.saturating_sub(signalled.elapsed()))
+            .min()
+    }
+
+    /// While names are awaited, the fd that becomes readable when a name
+    /// appears in the pipe directory: poll it for input, then tick.
+    pub fn notify_fd(&self) -> Option<BorrowedFd<'_>> {
+        match (&self.notify, self.watches.is_empty()) {
+            (Some(n), false) => Some(n.as_fd()),
+            _ => None,
+        }
+    }
+
     /// Whether any FIFO is open.
     pub fn has_channels(&self) -> bool {
         !self.channels.is_empty()
@@ -117,6 +205,7 @@ impl FifoIo {
             }
             Action::WatchFifos { slot, names } => {
                 self.watches.insert(slot, (names.pid, Instant::now()));
+                self.rescan = true;
             }
             Action::OpenFifos { slot, .. } => {
                 let Some(names) = self.names.get(&slot).copied() else {
@@ -197,8 +286,26 @@ impl FifoIo {
 
     /// Checks watched names (one scan of the pipe directory) and stopped
     /// processes, and repeats signals that were not taken yet.
+    ///
+    /// With inotify the directory is scanned only when something was
+    /// created in it, a watch just began, or a signal is due to be repeated
+    /// (so a notification another coordinator consumed delays the names by
+    /// at most [`RESIGNAL`]); without it, at every tick.
     pub fn tick<const N: usize>(&mut self, lc: &mut LocalCoordinator<N>) {
-        if !self.watches.is_empty() {
+        let mut scan = std::mem::take(&mut self.rescan) || self.notify.is_none();
+        if let Some(n) = &self.notify {
+            // Consumed before the scan: a name created after it leaves the
+            // fd readable for the caller's next poll.
+            while matches!(n.read_events(), Ok(events) if !events.is_empty()) {
+                scan = true;
+            }
+        }
+        scan = scan
+            || self
+                .watches
+                .values()
+                .any(|(_, signalled)| signalled.elapsed() >= RESIGNAL);
+        if !self.watches.is_empty() && scan {
             let pairs = complete_pairs(&self.pipe_dir);
             let watches: Vec<(SlotId, u32, Instant)> = self
                 .watches

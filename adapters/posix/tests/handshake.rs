@@ -68,6 +68,13 @@ fn term_ends_the_process_after_its_checkpoint() {
     let status = p.child.wait().unwrap();
     assert!(status.success());
     assert!(p.snapshot(1).join("state").exists());
+    // The attributes set during the checkpoint all reach the file at the sync step.
+    let attrs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.snapshot(1).join("snapc-local.json")).unwrap())
+            .unwrap();
+    assert_eq!(attrs["synced"], true, "{attrs}");
+    assert_eq!(attrs["crs"], "snapc-hooks", "{attrs}");
+    assert!(attrs["session_dir"].is_string(), "{attrs}");
     p.expect_pipe_dir(&[]);
 }
 
