@@ -49,7 +49,7 @@ use snapc_core::global::{
     self, Command as GcCommand, Config as GcConfig, GlobalCoordinator, OpKind, Placement, Report,
     Snapshot,
 };
-use snapc_core::local::{self, LocalConfig, LocalCoordinator, Outcome, ProcessResult};
+use snapc_core::local::{self, LocalCoordinator, Outcome, ProcessResult};
 use snapc_core::time::Duration as CoreDuration;
 use snapc_core::wire::{
     CkptState, CrState, FromGc, JobOptions, Message, OpEvent, OpResponse, OrtedState, ProcessName,
@@ -492,13 +492,7 @@ impl Daemon {
             opts.store.join(&opts.job).display()
         )))?;
         let jobid = ((std::process::id() & 0x7fff) << 16) | 1;
-        let mut config = LocalConfig::default();
-        let t = CoreDuration::from(opts.timeout);
-        config.deadlines.fifos = t;
-        config.deadlines.open = t;
-        config.deadlines.write = t;
-        config.deadlines.response = t;
-        config.deadlines.stop = t;
+        let config = crate::lcio::local_config(opts.timeout);
         let gc = GlobalCoordinator::new(
             GcConfig {
                 jobid,

@@ -22,10 +22,8 @@ use crate::lcio::FifoIo;
 pub use crate::lcio::RESIGNAL;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
-use snapc_core::local::{
-    Action, LocalConfig, LocalCoordinator, Outcome, ProcessResult, SlotId, Timings,
-};
-use snapc_core::time::{Duration as CoreDuration, Instant as CoreInstant};
+use snapc_core::local::{Action, LocalCoordinator, Outcome, ProcessResult, SlotId, Timings};
+use snapc_core::time::Instant as CoreInstant;
 use snapc_core::wire::{
     CkptState, CrState, JobDetail, JobOptions, JobState, ProcessName, StateCode,
 };
@@ -103,10 +101,6 @@ struct Driver {
     req: DirectRequest,
     results: HashMap<u32, DirectResult>,
     done: bool,
-}
-
-fn core_duration(d: Duration) -> CoreDuration {
-    CoreDuration::from(d)
 }
 
 impl Driver {
@@ -219,13 +213,7 @@ impl Driver {
 
 /// Checkpoints every process of `req` concurrently; one result per pid, in the order given.
 pub fn checkpoint(req: DirectRequest) -> Result<Vec<DirectResult>, DirectError> {
-    let mut config = LocalConfig::default();
-    let t = core_duration(req.timeout);
-    config.deadlines.fifos = t;
-    config.deadlines.open = t;
-    config.deadlines.write = t;
-    config.deadlines.response = t;
-    config.deadlines.stop = t;
+    let config = crate::lcio::local_config(req.timeout);
     let io = FifoIo::new(
         req.pipe_dir.clone(),
         req.signal,

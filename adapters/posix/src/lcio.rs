@@ -24,7 +24,7 @@ use crate::fifo::{Channel, FifoError, PipeDir};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use snapc_core::local::{Action, IoError, LocalCoordinator, SlotId};
+use snapc_core::local::{Action, IoError, LocalConfig, LocalCoordinator, SlotId};
 use snapc_core::time::{Duration as CoreDuration, Instant as CoreInstant};
 use snapc_core::wire::{ChannelNames, FifoKind, FifoName};
 use std::collections::HashMap;
@@ -35,6 +35,20 @@ use std::time::{Duration, Instant};
 
 /// How often the signal is repeated while a process's FIFOs have not appeared.
 pub const RESIGNAL: Duration = Duration::from_millis(50);
+
+/// The local coordinator's configuration with every wait on a process's
+/// FIFOs (the names, opening, each write, the response) and on its stop
+/// bounded by `timeout`; the final state and the verdict keep their defaults.
+pub fn local_config(timeout: Duration) -> LocalConfig {
+    let t = CoreDuration::from(timeout);
+    let mut config = LocalConfig::default();
+    config.deadlines.fifos = t;
+    config.deadlines.open = t;
+    config.deadlines.write = t;
+    config.deadlines.response = t;
+    config.deadlines.stop = t;
+    config
+}
 
 /// How often names and stopped processes are checked when nothing wakes the
 /// caller sooner (stops always; names without inotify).
