@@ -75,15 +75,8 @@ struct RunArgs {
     /// The snapshot store (default: SNAPC_STORE, else snapc-store-<uid> in the temp dir).
     #[arg(long, value_name = "DIR")]
     store: Option<std::path::PathBuf>,
-    /// Take a checkpoint every S seconds.
-    #[arg(long, value_name = "S")]
-    interval: Option<f64>,
-    /// Keep the K latest complete snapshots, remove older ones.
-    #[arg(long, value_name = "K")]
-    keep: Option<usize>,
-    /// Deadline of each wait on a rank's FIFOs, in seconds.
-    #[arg(long, default_value_t = 10.0, value_name = "S")]
-    timeout: f64,
+    #[command(flatten)]
+    daemon: DaemonArgs,
     /// The program and its arguments.
     #[arg(required = true, allow_hyphen_values = true, last = true)]
     program: Vec<String>,
@@ -93,15 +86,35 @@ struct RunArgs {
 struct RestartArgs {
     /// `<store>/<job>` or `<store>/<job>/<seq>`.
     path: std::path::PathBuf,
+    #[command(flatten)]
+    daemon: DaemonArgs,
+}
+
+/// What `run` and `restart` both tell the daemon.
+#[derive(Debug, clap::Args)]
+struct DaemonArgs {
     /// Take a checkpoint every S seconds.
     #[arg(long, value_name = "S")]
     interval: Option<f64>,
-    /// Keep the K latest complete snapshots.
+    /// Keep the K latest complete snapshots, remove older ones.
     #[arg(long, value_name = "K")]
     keep: Option<usize>,
     /// Deadline of each wait on a rank's FIFOs, in seconds.
     #[arg(long, default_value_t = 10.0, value_name = "S")]
     timeout: f64,
+}
+
+impl DaemonArgs {
+    /// Sets the interval, timeout and keep count of `opts`.
+    fn apply(&self, opts: &mut crate::daemon::RunOptions) -> Result<(), String> {
+        opts.interval = self
+            .interval
+            .map(|v| seconds(v, "--interval"))
+            .transpose()?;
+        opts.timeout = seconds(self.timeout, "--timeout")?;
+        opts.keep = self.keep;
+        Ok(())
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -295,14 +308,6 @@ fn seconds(v: f64, what: &str) -> Result<std::time::Duration, String> {
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    let interval = match args.interval.map(|v| seconds(v, "--interval")).transpose() {
-        Ok(i) => i,
-        Err(e) => return bad_input(e),
-    };
-    let timeout = match seconds(args.timeout, "--timeout") {
-        Ok(t) => t,
-        Err(e) => return bad_input(e),
-    };
     let store = match args.store {
         Some(s) => s,
         None => match crate::app::Config::from_env() {
@@ -310,19 +315,22 @@ fn run(args: RunArgs) -> ExitCode {
             Err(e) => return bad_input(e),
         },
     };
-    let opts = crate::daemon::RunOptions {
+    let mut opts = crate::daemon::RunOptions {
         nranks: args.n,
         job: args
             .job
             .unwrap_or_else(|| format!("job-{}", std::process::id())),
         store: absolute(store),
-        interval,
-        keep: args.keep,
+        interval: None,
+        keep: None,
         argv: args.program,
         cwd: None,
         restart_from: None,
-        timeout,
+        timeout: std::time::Duration::ZERO,
     };
+    if let Err(e) = args.daemon.apply(&mut opts) {
+        return bad_input(e);
+    }
     exit_with(crate::daemon::run(opts))
 }
 
@@ -347,15 +355,9 @@ fn restart(args: RestartArgs) -> ExitCode {
         Ok(o) => o,
         Err(e) => return bad_input(e),
     };
-    match args.interval.map(|v| seconds(v, "--interval")).transpose() {
-        Ok(i) => opts.interval = i,
-        Err(e) => return bad_input(e),
+    if let Err(e) = args.daemon.apply(&mut opts) {
+        return bad_input(e);
     }
-    match seconds(args.timeout, "--timeout") {
-        Ok(t) => opts.timeout = t,
-        Err(e) => return bad_input(e),
-    }
-    opts.keep = args.keep;
     exit_with(crate::daemon::run(opts))
 }
 
