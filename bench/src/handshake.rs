@@ -70,17 +70,7 @@ fn handshake_round(
     pid: u32,
     handle: u32,
 ) -> Result<(Duration, [Duration; 7]), String> {
-    let req = DirectRequest {
-        pids: vec![pid],
-        term: false,
-        stop: false,
-        prep_only: false,
-        hold: Duration::ZERO,
-        timeout: Duration::from_secs(10),
-        pipe_dir: pipes.clone(),
-        signal: Signal::SIGUSR1,
-        handle,
-    };
+    let req = DirectRequest::new(vec![pid], pipes.clone(), handle);
     let started = Instant::now();
     let results = direct::checkpoint(req).map_err(|e| e.to_string())?;
     let took = started.elapsed();

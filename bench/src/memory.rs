@@ -2,7 +2,6 @@
 //! same computation without it.
 
 use crate::child::Proc;
-use nix::sys::signal::Signal;
 use snapc_posix::direct::{self, DirectRequest};
 use snapc_posix::fifo::PipeDir;
 use std::fmt::Write as _;
@@ -39,17 +38,7 @@ pub fn section(md: &mut String) -> Result<(), String> {
     let started_kb = resident(with.pid())?;
     let mut checkpointed = 0;
     for handle in 1..=3 {
-        let req = DirectRequest {
-            pids: vec![with.pid()],
-            term: false,
-            stop: false,
-            prep_only: false,
-            hold: Duration::ZERO,
-            timeout: Duration::from_secs(10),
-            pipe_dir: pipes.clone(),
-            signal: Signal::SIGUSR1,
-            handle,
-        };
+        let req = DirectRequest::new(vec![with.pid()], pipes.clone(), handle);
         let results = direct::checkpoint(req).map_err(|e| e.to_string())?;
         if results.iter().all(|r| r.completed()) {
             checkpointed += 1;

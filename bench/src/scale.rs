@@ -3,7 +3,6 @@
 
 use crate::child::Proc;
 use crate::stats::{Samples, us};
-use nix::sys::signal::Signal;
 use snapc_posix::direct::{self, DirectRequest};
 use snapc_posix::fifo::PipeDir;
 use std::fmt::Write as _;
@@ -46,17 +45,12 @@ fn one_size(n: usize, pipes: &PipeDir, store: &str, handle: &mut u32) -> Result<
     };
     for round in 0..=ROUNDS {
         *handle += 1;
-        let req = DirectRequest {
-            pids: procs.iter().map(Proc::pid).collect(),
-            term: false,
-            stop: false,
-            prep_only: false,
-            hold: Duration::ZERO,
-            timeout: Duration::from_secs(30),
-            pipe_dir: pipes.clone(),
-            signal: Signal::SIGUSR1,
-            handle: *handle,
-        };
+        let mut req = DirectRequest::new(
+            procs.iter().map(Proc::pid).collect(),
+            pipes.clone(),
+            *handle,
+        );
+        req.timeout = Duration::from_secs(30);
         let started = Instant::now();
         let results = direct::checkpoint(req).map_err(|e| e.to_string())?;
         let took = started.elapsed();

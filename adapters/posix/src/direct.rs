@@ -56,6 +56,24 @@ pub struct DirectRequest {
     pub handle: u32,
 }
 
+impl DirectRequest {
+    /// A checkpoint after which the processes continue: SIGUSR1, a 10 s
+    /// deadline per wait; set the other fields as needed.
+    pub fn new(pids: Vec<u32>, pipe_dir: PipeDir, handle: u32) -> Self {
+        Self {
+            pids,
+            term: false,
+            stop: false,
+            prep_only: false,
+            hold: Duration::ZERO,
+            timeout: Duration::from_secs(10),
+            pipe_dir,
+            signal: Signal::SIGUSR1,
+            handle,
+        }
+    }
+}
+
 /// How one process's checkpoint ended.
 #[derive(Debug, Clone)]
 pub struct DirectResult {
