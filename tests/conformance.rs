@@ -9,8 +9,8 @@
 
 use serde_json::Value;
 use snapc::core::wire::{FromGc, Message, OpEvent, Request, ToDaemon, ToGc};
-use snapc::posix::cli::parse_hex;
-use snapc::posix::json::{self, Channel};
+use snapc_runtime::cli::parse_hex;
+use snapc_runtime::json::{self, Channel};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;

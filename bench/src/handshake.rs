@@ -7,8 +7,8 @@ use crate::stats::Samples;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, unlink};
-use snapc_posix::direct::{self, DirectRequest};
 use snapc_posix::fifo::PipeDir;
+use snapc_runtime::direct::{self, DirectRequest};
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -256,7 +256,7 @@ fn handshake_section(md: &mut String, root: &Path) -> Result<(), String> {
     let _ = writeln!(md, "## Handshake: one no-op checkpoint against the floor\n");
     let _ = writeln!(
         md,
-        "**snapc**: `snapc_posix::direct::checkpoint` in the bench process (the local coordinator and a one-node \
+        "**snapc**: `snapc_runtime::direct::checkpoint` in the bench process (the local coordinator and a one-node \
          global coordinator) checkpoints one application process (`snapc-bench __app`: `Snapc::start` with hooks that save \
          nothing, `progress()` between slices of work of a few microseconds, and `clock_nanosleep` naps of 10 ms that the \
          signal cuts short). Timed from the signal until `checkpoint` returns: the process created its FIFOs, both sides \

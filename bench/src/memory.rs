@@ -2,8 +2,8 @@
 //! same computation without it.
 
 use crate::child::Proc;
-use snapc_posix::direct::{self, DirectRequest};
 use snapc_posix::fifo::PipeDir;
+use snapc_runtime::direct::{self, DirectRequest};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 

@@ -3,8 +3,8 @@
 
 use crate::child::Proc;
 use crate::stats::{Samples, us};
-use snapc_posix::direct::{self, DirectRequest};
 use snapc_posix::fifo::PipeDir;
+use snapc_runtime::direct::{self, DirectRequest};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 

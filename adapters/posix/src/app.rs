@@ -17,7 +17,7 @@
 //! `$SNAPC_SNAPSHOT_ROOT/H/rank-<rank>/`, and once every rank completed the
 //! daemon moves `H/` to `<store>/<job>/<seq>/` in one rename and writes
 //! `H.global` (the sequence number and reference) for the ranks to read
-//! ([`crate::snapstore`]). While quiesced by the runtime, the process also
+//! ([`crate::sstore`]). While quiesced by the runtime, the process also
 //! watches its daemon link for the runtime's quiesce end (the JOB_STATE the
 //! daemon forwards with tag SNAPC).
 
@@ -258,6 +258,52 @@ fn to_core(t: Instant, origin: Instant) -> CoreInstant {
     )
 }
 
+/// A snapshot's attributes (the sstore keys a handshake sets: `crs`,
+/// `session_dir`, `skip`, `synced`), kept in the snapshot directory as
+/// [`ATTRIBUTES_FILE`]: one `key=value` line each, sorted, backslashes and
+/// newlines in values escaped as `\\` and `\n`.
+pub type Attributes = std::collections::BTreeMap<String, String>;
+
+/// The name of a snapshot's attribute file.
+pub const ATTRIBUTES_FILE: &str = "snapc-local.attrs";
+
+/// The text of an attribute file.
+pub fn format_attributes(attrs: &Attributes) -> String {
+    let mut out = String::new();
+    for (k, v) in attrs {
+        out.push_str(k);
+        out.push('=');
+        out.push_str(&v.replace('\\', "\\\\").replace('\n', "\\n"));
+        out.push('\n');
+    }
+    out
+}
+
+/// The attributes of an attribute file (lines without `=` are skipped).
+pub fn parse_attributes(text: &str) -> Attributes {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), unescape(v)))
+        .collect()
+}
+
+fn unescape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
 fn core_duration(d: Duration) -> CoreDuration {
     CoreDuration::from(d)
 }
@@ -275,7 +321,7 @@ pub struct Snapc<H: Hooks> {
     /// write: kept here and written once, durably, by the sync step (or as
     /// they are at teardown if no sync came), instead of one durable
     /// rewrite per attribute.
-    attrs: Option<serde_json::Map<String, serde_json::Value>>,
+    attrs: Option<Attributes>,
     /// Where `now` counts from.
     origin: Instant,
     outcomes: Vec<Outcome>,
@@ -691,7 +737,7 @@ impl<H: Hooks> Snapc<H> {
         match op {
             SstoreOp::Register { handle } => {
                 let dir = match &self.snapshot_root {
-                    Some(root) => crate::snapstore::staged_rank_dir(root, handle, self.rank),
+                    Some(root) => crate::sstore::staged_rank_dir(root, handle, self.rank),
                     None => standalone_snapshot_dir(&self.store, handle, std::process::id()),
                 };
                 self.flush_attributes();
@@ -731,7 +777,7 @@ impl<H: Hooks> Snapc<H> {
                 let global = self
                     .snapshot_root
                     .as_deref()
-                    .and_then(|root| crate::snapstore::read_global(root, handle));
+                    .and_then(|root| crate::sstore::read_global(root, handle));
                 match global {
                     Some((seq, reference)) => {
                         self.machine
@@ -744,35 +790,25 @@ impl<H: Hooks> Snapc<H> {
     }
 
     fn attributes_path(&self) -> Option<PathBuf> {
-        self.snapshot_dir
-            .as_ref()
-            .map(|d| d.join("snapc-local.json"))
+        self.snapshot_dir.as_ref().map(|d| d.join(ATTRIBUTES_FILE))
     }
 
-    fn read_attributes(&self) -> serde_json::Map<String, serde_json::Value> {
+    fn read_attributes(&self) -> Attributes {
         self.attributes_path()
-            .and_then(|p| std::fs::read(p).ok())
-            .and_then(|b| serde_json::from_slice(&b).ok())
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|t| parse_attributes(&t))
             .unwrap_or_default()
     }
 
-    fn write_attributes(
-        &self,
-        attrs: &serde_json::Map<String, serde_json::Value>,
-    ) -> std::io::Result<()> {
+    fn write_attributes(&self, attrs: &Attributes) -> std::io::Result<()> {
         let Some(path) = self.attributes_path() else {
             return Ok(());
         };
-        crate::store::write_atomically(
-            &path,
-            serde_json::to_string_pretty(attrs)
-                .unwrap_or_default()
-                .as_bytes(),
-        )
+        crate::store::write_atomically(&path, format_attributes(attrs).as_bytes())
     }
 
     /// The snapshot's attributes as set so far (read from its file at the first use).
-    fn attrs_mut(&mut self) -> &mut serde_json::Map<String, serde_json::Value> {
+    fn attrs_mut(&mut self) -> &mut Attributes {
         if self.attrs.is_none() {
             self.attrs = Some(self.read_attributes());
         }
@@ -806,7 +842,7 @@ impl<H: Hooks> Snapc<H> {
             return Err(std::io::Error::other("no snapshot directory"));
         }
         let mut attrs = self.attrs.take().unwrap_or_else(|| self.read_attributes());
-        attrs.insert("synced".into(), true.into());
+        attrs.insert("synced".into(), "true".into());
         self.write_attributes(&attrs)?;
         match &self.snapshot_dir {
             Some(dir) => crate::store::sync_tree(dir),

@@ -2,8 +2,8 @@
 //! real FIFOs and signals, without blocking the caller's event loop except
 //! for the short bounded opens and writes of one frame.
 //!
-//! Shared by `snapc checkpoint --pid` ([`crate::direct`]) and the node daemon
-//! ([`crate::daemon`]); each owns the machine and the poll loop, and hands
+//! Shared by `snapc checkpoint --pid` (`snapc_runtime::direct`) and the node daemon
+//! (`snapc_runtime::daemon`); each owns the machine and the poll loop, and hands
 //! this the FIFO actions. Reads are registered and completed from the
 //! caller's `poll` ([`FifoIo::read_fds`], [`FifoIo::read_ready`]); the FIFO
 //! names and stopped processes are checked at each [`FifoIo::tick`].

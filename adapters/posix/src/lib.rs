@@ -1,23 +1,19 @@
 //! # snapc-posix
 //!
-//! The POSIX side of snapc: real FIFOs and signals ([`fifo`], [`signal`]),
-//! the application API ([`app`]), direct checkpoints ([`direct`]), the node
-//! daemon and launcher ([`daemon`]) with its snapshot store ([`snapstore`])
-//! and control socket ([`control`]), the demo ([`demo`]), the JSON form of
-//! the wire messages ([`json`]) and the `snapc` command ([`cli`]).
+//! What an application (or a Rust runtime) links to take part in snapc's
+//! checkpoints on a POSIX system: the application API ([`app`]), the
+//! handshake FIFOs and their private directory ([`fifo`]), the checkpoint
+//! signal ([`signal`]), the rank's link to its node daemon ([`link`]), the
+//! rank's side of the snapshot store ([`sstore`], [`store`]) and the FIFO
+//! half of a local coordinator ([`lcio`]).
+//!
+//! The `snapc` command, the node daemon and its store live in
+//! `snapc-runtime`; nothing here pulls them in.
 
 pub mod app;
-pub mod cli;
-pub mod control;
-pub mod counter;
-pub mod daemon;
-pub mod demo;
-pub mod direct;
 pub mod fifo;
-pub mod json;
 pub mod lcio;
 pub mod link;
-pub mod out;
 pub mod signal;
-pub mod snapstore;
+pub mod sstore;
 pub mod store;

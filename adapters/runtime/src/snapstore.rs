@@ -25,24 +25,11 @@
 //! started.
 
 use serde_json::Value;
+use snapc_posix::{sstore, store};
 use std::path::{Path, PathBuf};
 
 /// The metadata file of a complete snapshot.
 pub const METADATA: &str = "snapshot.json";
-
-/// Where rank `rank` writes snapshot `handle` under the staging root.
-pub fn staged_rank_dir(root: &Path, handle: u32, rank: u32) -> PathBuf {
-    root.join(handle.to_string()).join(format!("rank-{rank}"))
-}
-
-/// The sequence number and reference the daemon recorded for `handle`.
-pub fn read_global(root: &Path, handle: u32) -> Option<(i32, String)> {
-    let bytes = std::fs::read(root.join(format!("{handle}.global"))).ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    let seq = i32::try_from(v.get("seq")?.as_i64()?).ok()?;
-    let reference = v.get("reference")?.as_str()?.to_string();
-    Some((seq, reference))
-}
 
 /// Whether `name` is a usable job name (a single path component).
 pub fn valid_job_name(name: &str) -> bool {
@@ -179,9 +166,9 @@ impl JobStore {
             return Err(format!("snapshot {seq}: {} exists", target.display()));
         }
         let text = serde_json::to_string_pretty(metadata).unwrap_or_default();
-        crate::store::write_atomically(&dir.join(METADATA), text.as_bytes())
+        store::write_atomically(&dir.join(METADATA), text.as_bytes())
             .map_err(|e| err("writing the metadata", e))?;
-        crate::store::sync_tree(&dir).map_err(|e| err("syncing", e))?;
+        store::sync_tree(&dir).map_err(|e| err("syncing", e))?;
         std::fs::rename(&dir, &target).map_err(|e| err("renaming", e))?;
         std::fs::File::open(&self.root)
             .and_then(|f| f.sync_all())
@@ -191,9 +178,10 @@ impl JobStore {
 
     /// Records the established `seq` and `reference` of `handle` for the ranks.
     pub fn record_global(&self, handle: u32, seq: u32, reference: &str) {
-        let v = serde_json::json!({ "seq": seq, "reference": reference });
-        let path = self.staging.join(format!("{handle}.global"));
-        if let Err(e) = crate::store::write_atomically(&path, v.to_string().as_bytes()) {
+        let path = sstore::global_file(&self.staging, handle);
+        if let Err(e) =
+            store::write_atomically(&path, sstore::format_global(seq, reference).as_bytes())
+        {
             log::warn!("{}: {e}", path.display());
         }
     }
@@ -240,6 +228,7 @@ impl JobStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use snapc_posix::sstore::{read_global, staged_rank_dir};
 
     #[test]
     fn publish_discard_latest_and_prune() {

@@ -8,7 +8,7 @@
 //! | path | what |
 //! |---|---|
 //! | `J.ctl` | the control socket (`snapc checkpoint / status / quiesce`) |
-//! | `J.sock` | the ranks' socket (framed DSS messages, [`crate::link`]) |
+//! | `J.sock` | the ranks' socket (framed DSS messages, [`snapc_posix::link`]) |
 //! | `J.pipes/` | the job's pipe directory (handshake FIFOs) |
 //!
 //! The daemon removes all three when it exits. A daemon killed with SIGKILL
@@ -30,8 +30,8 @@
 //! The daemon accepts control connections from its own user only
 //! (SO_PEERCRED).
 
-use crate::fifo::PipeDir;
 use serde_json::Value;
+use snapc_posix::fifo::PipeDir;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -84,7 +84,7 @@ impl JobPaths {
         let _ = std::fs::remove_file(&self.sock);
         if let Ok(entries) = std::fs::read_dir(&self.pipes) {
             for e in entries.flatten() {
-                crate::fifo::remove_stale(&e.path());
+                snapc_posix::fifo::remove_stale(&e.path());
             }
         }
         let _ = std::fs::remove_dir(&self.pipes);

@@ -310,7 +310,7 @@ fn seconds(v: f64, what: &str) -> Result<std::time::Duration, String> {
 fn run(args: RunArgs) -> ExitCode {
     let store = match args.store {
         Some(s) => s,
-        None => match crate::app::Config::from_env() {
+        None => match snapc_posix::app::Config::from_env() {
             Ok(c) => c.store,
             Err(e) => return bad_input(e),
         },
@@ -557,9 +557,9 @@ fn checkpoint(args: CheckpointArgs) -> ExitCode {
     if args.pids.is_empty() {
         return daemon_checkpoint(&args);
     }
-    use crate::app::Config;
     use crate::direct::{DirectRequest, checkpoint};
-    use crate::fifo::PipeDir;
+    use snapc_posix::app::Config;
+    use snapc_posix::fifo::PipeDir;
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => return bad_input(e),
@@ -567,7 +567,7 @@ fn checkpoint(args: CheckpointArgs) -> ExitCode {
     let signal = match args
         .signal
         .as_deref()
-        .map(crate::signal::parse_signal)
+        .map(snapc_posix::signal::parse_signal)
         .transpose()
     {
         Ok(s) => s.unwrap_or(config.signal),
@@ -610,7 +610,7 @@ fn checkpoint(args: CheckpointArgs) -> ExitCode {
     for r in &results {
         all &= r.completed();
         let t = r.timings;
-        let snapshot = crate::app::standalone_snapshot_dir(&config.store, handle, r.pid);
+        let snapshot = snapc_posix::app::standalone_snapshot_dir(&config.store, handle, r.pid);
         if args.json {
             let v = serde_json::json!({
                 "pid": r.pid,

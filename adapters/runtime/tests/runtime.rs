@@ -156,7 +156,7 @@ impl Env {
     }
 
     fn snapshots(&self, job: &str) -> Vec<u32> {
-        snapc_posix::snapstore::complete_snapshots(&self.job_root(job))
+        snapc_runtime::snapstore::complete_snapshots(&self.job_root(job))
             .into_iter()
             .map(|(s, _)| s)
             .collect()
@@ -272,7 +272,7 @@ fn run_checkpoint_status_restart_to_the_same_result() {
                 .starts_with("snapc_global_snapshot_")
         );
     }
-    let meta = snapc_posix::snapstore::read_metadata(&env.job_root("basic").join("1")).unwrap();
+    let meta = snapc_runtime::snapstore::read_metadata(&env.job_root("basic").join("1")).unwrap();
     assert_eq!(meta["nranks"], 2);
     assert_eq!(meta["ranks"][1]["state"], "CONTINUE");
     assert!(meta["bytes"].as_u64().unwrap() > 0);
@@ -958,7 +958,7 @@ fn full_store_fails_the_checkpoint_clearly_and_the_next_one_works() {
         err.contains("snapshot store") && err.contains("No space left on device"),
         "{err}"
     );
-    assert!(snapc_posix::snapstore::latest(&root).is_none());
+    assert!(snapc_runtime::snapstore::latest(&root).is_none());
     // 2. One page left: the store takes the snapshot, the ranks' writes fail.
     std::fs::remove_file(&filler).unwrap();
     let filler = fs.fill(4096);
@@ -974,14 +974,14 @@ fn full_store_fails_the_checkpoint_clearly_and_the_next_one_works() {
         l.contains("No space left on device") && l.starts_with('[') && !l.starts_with("[snapc]")
     });
     assert!(
-        snapc_posix::snapstore::latest(&root).is_none(),
+        snapc_runtime::snapstore::latest(&root).is_none(),
         "no new latest snapshot"
     );
     // 3. Space freed: the next checkpoint works.
     std::fs::remove_file(&filler).unwrap();
     let (code, fin) = env.checkpoint("enospc", &["--wait"]);
     assert_eq!(code, 0, "{fin}");
-    let kept = snapc_posix::snapstore::complete_snapshots(&root);
+    let kept = snapc_runtime::snapstore::complete_snapshots(&root);
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(fin["seq"], kept[0].0);
     let (code, out) = job.finish(Duration::from_secs(60));

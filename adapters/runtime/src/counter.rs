@@ -29,9 +29,9 @@
 //! no daemon socket is set. `COUNTER_STALL=N` makes the prepare hook answer
 //! "not now" N times per checkpoint, to exercise stalls.
 
-use crate::app::{Config, Hooks, Snapc, Snapshot};
 use snapc_core::app::{CheckpointResult, Outcome, PrepareResult};
 use snapc_core::wire::{CrState, Request};
+use snapc_posix::app::{Config, Hooks, Snapc, Snapshot};
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;

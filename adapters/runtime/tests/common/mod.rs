@@ -45,7 +45,7 @@ pub fn counter_exe() -> std::path::PathBuf {
                 "build",
                 "--quiet",
                 "-p",
-                "snapc-posix",
+                "snapc-runtime",
                 "--example",
                 "counter",
             ]);

@@ -1,5 +1,5 @@
 //! A small iterative computation that links snapc; see
-//! [`snapc_posix::counter`] for its options and output.
+//! [`snapc_runtime::counter`] for its options and output.
 //!
 //! ```text
 //! counter [--run-for SECONDS | --steps N [--pace-us U]] [--request-checkpoint-at STEP]
@@ -7,5 +7,5 @@
 //! ```
 
 fn main() -> std::process::ExitCode {
-    snapc_posix::counter::main_with_args(std::env::args().skip(1))
+    snapc_runtime::counter::main_with_args(std::env::args().skip(1))
 }

@@ -3,10 +3,10 @@
 //! and supervising the ranks.
 //!
 //! One thread and one `poll` loop over: the ranks' socket and each rank's
-//! connection (framed DSS messages, [`crate::link`]), the control socket and
+//! connection (framed DSS messages, [`snapc_posix::link`]), the control socket and
 //! its clients ([`crate::control`]), each rank's stdout and stderr (printed
 //! with a `[rank]` prefix), and every handshake FIFO being read
-//! ([`crate::lcio::FifoIo`]). The loop wakes at least every
+//! ([`snapc_posix::lcio::FifoIo`]). The loop wakes at least every
 //! [`SUPERVISE_TICK`] to reap ranks, and every millisecond while FIFO names
 //! or stops are awaited.
 //!
@@ -36,9 +36,6 @@
 //! restart before anything is touched, and the job goes on.
 
 use crate::control::JobPaths;
-use crate::fifo::PipeDir;
-use crate::lcio::FifoIo;
-use crate::link::{FrameReader, Tag, encode_frame};
 use crate::snapstore::{self, JobStore};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
@@ -55,6 +52,9 @@ use snapc_core::wire::{
     CkptState, CrState, FromGc, JobOptions, Message, OpEvent, OpResponse, OrtedState, ProcessName,
     Request, RequestOp, StateCode, ToDaemon, ToGc,
 };
+use snapc_posix::fifo::PipeDir;
+use snapc_posix::lcio::FifoIo;
+use snapc_posix::link::{FrameReader, Tag, encode_frame};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -492,7 +492,7 @@ impl Daemon {
             opts.store.join(&opts.job).display()
         )))?;
         let jobid = ((std::process::id() & 0x7fff) << 16) | 1;
-        let config = crate::lcio::local_config(opts.timeout);
+        let config = snapc_posix::lcio::local_config(opts.timeout);
         let gc = GlobalCoordinator::new(
             GcConfig {
                 jobid,
@@ -1170,7 +1170,7 @@ impl Daemon {
                     }
                     self.op = Some(op);
                     if options.inc_recover_only && self.runtime_quiesce_end {
-                        // The ranks end their quiesce when they see this (crate::app).
+                        // The ranks end their quiesce when they see this (snapc_posix::app).
                         self.send_all_ranks(Tag::Snapc, &bytes);
                     }
                 } else if self.op.as_ref().is_some_and(|o| o.lc_skipped) {
@@ -1765,7 +1765,7 @@ impl Daemon {
         // Anything a rank left in the pipe directory.
         if let Ok(entries) = std::fs::read_dir(self.io.pipe_dir().path()) {
             for e in entries.flatten() {
-                crate::fifo::remove_stale(&e.path());
+                snapc_posix::fifo::remove_stale(&e.path());
             }
         }
         self.store.close();

@@ -17,9 +17,6 @@
 //! most one request at a time, so a repeated signal never starts a second
 //! handshake.
 
-use crate::fifo::PipeDir;
-use crate::lcio::FifoIo;
-pub use crate::lcio::RESIGNAL;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 use snapc_core::local::{Action, LocalCoordinator, Outcome, ProcessResult, SlotId, Timings};
@@ -27,6 +24,9 @@ use snapc_core::time::Instant as CoreInstant;
 use snapc_core::wire::{
     CkptState, CrState, JobDetail, JobOptions, JobState, ProcessName, StateCode,
 };
+use snapc_posix::fifo::PipeDir;
+use snapc_posix::lcio::FifoIo;
+pub use snapc_posix::lcio::RESIGNAL;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -231,7 +231,7 @@ impl Driver {
 
 /// Checkpoints every process of `req` concurrently; one result per pid, in the order given.
 pub fn checkpoint(req: DirectRequest) -> Result<Vec<DirectResult>, DirectError> {
-    let config = crate::lcio::local_config(req.timeout);
+    let config = snapc_posix::lcio::local_config(req.timeout);
     let io = FifoIo::new(
         req.pipe_dir.clone(),
         req.signal,

@@ -1,5 +1,5 @@
 //! The `snapc` command.
 
 fn main() -> std::process::ExitCode {
-    snapc_posix::cli::main()
+    snapc_runtime::cli::main()
 }

@@ -1,0 +1,19 @@
+//! # snapc-runtime
+//!
+//! The `snapc` command and what it runs: direct checkpoints of running
+//! processes ([`direct`]), the node daemon and launcher ([`daemon`]) with its
+//! snapshot store ([`snapstore`]) and control socket ([`control`]), the demo
+//! ([`demo`]) and its `counter` application ([`counter`]), the JSON form of
+//! the wire messages ([`json`]) and the command line ([`cli`]).
+//!
+//! Applications link `snapc-posix` only.
+
+pub mod cli;
+pub mod control;
+pub mod counter;
+pub mod daemon;
+pub mod demo;
+pub mod direct;
+pub mod json;
+pub mod out;
+pub mod snapstore;
