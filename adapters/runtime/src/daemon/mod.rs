@@ -1,0 +1,460 @@
+//! The node daemon and launcher (`snapc run`, `snapc restart`): one process
+//! holding the job's local coordinator and its global coordinator, launching
+//! and supervising the ranks.
+//!
+//! One thread and one `poll` loop over: the ranks' socket and each rank's
+//! connection (framed DSS messages, [`snapc_posix::link`]), the control socket and
+//! its clients ([`crate::control`]), each rank's stdout and stderr (printed
+//! with a `[rank]` prefix), and every handshake FIFO being read
+//! ([`snapc_posix::lcio::FifoIo`]). The loop wakes at least every
+//! [`SUPERVISE_TICK`] to reap ranks, and every millisecond while FIFO names
+//! or stops are awaited.
+//!
+//! The local coordinator (LC) and the global coordinator (GC) only talk
+//! through encoded messages, as if on two nodes: the LC's ORTED_STATE is
+//! encoded, queued, decoded and handed to the GC as LC 0; the GC's JOB_STATE
+//! likewise to the LC.
+//!
+//! Connections on the ranks' socket are identified with SO_PEERCRED: only a
+//! process of this user whose pid is a rank this daemon launched (and not yet
+//! connected) is accepted; its messages are taken as that rank's, whatever
+//! they claim. The control socket accepts this user's processes.
+//!
+//! The job is checkpointable once every rank connected (the daemon then
+//! sends the GC the job's INIT on rank 0's behalf; a rank may also send it).
+//! A rank that dies (a signal or a non-zero exit) ends the job as mpirun
+//! does: the others get SIGTERM, a checkpoint in progress fails, and the
+//! daemon exits once every rank is reaped, with the failed rank's status
+//! (128 + signal for a signal; the ranks it terminated because of it do not
+//! count). Otherwise the job's status is the ranks' worst (highest).
+//!
+//! A rank's RESTART request (the GC's Restart action) relaunches the job in
+//! place from the named snapshot of the store: the ranks are terminated
+//! (not counted as failures), started again with `SNAPC_RESTART_DIR`, and
+//! the GC is told once each reported its new pid (LOCAL_UPDATE). A snapshot
+//! that is missing, incomplete or not the one the handle names fails the
+//! restart before anything is touched, and the job goes on.
+//!
+//! The parts: `supervise.rs` (launch, output, reaping), `sockets.rs` (the
+//! ranks' and control connections), `pump.rs` (the LC and GC and the
+//! store), `commands.rs` (control requests, intervals), `restart.rs`.
+
+use crate::control::JobPaths;
+use crate::snapstore::{self, JobStore};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use snapc_core::global::{
+    self, Command as GcCommand, Config as GcConfig, GlobalCoordinator, OpKind, Placement, Report,
+    Snapshot,
+};
+use snapc_core::local::{self, LocalCoordinator, Outcome, ProcessResult};
+use snapc_core::time::Duration as CoreDuration;
+use snapc_core::wire::{
+    CkptState, CrState, FromGc, JobOptions, Message, OpEvent, OpResponse, OrtedState, ProcessName,
+    Request, RequestOp, StateCode, ToDaemon, ToGc,
+};
+use snapc_posix::fifo::PipeDir;
+use snapc_posix::lcio::FifoIo;
+use snapc_posix::link::{FrameReader, Tag, encode_frame};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+mod commands;
+mod pump;
+mod restart;
+mod sockets;
+mod supervise;
+
+use pump::{Op, Wire};
+pub use restart::restart_options;
+use restart::{RestartOutcome, RestartStep, Restarting};
+use sockets::Conn;
+use supervise::{OutPipe, RankProc, RankState, STOP_REQUESTED, install_stop_handlers, print_lines};
+
+/// The most ranks one daemon runs.
+pub const MAX_RANKS: usize = 256;
+
+/// The longest the loop sleeps while ranks run (reaping is polled).
+pub const SUPERVISE_TICK: Duration = Duration::from_millis(20);
+
+/// How long the daemon waits, once every rank is gone, for an operation in
+/// progress to end before it exits anyway.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+type Gc = GlobalCoordinator<OneNode, 1, 8>;
+
+/// Every rank on this node.
+#[derive(Debug, Clone, Copy)]
+struct OneNode(u32);
+
+impl Placement for OneNode {
+    fn host_of(&self, vpid: u32) -> Option<&str> {
+        (vpid < self.0).then_some("localhost")
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Number of ranks.
+    pub nranks: u32,
+    /// The job's name (run-directory and store entries).
+    pub job: String,
+    /// The snapshot store (`<store>/<job>/<seq>/`).
+    pub store: PathBuf,
+    /// Take a checkpoint this often.
+    pub interval: Option<Duration>,
+    /// Keep this many complete snapshots.
+    pub keep: Option<usize>,
+    /// The program and its arguments.
+    pub argv: Vec<String>,
+    /// The ranks' working directory (default: ours).
+    pub cwd: Option<PathBuf>,
+    /// A complete snapshot to restart every rank from.
+    pub restart_from: Option<PathBuf>,
+    /// The deadline of each wait on a rank's FIFOs (signal to names, open,
+    /// each write, the response).
+    pub timeout: Duration,
+}
+
+/// Why the job could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Something is wrong with the request.
+    #[error("{0}")]
+    Invalid(String),
+    /// A system operation failed.
+    #[error("{what}: {error}")]
+    Io {
+        /// What was attempted.
+        what: String,
+        /// The error.
+        error: std::io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
+    let what = what.into();
+    move |error| RunError::Io { what, error }
+}
+
+struct Daemon {
+    opts: RunOptions,
+    jobid: u32,
+    paths: JobPaths,
+    store: JobStore,
+    lc: Box<LocalCoordinator<MAX_RANKS>>,
+    gc: Box<Gc>,
+    io: FifoIo,
+    wire: VecDeque<Wire>,
+    ranks: Vec<RankProc>,
+    outs: Vec<OutPipe>,
+    rank_listener: UnixListener,
+    ctl_listener: UnixListener,
+    conns: HashMap<u64, Conn>,
+    next_conn: u64,
+    initialized: bool,
+    op: Option<Op>,
+    runtime_quiesce_end: bool,
+    quiesced: bool,
+    last_result: Option<Value>,
+    next_interval: Option<Instant>,
+    aborting: bool,
+    /// The status of the rank whose failure ended the job.
+    first_failure: Option<i32>,
+    all_gone_at: Option<Instant>,
+    euid: u32,
+    restarting: Option<Restarting>,
+    restart_outcome: Option<RestartOutcome>,
+}
+
+/// Runs the job to its end; the job's exit status (the ranks' worst).
+pub fn run(opts: RunOptions) -> Result<i32, RunError> {
+    if opts.nranks == 0 || opts.nranks as usize > MAX_RANKS {
+        return Err(RunError::Invalid(format!(
+            "-n must be between 1 and {MAX_RANKS}"
+        )));
+    }
+    if !snapstore::valid_job_name(&opts.job) {
+        return Err(RunError::Invalid(format!(
+            "job name {:?}: use letters, digits, '-', '_' and '.', not starting with '.'",
+            opts.job
+        )));
+    }
+    if opts.argv.is_empty() {
+        return Err(RunError::Invalid("no program to run".into()));
+    }
+    let run_dir = crate::control::run_dir().map_err(RunError::Invalid)?;
+    crate::control::remove_stale(&run_dir, &opts.job);
+    let paths = JobPaths::new(&run_dir, &opts.job);
+    if paths.ctl.exists() {
+        return Err(RunError::Invalid(format!(
+            "job {} is already running (its control socket is {})",
+            opts.job,
+            paths.ctl.display()
+        )));
+    }
+    let _ = std::fs::remove_file(&paths.sock);
+    let ctl_listener = UnixListener::bind(&paths.ctl)
+        .map_err(io_err(format!("binding {}", paths.ctl.display())))?;
+    let mut daemon = match Daemon::new(opts, paths.clone(), ctl_listener) {
+        Ok(d) => d,
+        Err(e) => {
+            paths.remove();
+            return Err(e);
+        }
+    };
+    install_stop_handlers();
+    let status = daemon.run_loop();
+    daemon.shutdown();
+    Ok(status)
+}
+
+impl Daemon {
+    fn new(
+        opts: RunOptions,
+        paths: JobPaths,
+        ctl_listener: UnixListener,
+    ) -> Result<Self, RunError> {
+        ctl_listener
+            .set_nonblocking(true)
+            .map_err(io_err("control socket"))?;
+        let rank_listener = UnixListener::bind(&paths.sock)
+            .map_err(io_err(format!("binding {}", paths.sock.display())))?;
+        rank_listener
+            .set_nonblocking(true)
+            .map_err(io_err("rank socket"))?;
+        let pipe_dir = PipeDir::open(&paths.pipes).map_err(|e| RunError::Invalid(e.to_string()))?;
+        let store = JobStore::open(&opts.store, &opts.job).map_err(io_err(format!(
+            "snapshot store {}",
+            opts.store.join(&opts.job).display()
+        )))?;
+        let jobid = ((std::process::id() & 0x7fff) << 16) | 1;
+        let config = snapc_posix::lcio::local_config(opts.timeout);
+        let gc = GlobalCoordinator::new(
+            GcConfig {
+                jobid,
+                nranks: opts.nranks,
+                deadlines: global::Deadlines::default(),
+            },
+            OneNode(opts.nranks),
+        );
+        let io = FifoIo::new(pipe_dir, Signal::SIGUSR1, opts.timeout, Instant::now());
+        let mut d = Self {
+            next_interval: opts.interval.map(|i| Instant::now() + i),
+            opts,
+            jobid,
+            paths,
+            store,
+            lc: Box::new(LocalCoordinator::new(config)),
+            gc: Box::new(gc),
+            io,
+            wire: VecDeque::new(),
+            ranks: Vec::new(),
+            outs: Vec::new(),
+            rank_listener,
+            ctl_listener,
+            conns: HashMap::new(),
+            next_conn: 0,
+            initialized: false,
+            op: None,
+            runtime_quiesce_end: false,
+            quiesced: false,
+            last_result: None,
+            aborting: false,
+            first_failure: None,
+            all_gone_at: None,
+            euid: nix::unistd::Uid::effective().as_raw(),
+            restarting: None,
+            restart_outcome: None,
+        };
+        if let Err(e) = d.launch() {
+            d.terminate_ranks(Signal::SIGKILL);
+            for r in &mut d.ranks {
+                let _ = r.child.wait();
+            }
+            d.store.close();
+            return Err(e);
+        }
+        Ok(d)
+    }
+
+    fn log(&self, msg: impl std::fmt::Display) {
+        crate::errln!("[snapc] {msg}");
+    }
+
+    fn run_loop(&mut self) -> i32 {
+        let mut stop_seen = false;
+        loop {
+            if STOP_REQUESTED.load(Ordering::Relaxed) && !stop_seen {
+                stop_seen = true;
+                self.log("stop requested: terminating the ranks");
+                self.aborting = true;
+                self.terminate_ranks(Signal::SIGTERM);
+            }
+            self.reap();
+            self.restart_tick();
+            self.pump();
+            self.io.tick(&mut self.lc);
+            self.pump();
+            self.interval_tick();
+            if self.finished() {
+                break;
+            }
+            self.wait();
+            let now = self.io.now();
+            if self.lc.poll_timeout().is_some_and(|d| d <= now) {
+                self.lc.handle_timeout(now);
+            }
+            if self.gc.poll_timeout().is_some_and(|d| d <= now) {
+                self.gc.handle_timeout(now);
+            }
+        }
+        self.drain_outputs();
+        // The rank whose failure ended the job, not the ones terminated because of it.
+        self.first_failure.unwrap_or_else(|| {
+            self.ranks
+                .iter()
+                .map(|r| r.state.status())
+                .max()
+                .unwrap_or(0)
+        })
+    }
+
+    fn finished(&mut self) -> bool {
+        if self.restarting.is_some() || self.ranks.iter().any(|r| r.state == RankState::Running) {
+            return false;
+        }
+        let since = *self.all_gone_at.get_or_insert_with(Instant::now);
+        let outputs_open = !self.outs.is_empty() && since.elapsed() < Duration::from_millis(500);
+        let busy = self.gc.is_busy() && since.elapsed() < EXIT_GRACE;
+        !(outputs_open || busy)
+    }
+
+    fn wait(&mut self) {
+        #[derive(Clone, Copy)]
+        enum Src {
+            RankListener,
+            CtlListener,
+            Conn(u64),
+            Out(usize),
+            Fifo(local::SlotId),
+            Names,
+        }
+        let now = self.io.now();
+        let mut cap = SUPERVISE_TICK;
+        if let Some(tick) = self.io.tick_within() {
+            cap = cap.min(tick);
+        }
+        for t in [self.lc.poll_timeout(), self.gc.poll_timeout()]
+            .into_iter()
+            .flatten()
+        {
+            cap = cap.min(Duration::from(t.saturating_duration_since(now)));
+        }
+        if let Some(next) = self.next_interval {
+            cap = cap.min(next.saturating_duration_since(Instant::now()));
+        }
+        if let Some(r) = &self.restarting {
+            let at = match r.step {
+                RestartStep::Stopping {
+                    kill_at,
+                    killed: false,
+                    ..
+                } => kill_at,
+                RestartStep::Stopping { give_up_at, .. } => give_up_at,
+                RestartStep::Starting { deadline } => deadline,
+            };
+            cap = cap.min(at.saturating_duration_since(Instant::now()));
+        }
+        let ready: Vec<Src> = {
+            let mut srcs = vec![Src::RankListener, Src::CtlListener];
+            let mut fds = vec![
+                PollFd::new(self.rank_listener.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.ctl_listener.as_fd(), PollFlags::POLLIN),
+            ];
+            for (id, c) in &self.conns {
+                srcs.push(Src::Conn(*id));
+                fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
+            }
+            for (i, o) in self.outs.iter().enumerate() {
+                srcs.push(Src::Out(i));
+                fds.push(PollFd::new(o.file.as_fd(), PollFlags::POLLIN));
+            }
+            let reads = self.io.read_fds();
+            for (slot, fd) in &reads {
+                srcs.push(Src::Fifo(*slot));
+                fds.push(PollFd::new(*fd, PollFlags::POLLIN));
+            }
+            // A name appeared: only a wakeup, the loop's next tick scans.
+            if let Some(fd) = self.io.notify_fd() {
+                srcs.push(Src::Names);
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
+            let ms = u16::try_from(cap.as_millis()).unwrap_or(u16::MAX);
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(n) if n > 0 => srcs
+                    .iter()
+                    .zip(fds.iter())
+                    .filter(|(_, fd)| fd.revents().is_some_and(|r| !r.is_empty()))
+                    .map(|(s, _)| *s)
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        let mut closed_outs = Vec::new();
+        for src in ready {
+            match src {
+                Src::RankListener => self.accept_ranks(),
+                Src::CtlListener => self.accept_controls(),
+                Src::Conn(id) => self.conn_ready(id),
+                Src::Out(i) => {
+                    if !self.out_ready(i) {
+                        closed_outs.push(i);
+                    }
+                }
+                Src::Fifo(slot) => self.io.read_ready(&mut self.lc, slot),
+                Src::Names => {}
+            }
+        }
+        closed_outs.sort_unstable();
+        for i in closed_outs.into_iter().rev() {
+            let mut o = self.outs.remove(i);
+            if !o.buf.is_empty() {
+                o.buf.push(b'\n');
+                print_lines(&mut o);
+            }
+        }
+        self.io.fail_orphan_reads(&mut self.lc);
+    }
+
+    fn shutdown(&mut self) {
+        let waiters: Vec<u64> = self
+            .op
+            .as_ref()
+            .map(|o| o.waiters.clone())
+            .unwrap_or_default();
+        for id in waiters {
+            self.control_error(id, "the job ended before the operation finished".into());
+        }
+        self.conns.clear();
+        // Anything a rank left in the pipe directory.
+        if let Ok(entries) = std::fs::read_dir(self.io.pipe_dir().path()) {
+            for e in entries.flatten() {
+                snapc_posix::fifo::remove_stale(&e.path());
+            }
+        }
+        self.store.close();
+        self.paths.remove();
+    }
+}

@@ -1,0 +1,407 @@
+//! The local and global coordinators and the messages between them; the
+//! operation the daemon follows, and its publication in the store.
+
+use super::*;
+
+/// Messages between the LC and the GC, encoded.
+pub(super) enum Wire {
+    ToGc(Vec<u8>),
+    ToLc(Vec<u8>),
+}
+
+/// A GC action without borrows.
+pub(super) enum GcOut {
+    Job {
+        bytes: Vec<u8>,
+        state: CkptState,
+        detail: Option<(u32, JobOptions)>,
+    },
+    ToRank(u32, FromGc<'static>),
+    Established(Snapshot),
+    Migrate,
+    Restart {
+        seq_num: i32,
+        handle: String,
+    },
+    Finished(Report<1>),
+}
+
+/// The operation the daemon follows.
+pub(super) struct Op {
+    pub(super) kind: &'static str,
+    pub(super) handle: u32,
+    pub(super) gc_seq: Option<u32>,
+    pub(super) started: Instant,
+    pub(super) results: BTreeMap<u32, ProcessResult>,
+    pub(super) waiters: Vec<u64>,
+    /// The store refused the snapshot: the LC was not started, the daemon
+    /// answers for it.
+    pub(super) lc_skipped: bool,
+    pub(super) error: Option<String>,
+    pub(super) published: Option<(u32, PathBuf, String, u64)>,
+}
+
+pub(super) fn emit<'a, M: Message<'a>>(m: &M) -> Vec<u8> {
+    let mut buf = vec![0u8; m.buffer_len()];
+    match m.emit(&mut buf) {
+        Ok(n) => buf.truncate(n),
+        Err(e) => {
+            log::error!("encoding failed: {e}");
+            buf.clear();
+        }
+    }
+    buf
+}
+
+pub(super) fn ms(d: CoreDuration) -> f64 {
+    d.as_micros() as f64 / 1000.0
+}
+
+pub(super) fn opt_ms(d: Option<CoreDuration>) -> Option<f64> {
+    d.map(ms)
+}
+
+pub(super) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+pub(super) fn timings_json(t: &local::Timings) -> Value {
+    json!({
+        "fifos": opt_ms(t.fifos), "open": opt_ms(t.open), "options": opt_ms(t.options),
+        "response": opt_ms(t.response), "go_ahead": opt_ms(t.go_ahead),
+        "final_state": opt_ms(t.final_state), "stop": opt_ms(t.stop), "total": ms(t.total),
+    })
+}
+
+pub(super) fn outcome_name(o: Outcome) -> String {
+    match o {
+        Outcome::State(s) => s.name().to_string(),
+        Outcome::Failed(f) => format!("failed: {f}"),
+    }
+}
+
+impl Daemon {
+    /// Carries out every action of both machines and delivers the messages
+    /// between them until nothing moves.
+    pub(super) fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(a) = self.lc.poll_action() {
+                moved = true;
+                match self.io.execute(&mut self.lc, a) {
+                    Some(local::Action::SendToGc(o)) => {
+                        self.wire.push_back(Wire::ToGc(emit(&ToGc::OrtedState(o))));
+                    }
+                    Some(local::Action::Report(r)) => self.on_report(r),
+                    _ => {}
+                }
+            }
+            while let Some(out) = self.poll_gc() {
+                moved = true;
+                self.on_gc(out);
+            }
+            if let Some(msg) = self.wire.pop_front() {
+                moved = true;
+                self.deliver(msg);
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    pub(super) fn poll_gc(&mut self) -> Option<GcOut> {
+        Some(match self.gc.poll_action()? {
+            global::Action::JobState(js) => GcOut::Job {
+                bytes: emit(&FromGc::JobState(js)),
+                state: js.state.state,
+                detail: js.detail.map(|d| (d.handle, d.options)),
+            },
+            global::Action::ToRank { vpid, msg } => GcOut::ToRank(vpid, msg),
+            global::Action::Established(s) => GcOut::Established(s),
+            global::Action::Migrate { .. } => GcOut::Migrate,
+            global::Action::Restart { seq_num, handle } => GcOut::Restart {
+                seq_num,
+                handle: handle.to_string(),
+            },
+            global::Action::Finished(r) => GcOut::Finished(r),
+        })
+    }
+
+    pub(super) fn deliver(&mut self, msg: Wire) {
+        let now = self.io.now();
+        match msg {
+            Wire::ToGc(bytes) => match ToGc::parse(&bytes) {
+                Ok(ToGc::OrtedState(o)) => {
+                    if let Err(e) = self.gc.handle_orted_state(now, 0, o) {
+                        log::warn!("ORTED_STATE refused: {e}");
+                    }
+                }
+                other => log::error!("LC to GC: unexpected {other:?}"),
+            },
+            Wire::ToLc(bytes) => match FromGc::parse(&bytes) {
+                Ok(FromGc::JobState(js)) => {
+                    if let Err(e) = self.lc.handle_job_state(now, &js) {
+                        log::warn!("JOB_STATE ignored: {e}");
+                    }
+                }
+                other => log::error!("GC to LC: unexpected {other:?}"),
+            },
+        }
+    }
+
+    pub(super) fn answer_for_lc(&mut self, state: CkptState) {
+        let o = OrtedState {
+            quick: true,
+            state: StateCode::plain(state),
+        };
+        self.wire.push_back(Wire::ToGc(emit(&ToGc::OrtedState(o))));
+    }
+
+    pub(super) fn on_gc(&mut self, out: GcOut) {
+        let now = self.io.now();
+        match out {
+            GcOut::Job {
+                bytes,
+                state,
+                detail,
+            } => {
+                if let (CkptState::Running, Some((handle, options))) = (state, detail) {
+                    let kind = if options.inc_recover_only {
+                        "quiesce_end"
+                    } else if options.inc_prep_only {
+                        "quiesce_start"
+                    } else {
+                        "checkpoint"
+                    };
+                    let mut op = Op {
+                        kind,
+                        handle,
+                        gc_seq: None,
+                        started: Instant::now(),
+                        results: BTreeMap::new(),
+                        waiters: Vec::new(),
+                        lc_skipped: false,
+                        error: None,
+                        published: None,
+                    };
+                    if let Some(prev) = self.op.take() {
+                        op.waiters = prev.waiters;
+                    }
+                    if kind == "checkpoint"
+                        && let Err(e) = self.store.prepare(handle)
+                    {
+                        self.log(format!("checkpoint refused: {e}"));
+                        op.error = Some(e);
+                        op.lc_skipped = true;
+                        self.op = Some(op);
+                        self.answer_for_lc(CkptState::Error);
+                        return;
+                    }
+                    self.op = Some(op);
+                    if options.inc_recover_only && self.runtime_quiesce_end {
+                        // The ranks end their quiesce when they see this (snapc_posix::app).
+                        self.send_all_ranks(Tag::Snapc, &bytes);
+                    }
+                } else if self.op.as_ref().is_some_and(|o| o.lc_skipped) {
+                    self.answer_for_lc(CkptState::Recovered);
+                    return;
+                }
+                self.wire.push_back(Wire::ToLc(bytes));
+            }
+            GcOut::ToRank(vpid, mut msg) => {
+                let failed = self
+                    .op
+                    .as_ref()
+                    .is_some_and(|o| o.error.is_some() || o.published.is_none());
+                if let FromGc::OpResponse(OpResponse {
+                    op_event: OpEvent::Checkpoint,
+                    op_state: Some(0),
+                }) = msg
+                    && failed
+                {
+                    msg = FromGc::OpResponse(OpResponse {
+                        op_event: OpEvent::Checkpoint,
+                        op_state: Some(OpResponse::FAILED),
+                    });
+                }
+                let bytes = emit(&msg);
+                self.send_rank(vpid, Tag::SnapcFull, &bytes);
+            }
+            GcOut::Established(s) => self.establish(&s),
+            GcOut::Migrate => {
+                self.log("migration is not supported on one node: refused");
+                let _ = self.gc.handle_migration_done(now, false);
+            }
+            GcOut::Restart { seq_num, handle } => self.begin_restart(seq_num, &handle),
+            GcOut::Finished(r) => self.finish(&r),
+        }
+    }
+
+    pub(super) fn on_report(&mut self, r: ProcessResult) {
+        let total = self.opts.nranks;
+        let Some(op) = self.op.as_mut() else {
+            return;
+        };
+        op.results.insert(r.name.vpid, r);
+        let done = op.results.len();
+        let ev = json!({"event": "progress", "done": done, "total": total});
+        let waiters = op.waiters.clone();
+        for id in waiters {
+            self.send_control(id, &ev);
+        }
+    }
+
+    pub(super) fn establish(&mut self, s: &Snapshot) {
+        let seq = self.store.seq(s.seq);
+        let nranks = self.opts.nranks;
+        let Some(op) = self.op.as_mut() else {
+            self.log(format!(
+                "snapshot {} (handle {}) not recorded: no checkpoint was followed",
+                s.seq, s.handle
+            ));
+            return;
+        };
+        op.gc_seq = Some(s.seq);
+        let complete = (0..nranks).all(|r| {
+            op.results.get(&r).is_some_and(|p| {
+                matches!(p.outcome, Outcome::State(CrState::Continue | CrState::Term))
+            })
+        });
+        if !complete {
+            op.error = Some(format!(
+                "snapshot {seq}: only {} of {nranks} ranks took part",
+                op.results.len()
+            ));
+            return;
+        }
+        let staged = self.store.staging().join(s.handle.to_string());
+        let mut total = 0;
+        let ranks: Vec<Value> = op
+            .results
+            .values()
+            .map(|p| {
+                let bytes = snapstore::tree_size(&staged.join(format!("rank-{}", p.name.vpid)));
+                total += bytes;
+                json!({
+                    "rank": p.name.vpid, "pid": p.pid, "state": outcome_name(p.outcome),
+                    "dir": format!("rank-{}", p.name.vpid), "bytes": bytes,
+                    "handshake": p.n, "timings_ms": timings_json(&p.timings),
+                })
+            })
+            .collect();
+        let meta = json!({
+            "job": self.opts.job, "jobid": self.jobid, "seq": seq, "gc_seq": s.seq,
+            "handle": s.handle, "reference": s.reference.as_str(), "nranks": nranks,
+            "argv": self.opts.argv,
+            "cwd": self.opts.cwd.clone().or_else(|| std::env::current_dir().ok()),
+            "created_unix_ms": unix_ms(),
+            "duration_ms": op.started.elapsed().as_secs_f64() * 1000.0,
+            "bytes": total, "ranks": ranks,
+        });
+        match self.store.publish(s.handle, seq, &meta) {
+            Ok(dir) => {
+                self.store
+                    .record_global(s.handle, seq, s.reference.as_str());
+                op.published = Some((seq, dir, s.reference.as_str().to_string(), total));
+            }
+            Err(e) => {
+                crate::errln!("[snapc] checkpoint failed: {e}");
+                op.error = Some(e);
+            }
+        }
+    }
+
+    pub(super) fn finish(&mut self, r: &Report<1>) {
+        if matches!(r.kind, OpKind::Restart) {
+            self.finish_restart(r);
+            return;
+        }
+        let Some(op) = self.op.take() else {
+            return;
+        };
+        let kind = op.kind;
+        let checkpoint = matches!(r.kind, OpKind::Checkpoint);
+        let ok = r.ok && op.error.is_none() && (!checkpoint || op.published.is_some());
+        // Why a rank could not write its snapshot is in its own log; a full
+        // store is worth saying here (before the discard frees space).
+        let full = (checkpoint && !ok).then(|| self.store.full()).flatten();
+        if checkpoint && !ok {
+            self.store.discard(op.handle);
+        }
+        match r.kind {
+            OpKind::QuiesceStart if ok => self.quiesced = true,
+            OpKind::QuiesceEnd => {
+                self.quiesced = false;
+                self.runtime_quiesce_end = false;
+            }
+            _ => {}
+        }
+        let error = if ok {
+            None
+        } else {
+            let mut why: Vec<String> = op
+                .results
+                .values()
+                .filter_map(|p| match p.outcome {
+                    Outcome::State(CrState::Continue | CrState::Term | CrState::Running) => None,
+                    o => Some(format!("rank {}: {}", p.name.vpid, outcome_name(o))),
+                })
+                .collect();
+            if let Some(e) = &op.error {
+                why.insert(0, e.clone());
+            }
+            if let Some(f) = full.filter(|_| op.error.is_none()) {
+                why.push(f);
+            }
+            if why.is_empty() {
+                why.push(match r.failure {
+                    Some(f) => format!("{f:?}"),
+                    None => "failed".into(),
+                });
+            }
+            Some(why.join("; "))
+        };
+        let seq = op.published.as_ref().map(|p| p.0).or(r
+            .seq
+            .and_then(|s| u32::try_from(s).ok())
+            .map(|s| self.store.seq(s)));
+        let ev = json!({
+            "event": "finished", "op": kind, "ok": ok, "seq": seq,
+            "reference": op.published.as_ref().map(|p| p.2.clone()),
+            "dir": op.published.as_ref().map(|p| p.1.display().to_string()),
+            "bytes": op.published.as_ref().map(|p| p.3),
+            "handle": op.handle, "error": error,
+            "duration_ms": op.started.elapsed().as_secs_f64() * 1000.0,
+            "ranks": op.results.values().map(|p| json!({
+                "rank": p.name.vpid, "pid": p.pid, "state": outcome_name(p.outcome),
+                "timings_ms": timings_json(&p.timings),
+            })).collect::<Vec<_>>(),
+        });
+        match (&error, &op.published) {
+            (None, Some((seq, dir, _, bytes))) => self.log(format!(
+                "checkpoint {seq}: complete in {:.1} ms, {bytes} bytes, {}",
+                op.started.elapsed().as_secs_f64() * 1000.0,
+                dir.display()
+            )),
+            (None, None) => self.log(format!("{kind}: done")),
+            (Some(e), _) => self.log(format!("{kind} failed: {e}")),
+        }
+        for id in &op.waiters {
+            self.send_control(*id, &ev);
+            self.conns.remove(id);
+        }
+        if ok
+            && checkpoint
+            && let Some(k) = self.opts.keep
+        {
+            let removed = self.store.prune(k);
+            if !removed.is_empty() {
+                self.log(format!("pruned snapshots {removed:?} (--keep {k})"));
+            }
+        }
+        self.last_result = Some(ev);
+    }
+}
