@@ -2,6 +2,8 @@
 //! few helpers around it.
 #![allow(dead_code)] // each test file uses its own part
 
+pub mod jobs;
+
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use snapc_core::wire::ChannelNames;

@@ -1,0 +1,277 @@
+//! Jobs under `snapc run` for the real-process tests: a private run
+//! directory and store per test, the `snapc` command, and helpers around
+//! jobs, their output and their snapshots.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const SNAPC: &str = env!("CARGO_BIN_EXE_snapc");
+
+pub struct Env {
+    pub run: tempfile::TempDir,
+    pub store: tempfile::TempDir,
+}
+
+pub struct Job {
+    pub name: String,
+    pub child: Child,
+    pub lines: Receiver<String>,
+    pub out: Vec<String>,
+    /// Its standard error (the daemon's log), also echoed to ours.
+    pub err: Arc<Mutex<Vec<String>>>,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        Self {
+            run: tempfile::tempdir().unwrap(),
+            store: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn snapc(&self) -> Command {
+        let mut c = Command::new(SNAPC);
+        c.env("SNAPC_RUN_DIR", self.run.path())
+            .env_remove("SNAPC_DAEMON_SOCKET")
+            .env_remove("SNAPC_RESTART_DIR")
+            .env_remove("SNAPC_STORE");
+        c
+    }
+
+    pub fn spawn(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> Job {
+        let mut c = self.snapc();
+        c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().expect("spawn snapc");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let err = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&err);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Job {
+            name: name.into(),
+            child,
+            lines,
+            out: Vec::new(),
+            err,
+        }
+    }
+
+    /// `snapc run -n N --job NAME --store STORE [extra] -- counter ARGS`.
+    pub fn run(
+        &self,
+        name: &str,
+        n: u32,
+        extra: &[&str],
+        counter: &[&str],
+        env: &[(&str, &str)],
+    ) -> Job {
+        let exe = super::counter_exe();
+        let n = n.to_string();
+        let store = self.store.path().display().to_string();
+        let exe = exe.display().to_string();
+        let mut args = vec!["run", "-n", &n, "--job", name, "--store", &store];
+        args.extend_from_slice(extra);
+        args.push("--");
+        args.push(&exe);
+        args.extend_from_slice(counter);
+        self.spawn(name, &args, env)
+    }
+
+    /// Runs a `snapc` command; its exit code, stdout JSON lines and stderr.
+    pub fn cmd(&self, args: &[&str]) -> (i32, Vec<Value>, String) {
+        let out = self.snapc().args(args).output().unwrap();
+        let json = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (
+            out.status.code().unwrap_or(-1),
+            json,
+            String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout),
+        )
+    }
+
+    pub fn status(&self, job: &str) -> Option<Value> {
+        self.cmd(&["status", "--job", job, "--json"])
+            .1
+            .into_iter()
+            .next()
+    }
+
+    /// Waits until every rank of `job` connected.
+    pub fn ready(&self, job: &Job) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self
+                .status(&job.name)
+                .filter(|s| s["checkpointable"] == true)
+            {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {} never became ready",
+                job.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `snapc checkpoint --job J --wait --json [extra]`: exit code and the last event.
+    pub fn checkpoint(&self, job: &str, extra: &[&str]) -> (i32, Value) {
+        let mut args = vec!["checkpoint", "--job", job, "--json"];
+        args.extend_from_slice(extra);
+        let (code, events, _) = self.cmd(&args);
+        (code, events.last().cloned().unwrap_or(Value::Null))
+    }
+
+    pub fn job_root(&self, job: &str) -> PathBuf {
+        self.store.path().join(job)
+    }
+
+    pub fn snapshots(&self, job: &str) -> Vec<u32> {
+        snapc_runtime::snapstore::complete_snapshots(&self.job_root(job))
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect()
+    }
+
+    /// Nothing left: no entry in the run directory, no FIFO or staging
+    /// directory in the store.
+    pub fn assert_clean(&self) {
+        let left: Vec<_> = std::fs::read_dir(self.run.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "left in the run directory: {left:?}");
+        assert_no_leftovers(self.store.path());
+    }
+}
+
+pub fn assert_no_leftovers(dir: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let t = e.file_type().unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        assert!(
+            !t.is_fifo() && !t.is_socket(),
+            "left: {}",
+            e.path().display()
+        );
+        assert!(
+            !name.starts_with(".staging-"),
+            "left: {}",
+            e.path().display()
+        );
+        if t.is_dir() {
+            assert_no_leftovers(&e.path());
+        }
+    }
+}
+
+impl Job {
+    pub fn finish(mut self, within: Duration) -> (i32, Vec<String>) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(300)) {
+                    self.out.push(l);
+                }
+                use std::os::unix::process::ExitStatusExt;
+                let code = status
+                    .code()
+                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+                return (code, self.out);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("job {} did not end; output: {:?}", self.name, self.out);
+            }
+            while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(20)) {
+                self.out.push(l);
+            }
+        }
+    }
+}
+
+pub fn results(lines: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = lines
+        .iter()
+        .filter(|l| l.contains("] result "))
+        .cloned()
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn pid_of(status: &Value, rank: usize) -> i32 {
+    status["ranks"][rank]["pid"].as_i64().unwrap() as i32
+}
+
+pub fn kill(pid: i32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+}
+
+/// Steps and pace for a job of about `secs` seconds.
+pub const PACE: &str = "2000";
+pub fn steps_for(secs: f64) -> String {
+    ((secs * 500.0) as u64 * 2000).to_string()
+}
+
+pub fn alive(pid: i32) -> bool {
+    // A zombie counts as gone.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|c| c != 'Z' && c != 'X')
+    })
+}
+
+/// Waits until a line of `log` satisfies `pred`; all of it.
+pub fn wait_log(
+    log: &Arc<Mutex<Vec<String>>>,
+    within: Duration,
+    pred: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let lines = log.lock().unwrap().clone();
+        if lines.iter().any(|l| pred(l)) {
+            return lines;
+        }
+        assert!(Instant::now() < deadline, "not in the log: {lines:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `start steps=` of each rank's runs, in order.
+pub fn starts(out: &[String], rank: u32) -> Vec<u64> {
+    let prefix = format!("[{rank}] start steps=");
+    out.iter()
+        .filter_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+        .collect()
+}
