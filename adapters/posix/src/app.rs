@@ -24,6 +24,7 @@
 use crate::fifo::{Channel, FifoError, PipeDir};
 use crate::link::{DaemonLink, LinkError, Tag};
 use crate::signal::{self, CHECKPOINT_FLAG, SignalError};
+use crate::store::{DirError, PrivateDir};
 use nix::sys::signal::Signal;
 use snapc_core::app::RequestError;
 use snapc_core::app::{
@@ -315,8 +316,9 @@ pub struct Snapc<H: Hooks> {
     dir: PipeDir,
     store: PathBuf,
     channel: Option<Channel>,
-    /// The snapshot directory of the handshake in progress.
-    snapshot_dir: Option<PathBuf>,
+    /// The snapshot directory of the handshake in progress (private,
+    /// reached through its descriptor).
+    snapshot_dir: Option<PrivateDir>,
     /// The snapshot's attributes (`snapc-local.json`) set since the last
     /// write: kept here and written once, durably, by the sync step (or as
     /// they are at teardown if no sync came), instead of one durable
@@ -683,7 +685,7 @@ impl<H: Hooks> Snapc<H> {
             Action::Checkpoint { handle, options } => {
                 let r = match &self.snapshot_dir {
                     Some(dir) => self.hooks.checkpoint(&Snapshot {
-                        dir: dir.clone(),
+                        dir: dir.path().to_path_buf(),
                         handle,
                         options,
                     }),
@@ -731,20 +733,24 @@ impl<H: Hooks> Snapc<H> {
         }
     }
 
-    /// Standalone stable storage: `<store>/<handle>/pid-<pid>/`, attributes in `snapc-local.json`.
+    /// Stable storage: the daemon's staging directory
+    /// (`<root>/<handle>/rank-<rank>/`) or, standalone,
+    /// `<store>/<handle>/pid-<pid>/`; attributes in [`ATTRIBUTES_FILE`].
+    /// Every directory is private and reached through descriptors
+    /// ([`crate::store`]).
     fn sstore(&mut self, op: SstoreOp) {
         let now = self.now();
         match op {
             SstoreOp::Register { handle } => {
-                let dir = match &self.snapshot_root {
-                    Some(root) => crate::sstore::staged_rank_dir(root, handle, self.rank),
-                    None => standalone_snapshot_dir(&self.store, handle, std::process::id()),
-                };
                 self.flush_attributes();
+                let dir = match &self.snapshot_root {
+                    Some(root) => crate::sstore::open_rank_dir(root, handle, self.rank),
+                    None => open_standalone_dir(&self.store, handle, std::process::id()),
+                };
                 // A failure surfaces at ReadLocation, which the machine awaits.
-                match std::fs::create_dir_all(&dir) {
-                    Ok(()) => self.snapshot_dir = Some(dir),
-                    Err(e) => log::warn!("snapshot directory {}: {e}", dir.display()),
+                match dir {
+                    Ok(d) => self.snapshot_dir = Some(d),
+                    Err(e) => log::warn!("snapshot directory: {e}"),
                 }
             }
             SstoreOp::ReadLocation { .. } => {
@@ -789,22 +795,19 @@ impl<H: Hooks> Snapc<H> {
         }
     }
 
-    fn attributes_path(&self) -> Option<PathBuf> {
-        self.snapshot_dir.as_ref().map(|d| d.join(ATTRIBUTES_FILE))
-    }
-
     fn read_attributes(&self) -> Attributes {
-        self.attributes_path()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .map(|t| parse_attributes(&t))
+        self.snapshot_dir
+            .as_ref()
+            .and_then(|d| d.read_file(ATTRIBUTES_FILE).ok())
+            .map(|t| parse_attributes(&String::from_utf8_lossy(&t)))
             .unwrap_or_default()
     }
 
-    fn write_attributes(&self, attrs: &Attributes) -> std::io::Result<()> {
-        let Some(path) = self.attributes_path() else {
-            return Ok(());
-        };
-        crate::store::write_atomically(&path, format_attributes(attrs).as_bytes())
+    fn write_attributes(&self, attrs: &Attributes) -> Result<(), DirError> {
+        match &self.snapshot_dir {
+            Some(d) => d.write_atomically(ATTRIBUTES_FILE, format_attributes(attrs).as_bytes()),
+            None => Ok(()),
+        }
     }
 
     /// The snapshot's attributes as set so far (read from its file at the first use).
@@ -845,7 +848,7 @@ impl<H: Hooks> Snapc<H> {
         attrs.insert("synced".into(), "true".into());
         self.write_attributes(&attrs)?;
         match &self.snapshot_dir {
-            Some(dir) => crate::store::sync_tree(dir),
+            Some(dir) => Ok(dir.sync_tree()?),
             None => Ok(()),
         }
     }
@@ -867,6 +870,14 @@ fn send_message(
 /// Where a standalone process with `pid` puts its snapshot for `handle`.
 pub fn standalone_snapshot_dir(store: &Path, handle: u32, pid: u32) -> PathBuf {
     store.join(handle.to_string()).join(format!("pid-{pid}"))
+}
+
+/// Opens (creating, 0700) [`standalone_snapshot_dir`]: the store is
+/// refused unless it is a private directory of this user.
+pub fn open_standalone_dir(store: &Path, handle: u32, pid: u32) -> Result<PrivateDir, DirError> {
+    PrivateDir::open(store, true)?
+        .open_sub(&handle.to_string(), true)?
+        .open_sub(&format!("pid-{pid}"), true)
 }
 
 fn log_outcome(outcome: &Outcome) {

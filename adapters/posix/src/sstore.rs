@@ -8,9 +8,17 @@
 //! ```
 //!
 //! The runtime (the node daemon) owns the rest of the store: it sets
-//! `SNAPC_SNAPSHOT_ROOT` to its staging directory, publishes complete
-//! snapshots under their sequence numbers and writes the `.global` files.
+//! `SNAPC_SNAPSHOT_ROOT` to its staging directory, creates `<handle>/`
+//! before it asks the ranks for the snapshot, publishes complete snapshots
+//! under their sequence numbers and writes the `.global` files.
+//!
+//! Every directory here is private ([`PrivateDir`]): the staging root and
+//! `<handle>/` are checked when opened (never created by the rank, so a
+//! rank that comes late to a checkpoint the runtime already threw away
+//! writes nothing), `rank-<r>/` is created 0700, and all of it is reached
+//! through descriptors without following symlinks.
 
+use crate::store::{DirError, PrivateDir};
 use std::path::{Path, PathBuf};
 
 /// Where rank `rank` writes snapshot `handle` under the staging root.
@@ -18,20 +26,40 @@ pub fn staged_rank_dir(root: &Path, handle: u32, rank: u32) -> PathBuf {
     root.join(handle.to_string()).join(format!("rank-{rank}"))
 }
 
+/// Opens (creating `rank-<rank>/`) where rank `rank` writes snapshot
+/// `handle` under the staging root: the root and `<handle>/` must exist
+/// and be private.
+pub fn open_rank_dir(root: &Path, handle: u32, rank: u32) -> Result<PrivateDir, DirError> {
+    PrivateDir::open(root, false)?
+        .open_sub(&handle.to_string(), false)?
+        .open_sub(&format!("rank-{rank}"), true)
+}
+
+/// The name of the file holding the established sequence number and
+/// reference of `handle`, in the staging root.
+pub fn global_name(handle: u32) -> String {
+    format!("{handle}.global")
+}
+
 /// The file holding the established sequence number and reference of `handle`.
 pub fn global_file(root: &Path, handle: u32) -> PathBuf {
-    root.join(format!("{handle}.global"))
+    root.join(global_name(handle))
 }
 
 /// The contents of a `.global` file.
-pub fn format_global(seq: u32, reference: &str) -> String {
+pub fn format_global(seq: u64, reference: &str) -> String {
     format!("{seq}\n{reference}\n")
 }
 
 /// The sequence number and reference the runtime recorded for `handle`.
+/// A sequence number the protocol cannot carry (over `i32::MAX`) reads as
+/// -1, the protocol's "unknown".
 pub fn read_global(root: &Path, handle: u32) -> Option<(i32, String)> {
-    let text = std::fs::read_to_string(global_file(root, handle)).ok()?;
-    parse_global(&text)
+    let bytes = PrivateDir::open(root, false)
+        .ok()?
+        .read_file(&global_name(handle))
+        .ok()?;
+    parse_global(std::str::from_utf8(&bytes).ok()?)
 }
 
 fn parse_global(text: &str) -> Option<(i32, String)> {
@@ -40,7 +68,8 @@ fn parse_global(text: &str) -> Option<(i32, String)> {
     if reference.contains('\n') {
         return None;
     }
-    Some((seq.parse().ok()?, reference.to_string()))
+    let seq: u64 = seq.parse().ok()?;
+    Some((i32::try_from(seq).unwrap_or(-1), reference.to_string()))
 }
 
 #[cfg(test)]
@@ -57,5 +86,9 @@ mod tests {
         assert_eq!(parse_global("7\nref"), None);
         assert_eq!(parse_global("x\nref\n"), None);
         assert_eq!(parse_global("7\na\nb\n"), None);
+        assert_eq!(
+            parse_global(&format_global(1 << 40, "r")),
+            Some((-1, "r".into()))
+        );
     }
 }

@@ -11,9 +11,14 @@
 //! | `J.sock` | the ranks' socket (framed DSS messages, [`snapc_posix::link`]) |
 //! | `J.pipes/` | the job's pipe directory (handshake FIFOs) |
 //!
-//! The daemon removes all three when it exits. A daemon killed with SIGKILL
-//! cannot: the next command that looks the job up finds nobody listening
-//! and removes them ([`remove_stale`]).
+//! | `J.lock` | held (`flock`) by the job's daemon for its whole life |
+//!
+//! The daemon removes them all when it exits. A daemon killed with SIGKILL
+//! cannot: the next command that looks the job up finds the lock free (the
+//! kernel released it with the process) and removes them
+//! ([`remove_stale`]). Only a free lock makes a job's files stale: a
+//! connection that fails for any other reason (a daemon too busy to
+//! accept, a client out of file descriptors) removes nothing.
 //!
 //! Control protocol: the client sends one JSON object on one line; the daemon
 //! answers with JSON lines, each with an `"event"`:
@@ -31,7 +36,7 @@
 //! (SO_PEERCRED).
 
 use serde_json::Value;
-use snapc_posix::fifo::PipeDir;
+use snapc_posix::store::{FileLock, PrivateDir};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -51,8 +56,28 @@ pub fn run_dir() -> Result<PathBuf, String> {
         .unwrap_or_else(|| {
             std::env::temp_dir().join(format!("snapc-run-{}", nix::unistd::Uid::effective()))
         });
-    PipeDir::open(&path)
+    PrivateDir::open(&path, true)
         .map(|d| d.path().to_path_buf())
+        .map_err(|e| format!("run directory: {e}"))
+}
+
+/// A job name fit for the run directory and the store (one plain path
+/// component), or why not.
+pub fn check_job_name(job: &str) -> Result<(), String> {
+    if crate::snapstore::valid_job_name(job) {
+        Ok(())
+    } else {
+        Err(format!(
+            "job name {job:?}: use up to 64 letters, digits, '-', '_' and '.', not starting with '.'"
+        ))
+    }
+}
+
+/// The lock of job `job` in `run_dir`, if no live daemon holds it.
+pub fn try_lock(run_dir: &Path, job: &str) -> Result<Option<FileLock>, String> {
+    check_job_name(job)?;
+    PrivateDir::open(run_dir, false)
+        .and_then(|d| d.try_lock_file(&format!("{job}.lock")))
         .map_err(|e| e.to_string())
 }
 
@@ -65,6 +90,8 @@ pub struct JobPaths {
     pub sock: PathBuf,
     /// The pipe directory.
     pub pipes: PathBuf,
+    /// The daemon's lock.
+    pub lock: PathBuf,
 }
 
 impl JobPaths {
@@ -74,11 +101,13 @@ impl JobPaths {
             ctl: run_dir.join(format!("{job}.ctl")),
             sock: run_dir.join(format!("{job}.sock")),
             pipes: run_dir.join(format!("{job}.pipes")),
+            lock: run_dir.join(format!("{job}.lock")),
         }
     }
 
     /// Removes all three (the pipe directory only with what a dead job
     /// left: FIFOs, nothing else).
+    /// The lock file is the daemon's (or [`remove_stale`]'s) to remove.
     pub fn remove(&self) {
         let _ = std::fs::remove_file(&self.ctl);
         let _ = std::fs::remove_file(&self.sock);
@@ -91,42 +120,57 @@ impl JobPaths {
     }
 }
 
-/// Whether a daemon listens on `ctl`.
-fn listening(ctl: &Path) -> bool {
-    UnixStream::connect(ctl).is_ok()
-}
-
-/// Removes the files of a job whose daemon is gone; true if it did.
+/// Removes the files of a job whose daemon is gone (its lock is free);
+/// true if there were any. A lock that is held, or cannot be checked,
+/// removes nothing.
 pub fn remove_stale(run_dir: &Path, job: &str) -> bool {
     let paths = JobPaths::new(run_dir, job);
-    if paths.ctl.exists() && !listening(&paths.ctl) {
-        paths.remove();
-        return true;
+    match try_lock(run_dir, job) {
+        Ok(Some(_lock)) => {
+            let found = [&paths.ctl, &paths.sock, &paths.pipes]
+                .iter()
+                .any(|p| p.symlink_metadata().is_ok());
+            paths.remove();
+            // Unlinked while held: a daemon starting now locks a new file.
+            let _ = std::fs::remove_file(&paths.lock);
+            found
+        }
+        Ok(None) => false,
+        Err(e) => {
+            log::warn!("job {job}: cannot tell whether its daemon runs: {e}");
+            false
+        }
     }
-    false
 }
 
 /// The jobs whose daemon runs (stale entries are removed on the way).
 pub fn jobs() -> Result<Vec<String>, String> {
     let dir = run_dir()?;
-    let mut jobs: Vec<String> = std::fs::read_dir(&dir)
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .flatten()
         .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_suffix(".ctl")
+            let name = e.file_name();
+            let name = name.to_str()?;
+            name.strip_suffix(".ctl")
+                .or_else(|| name.strip_suffix(".lock"))
                 .map(str::to_string)
         })
-        .filter(|job| !remove_stale(&dir, job))
+        .filter(|job| crate::snapstore::valid_job_name(job))
         .collect();
-    jobs.sort();
+    names.sort();
+    names.dedup();
+    let jobs = names
+        .into_iter()
+        .filter(|job| !remove_stale(&dir, job) && JobPaths::new(&dir, job).ctl.exists())
+        .collect();
     Ok(jobs)
 }
 
 /// The job to talk to: `job` if given, else the only one running.
 pub fn pick_job(job: Option<&str>) -> Result<String, String> {
     if let Some(j) = job {
+        check_job_name(j)?;
         return Ok(j.to_string());
     }
     let jobs = jobs()?;
@@ -149,6 +193,7 @@ pub struct Client {
 impl Client {
     /// Connects to job `job`'s daemon and sends `request`.
     pub fn send(job: &str, request: &Value) -> Result<Self, String> {
+        check_job_name(job)?;
         let dir = run_dir()?;
         let paths = JobPaths::new(&dir, job);
         let mut stream = UnixStream::connect(&paths.ctl).map_err(|e| {

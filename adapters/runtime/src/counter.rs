@@ -52,10 +52,15 @@ impl State {
     }
 
     fn save(&self, dir: &Path) -> std::io::Result<()> {
-        std::fs::write(
-            dir.join("state"),
-            format!("{} {}\n", self.steps, self.checksum),
-        )
+        use std::os::unix::fs::OpenOptionsExt;
+        // Private, as the snapshot directory it goes into.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(dir.join("state"))?;
+        write!(f, "{} {}\n", self.steps, self.checksum)
     }
 
     fn load(dir: &Path) -> Result<Self, String> {
@@ -129,7 +134,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
     let mut pace = Duration::ZERO;
     let mut request_at: Option<u64> = None;
     let mut restart_at: Option<u64> = None;
-    let mut restart_seq: Option<u32> = None;
+    let mut restart_seq: Option<u64> = None;
     while let Some(arg) = args.next() {
         let value = args.next();
         match (arg.as_str(), value) {
@@ -281,7 +286,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
 /// The snapshot to ask a restart from (`seq`, else the latest complete one
 /// in `job_store`) and its reference, from its metadata ("unknown" when it
 /// has none: the daemon then refuses the restart).
-fn restart_target(job_store: Option<&Path>, seq: Option<u32>) -> (i32, String) {
+fn restart_target(job_store: Option<&Path>, seq: Option<u64>) -> (i32, String) {
     let seq = seq.or_else(|| job_store.and_then(crate::snapstore::latest).map(|(s, _)| s));
     let reference = match (job_store, seq) {
         (Some(root), Some(s)) => crate::snapstore::read_metadata(&root.join(s.to_string()))

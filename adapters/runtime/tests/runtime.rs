@@ -267,7 +267,7 @@ fn unwritable_store_fails_the_checkpoint_clearly_and_the_next_one_works() {
     assert_eq!(fin["ok"], false, "{fin}");
     let err = fin["error"].as_str().unwrap();
     assert!(
-        err.contains("snapshot store") && err.contains("Not a directory"),
+        err.contains("snapshot store") && err.contains("not a directory"),
         "{err}"
     );
     assert!(env.snapshots("full").is_empty());

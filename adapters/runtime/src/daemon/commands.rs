@@ -45,7 +45,7 @@ impl Daemon {
     }
 
     /// Gives the GC a command; the handle of the operation it started.
-    pub(super) fn start(&mut self, cmd: GcCommand) -> Result<(u32, Option<u32>), String> {
+    pub(super) fn start(&mut self, cmd: GcCommand) -> Result<(u32, Option<u64>), String> {
         let next = self.gc.next_seq();
         if let Err(e) = self.gc.handle_command(self.io.now(), cmd) {
             let busy = match &self.op {
@@ -86,28 +86,28 @@ impl Daemon {
     }
 
     pub(super) fn control(&mut self, id: u64, line: &[u8]) {
-        let req: Value = match serde_json::from_slice(line) {
-            Ok(v) => v,
+        let req = match parse_request(line) {
+            Ok(r) => r,
             Err(e) => {
                 self.control_error(id, format!("malformed request: {e}"));
                 return;
             }
         };
-        let flag = |k: &str| req.get(k).and_then(Value::as_bool).unwrap_or(false);
+        let flag = |k: &str| req.flag(k);
         let wait = flag("wait");
-        let cmd = match req.get("op").and_then(Value::as_str) {
-            Some("status") => {
+        let cmd = match req.op.as_str() {
+            "status" => {
                 let s = self.status();
                 self.send_control(id, &s);
                 self.conns.remove(&id);
                 return;
             }
-            Some("checkpoint") => GcCommand::Checkpoint {
+            "checkpoint" => GcCommand::Checkpoint {
                 term: flag("term"),
                 stop: flag("stop"),
             },
-            Some("quiesce_start") => GcCommand::QuiesceStart,
-            Some("quiesce_end") => GcCommand::QuiesceEnd,
+            "quiesce_start" => GcCommand::QuiesceStart,
+            "quiesce_end" => GcCommand::QuiesceEnd,
             other => {
                 self.control_error(id, format!("unknown request {other:?}"));
                 return;
@@ -182,5 +182,87 @@ impl Daemon {
             })),
             "interval_s": self.opts.interval.map(|d| d.as_secs_f64()),
         })
+    }
+}
+
+/// A control request: its `op` and its other fields, each checked against
+/// [`FIELDS`].
+pub(super) struct ControlRequest {
+    pub(super) op: String,
+    pub(super) fields: serde_json::Map<String, Value>,
+}
+
+impl ControlRequest {
+    /// A boolean field (false when absent).
+    pub(super) fn flag(&self, name: &str) -> bool {
+        self.fields
+            .get(name)
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+}
+
+/// What a field's value must be.
+#[derive(Clone, Copy)]
+enum Kind {
+    Bool,
+}
+
+/// The fields a request may carry besides `op`, with their types.
+const FIELDS: [(&str, Kind); 3] = [
+    ("term", Kind::Bool),
+    ("stop", Kind::Bool),
+    ("wait", Kind::Bool),
+];
+
+/// Parses one request line strictly: a JSON object with a string `op` and
+/// only known fields, each of its own type; anything else is refused with
+/// what is wrong, rather than taken with a default.
+pub(super) fn parse_request(line: &[u8]) -> Result<ControlRequest, String> {
+    let v: Value = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+    let Value::Object(mut fields) = v else {
+        return Err("a request is a JSON object".into());
+    };
+    let op = match fields.remove("op") {
+        Some(Value::String(s)) => s,
+        Some(other) => return Err(format!("\"op\" must be a string, not {other}")),
+        None => return Err("no \"op\"".into()),
+    };
+    for (name, value) in &fields {
+        let Some((_, kind)) = FIELDS.iter().find(|(f, _)| f == name) else {
+            return Err(format!("unknown field {name:?}"));
+        };
+        match (kind, value) {
+            (Kind::Bool, Value::Bool(_)) => {}
+            (Kind::Bool, other) => {
+                return Err(format!("{name:?} must be true or false, not {other}"));
+            }
+        }
+    }
+    Ok(ControlRequest { op, fields })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_request;
+
+    #[test]
+    fn requests_are_type_checked() {
+        let r = parse_request(br#"{"op":"checkpoint","term":true,"wait":false}"#).unwrap();
+        assert_eq!(r.op, "checkpoint");
+        assert!(r.flag("term") && !r.flag("wait") && !r.flag("stop"));
+        for (bad, why) in [
+            (
+                &br#"{"op":"checkpoint","term":"yes"}"#[..],
+                "\"term\" must be true or false",
+            ),
+            (br#"{"op":1}"#, "\"op\" must be a string"),
+            (br#"{"op":"status","x":true}"#, "unknown field \"x\""),
+            (br#"["op"]"#, "JSON object"),
+            (br#"{"wait":true}"#, "no \"op\""),
+        ] {
+            let e = parse_request(bad).err().unwrap();
+            assert!(e.contains(why), "{e}");
+        }
     }
 }

@@ -195,28 +195,38 @@ pub fn run(opts: RunOptions) -> Result<i32, RunError> {
         return Err(RunError::Invalid("no program to run".into()));
     }
     let run_dir = crate::control::run_dir().map_err(RunError::Invalid)?;
-    crate::control::remove_stale(&run_dir, &opts.job);
     let paths = JobPaths::new(&run_dir, &opts.job);
-    if paths.ctl.exists() {
+    // Held for the daemon's life: while it is, the job's files are live.
+    let Some(lock) = crate::control::try_lock(&run_dir, &opts.job).map_err(RunError::Invalid)?
+    else {
         return Err(RunError::Invalid(format!(
             "job {} is already running (its control socket is {})",
             opts.job,
             paths.ctl.display()
         )));
-    }
-    let _ = std::fs::remove_file(&paths.sock);
-    let ctl_listener = UnixListener::bind(&paths.ctl)
-        .map_err(io_err(format!("binding {}", paths.ctl.display())))?;
+    };
+    // Whatever is there was left by a daemon that is gone.
+    paths.remove();
+    let ctl_listener = match UnixListener::bind(&paths.ctl) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = std::fs::remove_file(&paths.lock);
+            return Err(io_err(format!("binding {}", paths.ctl.display()))(e));
+        }
+    };
     let mut daemon = match Daemon::new(opts, paths.clone(), ctl_listener) {
         Ok(d) => d,
         Err(e) => {
             paths.remove();
+            let _ = std::fs::remove_file(&paths.lock);
             return Err(e);
         }
     };
     install_stop_handlers();
     let status = daemon.run_loop();
     daemon.shutdown();
+    let _ = std::fs::remove_file(&paths.lock);
+    drop(lock);
     Ok(status)
 }
 
@@ -235,10 +245,8 @@ impl Daemon {
             .set_nonblocking(true)
             .map_err(io_err("rank socket"))?;
         let pipe_dir = PipeDir::open(&paths.pipes).map_err(|e| RunError::Invalid(e.to_string()))?;
-        let store = JobStore::open(&opts.store, &opts.job).map_err(io_err(format!(
-            "snapshot store {}",
-            opts.store.join(&opts.job).display()
-        )))?;
+        let store = JobStore::open(&opts.store, &opts.job)
+            .map_err(|e| RunError::Invalid(format!("snapshot store: {e}")))?;
         let jobid = ((std::process::id() & 0x7fff) << 16) | 1;
         let config = snapc_posix::lcio::local_config(opts.timeout);
         let gc = GlobalCoordinator::new(

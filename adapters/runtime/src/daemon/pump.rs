@@ -38,7 +38,7 @@ pub(super) struct Op {
     /// answers for it.
     pub(super) lc_skipped: bool,
     pub(super) error: Option<String>,
-    pub(super) published: Option<(u32, PathBuf, String, u64)>,
+    pub(super) published: Option<(u64, PathBuf, String, u64)>,
 }
 
 pub(super) fn emit<'a, M: Message<'a>>(m: &M) -> Vec<u8> {
@@ -190,7 +190,9 @@ impl Daemon {
                     if let Some(prev) = self.op.take() {
                         op.waiters = prev.waiters;
                     }
-                    if kind == "checkpoint"
+                    // A quiesce's handle gets its directory too: the ranks
+                    // register it, and a quiesced checkpoint writes into it.
+                    if kind != "quiesce_end"
                         && let Err(e) = self.store.prepare(handle)
                     {
                         self.log(format!("checkpoint refused: {e}"));
@@ -277,13 +279,16 @@ impl Daemon {
             ));
             return;
         }
-        let staged = self.store.staging().join(s.handle.to_string());
+        let staged = self.store.staged(s.handle).ok();
         let mut total = 0;
         let ranks: Vec<Value> = op
             .results
             .values()
             .map(|p| {
-                let bytes = snapstore::tree_size(&staged.join(format!("rank-{}", p.name.vpid)));
+                let bytes = staged
+                    .as_ref()
+                    .and_then(|d| d.open_sub(&format!("rank-{}", p.name.vpid), false).ok())
+                    .map_or(0, |d| d.tree_size());
                 total += bytes;
                 json!({
                     "rank": p.name.vpid, "pid": p.pid, "state": outcome_name(p.outcome),

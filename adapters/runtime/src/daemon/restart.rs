@@ -23,7 +23,7 @@ pub(super) enum RestartStep {
 /// Restart action, from a rank's REQUEST_OP RESTART).
 #[derive(Debug, Clone)]
 pub(super) struct Restarting {
-    pub(super) seq: u32,
+    pub(super) seq: u64,
     pub(super) dir: PathBuf,
     pub(super) step: RestartStep,
     pub(super) started: Instant,
@@ -31,7 +31,7 @@ pub(super) struct Restarting {
 
 /// How a restart ended, for the GC's report of it.
 pub(super) struct RestartOutcome {
-    pub(super) seq: Option<u32>,
+    pub(super) seq: Option<u64>,
     pub(super) dir: Option<PathBuf>,
     pub(super) error: Option<String>,
     pub(super) started: Instant,
@@ -42,39 +42,68 @@ pub(super) const RESTART_TERM_GRACE: Duration = Duration::from_secs(2);
 pub(super) const RESTART_KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// The options to relaunch the snapshot at `path` (`<store>/<job>[/<seq>]`).
+///
+/// Before anything of the snapshot's metadata is used (it names the
+/// program to run), the whole snapshot is checked: the store, the job
+/// directory, the snapshot and everything in it must be this user's and
+/// writable by nobody else, and are reached without following symlinks.
 pub fn restart_options(path: &std::path::Path) -> Result<RunOptions, String> {
-    use crate::snapstore;
+    use crate::snapstore::{self, METADATA};
+    use snapc_posix::store::PrivateDir;
+    use std::path::Component;
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let dir = if path.join(snapstore::METADATA).is_file() {
-        path
-    } else if path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.parse::<u32>().is_ok())
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
     {
         return Err(format!(
-            "{}: not a complete snapshot (no {})",
-            path.display(),
-            snapstore::METADATA
+            "{}: name the snapshot without '.' or '..' components",
+            path.display()
         ));
-    } else {
-        snapstore::latest(&path)
-            .map(|(_, d)| d)
-            .ok_or_else(|| format!("{}: no complete snapshot", path.display()))?
+    }
+    let name = |p: &std::path::Path| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+            .ok_or_else(|| format!("{}: not <store>/<job>[/<seq>]", path.display()))
     };
-    let meta = snapstore::read_metadata(&dir)?;
-    let job_root = dir
+    let last = name(&path)?;
+    let given_seq = snapstore::seq_of(&last);
+    let job_path = match given_seq {
+        Some(_) => path.parent().unwrap_or(&path).to_path_buf(),
+        None => path.clone(),
+    };
+    let job = name(&job_path)?;
+    if !snapstore::valid_job_name(&job) {
+        return Err(format!(
+            "{}: {job:?} is not a job directory of a snapshot store",
+            job_path.display()
+        ));
+    }
+    let store_path = job_path
         .parent()
-        .ok_or_else(|| format!("{}: no job directory", dir.display()))?;
-    let job = job_root
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| format!("{}: no job name", job_root.display()))?
-        .to_string();
-    let store = job_root
-        .parent()
-        .ok_or_else(|| format!("{}: no store", job_root.display()))?
+        .ok_or_else(|| format!("{}: no store", job_path.display()))?
         .to_path_buf();
+    let e = |e: snapc_posix::store::DirError| e.to_string();
+    let job_dir = PrivateDir::open(&store_path, false)
+        .and_then(|s| s.open_sub(&job, false))
+        .map_err(e)?;
+    let seq_name = match given_seq {
+        Some(_) => last,
+        None => snapstore::complete_in(&job_dir)
+            .pop()
+            .map(|(_, n)| n)
+            .ok_or_else(|| format!("{}: no complete snapshot", path.display()))?,
+    };
+    let dir = job_dir.open_sub(&seq_name, false).map_err(e)?;
+    if dir.stat(METADATA).ok().flatten().is_none() {
+        return Err(format!(
+            "{}: not a complete snapshot (no {METADATA})",
+            dir.path().display()
+        ));
+    }
+    dir.check_tree().map_err(e)?;
+    let meta = snapstore::metadata_in(&dir)?;
     let nranks = meta
         .get("nranks")
         .and_then(serde_json::Value::as_u64)
@@ -93,15 +122,15 @@ pub fn restart_options(path: &std::path::Path) -> Result<RunOptions, String> {
         return Err("the metadata has no program".into());
     }
     for r in 0..nranks {
-        let d = dir.join(format!("rank-{r}"));
-        if !d.is_dir() {
-            return Err(format!("{}: missing", d.display()));
+        let rank = format!("rank-{r}");
+        if !dir.is_dir(&rank) {
+            return Err(format!("{}: missing", dir.path().join(rank).display()));
         }
     }
     Ok(RunOptions {
         nranks,
         job,
-        store,
+        store: store_path,
         interval: None,
         keep: None,
         argv,
@@ -110,7 +139,7 @@ pub fn restart_options(path: &std::path::Path) -> Result<RunOptions, String> {
             .and_then(serde_json::Value::as_str)
             .map(std::path::PathBuf::from)
             .filter(|p| p.is_dir()),
-        restart_from: Some(dir),
+        restart_from: Some(dir.path().to_path_buf()),
         timeout: std::time::Duration::from_secs(10),
     })
 }
@@ -129,7 +158,7 @@ impl Daemon {
                     "restart refused: {e}; the job goes on with its current ranks"
                 ));
                 self.restart_outcome = Some(RestartOutcome {
-                    seq: u32::try_from(seq_num).ok(),
+                    seq: u64::try_from(seq_num).ok(),
                     dir: None,
                     error: Some(e),
                     started,
@@ -166,11 +195,11 @@ impl Daemon {
         &self,
         seq_num: i32,
         handle: &str,
-    ) -> Result<(u32, RunOptions), String> {
-        let seq = u32::try_from(seq_num)
+    ) -> Result<(u64, RunOptions), String> {
+        let seq = u64::try_from(seq_num)
             .map_err(|_| format!("sequence number {seq_num} names no snapshot"))?;
         let dir = self.store.root().join(seq.to_string());
-        if !dir.is_dir() {
+        if !self.store.root_dir().is_dir(&seq.to_string()) {
             return Err(format!(
                 "snapshot {seq} of job {}: {} does not exist",
                 self.opts.job,
@@ -302,7 +331,7 @@ impl Daemon {
     /// The GC's report of a restart: logged, and kept as the last result.
     pub(super) fn finish_restart(&mut self, r: &Report<1>) {
         let o = self.restart_outcome.take().unwrap_or(RestartOutcome {
-            seq: r.seq.and_then(|s| u32::try_from(s).ok()),
+            seq: r.seq.and_then(|s| u64::try_from(s).ok()),
             dir: None,
             error: Some(match r.failure {
                 Some(f) => format!("{f:?}"),

@@ -45,10 +45,16 @@ impl Env {
 
     pub fn spawn(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> Job {
         let mut c = self.snapc();
-        c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.args(args);
         for (k, v) in env {
             c.env(k, v);
         }
+        Self::spawn_cmd(name, c)
+    }
+
+    /// Starts `c` (a `snapc` command line), collecting its output.
+    pub fn spawn_cmd(name: &str, mut c: Command) -> Job {
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = c.spawn().expect("spawn snapc");
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
@@ -77,6 +83,20 @@ impl Env {
         }
     }
 
+    /// The arguments of `snapc run -n N --job NAME --store STORE [extra] -- counter ARGS`.
+    pub fn run_args(&self, name: &str, n: u32, extra: &[&str], counter: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = ["run", "-n", &n.to_string(), "--job", name, "--store"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.push(self.store.path().display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push("--".into());
+        args.push(super::counter_exe().display().to_string());
+        args.extend(counter.iter().map(|s| s.to_string()));
+        args
+    }
+
     /// `snapc run -n N --job NAME --store STORE [extra] -- counter ARGS`.
     pub fn run(
         &self,
@@ -86,15 +106,8 @@ impl Env {
         counter: &[&str],
         env: &[(&str, &str)],
     ) -> Job {
-        let exe = super::counter_exe();
-        let n = n.to_string();
-        let store = self.store.path().display().to_string();
-        let exe = exe.display().to_string();
-        let mut args = vec!["run", "-n", &n, "--job", name, "--store", &store];
-        args.extend_from_slice(extra);
-        args.push("--");
-        args.push(&exe);
-        args.extend_from_slice(counter);
+        let args = self.run_args(name, n, extra, counter);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.spawn(name, &args, env)
     }
 
@@ -151,7 +164,7 @@ impl Env {
         self.store.path().join(job)
     }
 
-    pub fn snapshots(&self, job: &str) -> Vec<u32> {
+    pub fn snapshots(&self, job: &str) -> Vec<u64> {
         snapc_runtime::snapstore::complete_snapshots(&self.job_root(job))
             .into_iter()
             .map(|(s, _)| s)
