@@ -60,7 +60,7 @@ impl State {
             .mode(0o600)
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(dir.join("state"))?;
-        write!(f, "{} {}\n", self.steps, self.checksum)
+        writeln!(f, "{} {}", self.steps, self.checksum)
     }
 
     fn load(dir: &Path) -> Result<Self, String> {
