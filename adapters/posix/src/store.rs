@@ -576,22 +576,25 @@ impl PrivateDir {
         }
     }
 
-    /// An exclusive `flock` on the file `name` (created 0600 if missing,
-    /// never through a symlink), if nobody else holds one (`None` then).
+    /// An exclusive `flock` on the file `name` (created 0600 if missing
+    /// and `create`, never through a symlink), if nobody else holds one
+    /// (`None` then, and when it does not exist and may not be created).
     /// The lock is on the file the name has now: a holder that removed the
     /// name before this caller locked its old file is noticed and the
     /// lock taken again on the new one, so two callers never both hold it.
-    pub fn try_lock_file(&self, name: &str) -> Result<Option<FileLock>, DirError> {
+    pub fn try_lock_file(&self, name: &str, create: bool) -> Result<Option<FileLock>, DirError> {
         use nix::fcntl::{Flock, FlockArg};
         let path = self.child(name)?;
+        let mut flags = OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        if create {
+            flags |= OFlag::O_CREAT;
+        }
         for _ in 0..16 {
-            let fd = openat(
-                self.fd.as_fd(),
-                name,
-                OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                Mode::S_IRUSR | Mode::S_IWUSR,
-            )
-            .map_err(self.sys(name, "open"))?;
+            let fd = match openat(self.fd.as_fd(), name, flags, Mode::S_IRUSR | Mode::S_IWUSR) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT) if !create => return Ok(None),
+                Err(e) => return Err(self.sys(name, "open")(e)),
+            };
             let st = fstat(&fd).map_err(self.sys(name, "fstat"))?;
             if let Some(reason) = unsafe_reason(&st, SFlag::S_IFREG) {
                 return Err(DirError::Unsafe { path, reason });
@@ -723,13 +726,17 @@ mod tests {
     fn a_lock_file_has_one_holder() {
         let t = tempfile::tempdir().unwrap();
         let d = PrivateDir::open(t.path().join("d"), true).unwrap();
-        let held = d.try_lock_file("j.lock").unwrap().expect("free");
-        assert!(d.try_lock_file("j.lock").unwrap().is_none(), "held");
+        assert!(
+            d.try_lock_file("j.lock", false).unwrap().is_none(),
+            "absent"
+        );
+        let held = d.try_lock_file("j.lock", true).unwrap().expect("free");
+        assert!(d.try_lock_file("j.lock", true).unwrap().is_none(), "held");
         // The holder removes the name: the next caller locks a new file.
         d.remove_file("j.lock").unwrap();
-        assert!(d.try_lock_file("j.lock").unwrap().is_some());
+        assert!(d.try_lock_file("j.lock", true).unwrap().is_some());
         drop(held);
         symlink(t.path(), d.path().join("k.lock")).unwrap();
-        assert!(d.try_lock_file("k.lock").is_err());
+        assert!(d.try_lock_file("k.lock", true).is_err());
     }
 }

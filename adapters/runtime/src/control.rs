@@ -73,11 +73,12 @@ pub fn check_job_name(job: &str) -> Result<(), String> {
     }
 }
 
-/// The lock of job `job` in `run_dir`, if no live daemon holds it.
-pub fn try_lock(run_dir: &Path, job: &str) -> Result<Option<FileLock>, String> {
+/// The lock of job `job` in `run_dir` (created when `create`), if no
+/// live daemon holds it.
+pub fn try_lock(run_dir: &Path, job: &str, create: bool) -> Result<Option<FileLock>, String> {
     check_job_name(job)?;
     PrivateDir::open(run_dir, false)
-        .and_then(|d| d.try_lock_file(&format!("{job}.lock")))
+        .and_then(|d| d.try_lock_file(&format!("{job}.lock"), create))
         .map_err(|e| e.to_string())
 }
 
@@ -125,14 +126,26 @@ impl JobPaths {
 /// removes nothing.
 pub fn remove_stale(run_dir: &Path, job: &str) -> bool {
     let paths = JobPaths::new(run_dir, job);
-    match try_lock(run_dir, job) {
+    let found = || {
+        [&paths.ctl, &paths.sock, &paths.pipes]
+            .iter()
+            .any(|p| p.symlink_metadata().is_ok())
+    };
+    match try_lock(run_dir, job, false) {
         Ok(Some(_lock)) => {
-            let found = [&paths.ctl, &paths.sock, &paths.pipes]
-                .iter()
-                .any(|p| p.symlink_metadata().is_ok());
+            let found = found();
             paths.remove();
             // Unlinked while held: a daemon starting now locks a new file.
             let _ = std::fs::remove_file(&paths.lock);
+            found
+        }
+        // No lock file: nothing runs (a daemon takes it before anything
+        // else); whatever is there was left by an older snapc.
+        Ok(None) if paths.lock.symlink_metadata().is_err() => {
+            let found = found();
+            if found {
+                paths.remove();
+            }
             found
         }
         Ok(None) => false,

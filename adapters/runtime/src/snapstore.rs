@@ -368,6 +368,77 @@ mod tests {
         assert_eq!(seq_of("18446744073709551616"), None);
     }
 
+    /// Unmounts (lazily) when dropped.
+    struct Mounted(PathBuf);
+
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+
+    #[test]
+    fn an_interrupted_prune_never_leaves_a_numbered_snapshot_without_metadata() {
+        if !nix::unistd::Uid::effective().is_root() {
+            assert!(
+                std::env::var_os("SNAPC_REQUIRE_ROOT").is_none_or(|v| v != "1"),
+                "needs root to bind-mount (SNAPC_REQUIRE_ROOT=1)"
+            );
+            eprintln!("SKIP an_interrupted_prune_...: needs root to bind-mount");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let mut s = JobStore::open(t.path(), "j").unwrap();
+        for h in [1, 2] {
+            s.prepare(h).unwrap();
+            let d = open_rank_dir(s.staging(), h, 0).unwrap();
+            d.open_sub("sub", true).unwrap();
+            s.publish(h, s.seq(h - 1), &serde_json::json!({})).unwrap();
+        }
+        // A mount point inside snapshot 0 cannot be removed (EBUSY): its
+        // deletion stops half-way, as a daemon killed during it would.
+        let sub = s.root().join("0/rank-0/sub");
+        let ok = std::process::Command::new("mount")
+            .arg("--bind")
+            .arg(elsewhere.path())
+            .arg(&sub)
+            .status()
+            .is_ok_and(|st| st.success());
+        assert!(ok, "mount --bind");
+        let _mounted = Mounted(sub);
+        assert_eq!(s.prune(1), vec![0]);
+        for e in std::fs::read_dir(s.root()).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if seq_of(&name).is_some() {
+                assert!(
+                    e.path().join(METADATA).is_file(),
+                    "{name} lost its metadata"
+                );
+            }
+        }
+        let left: Vec<String> = std::fs::read_dir(s.root())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(TRASH_PREFIX))
+            .collect();
+        assert_eq!(left.len(), 1, "the half-removed one is out of the numbers");
+        let trash = s.root().join(&left[0]);
+        drop(_mounted);
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(trash.join("rank-0/sub"))
+            .status();
+        s.close();
+        let s = JobStore::open(t.path(), "j").unwrap();
+        assert!(!trash.exists(), "removed when the store is opened again");
+        assert_eq!(complete_in(&s.root).len(), 1);
+    }
+
     #[test]
     fn leftovers_of_dead_daemons_are_removed_and_live_ones_kept() {
         let t = tempfile::tempdir().unwrap();

@@ -197,8 +197,17 @@ pub fn run(opts: RunOptions) -> Result<i32, RunError> {
     let run_dir = crate::control::run_dir().map_err(RunError::Invalid)?;
     let paths = JobPaths::new(&run_dir, &opts.job);
     // Held for the daemon's life: while it is, the job's files are live.
-    let Some(lock) = crate::control::try_lock(&run_dir, &opts.job).map_err(RunError::Invalid)?
-    else {
+    // A client checking for a dead daemon holds it for a moment: retried
+    // briefly.
+    let mut lock = None;
+    for _ in 0..50 {
+        lock = crate::control::try_lock(&run_dir, &opts.job, true).map_err(RunError::Invalid)?;
+        if lock.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let Some(lock) = lock else {
         return Err(RunError::Invalid(format!(
             "job {} is already running (its control socket is {})",
             opts.job,
