@@ -1,12 +1,33 @@
 //! The `snapc` command line.
+//!
+//! Exit status, the same for every subcommand: 0 when it did what was
+//! asked; 1 when it failed (a checkpoint that failed, no such job, a daemon
+//! that refused or did not answer in time); 2 for a usage error (a bad
+//! option or value, an ambiguous job, a malformed `wire` buffer). `snapc
+//! run` and `snapc restart` exit with the job's status instead once the job
+//! started.
+//!
+//! With `--json` a command prints exactly one JSON document on standard
+//! output, errors included (`{"ok": false, "error": "..."}`); the schema is
+//! in docs/cli-json.md.
 
+use crate::control::{Client, PickError};
 use crate::json::{self, Channel};
 use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
 use std::io::Read;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-/// Exit status for malformed input (a buffer or JSON that does not decode).
-pub const EXIT_BAD_INPUT: u8 = 2;
+/// Exit status for a usage error, and for malformed input (a buffer or JSON
+/// that does not decode).
+pub const EXIT_USAGE: u8 = 2;
+
+/// Exit status for malformed input (the same as a usage error).
+pub const EXIT_BAD_INPUT: u8 = EXIT_USAGE;
+
+/// Exit status for a failure.
+pub const EXIT_FAILURE: u8 = 1;
 
 /// Checkpoint coordination for HPC jobs, wire-compatible with Open MPI's snapc full protocol.
 #[derive(Debug, Parser)]
@@ -24,14 +45,16 @@ enum Command {
     Demo(DemoArgs),
     /// Launch a job: a node daemon (local and global coordinator) and N
     /// ranks of PROGRAM with the SNAPC_* environment, supervised; exits with
-    /// the ranks' worst status.
+    /// the ranks' worst status. SIGINT, SIGTERM or SIGHUP end the job
+    /// (SIGCONT and SIGTERM to the ranks, SIGKILL after --grace; a second
+    /// one kills them at once).
     Run(RunArgs),
-    /// Checkpoint a running job through its daemon (--job), or, with --pid,
-    /// processes that no daemon manages: signal them, run their handshakes
-    /// concurrently, print one result per pid. Exits 0 only if every process
-    /// completed.
+    /// Checkpoint a running job through its daemon (--job) and wait for the
+    /// snapshot, or, with --pid, processes that no daemon manages: signal
+    /// them, run their handshakes concurrently, print one result per pid.
+    /// Exits 0 only if every process completed.
     Checkpoint(CheckpointArgs),
-    /// Show the running jobs: ranks, pids, state, last snapshot, checkpoint
+    /// Show the running jobs: state, ranks, pids, last snapshot, checkpoint
     /// in progress.
     Status(StatusArgs),
     /// Relaunch a job from a complete snapshot: `<store>/<job>` (the latest)
@@ -39,6 +62,15 @@ enum Command {
     Restart(RestartArgs),
     /// Quiesce a running job (prepare only, held) or end its quiesce.
     Quiesce(QuiesceArgs),
+    /// Continue the stopped ranks of a job (after `checkpoint --stop`): SIGCONT.
+    Resume(JobArgs),
+    /// End a job without a checkpoint: SIGCONT and SIGTERM to its ranks,
+    /// SIGKILL to those still running after the job's grace period (at
+    /// once with --force). Waits until the job is gone.
+    Stop(StopArgs),
+    /// Change a running job's checkpoint interval (0: no more interval
+    /// checkpoints); the next one is SECONDS from now.
+    Interval(IntervalArgs),
     /// The counter application (the demo's ranks run it).
     #[command(hide = true)]
     Counter {
@@ -66,7 +98,7 @@ struct DemoArgs {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// Number of ranks.
+    /// Number of ranks (at most 256).
     #[arg(short = 'n', value_name = "N")]
     n: u32,
     /// The job's name (default: job-<daemon pid>).
@@ -96,23 +128,33 @@ struct DaemonArgs {
     /// Take a checkpoint every S seconds.
     #[arg(long, value_name = "S")]
     interval: Option<f64>,
-    /// Keep the K latest complete snapshots, remove older ones.
-    #[arg(long, value_name = "K")]
-    keep: Option<usize>,
+    /// Keep the K latest complete snapshots, remove older ones (K >= 1).
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
+    keep: Option<u64>,
     /// Deadline of each wait on a rank's FIFOs, in seconds.
     #[arg(long, default_value_t = 10.0, value_name = "S")]
     timeout: f64,
+    /// When the job is ended (a signal, `snapc stop`, a failed rank): how
+    /// long ranks get between SIGTERM and SIGKILL, in seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "S")]
+    grace: f64,
+    /// How long ranks get to connect to the daemon before it reports those
+    /// that did not (a program that does not link snapc never does), in seconds.
+    #[arg(long, default_value_t = 30.0, value_name = "S")]
+    connect_timeout: f64,
 }
 
 impl DaemonArgs {
-    /// Sets the interval, timeout and keep count of `opts`.
-    fn apply(&self, opts: &mut crate::daemon::RunOptions) -> Result<(), String> {
+    /// Sets the interval, timeouts and keep count of `opts`.
+    fn apply(&self, opts: &mut crate::daemon::RunOptions) -> Result<(), Failure> {
         opts.interval = self
             .interval
             .map(|v| seconds(v, "--interval"))
             .transpose()?;
         opts.timeout = seconds(self.timeout, "--timeout")?;
-        opts.keep = self.keep;
+        opts.grace = seconds(self.grace, "--grace")?;
+        opts.connect_timeout = seconds(self.connect_timeout, "--connect-timeout")?;
+        opts.keep = self.keep.map(|k| usize::try_from(k).unwrap_or(usize::MAX));
         Ok(())
     }
 }
@@ -122,9 +164,41 @@ struct StatusArgs {
     /// The job (default: every running job).
     #[arg(long, value_name = "J")]
     job: Option<String>,
-    /// JSON (one object per job).
+    /// JSON: the job's object with --job, else an array of them.
     #[arg(long)]
     json: bool,
+}
+
+/// A command about one running job.
+#[derive(Debug, clap::Args)]
+struct JobArgs {
+    /// The job (default: the only one running).
+    #[arg(long, value_name = "J")]
+    job: Option<String>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct StopArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// SIGKILL the ranks at once instead of after the grace period.
+    #[arg(long)]
+    force: bool,
+    /// How long to wait for the job's end, in seconds.
+    #[arg(long, default_value_t = 600.0, value_name = "S")]
+    timeout: f64,
+}
+
+#[derive(Debug, clap::Args)]
+struct IntervalArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// The new interval in seconds; 0 turns interval checkpoints off.
+    #[arg(value_name = "SECONDS")]
+    seconds: f64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -135,7 +209,7 @@ struct QuiesceArgs {
     /// The job (default: the only one running).
     #[arg(long, value_name = "J")]
     job: Option<String>,
-    /// Print the daemon's answer as JSON.
+    /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
     /// How long to wait for the answer, in seconds.
@@ -151,35 +225,42 @@ struct CheckpointArgs {
     /// The job to checkpoint through its daemon (default: the only one running).
     #[arg(long, value_name = "J")]
     job: Option<String>,
-    /// With a job: wait until the checkpoint ends, print its sequence number and reference.
-    #[arg(long)]
+    /// With a job: return once the checkpoint started, with the sequence
+    /// number its snapshot will have, instead of waiting for its end.
+    #[arg(long, conflicts_with = "pids")]
+    no_wait: bool,
+    /// Wait for the end (the default; kept for scripts).
+    #[arg(long, hide = true, conflicts_with = "no_wait")]
     wait: bool,
     /// Terminate the processes after their checkpoint.
     #[arg(long)]
     term: bool,
-    /// Stop (SIGSTOP) the processes after their checkpoint.
+    /// Stop (SIGSTOP) the processes after their checkpoint (`snapc resume`
+    /// continues a job's ranks).
     #[arg(long)]
     stop: bool,
     /// Only prepare the processes (quiesce them), hold them for --hold
     /// seconds, then let them go on.
-    #[arg(long, conflicts_with_all = ["term", "stop"])]
+    #[arg(long, conflicts_with_all = ["term", "stop"], requires = "pids")]
     prep_only: bool,
     /// With --prep-only: how long to hold the processes quiesced, in seconds.
     #[arg(long, default_value_t = 0.0, value_name = "S", requires = "prep_only")]
     hold: f64,
-    /// Deadline of each wait on a process, in seconds.
-    #[arg(long, default_value_t = 10.0, value_name = "S")]
-    timeout: f64,
+    /// With --pid, the deadline of each wait on a process (default 10 s);
+    /// with a job, how long to wait for the checkpoint's end (default 3600 s;
+    /// the checkpoint itself goes on).
+    #[arg(long, value_name = "S")]
+    timeout: Option<f64>,
     /// The processes' pipe directory (default: as the processes compute it).
-    #[arg(long, value_name = "D")]
+    #[arg(long, value_name = "D", requires = "pids")]
     pipe_dir: Option<std::path::PathBuf>,
     /// The checkpoint signal, by name or number (default SNAPC_SIGNAL, else SIGUSR1).
-    #[arg(long, value_name = "SIG")]
+    #[arg(long, value_name = "SIG", requires = "pids")]
     signal: Option<String>,
     /// The snapshot handle (default: one above the highest in the standalone store).
-    #[arg(long, value_name = "H")]
+    #[arg(long, value_name = "H", requires = "pids")]
     handle: Option<u32>,
-    /// JSON instead of text (one object per process, or per daemon event).
+    /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
 }
@@ -203,6 +284,98 @@ enum WireCommand {
         #[arg(long, value_enum)]
         channel: Channel,
     },
+}
+
+/// Why a command failed: its exit status, a message, and the JSON document
+/// that says it with `--json` (default `{"ok": false, "error": message}`).
+#[derive(Debug)]
+struct Failure {
+    code: u8,
+    message: String,
+    doc: Option<Value>,
+}
+
+impl Failure {
+    fn usage(message: impl std::fmt::Display) -> Self {
+        Self {
+            code: EXIT_USAGE,
+            message: message.to_string(),
+            doc: None,
+        }
+    }
+
+    fn failed(message: impl std::fmt::Display) -> Self {
+        Self {
+            code: EXIT_FAILURE,
+            message: message.to_string(),
+            doc: None,
+        }
+    }
+
+    /// A failure the command already printed.
+    fn said() -> Self {
+        Self {
+            code: EXIT_FAILURE,
+            message: String::new(),
+            doc: None,
+        }
+    }
+
+    fn with_doc(mut self, doc: Value) -> Self {
+        self.doc = Some(doc);
+        self
+    }
+}
+
+impl From<PickError> for Failure {
+    fn from(e: PickError) -> Self {
+        match e {
+            PickError::Usage(m) => Self::usage(m),
+            PickError::Failed(m) => Self::failed(m),
+        }
+    }
+}
+
+type Outcome = Result<(), Failure>;
+
+/// The exit status of `outcome`; a failure is printed (on standard error,
+/// or as one JSON document on standard output with `json`).
+fn conclude(outcome: Outcome, json: bool) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) if f.message.is_empty() && f.doc.is_none() => ExitCode::from(f.code),
+        Err(f) => {
+            if json {
+                let mut doc = document(f.doc.unwrap_or_else(|| json!({})), false);
+                if doc.get("error").is_none_or(Value::is_null) {
+                    doc["error"] = Value::String(f.message);
+                }
+                if f.code == EXIT_USAGE {
+                    doc["usage"] = Value::Bool(true);
+                }
+                crate::outln!("{doc}");
+            } else {
+                crate::errln!("snapc: {}", f.message);
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// `doc` as a command's JSON document: `"ok"` first, without the control
+/// protocol's `"event"`.
+fn document(doc: Value, ok: bool) -> Value {
+    let mut out = serde_json::Map::new();
+    out.insert("ok".into(), Value::Bool(ok));
+    if let Value::Object(m) = doc {
+        out.extend(m.into_iter().filter(|(k, _)| k != "event" && k != "ok"));
+    }
+    Value::Object(out)
+}
+
+/// Prints `doc` as the command's JSON document ([`document`], ok).
+fn print_doc(doc: Value) {
+    crate::outln!("{}", document(doc, true));
 }
 
 /// Parses hex digits, ignoring ASCII whitespace and `|`.
@@ -244,53 +417,31 @@ fn read_stdin() -> Result<String, String> {
     Ok(s)
 }
 
-fn bad_input(msg: impl std::fmt::Display) -> ExitCode {
-    crate::errln!("snapc: {msg}");
-    ExitCode::from(EXIT_BAD_INPUT)
-}
-
-fn print_line(line: &str) -> ExitCode {
-    // A closed stdout (e.g. `| head`) is a quiet exit (crate::out).
-    crate::outln!("{line}");
-    ExitCode::SUCCESS
-}
-
-fn wire(cmd: WireCommand) -> ExitCode {
+fn wire(cmd: WireCommand) -> Outcome {
     match cmd {
         WireCommand::Decode {
             channel,
             pretty,
             hex,
         } => {
-            let text = match hex.map_or_else(read_stdin, Ok) {
-                Ok(t) => t,
-                Err(e) => return bad_input(e),
-            };
-            let bytes = match parse_hex(&text) {
-                Ok(b) => b,
-                Err(e) => return bad_input(e),
-            };
-            match json::decode(channel, &bytes) {
-                Ok(v) if pretty => {
-                    print_line(&serde_json::to_string_pretty(&v).unwrap_or_default())
-                }
-                Ok(v) => print_line(&v.to_string()),
-                Err(e) => bad_input(format_args!("malformed buffer: {e}")),
+            let text = hex.map_or_else(read_stdin, Ok).map_err(Failure::usage)?;
+            let bytes = parse_hex(&text).map_err(Failure::usage)?;
+            let v = json::decode(channel, &bytes)
+                .map_err(|e| Failure::usage(format_args!("malformed buffer: {e}")))?;
+            if pretty {
+                crate::outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                crate::outln!("{v}");
             }
+            Ok(())
         }
         WireCommand::Encode { channel } => {
-            let text = match read_stdin() {
-                Ok(t) => t,
-                Err(e) => return bad_input(e),
-            };
-            let value: serde_json::Value = match serde_json::from_str(&text) {
-                Ok(v) => v,
-                Err(e) => return bad_input(format_args!("invalid JSON: {e}")),
-            };
-            match json::encode(channel, &value) {
-                Ok(bytes) => print_line(&to_hex(&bytes)),
-                Err(e) => bad_input(e),
-            }
+            let text = read_stdin().map_err(Failure::usage)?;
+            let value: Value = serde_json::from_str(&text)
+                .map_err(|e| Failure::usage(format_args!("invalid JSON: {e}")))?;
+            let bytes = json::encode(channel, &value).map_err(Failure::usage)?;
+            crate::outln!("{}", to_hex(&bytes));
+            Ok(())
         }
     }
 }
@@ -299,12 +450,12 @@ fn ms(d: Option<snapc_core::time::Duration>) -> Option<f64> {
     d.map(|d| d.as_micros() as f64 / 1000.0)
 }
 
-/// A number of seconds from the command line.
-fn seconds(v: f64, what: &str) -> Result<std::time::Duration, String> {
-    std::time::Duration::try_from_secs_f64(v)
+/// A positive number of seconds from the command line.
+fn seconds(v: f64, what: &str) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(v)
         .ok()
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("{what} must be a positive number of seconds"))
+        .ok_or_else(|| Failure::usage(format!("{what} must be a positive number of seconds")))
 }
 
 fn run(args: RunArgs) -> ExitCode {
@@ -312,24 +463,15 @@ fn run(args: RunArgs) -> ExitCode {
         Some(s) => s,
         None => match snapc_posix::app::Config::from_env() {
             Ok(c) => c.store,
-            Err(e) => return bad_input(e),
+            Err(e) => return conclude(Err(Failure::usage(e)), false),
         },
     };
-    let mut opts = crate::daemon::RunOptions {
-        nranks: args.n,
-        job: args
-            .job
-            .unwrap_or_else(|| format!("job-{}", std::process::id())),
-        store: absolute(store),
-        interval: None,
-        keep: None,
-        argv: args.program,
-        cwd: None,
-        restart_from: None,
-        timeout: std::time::Duration::ZERO,
-    };
+    let job = args
+        .job
+        .unwrap_or_else(|| format!("job-{}", std::process::id()));
+    let mut opts = crate::daemon::RunOptions::new(job, args.n, absolute(store), args.program);
     if let Err(e) = args.daemon.apply(&mut opts) {
-        return bad_input(e);
+        return conclude(Err(e), false);
     }
     exit_with(crate::daemon::run(opts))
 }
@@ -341,10 +483,8 @@ fn absolute(p: std::path::PathBuf) -> std::path::PathBuf {
 fn exit_with(r: Result<i32, crate::daemon::RunError>) -> ExitCode {
     match r {
         Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(255)),
-        Err(e) => {
-            crate::errln!("snapc: {e}");
-            ExitCode::FAILURE
-        }
+        Err(crate::daemon::RunError::Usage(e)) => conclude(Err(Failure::usage(e)), false),
+        Err(e) => conclude(Err(Failure::failed(e)), false),
     }
 }
 
@@ -353,45 +493,68 @@ pub use crate::daemon::restart_options;
 fn restart(args: RestartArgs) -> ExitCode {
     let mut opts = match restart_options(&args.path) {
         Ok(o) => o,
-        Err(e) => return bad_input(e),
+        Err(e) => return exit_with(Err(e)),
     };
     if let Err(e) = args.daemon.apply(&mut opts) {
-        return bad_input(e);
+        return conclude(Err(e), false);
     }
     exit_with(crate::daemon::run(opts))
 }
 
-fn status(args: StatusArgs) -> ExitCode {
-    use crate::control::{Client, jobs};
-    let names = match args.job {
-        Some(j) => vec![j],
-        None => match jobs() {
-            Ok(j) => j,
-            Err(e) => return bad_input(e),
-        },
-    };
+/// The status of `job` from its daemon.
+fn job_status(job: &str) -> Result<Value, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let v = Client::send(job, &json!({"op": "status"}))
+        .and_then(|mut c| c.until(&["status"], deadline, |_| {}))?;
+    if v["event"] == "error" {
+        return Err(v["message"].as_str().unwrap_or("refused").to_string());
+    }
+    Ok(document(v, true))
+}
+
+fn status(args: &StatusArgs) -> Outcome {
+    if let Some(job) = &args.job {
+        let job = crate::control::pick_job(Some(job))?;
+        let v = job_status(&job).map_err(|e| Failure::failed(e).with_doc(json!({"job": job})))?;
+        if args.json {
+            crate::outln!("{v}");
+        } else {
+            print_status(&v);
+        }
+        return Ok(());
+    }
+    let names = crate::control::jobs().map_err(Failure::failed)?;
     if names.is_empty() && !args.json {
         crate::outln!("no job is running");
     }
-    let mut code = ExitCode::SUCCESS;
+    let mut all = Vec::new();
+    let mut failed = Vec::new();
     for job in names {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let answer = Client::send(&job, &serde_json::json!({"op": "status"}))
-            .and_then(|mut c| c.until(&["status"], deadline, |_| {}));
-        match answer {
-            Ok(v) if args.json => crate::outln!("{v}"),
+        match job_status(&job) {
+            Ok(v) if args.json => all.push(v),
             Ok(v) => print_status(&v),
             Err(e) => {
-                crate::errln!("snapc: {e}");
-                code = ExitCode::FAILURE;
+                if args.json {
+                    all.push(json!({"job": job, "ok": false, "error": e}));
+                } else {
+                    crate::errln!("snapc: {e}");
+                }
+                failed.push(job);
             }
         }
     }
-    code
+    if args.json {
+        crate::outln!("{}", Value::Array(all));
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        // Already said, job by job (in the array with --json).
+        Err(Failure::said())
+    }
 }
 
-fn print_status(v: &serde_json::Value) {
-    use serde_json::Value;
+fn print_status(v: &Value) {
     let s = |k: &str| {
         v.get(k).map_or(String::new(), |x| match x {
             Value::String(s) => s.clone(),
@@ -399,10 +562,11 @@ fn print_status(v: &serde_json::Value) {
         })
     };
     crate::outln!(
-        "job {} (jobid {}, daemon pid {}): {} ranks, store {}",
+        "job {} (jobid {}, daemon pid {}): {}, {} ranks, store {}",
         s("job"),
         s("jobid"),
         s("daemon_pid"),
+        s("state"),
         s("nranks"),
         s("store")
     );
@@ -441,156 +605,235 @@ fn print_status(v: &serde_json::Value) {
             p["total"]
         );
     }
-    if v.get("quiesced").and_then(Value::as_bool) == Some(true) {
-        crate::outln!("  quiesced");
+    if let Some(i) = v.get("interval_s").and_then(Value::as_f64) {
+        crate::outln!("  checkpoint every {i} s");
+    }
+    if let Some(why) = v.get("not_checkpointable").and_then(Value::as_str) {
+        crate::outln!("  cannot checkpoint now: {why}");
     }
 }
 
-/// Sends `request` to the job's daemon and follows it to its end; the final
-/// event.
+/// Sends `request` to the job's daemon and follows it until one of the
+/// events in `last` (or an error): that event. Progress goes to a terminal.
 fn follow(
-    job: Option<&str>,
-    request: serde_json::Value,
-    wait: bool,
-    json_out: bool,
-    timeout: std::time::Duration,
-) -> Result<serde_json::Value, String> {
+    job: &str,
+    request: &Value,
+    last: &[&str],
+    timeout: Duration,
+    quiet: bool,
+) -> Result<Value, Failure> {
     use std::io::IsTerminal;
-    let job = crate::control::pick_job(job)?;
-    let mut client = crate::control::Client::send(&job, &request)?;
-    let deadline = std::time::Instant::now() + timeout;
-    let tty = std::io::stderr().is_terminal() && !json_out;
-    let last: &[&str] = if wait { &["finished"] } else { &["started"] };
+    let mut client = Client::send(job, request).map_err(Failure::failed)?;
+    let deadline = Instant::now()
+        .checked_add(timeout)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365));
+    let tty = std::io::stderr().is_terminal() && !quiet;
+    let mut progressed = false;
     let v = client.until(last, deadline, |ev| {
-        if json_out {
-            crate::outln!("{ev}");
-        } else if tty && ev["event"] == "progress" {
+        if tty && ev["event"] == "progress" {
+            progressed = true;
             crate::errp!("\r  ranks done {}/{}", ev["done"], ev["total"]);
         }
-    })?;
-    if tty && wait {
+    });
+    if progressed {
         crate::errln!();
+    }
+    let v = v.map_err(|e| {
+        let e = if e.starts_with("timed out") {
+            format!(
+                "{e} (after {:.0} s; what was asked goes on: `snapc status --job {job}`)",
+                timeout.as_secs_f64()
+            )
+        } else {
+            e
+        };
+        Failure::failed(format!("job {job}: {e}")).with_doc(json!({"job": job}))
+    })?;
+    if v["event"] == "error" {
+        let msg = v["message"].as_str().unwrap_or("refused").to_string();
+        return Err(Failure::failed(format!("job {job}: {msg}"))
+            .with_doc(json!({"job": job, "error": msg})));
     }
     Ok(v)
 }
 
-fn daemon_checkpoint(args: &CheckpointArgs) -> ExitCode {
-    let timeout = match seconds(args.timeout.max(600.0), "--timeout") {
-        Ok(t) => t,
-        Err(e) => return bad_input(e),
-    };
-    let req = serde_json::json!({
-        "op": "checkpoint", "term": args.term, "stop": args.stop, "wait": args.wait,
+fn daemon_checkpoint(args: &CheckpointArgs) -> Outcome {
+    let timeout = seconds(args.timeout.unwrap_or(3600.0), "--timeout")?;
+    let job = crate::control::pick_job(args.job.as_deref())?;
+    let wait = !args.no_wait;
+    let req = json!({
+        "op": "checkpoint", "term": args.term, "stop": args.stop, "wait": wait,
     });
-    match follow(args.job.as_deref(), req, args.wait, args.json, timeout) {
-        Ok(v) => match v["event"].as_str() {
-            Some("error") => {
-                if !args.json {
-                    crate::errln!("snapc: {}", v["message"].as_str().unwrap_or("refused"));
-                }
-                ExitCode::FAILURE
-            }
-            Some("finished") if v["ok"] == true => {
-                if !args.json {
-                    crate::outln!(
-                        "checkpoint {} complete: {} ({})",
-                        v["seq"],
-                        v["reference"].as_str().unwrap_or("?"),
-                        v["dir"].as_str().unwrap_or("?")
-                    );
-                }
-                ExitCode::SUCCESS
-            }
-            Some("finished") => {
-                if !args.json {
-                    crate::errln!(
-                        "snapc: checkpoint failed: {}",
-                        v["error"].as_str().unwrap_or("unknown error")
-                    );
-                }
-                ExitCode::FAILURE
-            }
-            _ => {
-                if !args.json {
-                    crate::outln!("checkpoint started (handle {})", v["handle"]);
-                }
-                ExitCode::SUCCESS
-            }
-        },
-        Err(e) => bad_input(e),
+    let last: &[&str] = if wait { &["finished"] } else { &["started"] };
+    let mut v = follow(&job, &req, last, timeout, args.json)?;
+    v["job"] = Value::String(job.clone());
+    if v["event"] == "started" {
+        if args.json {
+            print_doc(v);
+        } else {
+            crate::outln!(
+                "checkpoint {} of job {job} started (handle {}); its snapshot will be {}",
+                v["seq"],
+                v["handle"],
+                v["dir"].as_str().unwrap_or("?")
+            );
+        }
+        return Ok(());
     }
+    if v["ok"] != true {
+        let why = v["error"].as_str().unwrap_or("unknown error").to_string();
+        return Err(Failure::failed(format!("checkpoint failed: {why}")).with_doc(v));
+    }
+    if args.json {
+        print_doc(v);
+    } else {
+        crate::outln!(
+            "checkpoint {} complete: {} ({})",
+            v["seq"],
+            v["reference"].as_str().unwrap_or("?"),
+            v["dir"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
 }
 
-fn quiesce(args: QuiesceArgs) -> ExitCode {
-    let timeout = match seconds(args.timeout, "--timeout") {
-        Ok(t) => t,
-        Err(e) => return bad_input(e),
-    };
+fn quiesce(args: &QuiesceArgs) -> Outcome {
+    let timeout = seconds(args.timeout, "--timeout")?;
+    let job = crate::control::pick_job(args.job.as_deref())?;
     let op = if args.what == "start" {
         "quiesce_start"
     } else {
         "quiesce_end"
     };
-    let req = serde_json::json!({"op": op, "wait": true});
-    match follow(args.job.as_deref(), req, true, args.json, timeout) {
-        Ok(v) if v["event"] == "finished" && v["ok"] == true => {
-            if !args.json {
-                crate::outln!("quiesce {}: done", args.what);
-            }
-            ExitCode::SUCCESS
-        }
-        Ok(v) => {
-            if !args.json {
-                let why = v["message"]
-                    .as_str()
-                    .or(v["error"].as_str())
-                    .unwrap_or("failed");
-                crate::errln!("snapc: quiesce {}: {why}", args.what);
-            }
-            ExitCode::FAILURE
-        }
-        Err(e) => bad_input(e),
+    let mut v = follow(
+        &job,
+        &json!({"op": op, "wait": true}),
+        &["finished"],
+        timeout,
+        args.json,
+    )?;
+    v["job"] = Value::String(job);
+    if v["ok"] != true {
+        let why = v["error"].as_str().unwrap_or("failed").to_string();
+        return Err(Failure::failed(format!("quiesce {}: {why}", args.what)).with_doc(v));
     }
+    if args.json {
+        print_doc(v);
+    } else {
+        crate::outln!("quiesce {}: done", args.what);
+    }
+    Ok(())
 }
 
-fn checkpoint(args: CheckpointArgs) -> ExitCode {
+fn resume(args: &JobArgs) -> Outcome {
+    let job = crate::control::pick_job(args.job.as_deref())?;
+    let v = follow(
+        &job,
+        &json!({"op": "resume"}),
+        &["finished"],
+        Duration::from_secs(60),
+        true,
+    )?;
+    if args.json {
+        print_doc(v);
+    } else {
+        let resumed: Vec<u32> = v["resumed"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_u64().and_then(|r| u32::try_from(r).ok()))
+            .collect();
+        if resumed.is_empty() {
+            crate::outln!("job {job}: no rank was stopped");
+        } else {
+            crate::outln!("job {job}: {} resumed", crate::daemon::rank_list(&resumed));
+        }
+    }
+    Ok(())
+}
+
+fn stop(args: &StopArgs) -> Outcome {
+    let timeout = seconds(args.timeout, "--timeout")?;
+    let job = crate::control::pick_job(args.job.job.as_deref())?;
+    let v = follow(
+        &job,
+        &json!({"op": "stop", "force": args.force}),
+        &["finished"],
+        timeout,
+        true,
+    )?;
+    if args.job.json {
+        print_doc(v);
+    } else {
+        crate::outln!(
+            "job {job} ended{} (status {})",
+            if v["killed"] == true {
+                ", ranks killed"
+            } else {
+                ""
+            },
+            v["status"]
+        );
+    }
+    Ok(())
+}
+
+fn interval(args: &IntervalArgs) -> Outcome {
+    if !(args.seconds.is_finite() && args.seconds >= 0.0) {
+        return Err(Failure::usage(format!(
+            "interval {}: give a number of seconds (0: none)",
+            args.seconds
+        )));
+    }
+    if args.seconds > 0.0 {
+        seconds(args.seconds, "the interval")?;
+    }
+    let job = crate::control::pick_job(args.job.job.as_deref())?;
+    let v = follow(
+        &job,
+        &json!({"op": "interval", "seconds": args.seconds}),
+        &["finished"],
+        Duration::from_secs(60),
+        true,
+    )?;
+    if args.job.json {
+        print_doc(v);
+    } else {
+        let was = v["previous_s"]
+            .as_f64()
+            .map_or("none".into(), |p| format!("{p} s"));
+        match v["interval_s"].as_f64() {
+            Some(i) => crate::outln!("job {job}: a checkpoint every {i} s (was: {was})"),
+            None => crate::outln!("job {job}: no interval checkpoints (was: {was})"),
+        }
+    }
+    Ok(())
+}
+
+fn checkpoint(args: CheckpointArgs) -> Outcome {
     if args.pids.is_empty() {
         return daemon_checkpoint(&args);
     }
     use crate::direct::{DirectRequest, checkpoint};
     use snapc_posix::app::Config;
     use snapc_posix::fifo::PipeDir;
-    let config = match Config::from_env() {
-        Ok(c) => c,
-        Err(e) => return bad_input(e),
-    };
-    let signal = match args
+    let config = Config::from_env().map_err(Failure::usage)?;
+    let signal = args
         .signal
         .as_deref()
         .map(snapc_posix::signal::parse_signal)
         .transpose()
-    {
-        Ok(s) => s.unwrap_or(config.signal),
-        Err(e) => return bad_input(e),
-    };
-    let Some(timeout) = std::time::Duration::try_from_secs_f64(args.timeout)
-        .ok()
-        .filter(|t| !t.is_zero())
-    else {
-        return bad_input("--timeout must be a positive number of seconds");
-    };
-    let pipe_dir = match args
+        .map_err(Failure::usage)?
+        .unwrap_or(config.signal);
+    let timeout = seconds(args.timeout.unwrap_or(10.0), "--timeout")?;
+    let pipe_dir = args
         .pipe_dir
         .or(config.pipe_dir)
         .map_or_else(PipeDir::from_env, PipeDir::open)
-    {
-        Ok(d) => d,
-        Err(e) => return bad_input(e),
-    };
+        .map_err(Failure::failed)?;
     let handle = args.handle.unwrap_or_else(|| next_handle(&config.store));
-    let Some(hold) = std::time::Duration::try_from_secs_f64(args.hold).ok() else {
-        return bad_input("--hold must be a non-negative number of seconds");
-    };
+    let hold = Duration::try_from_secs_f64(args.hold)
+        .map_err(|_| Failure::usage("--hold must be a non-negative number of seconds"))?;
     let request = DirectRequest {
         pids: args.pids,
         term: args.term,
@@ -602,51 +845,67 @@ fn checkpoint(args: CheckpointArgs) -> ExitCode {
         signal,
         handle,
     };
-    let results = match checkpoint(request) {
-        Ok(r) => r,
-        Err(e) => return bad_input(e),
-    };
-    let mut all = true;
+    let results = checkpoint(request).map_err(Failure::usage)?;
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
     for r in &results {
-        all &= r.completed();
         let t = r.timings;
-        let snapshot = snapc_posix::app::standalone_snapshot_dir(&config.store, handle, r.pid);
+        // A prepare-only request writes no snapshot.
+        let snapshot = (r.completed() && !args.prep_only).then(|| {
+            snapc_posix::app::standalone_snapshot_dir(&config.store, handle, r.pid)
+                .display()
+                .to_string()
+        });
+        if let Some(e) = &r.error {
+            errors.push(format!("pid {}: {e}", r.pid));
+        }
         if args.json {
-            let v = serde_json::json!({
+            docs.push(json!({
                 "pid": r.pid,
                 "completed": r.completed(),
                 "state": r.state.map(|s| s.name()),
                 "error": r.error,
                 "n": r.n,
-                "handle": handle,
-                "snapshot": (r.completed() && !args.prep_only).then(|| snapshot.display().to_string()),
+                "snapshot": snapshot,
                 "timings_ms": {
                     "fifos": ms(t.fifos), "open": ms(t.open), "options": ms(t.options),
                     "response": ms(t.response), "go_ahead": ms(t.go_ahead),
                     "final_state": ms(t.final_state), "stop": ms(t.stop),
                     "total": ms(Some(t.total)),
                 },
-            });
-            crate::outln!("{v}");
-        } else {
-            let state = r.state.map_or("-", |s| s.name());
-            let total = ms(Some(t.total)).unwrap_or_default();
-            match &r.error {
-                None => crate::outln!(
-                    "pid {}: {state} in {total:.3} ms (handshake {}), snapshot {}",
-                    r.pid,
-                    r.n.unwrap_or_default(),
-                    snapshot.display()
-                ),
-                Some(e) => crate::outln!("pid {}: failed after {total:.3} ms: {e}", r.pid),
-            }
+            }));
+            continue;
+        }
+        let state = r.state.map_or("-", |s| s.name());
+        let total = ms(Some(t.total)).unwrap_or_default();
+        match (&r.error, snapshot) {
+            (None, Some(snapshot)) => crate::outln!(
+                "pid {}: {state} in {total:.3} ms (handshake {}), snapshot {snapshot}",
+                r.pid,
+                r.n.unwrap_or_default(),
+            ),
+            (None, None) => crate::outln!(
+                "pid {}: {state} in {total:.3} ms (handshake {}), prepared and released, no snapshot",
+                r.pid,
+                r.n.unwrap_or_default(),
+            ),
+            (Some(e), _) => crate::outln!("pid {}: failed after {total:.3} ms: {e}", r.pid),
         }
     }
-    if all {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    let doc = json!({"handle": handle, "processes": docs});
+    if errors.is_empty() {
+        if args.json {
+            print_doc(doc);
+        }
+        return Ok(());
     }
+    let message = format!(
+        "{} of {} processes failed: {}",
+        errors.len(),
+        results.len(),
+        errors.join("; ")
+    );
+    Err(Failure::failed(message).with_doc(doc))
 }
 
 /// One above the highest numeric snapshot directory in the standalone store.
@@ -660,18 +919,52 @@ fn next_handle(store: &std::path::Path) -> u32 {
         .map_or(1, |h| h.saturating_add(1))
 }
 
+/// A command-line error: clap's own exit (help, version, usage text), or,
+/// when `--json` was asked for, the usage error as one JSON document.
+fn parse_error(e: &clap::Error, args: &[std::ffi::OsString]) -> ExitCode {
+    use clap::error::ErrorKind;
+    let json = args
+        .iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json");
+    let shown = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if !json || shown {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("usage error");
+    let message = first.strip_prefix("error: ").unwrap_or(first).trim();
+    conclude(Err(Failure::usage(message)), true)
+}
+
 /// Runs the command line; the process's exit status.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(c) => c,
+        Err(e) => return parse_error(&e, &argv),
+    };
     match cli.command {
-        Command::Checkpoint(args) => checkpoint(args),
+        Command::Checkpoint(args) => {
+            let json = args.json;
+            conclude(checkpoint(args), json)
+        }
         Command::Run(args) => run(args),
-        Command::Status(args) => status(args),
+        Command::Status(args) => conclude(status(&args), args.json),
         Command::Restart(args) => restart(args),
-        Command::Quiesce(args) => quiesce(args),
+        Command::Quiesce(args) => conclude(quiesce(&args), args.json),
+        Command::Resume(args) => conclude(resume(&args), args.json),
+        Command::Stop(args) => conclude(stop(&args), args.job.json),
+        Command::Interval(args) => conclude(interval(&args), args.job.json),
         Command::Demo(args) => crate::demo::main(args.store, args.ranks, args.steps),
         Command::Counter { args } => crate::counter::main_with_args(args),
-        Command::Wire(cmd) => wire(cmd),
+        Command::Wire(cmd) => conclude(wire(cmd), false),
     }
 }
 

@@ -22,13 +22,21 @@
 //!
 //! Control protocol: the client sends one JSON object on one line; the daemon
 //! answers with JSON lines, each with an `"event"`:
-//! - `{"op":"status"}` → one `{"event":"status", ...}`;
+//! - `{"op":"status"}` → one `{"event":"status", ...}` (docs/cli-json.md);
 //! - `{"op":"checkpoint","term":B,"stop":B,"wait":B}` → `{"event":"started",
-//!   "seq":S,"handle":H}`, then with `wait` `{"event":"progress","done":D,
-//!   "total":N}` per rank and `{"event":"finished","ok":B,"seq":S,
-//!   "reference":R,"dir":P,"error":E,...}`;
+//!   "op":"checkpoint","job":J,"seq":S,"handle":H,"dir":P}`, then with
+//!   `wait` `{"event":"progress","done":D,"total":N}` per rank and
+//!   `{"event":"finished","ok":B,"seq":S,"reference":R,"dir":P,"error":E,...}`;
 //! - `{"op":"quiesce_start"}`, `{"op":"quiesce_end"}` → `started`, then
 //!   `finished`;
+//! - `{"op":"resume"}` → `{"event":"finished","op":"resume","ok":true,
+//!   "resumed":[ranks]}` (SIGCONT to the stopped ranks);
+//! - `{"op":"interval","seconds":S}` → `{"event":"finished","op":"interval",
+//!   "ok":true,"interval_s":S|null,"previous_s":P|null}` (0: no interval);
+//! - `{"op":"stop","force":B}` → when the daemon exits, `{"event":"finished",
+//!   "op":"stop","ok":true,"status":X,"killed":B,"ranks":[...]}` (the ranks
+//!   get SIGCONT and SIGTERM, SIGKILL after the grace period or at once
+//!   with `force`);
 //! - a refused request → `{"event":"error","message":M}` (a second
 //!   checkpoint while one runs gets this at once).
 //!
@@ -64,13 +72,7 @@ pub fn run_dir() -> Result<PathBuf, String> {
 /// A job name fit for the run directory and the store (one plain path
 /// component), or why not.
 pub fn check_job_name(job: &str) -> Result<(), String> {
-    if crate::snapstore::valid_job_name(job) {
-        Ok(())
-    } else {
-        Err(format!(
-            "job name {job:?}: use up to 64 letters, digits, '-', '_' and '.', not starting with '.'"
-        ))
-    }
+    job_name_error(job).map_or(Ok(()), Err)
 }
 
 /// The lock of job `job` in `run_dir` (created when `create`), if no
@@ -81,6 +83,29 @@ pub fn try_lock(run_dir: &Path, job: &str, create: bool) -> Result<Option<FileLo
         .and_then(|d| d.try_lock_file(&format!("{job}.lock"), create))
         .map_err(|e| e.to_string())
 }
+
+/// The longest job name.
+pub const MAX_JOB_NAME: usize = 64;
+
+/// Why `name` cannot name a job, if it cannot: a single path component of
+/// letters, digits, `-`, `_` and `.`, not starting with `.`, at most
+/// [`MAX_JOB_NAME`] bytes.
+pub fn job_name_error(name: &str) -> Option<String> {
+    if name.len() > MAX_JOB_NAME {
+        return Some(format!(
+            "job name {:?}... is {} bytes long; the limit is {MAX_JOB_NAME}",
+            name.chars().take(16).collect::<String>(),
+            name.len()
+        ));
+    }
+    (!crate::snapstore::valid_job_name(name)).then(|| {
+        format!("job name {name:?}: use letters, digits, '-', '_' and '.', not starting with '.'")
+    })
+}
+
+/// The longest path a Unix socket can be bound or connected to (sun_path
+/// holds 108 bytes with the terminating NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
 
 /// The paths of job `job` in `run_dir`.
 #[derive(Debug, Clone)]
@@ -104,6 +129,21 @@ impl JobPaths {
             pipes: run_dir.join(format!("{job}.pipes")),
             lock: run_dir.join(format!("{job}.lock")),
         }
+    }
+
+    /// An error when the socket paths are too long for a Unix socket.
+    pub fn check(&self) -> Result<(), String> {
+        for p in [&self.ctl, &self.sock] {
+            let len = p.as_os_str().len();
+            if len > MAX_SOCKET_PATH {
+                return Err(format!(
+                    "the socket path {} is {len} bytes long, over the {MAX_SOCKET_PATH} a Unix \
+                     socket allows: use a shorter job name or run directory (SNAPC_RUN_DIR)",
+                    p.display()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Removes all three (the pipe directory only with what a dead job
@@ -180,20 +220,52 @@ pub fn jobs() -> Result<Vec<String>, String> {
     Ok(jobs)
 }
 
-/// The job to talk to: `job` if given, else the only one running.
-pub fn pick_job(job: Option<&str>) -> Result<String, String> {
-    if let Some(j) = job {
-        check_job_name(j)?;
-        return Ok(j.to_string());
+/// Why no job could be picked: a usage error (the command line names none
+/// of several, or a name that cannot be a job's) or a failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PickError {
+    /// The command line is wrong.
+    Usage(String),
+    /// No such job, or the run directory is unusable.
+    Failed(String),
+}
+
+impl std::fmt::Display for PickError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Usage(m) | Self::Failed(m) => f.write_str(m),
+        }
     }
-    let jobs = jobs()?;
+}
+
+/// The job to talk to: `job` if given (and a valid name), else the only one
+/// running.
+pub fn pick_job(job: Option<&str>) -> Result<String, PickError> {
+    if let Some(j) = job {
+        return match job_name_error(j) {
+            Some(e) => Err(PickError::Usage(e)),
+            None => Ok(j.to_string()),
+        };
+    }
+    let jobs = jobs().map_err(PickError::Failed)?;
     match jobs.as_slice() {
         [one] => Ok(one.clone()),
-        [] => Err("no job is running (start one with `snapc run`)".into()),
-        many => Err(format!(
+        [] => Err(PickError::Failed(
+            "no job is running (start one with `snapc run`)".into(),
+        )),
+        many => Err(PickError::Usage(format!(
             "several jobs are running ({}); name one with --job",
             many.join(", ")
-        )),
+        ))),
+    }
+}
+
+/// "no job named X (running: a, b)".
+fn no_such_job(job: &str) -> String {
+    match jobs() {
+        Ok(running) if running.is_empty() => format!("no job named {job} (no job is running)"),
+        Ok(running) => format!("no job named {job} (running: {})", running.join(", ")),
+        Err(_) => format!("no job named {job}"),
     }
 }
 
@@ -209,9 +281,12 @@ impl Client {
         check_job_name(job)?;
         let dir = run_dir()?;
         let paths = JobPaths::new(&dir, job);
+        paths.check()?;
         let mut stream = UnixStream::connect(&paths.ctl).map_err(|e| {
             if remove_stale(&dir, job) {
                 format!("job {job}: its daemon is gone (removed its stale sockets)")
+            } else if e.kind() == std::io::ErrorKind::NotFound {
+                no_such_job(job)
             } else {
                 format!("job {job}: {}: {e}", paths.ctl.display())
             }

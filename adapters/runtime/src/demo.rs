@@ -19,6 +19,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Microseconds each rank sleeps after a slice of 2 000 steps.
@@ -28,9 +29,30 @@ struct Job {
     child: Child,
     lines: Receiver<String>,
     out: Vec<String>,
+    /// The daemon's log (its standard error).
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Job {
+    /// Why the job ended early, from its exit status and the daemon's last
+    /// log lines.
+    fn ended(&mut self) -> Option<String> {
+        let status = self.child.try_wait().ok()??;
+        let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+        let tail: Vec<&str> = log
+            .iter()
+            .rev()
+            .filter(|l| l.starts_with("[snapc]") || l.starts_with("snapc:"))
+            .take(3)
+            .map(String::as_str)
+            .collect();
+        let said = tail.into_iter().rev().collect::<Vec<_>>().join(" / ");
+        Some(format!(
+            "status {}: {said}",
+            status.code().map_or("-".into(), |c| c.to_string())
+        ))
+    }
+
     /// Collects output lines until the job exits (or `deadline`).
     fn finish(mut self, deadline: Instant) -> Result<(i32, Vec<String>), String> {
         loop {
@@ -81,14 +103,24 @@ impl Demo {
             .snapc()
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(if self.verbose {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("starting snapc: {e}"))?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        let verbose = self.verbose;
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if verbose {
+                    crate::errln!("{line}");
+                }
+                if let Ok(mut l) = sink.lock() {
+                    l.push(line);
+                }
+            }
+        });
         let (tx, lines) = channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -101,28 +133,25 @@ impl Demo {
             child,
             lines,
             out: Vec::new(),
+            log,
         })
     }
 
-    /// Runs a `snapc` command to its end; its JSON lines.
-    fn json(&self, args: &[&str]) -> Result<Vec<Value>, String> {
+    /// Runs a `snapc ... --json` command to its end; its JSON document.
+    fn json(&self, args: &[&str]) -> Result<Value, String> {
         let out = self
             .snapc()
             .args(args)
             .stderr(Stdio::null())
             .output()
             .map_err(|e| e.to_string())?;
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect())
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("snapc {}: {e}", args.join(" ")))
     }
 
     fn status(&self, job: &str) -> Option<Value> {
         self.json(&["status", "--job", job, "--json"])
-            .ok()?
-            .into_iter()
-            .next()
+            .ok()
+            .filter(|s| s["ok"] == true)
     }
 }
 
@@ -153,6 +182,13 @@ fn start_steps(lines: &[String]) -> BTreeMap<u32, String> {
 
 /// Runs the demo; exits 0 only if the restarted job's results match.
 pub fn main(store: Option<PathBuf>, ranks: u32, steps: u64) -> ExitCode {
+    let max = crate::daemon::MAX_RANKS;
+    if ranks < 2 || ranks as usize > max {
+        crate::errln!(
+            "snapc demo: -n {ranks}: the demo needs 2 to {max} ranks (one is killed; one daemon runs at most {max})"
+        );
+        return ExitCode::from(crate::cli::EXIT_USAGE);
+    }
     match run(store, ranks, steps) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -220,8 +256,18 @@ fn story(demo: &Demo, store: &Path, tmp: &Path, ranks: u32, steps: u64) -> Resul
         if let Some(s) = demo.status(job).filter(|s| s["checkpointable"] == true) {
             break s;
         }
-        if Instant::now() > deadline || matches!(main.child.try_wait(), Ok(Some(_))) {
-            return Err("the job did not start".into());
+        if let Some(why) = main.ended() {
+            return Err(format!(
+                "the job ended before it could be checkpointed ({why}); with --steps {steps} it may be too short"
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the job's ranks did not all connect within 30 s: {}",
+                demo.status(job)
+                    .and_then(|s| s["not_checkpointable"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| "its daemon does not answer".into())
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -230,14 +276,17 @@ fn story(demo: &Demo, store: &Path, tmp: &Path, ranks: u32, steps: u64) -> Resul
     let mut snapshots = Vec::new();
     for i in 0..3 {
         std::thread::sleep(Duration::from_millis(150));
-        let events = demo.json(&["checkpoint", "--job", job, "--wait", "--json"])?;
-        let fin = events
-            .iter()
-            .find(|e| e["event"] == "finished" || e["event"] == "error")
-            .cloned()
-            .ok_or("no answer to the checkpoint")?;
+        let fin = demo.json(&["checkpoint", "--job", job, "--json"])?;
         if fin["ok"] != true {
-            return Err(format!("checkpoint {i} failed: {fin}"));
+            if let Some(why) = main.ended() {
+                return Err(format!(
+                    "the job ended before checkpoint {i} ({why}); with --steps {steps} it is too short for three checkpoints"
+                ));
+            }
+            return Err(format!(
+                "checkpoint {i} failed: {}",
+                fin["error"].as_str().unwrap_or("?")
+            ));
         }
         crate::outln!(
             "  checkpoint seq {}: {} bytes in {:.1} ms -> {}",

@@ -23,11 +23,11 @@ fn pid_args(pids: &[u32]) -> Vec<String> {
         .collect()
 }
 
-fn json_lines(o: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect()
+/// The `--json` document's handle and per-process results.
+fn json_results(o: &Output) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
+    let procs = doc["processes"].as_array().expect("processes").clone();
+    (doc["handle"].clone(), procs)
 }
 
 #[test]
@@ -41,8 +41,9 @@ fn eight_processes_at_once() {
         args.push("--json".into());
         let o = snapc_checkpoint(pipes, store, &args);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let results = json_lines(&o);
+        let (handle, results) = json_results(&o);
         assert_eq!(results.len(), 8);
+        assert_eq!(handle, round);
         for (r, p) in results.iter().zip(&procs) {
             assert_eq!(r["pid"], p.pid);
             assert_eq!(r["state"], "CONTINUE");
@@ -51,7 +52,6 @@ fn eight_processes_at_once() {
                 round - 1,
                 "the counter comes from the names the process made"
             );
-            assert_eq!(r["handle"], round);
             assert!(p.snapshot(round).join("state").exists());
             p.line(&format!("checkpoint n={}", round - 1));
             assert!(p.alive());
@@ -117,7 +117,7 @@ fn missing_and_silent_processes_fail_without_holding_up_the_others() {
         started.elapsed() < Duration::from_secs(5),
         "bounded by the deadline"
     );
-    let results = json_lines(&o);
+    let (_, results) = json_results(&o);
     assert_eq!(results[0]["state"], "CONTINUE");
     assert_eq!(results[1]["completed"], false);
     assert!(
@@ -143,7 +143,7 @@ fn prep_only_quiesces_holds_and_lets_go() {
     ]);
     let o = snapc_checkpoint(&p.pipes, &p.store, &args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
-    let r = &json_lines(&o)[0];
+    let r = &json_results(&o).1[0];
     assert_eq!(r["state"], "RUNNING");
     assert_eq!(r["snapshot"], serde_json::Value::Null);
     p.line("quiesced n=0 handle=1");

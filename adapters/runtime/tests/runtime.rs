@@ -28,7 +28,7 @@ fn run_checkpoint_status_restart_to_the_same_result() {
         "{text}"
     );
     for seq in 0..2 {
-        let (code, fin) = env.checkpoint("basic", &["--wait"]);
+        let (code, fin) = env.checkpoint("basic", &[]);
         assert_eq!(code, 0, "{fin}");
         assert_eq!(fin["ok"], true);
         assert_eq!(fin["seq"], seq);
@@ -103,13 +103,13 @@ fn quiesce_start_and_end_then_checkpoint() {
     let (code, _, text) = env.cmd(&["quiesce", "start", "--job", "q"]);
     assert_eq!(code, 0, "{text}");
     assert_eq!(env.status("q").unwrap()["quiesced"], true);
-    let (code, fin) = env.checkpoint("q", &["--wait"]);
+    let (code, fin) = env.checkpoint("q", &[]);
     assert_ne!(code, 0, "a checkpoint while quiesced is refused: {fin}");
-    assert_eq!(fin["event"], "error");
+    assert_eq!(fin["ok"], false, "{fin}");
     let (code, _, text) = env.cmd(&["quiesce", "end", "--job", "q"]);
     assert_eq!(code, 0, "{text}");
     assert_eq!(env.status("q").unwrap()["quiesced"], false);
-    let (code, fin) = env.checkpoint("q", &["--wait"]);
+    let (code, fin) = env.checkpoint("q", &[]);
     assert_eq!(code, 0, "{fin}");
     let (code, out) = job.finish(Duration::from_secs(60));
     assert_eq!(code, 0);
@@ -190,16 +190,17 @@ fn second_checkpoint_while_one_runs_is_answered() {
         &[("COUNTER_STALL", "150")],
     );
     env.ready(&job);
-    let (code, started) = env.checkpoint("busy", &[]);
+    let (code, started) = env.checkpoint("busy", &["--no-wait"]);
     assert_eq!(code, 0, "{started}");
-    assert_eq!(started["event"], "started");
+    assert_eq!(started["ok"], true, "{started}");
+    assert_eq!(started["seq"], 0, "{started}");
     let t = Instant::now();
-    let (code, second) = env.checkpoint("busy", &["--wait"]);
+    let (code, second) = env.checkpoint("busy", &[]);
     assert!(t.elapsed() < Duration::from_secs(5));
     assert_ne!(code, 0);
-    assert_eq!(second["event"], "error");
+    assert_eq!(second["ok"], false, "{second}");
     assert!(
-        second["message"].as_str().unwrap().contains("in progress"),
+        second["error"].as_str().unwrap().contains("in progress"),
         "{second}"
     );
     let (code, out) = job.finish(Duration::from_secs(60));
@@ -220,14 +221,10 @@ fn rank_killed_mid_checkpoint_fails_it_and_the_job_restarts() {
         &[("COUNTER_STALL", "150")],
     );
     let status = env.ready(&job);
-    let (code, fin) = env.checkpoint("kill", &["--wait"]);
+    let (code, fin) = env.checkpoint("kill", &[]);
     assert_eq!(code, 0, "{fin}");
     // The second checkpoint is stalled in prepare when rank 1 dies.
-    let waiter = env.spawn(
-        "kill",
-        &["checkpoint", "--job", "kill", "--wait", "--json"],
-        &[],
-    );
+    let waiter = env.spawn("kill", &["checkpoint", "--job", "kill", "--json"], &[]);
     std::thread::sleep(Duration::from_millis(100));
     kill(pid_of(&status, 1), nix::sys::signal::Signal::SIGKILL);
     let (code, events) = waiter.finish(Duration::from_secs(30));
@@ -262,7 +259,7 @@ fn unwritable_store_fails_the_checkpoint_clearly_and_the_next_one_works() {
         .path();
     std::fs::remove_dir_all(&staging).unwrap();
     std::fs::write(&staging, b"not a directory").unwrap();
-    let (code, fin) = env.checkpoint("full", &["--wait"]);
+    let (code, fin) = env.checkpoint("full", &[]);
     assert_ne!(code, 0);
     assert_eq!(fin["ok"], false, "{fin}");
     let err = fin["error"].as_str().unwrap();
@@ -273,7 +270,7 @@ fn unwritable_store_fails_the_checkpoint_clearly_and_the_next_one_works() {
     assert!(env.snapshots("full").is_empty());
     std::fs::remove_file(&staging).unwrap();
     std::fs::create_dir(&staging).unwrap();
-    let (code, fin) = env.checkpoint("full", &["--wait"]);
+    let (code, fin) = env.checkpoint("full", &[]);
     assert_eq!(code, 0, "{fin}");
     assert_eq!(
         env.snapshots("full"),
@@ -297,9 +294,9 @@ fn daemon_killed_mid_checkpoint_leaves_ranks_running_and_snapshots_intact() {
         &[("COUNTER_STALL", "150"), ("SNAPC_TIMEOUT", "1")],
     );
     let status = env.ready(&job);
-    let (code, fin) = env.checkpoint("dk", &["--wait"]);
+    let (code, fin) = env.checkpoint("dk", &[]);
     assert_eq!(code, 0, "{fin}");
-    let (code, _) = env.checkpoint("dk", &[]);
+    let (code, _) = env.checkpoint("dk", &["--no-wait"]);
     assert_eq!(code, 0);
     std::thread::sleep(Duration::from_millis(100));
     let daemon = status["daemon_pid"].as_i64().unwrap() as i32;
@@ -498,8 +495,8 @@ fn closed_stdout_is_a_quiet_exit() {
         (&["status"], 0),
         (&["status", "--json"], 0),
         (&["status", "--job", "pipe"], 0),
-        (&["checkpoint", "--job", "pipe", "--wait"], 0),
-        (&["checkpoint", "--job", "pipe", "--wait", "--json"], 0),
+        (&["checkpoint", "--job", "pipe"], 0),
+        (&["checkpoint", "--job", "pipe", "--json"], 0),
         (
             &[
                 "wire",
@@ -588,7 +585,7 @@ fn foreign_connection_to_the_rank_socket_is_refused() {
         assert_eq!(after["ranks"][r]["connected"], true);
     }
     // The job is served as before.
-    let (code, fin) = env.checkpoint("pc", &["--wait"]);
+    let (code, fin) = env.checkpoint("pc", &[]);
     assert_eq!(code, 0, "{fin}");
     let (code, out) = job.finish(Duration::from_secs(60));
     assert_eq!(code, 0, "{out:?}");
@@ -683,7 +680,7 @@ fn full_store_fails_the_checkpoint_clearly_and_the_next_one_works() {
     let root = fs.0.path().join("enospc");
     // 1. Not a byte left: the store refuses the snapshot at once.
     let filler = fs.fill(0);
-    let (code, fin) = env.checkpoint("enospc", &["--wait"]);
+    let (code, fin) = env.checkpoint("enospc", &[]);
     assert_ne!(code, 0);
     assert_eq!(fin["ok"], false, "{fin}");
     let err = fin["error"].as_str().unwrap();
@@ -695,7 +692,7 @@ fn full_store_fails_the_checkpoint_clearly_and_the_next_one_works() {
     // 2. One page left: the store takes the snapshot, the ranks' writes fail.
     std::fs::remove_file(&filler).unwrap();
     let filler = fs.fill(4096);
-    let (code, fin) = env.checkpoint("enospc", &["--wait"]);
+    let (code, fin) = env.checkpoint("enospc", &[]);
     assert_ne!(code, 0);
     assert_eq!(fin["ok"], false, "{fin}");
     let err = fin["error"].as_str().unwrap();
@@ -712,7 +709,7 @@ fn full_store_fails_the_checkpoint_clearly_and_the_next_one_works() {
     );
     // 3. Space freed: the next checkpoint works.
     std::fs::remove_file(&filler).unwrap();
-    let (code, fin) = env.checkpoint("enospc", &["--wait"]);
+    let (code, fin) = env.checkpoint("enospc", &[]);
     assert_eq!(code, 0, "{fin}");
     let kept = snapc_runtime::snapstore::complete_snapshots(&root);
     assert_eq!(kept.len(), 1, "{kept:?}");

@@ -1,5 +1,6 @@
-//! What the control socket asks for (checkpoint, quiesce, status) and the
-//! interval checkpoints; whether the job can take one now.
+//! What the control socket asks for (checkpoint, quiesce, status, resume,
+//! stop, interval) and the interval checkpoints; whether the job can take
+//! one now.
 
 use super::*;
 
@@ -11,15 +12,67 @@ impl Daemon {
         if Instant::now() < next {
             return;
         }
-        self.next_interval = Some(Instant::now() + every);
-        if self.ready().is_ok() && !self.gc.is_busy() && !self.quiesced {
-            if let Err(e) = self.start(GcCommand::Checkpoint {
+        self.next_interval = Instant::now().checked_add(every);
+        let started = self.ready().and_then(|()| {
+            if let Some(op) = &self.op {
+                return Err(format!("a {} is still in progress", op.kind));
+            }
+            self.start(GcCommand::Checkpoint {
                 term: false,
                 stop: false,
-            }) {
-                self.log(format!("interval checkpoint: {e}"));
+            })
+        });
+        match started {
+            Ok(_) => self.interval_skip = None,
+            // Said once per reason: a job that can never be checkpointed
+            // says so instead of staying silent.
+            Err(why) if self.interval_skip.as_ref() != Some(&why) => {
+                self.log(format!("interval checkpoint skipped: {why}"));
+                self.interval_skip = Some(why);
             }
+            Err(_) => {}
         }
+    }
+
+    /// Reports, once, ranks that did not connect within the connect timeout.
+    pub(super) fn connect_tick(&mut self) {
+        if self.initialized || self.unconnected_reported || self.aborting {
+            return;
+        }
+        if let Some(why) = self.unconnected(true) {
+            self.unconnected_reported = true;
+            self.log(why);
+        }
+    }
+
+    /// The running ranks that have not connected; with `overdue`, only once
+    /// the connect timeout passed. A message naming them.
+    pub(super) fn unconnected(&self, overdue: bool) -> Option<String> {
+        let missing: Vec<u32> = (0..self.ranks.len() as u32)
+            .filter(|&i| {
+                let r = &self.ranks[i as usize];
+                r.state == RankState::Running && r.conn.is_none() && !r.updated
+            })
+            .collect();
+        let since = self
+            .ranks
+            .iter()
+            .map(|r| r.started)
+            .min()
+            .map_or(Duration::ZERO, |t| t.elapsed());
+        let late = since >= self.opts.connect_timeout;
+        if missing.is_empty() || (overdue && !late) {
+            return None;
+        }
+        let who = rank_list(&missing);
+        Some(if late {
+            format!(
+                "{who} never connected to the daemon (waited {:.0} s): is the program linked with snapc?",
+                self.opts.connect_timeout.as_secs_f64()
+            )
+        } else {
+            format!("{who} not connected to the daemon yet")
+        })
     }
 
     /// Whether the job can take a checkpoint now.
@@ -38,10 +91,60 @@ impl Daemon {
                 ));
             }
         }
+        let stopped = self.stopped();
+        if !stopped.is_empty() {
+            return Err(format!(
+                "{} stopped: `snapc resume --job {}` continues the job",
+                rank_list(&stopped),
+                self.opts.job
+            ));
+        }
         if !self.initialized {
-            return Err("not every rank has started yet".into());
+            return Err(self
+                .unconnected(false)
+                .unwrap_or_else(|| "the job is not initialized yet".into()));
         }
         Ok(())
+    }
+
+    /// The ranks that are stopped.
+    pub(super) fn stopped(&self) -> Vec<u32> {
+        (0..self.ranks.len() as u32)
+            .filter(|&i| self.ranks[i as usize].stopped())
+            .collect()
+    }
+
+    fn busy(&self, op: &Op) -> String {
+        format!(
+            "a {} is in progress (handle {}, {}/{} ranks done)",
+            op.kind,
+            op.handle,
+            op.results.len(),
+            self.opts.nranks
+        )
+    }
+
+    /// The job's state in a word (`status`).
+    pub(super) fn job_state(&self) -> &'static str {
+        if self.ending.is_some() || self.aborting {
+            "ending"
+        } else if self.restarting.is_some() {
+            "restarting"
+        } else if !self.stopped().is_empty() {
+            "stopped"
+        } else if self.op.is_some() {
+            "busy"
+        } else if self.quiesced {
+            "quiesced"
+        } else if !self.initialized {
+            if self.unconnected(true).is_some() {
+                "unconnected"
+            } else {
+                "starting"
+            }
+        } else {
+            "running"
+        }
     }
 
     /// Gives the GC a command; the handle of the operation it started.
@@ -49,13 +152,7 @@ impl Daemon {
         let next = self.gc.next_seq();
         if let Err(e) = self.gc.handle_command(self.io.now(), cmd) {
             let busy = match &self.op {
-                Some(op) => format!(
-                    "a {} is in progress (handle {}, {}/{} ranks done)",
-                    op.kind,
-                    op.handle,
-                    op.results.len(),
-                    self.opts.nranks
-                ),
+                Some(op) => self.busy(op),
                 None if self.quiesced => "the job is quiesced".into(),
                 None => e.to_string(),
             };
@@ -108,6 +205,9 @@ impl Daemon {
             },
             "quiesce_start" => GcCommand::QuiesceStart,
             "quiesce_end" => GcCommand::QuiesceEnd,
+            "resume" => return self.resume(id),
+            "stop" => return self.stop(id, flag("force")),
+            "interval" => return self.set_interval(id, req.number("seconds")),
             other => {
                 self.control_error(id, format!("unknown request {other:?}"));
                 return;
@@ -122,9 +222,12 @@ impl Daemon {
         }
         match self.start(cmd) {
             Ok((handle, seq)) => {
+                let dir = seq.map(|s| self.store.root().join(s.to_string()));
+                let op = self.op.as_ref().map_or("", |o| o.kind);
                 self.send_control(
                     id,
-                    &json!({"event": "started", "seq": seq, "handle": handle}),
+                    &json!({"event": "started", "op": op, "job": self.opts.job,
+                        "seq": seq, "handle": handle, "dir": dir}),
                 );
                 match self.op.as_mut() {
                     Some(op) if wait => op.waiters.push(id),
@@ -146,6 +249,72 @@ impl Daemon {
         }
     }
 
+    /// `resume`: SIGCONT to the stopped ranks.
+    fn resume(&mut self, id: u64) {
+        if self.aborting {
+            return self.control_error(id, "the job is ending".into());
+        }
+        if let Some(op) = &self.op {
+            // A `checkpoint --stop` in progress is waiting for them to stop.
+            let why = self.busy(op);
+            return self.control_error(id, why);
+        }
+        let stopped = self.stopped();
+        for &r in &stopped {
+            if let Some(p) = self.ranks.get(r as usize) {
+                let _ = kill(Pid::from_raw(p.pid as i32), Signal::SIGCONT);
+            }
+        }
+        if !stopped.is_empty() {
+            self.log(format!("{} resumed (SIGCONT)", rank_list(&stopped)));
+        }
+        let ev = json!({"event": "finished", "op": "resume", "ok": true,
+            "job": self.opts.job, "resumed": stopped});
+        self.send_control(id, &ev);
+        self.conns.remove(&id);
+    }
+
+    /// `stop`: ends the job without a checkpoint (SIGTERM, then SIGKILL
+    /// after the grace period, at once with `force`); the connection gets
+    /// the job's end.
+    fn stop(&mut self, id: u64, force: bool) {
+        self.stop_waiters.push(id);
+        self.end_job("stop requested", Some(128 + Signal::SIGTERM as i32));
+        if force {
+            self.kill_remaining("stop --force");
+        }
+    }
+
+    /// `interval`: a new interval in seconds (0: none), from now.
+    fn set_interval(&mut self, id: u64, seconds: Option<f64>) {
+        let every = match seconds {
+            Some(0.0) => None,
+            Some(s) => match Duration::try_from_secs_f64(s)
+                .ok()
+                .filter(|d| Instant::now().checked_add(*d).is_some())
+            {
+                Some(d) => Some(d),
+                None => return self.control_error(id, format!("bad interval {s} s")),
+            },
+            None => {
+                return self.control_error(id, "interval: \"seconds\" must be a number".into());
+            }
+        };
+        let previous = self.opts.interval.map(|d| d.as_secs_f64());
+        self.opts.interval = every;
+        self.next_interval = every.and_then(|d| Instant::now().checked_add(d));
+        self.interval_skip = None;
+        self.log(match every {
+            Some(d) => format!("checkpoint interval now {:.3} s", d.as_secs_f64()),
+            None => "interval checkpoints off".into(),
+        });
+        let ev = json!({"event": "finished", "op": "interval", "ok": true,
+            "job": self.opts.job, "interval_s": every.map(|d| d.as_secs_f64()),
+            "previous_s": previous});
+        self.send_control(id, &ev);
+        self.conns.remove(&id);
+    }
+
     pub(super) fn control_error(&mut self, id: u64, message: String) {
         self.send_control(id, &json!({"event": "error", "message": message}));
         self.conns.remove(&id);
@@ -160,10 +329,12 @@ impl Daemon {
             "daemon_pid": std::process::id(),
             "nranks": self.opts.nranks,
             "store": self.store.root(),
+            "state": self.job_state(),
             "ranks": self.ranks.iter().enumerate().map(|(i, r)| json!({
-                "rank": i, "pid": r.pid, "state": r.state.name(), "connected": r.conn.is_some(),
+                "rank": i, "pid": r.pid, "state": r.state_name(), "connected": r.conn.is_some(),
             })).collect::<Vec<_>>(),
             "checkpointable": self.ready().is_ok(),
+            "not_checkpointable": self.ready().err(),
             "quiesced": self.quiesced,
             "in_progress": self.op.as_ref().map(|op| json!({
                 "op": op.kind, "handle": op.handle,
@@ -181,6 +352,7 @@ impl Daemon {
                 "elapsed_ms": r.started.elapsed().as_secs_f64() * 1000.0,
             })),
             "interval_s": self.opts.interval.map(|d| d.as_secs_f64()),
+            "grace_s": self.opts.grace.as_secs_f64(),
         })
     }
 }
@@ -200,19 +372,27 @@ impl ControlRequest {
             .and_then(Value::as_bool)
             .unwrap_or(false)
     }
+
+    /// A number field.
+    pub(super) fn number(&self, name: &str) -> Option<f64> {
+        self.fields.get(name).and_then(Value::as_f64)
+    }
 }
 
 /// What a field's value must be.
 #[derive(Clone, Copy)]
 enum Kind {
     Bool,
+    Number,
 }
 
 /// The fields a request may carry besides `op`, with their types.
-const FIELDS: [(&str, Kind); 3] = [
+const FIELDS: [(&str, Kind); 5] = [
     ("term", Kind::Bool),
     ("stop", Kind::Bool),
     ("wait", Kind::Bool),
+    ("force", Kind::Bool),
+    ("seconds", Kind::Number),
 ];
 
 /// Parses one request line strictly: a JSON object with a string `op` and
@@ -233,9 +413,12 @@ pub(super) fn parse_request(line: &[u8]) -> Result<ControlRequest, String> {
             return Err(format!("unknown field {name:?}"));
         };
         match (kind, value) {
-            (Kind::Bool, Value::Bool(_)) => {}
+            (Kind::Bool, Value::Bool(_)) | (Kind::Number, Value::Number(_)) => {}
             (Kind::Bool, other) => {
                 return Err(format!("{name:?} must be true or false, not {other}"));
+            }
+            (Kind::Number, other) => {
+                return Err(format!("{name:?} must be a number, not {other}"));
             }
         }
     }

@@ -66,7 +66,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod commands;
@@ -79,7 +79,8 @@ use pump::{Op, Wire};
 pub use restart::restart_options;
 use restart::{RestartOutcome, RestartStep, Restarting};
 use sockets::Conn;
-use supervise::{OutPipe, RankProc, RankState, STOP_REQUESTED, install_stop_handlers, print_lines};
+pub use supervise::rank_list;
+use supervise::{Ending, OutPipe, RankProc, RankState, install_stop_handlers, print_lines};
 
 /// The most ranks one daemon runs.
 pub const MAX_RANKS: usize = 256;
@@ -125,11 +126,46 @@ pub struct RunOptions {
     /// The deadline of each wait on a rank's FIFOs (signal to names, open,
     /// each write, the response).
     pub timeout: Duration,
+    /// How long ranks get between SIGTERM and SIGKILL when the job is ended.
+    pub grace: Duration,
+    /// How long ranks get to connect to the daemon before it reports them
+    /// (a program that does not link snapc never does).
+    pub connect_timeout: Duration,
 }
+
+impl RunOptions {
+    /// The options to run `argv` as `nranks` ranks of `job`, with the
+    /// defaults of `snapc run`.
+    pub fn new(job: String, nranks: u32, store: PathBuf, argv: Vec<String>) -> Self {
+        Self {
+            nranks,
+            job,
+            store,
+            interval: None,
+            keep: None,
+            argv,
+            cwd: None,
+            restart_from: None,
+            timeout: DEFAULT_TIMEOUT,
+            grace: DEFAULT_GRACE,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// The default deadline of each wait on a rank's FIFOs.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default time between SIGTERM and SIGKILL when a job is ended.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// The default time ranks get to connect before the daemon reports them.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the job could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The command line is wrong (a usage error).
+    #[error("{0}")]
+    Usage(String),
     /// Something is wrong with the request.
     #[error("{0}")]
     Invalid(String),
@@ -170,6 +206,13 @@ struct Daemon {
     last_result: Option<Value>,
     next_interval: Option<Instant>,
     aborting: bool,
+    ending: Option<Ending>,
+    /// Control connections waiting for the job's end (`snapc stop`).
+    stop_waiters: Vec<u64>,
+    /// Why the last interval checkpoint was skipped (said once per reason).
+    interval_skip: Option<String>,
+    /// Ranks that never connected were reported.
+    unconnected_reported: bool,
     /// The status of the rank whose failure ended the job.
     first_failure: Option<i32>,
     all_gone_at: Option<Instant>,
@@ -181,21 +224,20 @@ struct Daemon {
 /// Runs the job to its end; the job's exit status (the ranks' worst).
 pub fn run(opts: RunOptions) -> Result<i32, RunError> {
     if opts.nranks == 0 || opts.nranks as usize > MAX_RANKS {
-        return Err(RunError::Invalid(format!(
-            "-n must be between 1 and {MAX_RANKS}"
+        return Err(RunError::Usage(format!(
+            "-n must be between 1 and {MAX_RANKS} (the most ranks one daemon runs), not {}",
+            opts.nranks
         )));
     }
-    if !snapstore::valid_job_name(&opts.job) {
-        return Err(RunError::Invalid(format!(
-            "job name {:?}: use letters, digits, '-', '_' and '.', not starting with '.'",
-            opts.job
-        )));
+    if let Some(e) = crate::control::job_name_error(&opts.job) {
+        return Err(RunError::Usage(e));
     }
     if opts.argv.is_empty() {
-        return Err(RunError::Invalid("no program to run".into()));
+        return Err(RunError::Usage("no program to run".into()));
     }
     let run_dir = crate::control::run_dir().map_err(RunError::Invalid)?;
     let paths = JobPaths::new(&run_dir, &opts.job);
+    paths.check().map_err(RunError::Usage)?;
     // Held for the daemon's life: while it is, the job's files are live.
     // A client checking for a dead daemon holds it for a moment: retried
     // briefly.
@@ -236,6 +278,8 @@ pub fn run(opts: RunOptions) -> Result<i32, RunError> {
     daemon.shutdown();
     let _ = std::fs::remove_file(&paths.lock);
     drop(lock);
+    // Only now: whoever waited for the end finds the job gone.
+    daemon.answer_stop(status);
     Ok(status)
 }
 
@@ -289,6 +333,10 @@ impl Daemon {
             quiesced: false,
             last_result: None,
             aborting: false,
+            ending: None,
+            stop_waiters: Vec::new(),
+            interval_skip: None,
+            unconnected_reported: false,
             first_failure: None,
             all_gone_at: None,
             euid: nix::unistd::Uid::effective().as_raw(),
@@ -311,15 +359,11 @@ impl Daemon {
     }
 
     fn run_loop(&mut self) -> i32 {
-        let mut stop_seen = false;
+        let mut stops_seen = 0;
         loop {
-            if STOP_REQUESTED.load(Ordering::Relaxed) && !stop_seen {
-                stop_seen = true;
-                self.log("stop requested: terminating the ranks");
-                self.aborting = true;
-                self.terminate_ranks(Signal::SIGTERM);
-            }
+            self.ending_tick(&mut stops_seen);
             self.reap();
+            self.connect_tick();
             self.restart_tick();
             self.pump();
             self.io.tick(&mut self.lc);
@@ -338,14 +382,17 @@ impl Daemon {
             }
         }
         self.drain_outputs();
-        // The rank whose failure ended the job, not the ones terminated because of it.
-        self.first_failure.unwrap_or_else(|| {
-            self.ranks
-                .iter()
-                .map(|r| r.state.status())
-                .max()
-                .unwrap_or(0)
-        })
+        // The rank whose failure ended the job, not the ones terminated
+        // because of it; else the end a user asked for; else the ranks' worst.
+        self.first_failure
+            .or(self.ending.and_then(|e| e.requested))
+            .unwrap_or_else(|| {
+                self.ranks
+                    .iter()
+                    .map(|r| r.state.status())
+                    .max()
+                    .unwrap_or(0)
+            })
     }
 
     fn finished(&mut self) -> bool {
@@ -381,6 +428,9 @@ impl Daemon {
         }
         if let Some(next) = self.next_interval {
             cap = cap.min(next.saturating_duration_since(Instant::now()));
+        }
+        if let Some(e) = self.ending.filter(|e| !e.killed) {
+            cap = cap.min(e.kill_at.saturating_duration_since(Instant::now()));
         }
         if let Some(r) = &self.restarting {
             let at = match r.step {
@@ -464,7 +514,6 @@ impl Daemon {
         for id in waiters {
             self.control_error(id, "the job ended before the operation finished".into());
         }
-        self.conns.clear();
         // Anything a rank left in the pipe directory.
         if let Ok(entries) = std::fs::read_dir(self.io.pipe_dir().path()) {
             for e in entries.flatten() {
@@ -473,5 +522,21 @@ impl Daemon {
         }
         self.store.close();
         self.paths.remove();
+    }
+
+    /// Tells those who asked for the job's end (`snapc stop`) that it ended.
+    fn answer_stop(&mut self, status: i32) {
+        let ended = json!({
+            "event": "finished", "op": "stop", "ok": true, "job": self.opts.job,
+            "status": status,
+            "killed": self.ending.is_some_and(|e| e.killed),
+            "ranks": self.ranks.iter().enumerate().map(|(i, r)| json!({
+                "rank": i, "pid": r.pid, "state": r.state.name(),
+            })).collect::<Vec<_>>(),
+        });
+        for id in std::mem::take(&mut self.stop_waiters) {
+            self.send_control(id, &ended);
+        }
+        self.conns.clear();
     }
 }

@@ -47,31 +47,36 @@ pub(super) const RESTART_KILL_GRACE: Duration = Duration::from_secs(5);
 /// program to run), the whole snapshot is checked: the store, the job
 /// directory, the snapshot and everything in it must be this user's and
 /// writable by nobody else, and are reached without following symlinks.
-pub fn restart_options(path: &std::path::Path) -> Result<RunOptions, String> {
-    use crate::snapstore::{self, METADATA};
-    use snapc_posix::store::PrivateDir;
+pub fn restart_options(path: &std::path::Path) -> Result<RunOptions, RunError> {
     use std::path::Component;
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     if path
         .components()
         .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
     {
-        return Err(format!(
+        return Err(RunError::Usage(format!(
             "{}: name the snapshot without '.' or '..' components",
             path.display()
-        ));
+        )));
     }
+    checked_restart_options(&path).map_err(RunError::Invalid)
+}
+
+/// [`restart_options`] of an absolute path without `.` or `..`.
+fn checked_restart_options(path: &std::path::Path) -> Result<RunOptions, String> {
+    use crate::snapstore::{self, METADATA};
+    use snapc_posix::store::PrivateDir;
     let name = |p: &std::path::Path| {
         p.file_name()
             .and_then(|n| n.to_str())
             .map(str::to_string)
             .ok_or_else(|| format!("{}: not <store>/<job>[/<seq>]", path.display()))
     };
-    let last = name(&path)?;
+    let last = name(path)?;
     let given_seq = snapstore::seq_of(&last);
     let job_path = match given_seq {
         Some(_) => path.parent().unwrap_or(&path).to_path_buf(),
-        None => path.clone(),
+        None => path.to_path_buf(),
     };
     let job = name(&job_path)?;
     if !snapstore::valid_job_name(&job) {
@@ -127,21 +132,14 @@ pub fn restart_options(path: &std::path::Path) -> Result<RunOptions, String> {
             return Err(format!("{}: missing", dir.path().join(rank).display()));
         }
     }
-    Ok(RunOptions {
-        nranks,
-        job,
-        store: store_path,
-        interval: None,
-        keep: None,
-        argv,
-        cwd: meta
-            .get("cwd")
-            .and_then(serde_json::Value::as_str)
-            .map(std::path::PathBuf::from)
-            .filter(|p| p.is_dir()),
-        restart_from: Some(dir.path().to_path_buf()),
-        timeout: std::time::Duration::from_secs(10),
-    })
+    let mut opts = RunOptions::new(job, nranks, store_path, argv);
+    opts.cwd = meta
+        .get("cwd")
+        .and_then(serde_json::Value::as_str)
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_dir());
+    opts.restart_from = Some(dir.path().to_path_buf());
+    Ok(opts)
 }
 
 impl Daemon {

@@ -3,10 +3,24 @@
 
 use super::*;
 
-pub(super) static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+/// How many stop signals (SIGINT, SIGTERM, SIGHUP) arrived, and the last one.
+pub(super) static STOPS: AtomicU32 = AtomicU32::new(0);
+pub(super) static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_stop(_: nix::libc::c_int) {
-    STOP_REQUESTED.store(true, Ordering::Relaxed);
+extern "C" fn on_stop(sig: nix::libc::c_int) {
+    STOP_SIGNAL.store(sig, Ordering::Relaxed);
+    STOPS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The job is being ended: its ranks were sent SIGCONT and SIGTERM, and get
+/// SIGKILL at `kill_at` (at once on a second request).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ending {
+    /// The job's exit status when it was ended on request (a signal or
+    /// `snapc stop`) rather than by a failed rank.
+    pub(super) requested: Option<i32>,
+    pub(super) kill_at: Instant,
+    pub(super) killed: bool,
 }
 
 pub(super) fn install_stop_handlers() {
@@ -55,6 +69,7 @@ pub(super) fn signal_name(s: i32) -> String {
 
 pub(super) struct RankProc {
     pub(super) pid: u32,
+    pub(super) started: Instant,
     pub(super) child: Child,
     pub(super) state: RankState,
     pub(super) conn: Option<u64>,
@@ -67,6 +82,45 @@ pub(super) struct OutPipe {
     pub(super) stderr: bool,
     pub(super) file: File,
     pub(super) buf: Vec<u8>,
+}
+
+impl RankProc {
+    /// Alive but stopped (SIGSTOP, `checkpoint --stop`, a debugger).
+    pub(super) fn stopped(&self) -> bool {
+        self.state == RankState::Running && snapc_posix::lcio::is_stopped(self.pid)
+    }
+
+    /// Its state as `status` shows it.
+    pub(super) fn state_name(&self) -> String {
+        if self.stopped() {
+            "stopped".into()
+        } else {
+            self.state.name()
+        }
+    }
+}
+
+/// "rank 3", "ranks 0, 2, 5-9": ranks named compactly.
+pub fn rank_list(ranks: &[u32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while let Some(&first) = ranks.get(i) {
+        let mut last = first;
+        while ranks.get(i + 1) == Some(&(last + 1)) {
+            last += 1;
+            i += 1;
+        }
+        parts.push(match last - first {
+            0 => first.to_string(),
+            1 => format!("{first}, {last}"),
+            _ => format!("{first}-{last}"),
+        });
+        i += 1;
+    }
+    match ranks {
+        [_] => format!("rank {}", parts.join(", ")),
+        _ => format!("ranks {}", parts.join(", ")),
+    }
 }
 
 impl Daemon {
@@ -120,6 +174,7 @@ impl Daemon {
                 .map_err(|e| RunError::Invalid(format!("rank {rank}: {e}")))?;
             self.ranks.push(RankProc {
                 pid,
+                started: Instant::now(),
                 child,
                 state: RankState::Running,
                 conn: None,
@@ -208,17 +263,95 @@ impl Daemon {
         if let Some(rank) = died
             && !self.aborting
         {
-            self.aborting = true;
-            self.log(format!("rank {rank} failed: terminating the job"));
-            self.terminate_ranks(Signal::SIGTERM);
+            self.end_job(&format!("rank {rank} failed"), None);
         }
     }
 
+    /// Sends `sig` to every rank still running; SIGTERM goes with SIGCONT,
+    /// so that a stopped rank gets it too.
     pub(super) fn terminate_ranks(&self, sig: Signal) {
         for r in &self.ranks {
             if r.state == RankState::Running {
-                let _ = kill(Pid::from_raw(r.pid as i32), sig);
+                let pid = Pid::from_raw(r.pid as i32);
+                let _ = kill(pid, sig);
+                if sig == Signal::SIGTERM {
+                    let _ = kill(pid, Signal::SIGCONT);
+                }
             }
+        }
+    }
+
+    /// The ranks still running.
+    pub(super) fn running(&self) -> Vec<u32> {
+        (0..self.ranks.len() as u32)
+            .filter(|&i| self.ranks[i as usize].state == RankState::Running)
+            .collect()
+    }
+
+    /// Ends the job as mpirun does: SIGCONT and SIGTERM to every rank,
+    /// SIGKILL to those still running after the grace period. `requested`
+    /// is the job's exit status when a user asked for the end; a second
+    /// request while the job is ending kills the ranks at once.
+    pub(super) fn end_job(&mut self, why: &str, requested: Option<i32>) {
+        if self.ending.is_some() {
+            if requested.is_some() {
+                self.kill_remaining(&format!("{why} again"));
+            }
+            return;
+        }
+        self.aborting = true;
+        if let Some(r) = self.restarting.take() {
+            self.restart_outcome = Some(RestartOutcome {
+                seq: Some(r.seq),
+                dir: Some(r.dir),
+                error: Some(format!("{why}: the job ended")),
+                started: r.started,
+            });
+            let _ = self.gc.handle_restart_done(self.io.now(), false);
+        }
+        let running = self.running();
+        let grace = self.opts.grace;
+        self.ending = Some(Ending {
+            requested: requested.filter(|_| !running.is_empty()),
+            kill_at: Instant::now() + grace,
+            killed: false,
+        });
+        if running.is_empty() {
+            return;
+        }
+        self.log(format!(
+            "{why}: terminating the job (SIGTERM; SIGKILL after {:.1} s)",
+            grace.as_secs_f64()
+        ));
+        self.terminate_ranks(Signal::SIGTERM);
+    }
+
+    /// SIGKILL to the ranks still running.
+    pub(super) fn kill_remaining(&mut self, why: &str) {
+        let running = self.running();
+        if let Some(e) = self.ending.as_mut() {
+            e.killed = true;
+        }
+        if !running.is_empty() {
+            self.log(format!("{why}: SIGKILL to {}", rank_list(&running)));
+            self.terminate_ranks(Signal::SIGKILL);
+        }
+    }
+
+    /// Acts on stop signals, and kills the ranks that outlive the grace period.
+    pub(super) fn ending_tick(&mut self, stops_seen: &mut u32) {
+        let stops = STOPS.load(Ordering::Relaxed);
+        while *stops_seen < stops {
+            *stops_seen += 1;
+            let sig = STOP_SIGNAL.load(Ordering::Relaxed);
+            self.end_job(&format!("{} received", signal_name(sig)), Some(128 + sig));
+        }
+        if let Some(e) = self.ending
+            && !e.killed
+            && Instant::now() >= e.kill_at
+        {
+            let grace = self.opts.grace.as_secs_f64();
+            self.kill_remaining(&format!("still running {grace:.1} s after SIGTERM"));
         }
     }
 }

@@ -113,7 +113,20 @@ impl Env {
 
     /// Runs a `snapc` command; its exit code, stdout JSON lines and stderr.
     pub fn cmd(&self, args: &[&str]) -> (i32, Vec<Value>, String) {
-        let out = self.snapc().args(args).output().unwrap();
+        self.cmd_env(args, &[])
+    }
+
+    /// [`Env::cmd`] with more environment.
+    pub fn cmd_env(
+        &self,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> (i32, Vec<Value>, String) {
+        let mut c = self.snapc();
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.args(args).output().unwrap();
         let json = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
@@ -126,11 +139,23 @@ impl Env {
         )
     }
 
+    /// Runs `snapc ARGS` (which include `--json`): its exit code and its
+    /// standard output, which must be exactly one JSON document.
+    pub fn json(&self, args: &[&str]) -> (i32, Value) {
+        let out = self.snapc().args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let doc = serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!(
+                "snapc {args:?}: not one JSON document ({e}): {text:?}; stderr {:?}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), doc)
+    }
+
+    /// The job's status (`status --job J --json`), if its daemon answers.
     pub fn status(&self, job: &str) -> Option<Value> {
-        self.cmd(&["status", "--job", job, "--json"])
-            .1
-            .into_iter()
-            .next()
+        Some(self.json(&["status", "--job", job, "--json"]).1).filter(|s| s["ok"] == true)
     }
 
     /// Waits until every rank of `job` connected.
@@ -152,12 +177,11 @@ impl Env {
         }
     }
 
-    /// `snapc checkpoint --job J --wait --json [extra]`: exit code and the last event.
+    /// `snapc checkpoint --job J --json [extra]`: exit code and the result.
     pub fn checkpoint(&self, job: &str, extra: &[&str]) -> (i32, Value) {
         let mut args = vec!["checkpoint", "--job", job, "--json"];
         args.extend_from_slice(extra);
-        let (code, events, _) = self.cmd(&args);
-        (code, events.last().cloned().unwrap_or(Value::Null))
+        self.json(&args)
     }
 
     pub fn job_root(&self, job: &str) -> PathBuf {
