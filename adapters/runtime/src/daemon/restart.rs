@@ -75,7 +75,7 @@ fn checked_restart_options(path: &std::path::Path) -> Result<RunOptions, String>
     let last = name(path)?;
     let given_seq = snapstore::seq_of(&last);
     let job_path = match given_seq {
-        Some(_) => path.parent().unwrap_or(&path).to_path_buf(),
+        Some(_) => path.parent().unwrap_or(path).to_path_buf(),
         None => path.to_path_buf(),
     };
     let job = name(&job_path)?;
