@@ -8,8 +8,10 @@
 //! Open MPI: the application is at a safe point there.
 //!
 //! Without a daemon socket the process runs standalone: the snapshot for
-//! handle H goes to `$SNAPC_STORE/H/pid-<pid>/` (several processes may take
-//! part in one checkpoint), and application-initiated requests answer
+//! handle H goes to `$SNAPC_STORE/standalone/H/pid-<pid>/` (several
+//! processes may take part in one checkpoint; the subtree keeps handles
+//! apart from the jobs a daemon stores beside them), and
+//! application-initiated requests answer
 //! [`ApiError::NoCoordinator`].
 //!
 //! Under a node daemon (`snapc run`), the daemon sets `SNAPC_SNAPSHOT_ROOT`
@@ -735,7 +737,7 @@ impl<H: Hooks> Snapc<H> {
 
     /// Stable storage: the daemon's staging directory
     /// (`<root>/<handle>/rank-<rank>/`) or, standalone,
-    /// `<store>/<handle>/pid-<pid>/`; attributes in [`ATTRIBUTES_FILE`].
+    /// `<store>/standalone/<handle>/pid-<pid>/`; attributes in [`ATTRIBUTES_FILE`].
     /// Every directory is private and reached through descriptors
     /// ([`crate::store`]).
     fn sstore(&mut self, op: SstoreOp) {
@@ -867,15 +869,23 @@ fn send_message(
     link.send(tag, &buf[..n], Instant::now() + timeout)
 }
 
+/// The subtree of a store that holds standalone snapshots
+/// (`<store>/standalone/<handle>/pid-<pid>/`); no job may have this name.
+pub const STANDALONE_DIR: &str = "standalone";
+
 /// Where a standalone process with `pid` puts its snapshot for `handle`.
 pub fn standalone_snapshot_dir(store: &Path, handle: u32, pid: u32) -> PathBuf {
-    store.join(handle.to_string()).join(format!("pid-{pid}"))
+    store
+        .join(STANDALONE_DIR)
+        .join(handle.to_string())
+        .join(format!("pid-{pid}"))
 }
 
 /// Opens (creating, 0700) [`standalone_snapshot_dir`]: the store is
 /// refused unless it is a private directory of this user.
 pub fn open_standalone_dir(store: &Path, handle: u32, pid: u32) -> Result<PrivateDir, DirError> {
     PrivateDir::open(store, true)?
+        .open_sub(STANDALONE_DIR, true)?
         .open_sub(&handle.to_string(), true)?
         .open_sub(&format!("pid-{pid}"), true)
 }

@@ -389,6 +389,17 @@ impl PrivateDir {
         }
     }
 
+    /// Removes the directory `name` if it is empty; whether it did
+    /// (absent or not empty: false).
+    pub fn remove_empty_dir(&self, name: &str) -> Result<bool, DirError> {
+        self.child(name)?;
+        match unlinkat(self.fd.as_fd(), name, UnlinkatFlags::RemoveDir) {
+            Ok(()) => Ok(true),
+            Err(Errno::ENOENT | Errno::ENOTEMPTY | Errno::EEXIST) => Ok(false),
+            Err(e) => Err(self.sys(name, "rmdir")(e)),
+        }
+    }
+
     /// Removes `name` and, if it is a directory, everything under it,
     /// without following symlinks; absent is fine.
     pub fn remove_tree(&self, name: &str) -> Result<(), DirError> {

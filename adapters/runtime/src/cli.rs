@@ -62,6 +62,10 @@ enum Command {
     Restart(RestartArgs),
     /// Quiesce a running job (prepare only, held) or end its quiesce.
     Quiesce(QuiesceArgs),
+    /// List the snapshots of a store, a job (`<store>/<job>`) or one
+    /// snapshot: sequence number, time, ranks, size, complete or not,
+    /// reference.
+    List(ListArgs),
     /// Continue the stopped ranks of a job (after `checkpoint --stop`): SIGCONT.
     Resume(JobArgs),
     /// End a job without a checkpoint: SIGCONT and SIGTERM to its ranks,
@@ -202,6 +206,16 @@ struct IntervalArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct ListArgs {
+    /// A store, `<store>/<job>` or `<store>/<job>/<seq>` (default: SNAPC_STORE,
+    /// else snapc-store-<uid> in the temp dir).
+    path: Option<std::path::PathBuf>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 struct QuiesceArgs {
     /// `start` or `end`.
     #[arg(value_parser = ["start", "end"])]
@@ -257,7 +271,8 @@ struct CheckpointArgs {
     /// The checkpoint signal, by name or number (default SNAPC_SIGNAL, else SIGUSR1).
     #[arg(long, value_name = "SIG", requires = "pids")]
     signal: Option<String>,
-    /// The snapshot handle (default: one above the highest in the standalone store).
+    /// The snapshot handle (default: one above the highest in the store's
+    /// `standalone/`, the lowest free one after 4294967295).
     #[arg(long, value_name = "H", requires = "pids")]
     handle: Option<u32>,
     /// Print the result as one JSON object.
@@ -725,6 +740,24 @@ fn quiesce(args: &QuiesceArgs) -> Outcome {
     Ok(())
 }
 
+fn list(args: &ListArgs) -> Outcome {
+    let path = match &args.path {
+        Some(p) => p.clone(),
+        None => {
+            snapc_posix::app::Config::from_env()
+                .map_err(Failure::usage)?
+                .store
+        }
+    };
+    let v = crate::list::list(&absolute(path)).map_err(Failure::failed)?;
+    if args.json {
+        print_doc(v);
+    } else {
+        crate::list::print(&v);
+    }
+    Ok(())
+}
+
 fn resume(args: &JobArgs) -> Outcome {
     let job = crate::control::pick_job(args.job.as_deref())?;
     let v = follow(
@@ -815,8 +848,9 @@ fn checkpoint(args: CheckpointArgs) -> Outcome {
         return daemon_checkpoint(&args);
     }
     use crate::direct::{DirectRequest, checkpoint};
-    use snapc_posix::app::Config;
+    use snapc_posix::app::{Config, STANDALONE_DIR};
     use snapc_posix::fifo::PipeDir;
+    use snapc_posix::store::PrivateDir;
     let config = Config::from_env().map_err(Failure::usage)?;
     let signal = args
         .signal
@@ -831,7 +865,7 @@ fn checkpoint(args: CheckpointArgs) -> Outcome {
         .or(config.pipe_dir)
         .map_or_else(PipeDir::from_env, PipeDir::open)
         .map_err(Failure::failed)?;
-    let handle = args.handle.unwrap_or_else(|| next_handle(&config.store));
+    let handle = reserve_handle(&config.store, args.handle)?;
     let hold = Duration::try_from_secs_f64(args.hold)
         .map_err(|_| Failure::usage("--hold must be a non-negative number of seconds"))?;
     let request = DirectRequest {
@@ -845,7 +879,12 @@ fn checkpoint(args: CheckpointArgs) -> Outcome {
         signal,
         handle,
     };
-    let results = checkpoint(request).map_err(Failure::usage)?;
+    let results = checkpoint(request);
+    // A handle no process wrote into is free again.
+    if let Ok(dir) = PrivateDir::open(config.store.join(STANDALONE_DIR), false) {
+        let _ = dir.remove_empty_dir(&handle.to_string());
+    }
+    let results = results.map_err(Failure::usage)?;
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     for r in &results {
@@ -908,15 +947,55 @@ fn checkpoint(args: CheckpointArgs) -> Outcome {
     Err(Failure::failed(message).with_doc(doc))
 }
 
-/// One above the highest numeric snapshot directory in the standalone store.
-fn next_handle(store: &std::path::Path) -> u32 {
-    std::fs::read_dir(store)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .max()
-        .map_or(1, |h| h.saturating_add(1))
+/// Takes a snapshot handle in `<store>/standalone/` by creating its
+/// directory (so that two checkpoints never share one): `wanted`, which
+/// must be free, or one above the highest there, or, once 4294967295 is
+/// taken, the lowest free one.
+fn reserve_handle(store: &std::path::Path, wanted: Option<u32>) -> Result<u32, Failure> {
+    use snapc_posix::app::STANDALONE_DIR;
+    use snapc_posix::store::PrivateDir;
+    let dir = PrivateDir::open(store, true)
+        .and_then(|s| s.open_sub(STANDALONE_DIR, true))
+        .map_err(|e| Failure::failed(format!("snapshot store: {e}")))?;
+    let take = |h: u32| match dir.create_sub(&h.to_string()) {
+        Ok(_) => Ok(true),
+        Err(e) if e.errno() == Some(nix::errno::Errno::EEXIST) => Ok(false),
+        Err(e) => Err(Failure::failed(format!("snapshot store: {e}"))),
+    };
+    if let Some(h) = wanted {
+        if h == 0 {
+            return Err(Failure::usage(
+                "--handle 0 means no snapshot: give 1 or more",
+            ));
+        }
+        return match take(h)? {
+            true => Ok(h),
+            false => Err(Failure::failed(format!(
+                "handle {h} is taken: {} exists",
+                dir.path().join(h.to_string()).display()
+            ))),
+        };
+    }
+    let mut used: Vec<u32> = dir
+        .entries()
+        .map_err(|e| Failure::failed(format!("snapshot store: {e}")))?
+        .iter()
+        .filter_map(|(n, _)| n.parse::<u32>().ok())
+        .collect();
+    used.sort_unstable();
+    let above = used.last().map_or(Some(1), |h| h.checked_add(1));
+    // Past the top: the gaps, lowest first.
+    let gaps = (1..=u32::MAX).filter(|h| used.binary_search(h).is_err());
+    let upward = above.map(|h| h..=u32::MAX).into_iter().flatten();
+    for h in upward.chain(gaps).take(1000) {
+        if take(h)? {
+            return Ok(h);
+        }
+    }
+    Err(Failure::failed(format!(
+        "no free snapshot handle in {}",
+        dir.path().display()
+    )))
 }
 
 /// A command-line error: clap's own exit (help, version, usage text), or,
@@ -959,6 +1038,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => conclude(status(&args), args.json),
         Command::Restart(args) => restart(args),
         Command::Quiesce(args) => conclude(quiesce(&args), args.json),
+        Command::List(args) => conclude(list(&args), args.json),
         Command::Resume(args) => conclude(resume(&args), args.json),
         Command::Stop(args) => conclude(stop(&args), args.job.json),
         Command::Interval(args) => conclude(interval(&args), args.job.json),

@@ -98,6 +98,11 @@ pub fn job_name_error(name: &str) -> Option<String> {
             name.len()
         ));
     }
+    if name == snapc_posix::app::STANDALONE_DIR {
+        return Some(format!(
+            "job name {name:?} is reserved: the store keeps the snapshots of `snapc checkpoint --pid` there"
+        ));
+    }
     (!crate::snapstore::valid_job_name(name)).then(|| {
         format!("job name {name:?}: use letters, digits, '-', '_' and '.', not starting with '.'")
     })

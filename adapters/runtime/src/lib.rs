@@ -15,5 +15,6 @@ pub mod daemon;
 pub mod demo;
 pub mod direct;
 pub mod json;
+pub mod list;
 pub mod out;
 pub mod snapstore;

@@ -7,7 +7,13 @@
 //!     <handle>/rank-<r>/                  where rank r writes snapshot <handle>
 //!     <handle>.global                     seq and reference, once established
 //! <store>/<job>/.trash-<seq>-<pid>        a pruned snapshot being removed
+//! <store>/standalone/<handle>/pid-<pid>/  `snapc checkpoint --pid` (no job has this name)
 //! ```
+//!
+//! A path is told apart by content, never by its name (a job may be named
+//! 123456): a snapshot directory holds `snapshot.json` or `rank-*`, a job
+//! directory numbered snapshots or a daemon's staging directory. A job
+//! directory left without snapshots is removed when its daemon exits.
 //!
 //! A rank writes snapshot H into `$SNAPC_SNAPSHOT_ROOT/H/rank-<r>/` (the
 //! daemon sets `SNAPC_SNAPSHOT_ROOT` to its staging directory and creates
@@ -113,9 +119,65 @@ pub fn read_metadata(dir: &Path) -> Result<Value, String> {
     metadata_in(&PrivateDir::open(dir, false).map_err(|e| e.to_string())?)
 }
 
+/// The rank of a `rank-<r>` directory name.
+pub fn rank_of(name: &str) -> Option<u32> {
+    name.strip_prefix("rank-")?.parse().ok()
+}
+
+/// The ranks whose directories a snapshot holds, sorted.
+pub fn ranks_in(dir: &PrivateDir) -> Vec<u32> {
+    let mut v: Vec<u32> = dir
+        .entries()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(n, _)| rank_of(n))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Why the rank directories of the snapshot `dir` are not exactly
+/// `rank-0` to `rank-<nranks - 1>`, if they are not.
+pub fn rank_dirs_mismatch(dir: &PrivateDir, nranks: u64) -> Option<String> {
+    let found = ranks_in(dir);
+    let exact = found.len() as u64 == nranks
+        && found
+            .iter()
+            .enumerate()
+            .all(|(i, r)| i as u64 == u64::from(*r));
+    if exact {
+        return None;
+    }
+    let missing: Vec<String> = (0..nranks)
+        .filter(|r| u32::try_from(*r).is_ok_and(|r| found.binary_search(&r).is_err()))
+        .take(8)
+        .map(|r| format!("rank-{r}"))
+        .collect();
+    let extra: Vec<String> = found
+        .iter()
+        .filter(|r| u64::from(**r) >= nranks)
+        .take(8)
+        .map(|r| format!("rank-{r}"))
+        .collect();
+    let mut why = format!(
+        "the metadata names {nranks} ranks, {} rank directories are there",
+        found.len()
+    );
+    if !missing.is_empty() {
+        why.push_str(&format!("; missing {}", missing.join(", ")));
+    }
+    if !extra.is_empty() {
+        why.push_str(&format!("; not in the metadata {}", extra.join(", ")));
+    }
+    Some(why)
+}
+
 /// One job's snapshots, as one daemon writes them.
 #[derive(Debug)]
 pub struct JobStore {
+    /// The store, for removing an empty job directory at the end.
+    store: PrivateDir,
+    job: String,
     root: PrivateDir,
     staging: PrivateDir,
     staging_name: String,
@@ -164,6 +226,8 @@ impl JobStore {
             })?,
         };
         Ok(Self {
+            store,
+            job: job.to_string(),
             root,
             staging,
             staging_name,
@@ -288,6 +352,8 @@ impl JobStore {
     /// Keeps the `keep` latest complete snapshots and removes the others:
     /// each is first renamed out of the numbered names, then deleted.
     pub fn prune(&self, keep: usize) -> Vec<u64> {
+        // The snapshot just taken always stays.
+        let keep = keep.max(1);
         let all = complete_in(&self.root);
         let drop = all.len().saturating_sub(keep);
         let mut removed = Vec::new();
@@ -306,9 +372,13 @@ impl JobStore {
         removed
     }
 
-    /// Removes the staging directory (at the daemon's exit).
+    /// Removes the staging directory (at the daemon's exit), and the job
+    /// directory if no snapshot is left in it.
     pub fn close(&self) {
         if let Err(e) = self.root.remove_tree(&self.staging_name) {
+            log::warn!("{e}");
+        }
+        if let Err(e) = self.store.remove_empty_dir(&self.job) {
             log::warn!("{e}");
         }
     }
@@ -344,6 +414,7 @@ mod tests {
         let two = PrivateDir::open(s.root().join("2"), false).unwrap();
         assert!(two.tree_size() > 3);
         assert_eq!(s.prune(1), vec![0]);
+        assert!(s.prune(0).is_empty(), "the latest snapshot always stays");
         assert!(!s.root().join("0").exists());
         // A rank late to a discarded snapshot creates nothing.
         assert!(open_rank_dir(s.staging(), 2, 1).is_err());

@@ -515,3 +515,189 @@ fn prep_only_reports_no_snapshot() {
     assert_eq!(doc["processes"][0]["snapshot"], Value::Null, "{doc}");
     assert!(p.alive());
 }
+
+/// `mkdir -p` with mode 0700 (the store refuses what others could write).
+fn private_dirs(path: &std::path::Path) {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .unwrap();
+}
+
+#[test]
+fn a_job_with_a_numeric_name_restarts_from_its_directory() {
+    let env = Env::new();
+    let steps = steps_for(1.5);
+    let job = env.run(
+        "123456",
+        2,
+        &[],
+        &["--steps", &steps, "--pace-us", PACE],
+        &[],
+    );
+    env.ready(&job);
+    let (code, fin) = env.checkpoint("123456", &[]);
+    assert_eq!(code, 0, "{fin}");
+    let (code, first) = job.finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "{first:?}");
+    let root = env.job_root("123456").display().to_string();
+    let (code, again) = env
+        .spawn("123456", &["restart", &root], &[])
+        .finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "{again:?}");
+    for r in 0..2 {
+        let s = starts(&again, r);
+        assert!(s.len() == 1 && s[0] > 0, "rank {r} resumed: {again:?}");
+    }
+    assert_eq!(results(&again), results(&first));
+    env.assert_clean();
+}
+
+#[test]
+fn standalone_snapshots_have_their_own_subtree_and_handles_never_run_out() {
+    let p = common::counter(&[]);
+    // A job named like a handle, and the last handle taken.
+    private_dirs(&p.store.join("123456/0"));
+    private_dirs(&p.store.join("standalone/4294967295"));
+    let checkpoint = |extra: &[&str]| {
+        let out = std::process::Command::new(SNAPC)
+            .args(["checkpoint", "--pid", &p.pid.to_string(), "--json"])
+            .args(extra)
+            .env("SNAPC_PIPE_DIR", &p.pipes)
+            .env("SNAPC_STORE", &p.store)
+            .output()
+            .unwrap();
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code().unwrap(), doc)
+    };
+    for want in [1u32, 2] {
+        let (code, doc) = checkpoint(&[]);
+        assert_eq!(code, 0, "{doc}");
+        assert_eq!(doc["handle"], want, "{doc}");
+        let dir = p.store.join(format!("standalone/{want}/pid-{}", p.pid));
+        assert_eq!(doc["processes"][0]["snapshot"], dir.display().to_string());
+        assert!(p.snapshot(want).join("state").is_file(), "{doc}");
+    }
+    // Neither overwrote the other, and the job's directory is untouched.
+    assert!(p.snapshot(1).join("state").is_file());
+    assert!(
+        !p.store
+            .join("123456/0/pid-".to_string() + &p.pid.to_string())
+            .exists()
+    );
+    assert_eq!(
+        std::fs::read_dir(p.store.join("123456/0")).unwrap().count(),
+        0
+    );
+    let (code, doc) = checkpoint(&["--handle", "1"]);
+    assert_eq!(code, 1, "{doc}");
+    assert!(
+        doc["error"].as_str().unwrap().contains("handle 1 is taken"),
+        "{doc}"
+    );
+    // No job can take the subtree's name.
+    let env = Env::new();
+    let (code, _, text) = env.cmd(&["run", "-n", "1", "--job", "standalone", "--", "true"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("is reserved"), "{text}");
+    assert!(p.alive());
+}
+
+#[test]
+fn list_shows_complete_and_incomplete_snapshots() {
+    let env = Env::new();
+    let steps = steps_for(20.0);
+    let job = env.run(
+        "ls",
+        2,
+        &[],
+        &["--steps", &steps, "--pace-us", PACE],
+        &[("COUNTER_STALL", "1500")],
+    );
+    env.ready(&job);
+    for seq in 0..2 {
+        let (code, fin) = env.checkpoint("ls", &[]);
+        assert_eq!((code, fin["seq"].as_u64()), (0, Some(seq)), "{fin}");
+    }
+    // One in progress (its prepare stalls), in the daemon's staging directory.
+    let (code, started) = env.checkpoint("ls", &["--no-wait"]);
+    assert_eq!(code, 0, "{started}");
+    let store = env.store.path().display().to_string();
+    let (code, doc) = env.json(&["list", &store, "--json"]);
+    assert_eq!(code, 0, "{doc}");
+    let snaps = doc["jobs"][0]["snapshots"].as_array().unwrap().clone();
+    assert_eq!(snaps.len(), 3, "{doc}");
+    assert_eq!(snaps[2]["status"], "in progress", "{doc}");
+    assert_eq!(snaps[2]["complete"], false, "{doc}");
+    let (code, _, _) = env.cmd(&["stop", "--job", "ls"]);
+    assert_eq!(code, 0);
+    job.finish(Duration::from_secs(30));
+    // An incomplete snapshot (no metadata), and one with a rank too many.
+    let root = env.job_root("ls");
+    private_dirs(&root.join("5/rank-0"));
+    private_dirs(&root.join("1/rank-2"));
+    let (code, doc) = env.json(&["list", &root.display().to_string(), "--json"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["ok"], true);
+    let snaps = doc["jobs"][0]["snapshots"].as_array().unwrap().clone();
+    let seqs: Vec<u64> = snaps.iter().map(|s| s["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [0, 1, 5], "{doc}");
+    assert_eq!(snaps[0]["status"], "complete", "{doc}");
+    assert_eq!(snaps[0]["complete"], true);
+    assert_eq!(snaps[0]["ranks"], 2);
+    assert!(snaps[0]["bytes"].as_u64().unwrap() > 0);
+    assert!(snaps[0]["time"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        snaps[0]["reference"]
+            .as_str()
+            .unwrap()
+            .starts_with("snapc_global_snapshot_")
+    );
+    assert_eq!(snaps[1]["complete"], false);
+    assert!(
+        snaps[1]["status"]
+            .as_str()
+            .unwrap()
+            .contains("not in the metadata rank-2"),
+        "{doc}"
+    );
+    assert_eq!(snaps[2]["status"], "incomplete (no snapshot.json)", "{doc}");
+    let (code, _, text) = env.cmd(&["list", &store]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("job ls (") && text.contains("3 snapshots"),
+        "{text}"
+    );
+    assert!(
+        text.contains(" complete ") && text.contains(" incomplete "),
+        "{text}"
+    );
+    // Restart checks the rank directories against the metadata.
+    let one = root.join("1").display().to_string();
+    let (code, _, text) = env.cmd(&["restart", &one]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("the metadata names 2 ranks, 3 rank directories are there"),
+        "{text}"
+    );
+    env.assert_clean();
+}
+
+#[test]
+fn a_run_without_checkpoints_leaves_no_job_directory() {
+    let env = Env::new();
+    let store = env.store.path().display().to_string();
+    let job = env.spawn(
+        "none",
+        &[
+            "run", "-n", "2", "--job", "none", "--store", &store, "--", "true",
+        ],
+        &[],
+    );
+    let (code, _) = job.finish(Duration::from_secs(30));
+    assert_eq!(code, 0);
+    assert!(!env.job_root("none").exists());
+    env.assert_clean();
+}

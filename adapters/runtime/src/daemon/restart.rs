@@ -73,12 +73,33 @@ fn checked_restart_options(path: &std::path::Path) -> Result<RunOptions, String>
             .ok_or_else(|| format!("{}: not <store>/<job>[/<seq>]", path.display()))
     };
     let last = name(path)?;
-    let given_seq = snapstore::seq_of(&last);
+    // Told apart by content, not by name (a job may be named 123456): a
+    // snapshot has its metadata or rank directories, a job directory
+    // neither.
+    let here = PrivateDir::open(path, false).map_err(|e| {
+        format!(
+            "{}: no such snapshot or job directory ({e})",
+            path.display()
+        )
+    })?;
+    let given_seq =
+        (here.is_file(METADATA) || !snapstore::ranks_in(&here).is_empty()).then_some(last);
     let job_path = match given_seq {
         Some(_) => path.parent().unwrap_or(path).to_path_buf(),
         None => path.to_path_buf(),
     };
     let job = name(&job_path)?;
+    let standalone = job_path
+        .parent()
+        .and_then(|p| p.file_name())
+        .is_some_and(|n| n == snapc_posix::app::STANDALONE_DIR);
+    if job == snapc_posix::app::STANDALONE_DIR || standalone {
+        return Err(format!(
+            "{}: a standalone snapshot (checkpoint --pid): its process restarts from it \
+             (SNAPC_RESTART_DIR=<snapshot>/pid-<pid>), not `snapc restart`",
+            path.display()
+        ));
+    }
     if !snapstore::valid_job_name(&job) {
         return Err(format!(
             "{}: {job:?} is not a job directory of a snapshot store",
@@ -94,7 +115,7 @@ fn checked_restart_options(path: &std::path::Path) -> Result<RunOptions, String>
         .and_then(|s| s.open_sub(&job, false))
         .map_err(e)?;
     let seq_name = match given_seq {
-        Some(_) => last,
+        Some(last) => last,
         None => snapstore::complete_in(&job_dir)
             .pop()
             .map(|(_, n)| n)
@@ -126,11 +147,8 @@ fn checked_restart_options(path: &std::path::Path) -> Result<RunOptions, String>
     if argv.is_empty() {
         return Err("the metadata has no program".into());
     }
-    for r in 0..nranks {
-        let rank = format!("rank-{r}");
-        if !dir.is_dir(&rank) {
-            return Err(format!("{}: missing", dir.path().join(rank).display()));
-        }
+    if let Some(why) = snapstore::rank_dirs_mismatch(&dir, u64::from(nranks)) {
+        return Err(format!("{}: {why}", dir.path().display()));
     }
     let mut opts = RunOptions::new(job, nranks, store_path, argv);
     opts.cwd = meta
