@@ -30,8 +30,8 @@ use crate::store::{DirError, PrivateDir};
 use nix::sys::signal::Signal;
 use snapc_core::app::RequestError;
 use snapc_core::app::{
-    Action, AppConfig, AppCoordinator, CheckpointResult, CrsName, HandshakeReport, HostFailure,
-    IoFailure, Outcome, PrepareResult, RequestReport, SstoreOp,
+    Action, AppConfig, AppCoordinator, CheckpointResult, CrsName, Frame, HandshakeReport,
+    HostFailure, IoFailure, Outcome, PrepareResult, RequestReport, SstoreOp,
 };
 use snapc_core::time::{Duration as CoreDuration, Instant as CoreInstant};
 use snapc_core::wire::{
@@ -84,6 +84,11 @@ pub struct Config {
     pub chain_signal: bool,
     /// The deadline of each FIFO open, read and write (`SNAPC_TIMEOUT`, seconds, default 10).
     pub timeout: Duration,
+    /// The longest wait for the release once the final state is written
+    /// (`SNAPC_RELEASE_TIMEOUT`, seconds); `None`: [`RELEASE_PER_TIMEOUT`]
+    /// times `timeout`. A node daemon sets it for its ranks from its own
+    /// deadlines.
+    pub release_timeout: Option<Duration>,
     /// Where standalone snapshots go (`SNAPC_STORE`; default `snapc-store-<uid>` in the temp dir).
     pub store: PathBuf,
     /// The node daemon's socket (`SNAPC_DAEMON_SOCKET`).
@@ -122,6 +127,7 @@ impl Default for Config {
             signal: Signal::SIGUSR1,
             chain_signal: false,
             timeout: Duration::from_secs(10),
+            release_timeout: None,
             store: std::env::temp_dir()
                 .join(format!("snapc-store-{}", nix::unistd::Uid::effective())),
             daemon_socket: None,
@@ -134,7 +140,20 @@ impl Default for Config {
     }
 }
 
+/// The release deadline, in deadlines of one FIFO step, when
+/// `SNAPC_RELEASE_TIMEOUT` is not set: a coordinator that bounds each of its
+/// steps by the same timeout releases within that (its slowest process's
+/// whole handshake: names, open, options, response, go-ahead, final state,
+/// stop; then the release itself).
+pub const RELEASE_PER_TIMEOUT: u32 = 8;
+
 impl Config {
+    /// The longest wait for the release (see [`Config::release_timeout`]).
+    pub fn release_wait(&self) -> Duration {
+        self.release_timeout
+            .unwrap_or_else(|| self.timeout.saturating_mul(RELEASE_PER_TIMEOUT))
+    }
+
     /// The defaults, overridden by the `SNAPC_*` variables that are set.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_vars(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
@@ -158,42 +177,25 @@ impl Config {
             c.signal =
                 signal::parse_signal(&v).map_err(|e| bad("SNAPC_SIGNAL", &v, e.to_string()))?;
         }
-        if let Some(v) = get("SNAPC_REQUEST_TIMEOUT") {
-            let secs: f64 = v.parse().map_err(|_| {
-                bad(
-                    "SNAPC_REQUEST_TIMEOUT",
-                    &v,
-                    "not a number of seconds".into(),
-                )
-            })?;
-            c.request_timeout = Some(
-                Duration::try_from_secs_f64(secs)
-                    .ok()
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| {
-                        bad(
-                            "SNAPC_REQUEST_TIMEOUT",
-                            &v,
-                            "must be a positive number of seconds".into(),
-                        )
-                    })?,
-            );
-        }
-        if let Some(v) = get("SNAPC_TIMEOUT") {
+        // A positive number of seconds.
+        let seconds = |var: &'static str| -> Result<Option<Duration>, ConfigError> {
+            let Some(v) = get(var) else {
+                return Ok(None);
+            };
             let secs: f64 = v
                 .parse()
-                .map_err(|_| bad("SNAPC_TIMEOUT", &v, "not a number of seconds".into()))?;
-            c.timeout = Duration::try_from_secs_f64(secs)
+                .map_err(|_| bad(var, &v, "not a number of seconds".into()))?;
+            Duration::try_from_secs_f64(secs)
                 .ok()
                 .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    bad(
-                        "SNAPC_TIMEOUT",
-                        &v,
-                        "must be a positive number of seconds".into(),
-                    )
-                })?;
+                .map(Some)
+                .ok_or_else(|| bad(var, &v, "must be a positive number of seconds".into()))
+        };
+        c.request_timeout = seconds("SNAPC_REQUEST_TIMEOUT")?;
+        if let Some(t) = seconds("SNAPC_TIMEOUT")? {
+            c.timeout = t;
         }
+        c.release_timeout = seconds("SNAPC_RELEASE_TIMEOUT")?;
         if let Some(v) = get("SNAPC_STORE") {
             c.store = v.into();
         }
@@ -337,6 +339,8 @@ pub struct Snapc<H: Hooks> {
     snapshot_root: Option<PathBuf>,
     /// This process's rank.
     rank: u32,
+    /// Signals ignored by the flag when the release was read.
+    ignored_at_release: Option<u32>,
 }
 
 impl<H: Hooks> Snapc<H> {
@@ -368,6 +372,10 @@ impl<H: Hooks> Snapc<H> {
         app.deadlines.open = t;
         app.deadlines.read = t;
         app.deadlines.write = t;
+        // A coordinator that hangs after the final state costs this, not
+        // the machine's 80 minutes; the handshake then fails and the
+        // application goes on.
+        app.deadlines.release = core_duration(config.release_wait());
         if let Some(r) = config.request_timeout.map(core_duration) {
             app.deadlines.own_handshake = r;
             app.deadlines.op_response = r;
@@ -404,6 +412,7 @@ impl<H: Hooks> Snapc<H> {
             send_timeout: config.timeout,
             snapshot_root: config.snapshot_root,
             rank: config.rank,
+            ignored_at_release: None,
         })
     }
 
@@ -662,7 +671,12 @@ impl<H: Hooks> Snapc<H> {
                     }
                 };
                 match result {
-                    Ok(()) => self.machine.handle_read(self.now(), &buf[..len]),
+                    Ok(()) => {
+                        if frame == Frame::Release {
+                            self.released();
+                        }
+                        self.machine.handle_read(self.now(), &buf[..len])
+                    }
                     Err(e) => self.io_failed(&e),
                 }
             }
@@ -724,6 +738,15 @@ impl<H: Hooks> Snapc<H> {
                 self.flush_attributes();
                 self.snapshot_dir = None;
                 self.machine.handle_teardown_done(self.now());
+                // A signal that came after the release was for the next
+                // handshake (this one's coordinator sends none after the
+                // final state): the flag ignored it while this one ended,
+                // so it is taken up now instead of being lost.
+                if let Some(before) = self.ignored_at_release.take()
+                    && CHECKPOINT_FLAG.ignored() != before
+                {
+                    CHECKPOINT_FLAG.request();
+                }
             }
             Action::AwaitTermination => {
                 log::info!("checkpoint done; this process is to be terminated")
@@ -733,6 +756,16 @@ impl<H: Hooks> Snapc<H> {
                 self.outcomes.push(outcome);
             }
         }
+    }
+
+    /// The release is read: the handshake's names may now be taken for
+    /// ending by other coordinators (the application's lock goes), and
+    /// signals from here on belong to the next handshake.
+    fn released(&mut self) {
+        if let Some(ch) = &self.channel {
+            ch.release_app_lock();
+        }
+        self.ignored_at_release = Some(CHECKPOINT_FLAG.ignored());
     }
 
     /// Stable storage: the daemon's staging directory
@@ -944,5 +977,22 @@ mod tests {
         let bad = Config::from_vars(|k| (k == "SNAPC_SIGNAL").then(|| "SIGWHAT".to_string()))
             .unwrap_err();
         assert!(bad.to_string().contains("SIGWHAT"));
+    }
+
+    #[test]
+    fn the_release_wait_comes_from_the_configuration() {
+        let c = Config::from_vars(|k| (k == "SNAPC_TIMEOUT").then(|| "2".to_string())).unwrap();
+        assert_eq!(c.release_wait(), Duration::from_secs(16));
+        let c = Config::from_vars(|k| match k {
+            "SNAPC_TIMEOUT" => Some("2".to_string()),
+            "SNAPC_RELEASE_TIMEOUT" => Some("0.5".to_string()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.release_wait(), Duration::from_millis(500));
+        assert_eq!(Config::default().release_wait(), Duration::from_secs(80));
+        let bad = Config::from_vars(|k| (k == "SNAPC_RELEASE_TIMEOUT").then(|| "0".to_string()))
+            .unwrap_err();
+        assert_eq!(bad.var, "SNAPC_RELEASE_TIMEOUT");
     }
 }

@@ -13,14 +13,24 @@
 //! - A [`Channel`] unlinks the FIFOs it created and closes its fds when
 //!   dropped, whatever ended the handshake; it unlinks a name only while it
 //!   still refers to the FIFO this side created or checked.
+//! - One handshake, one coordinator: each side holds an advisory `flock`
+//!   on the FIFO it reads, taken as soon as it has opened it. The
+//!   application's lock on `prog_read` says "this handshake is live" until
+//!   it has read its release ([`Channel::release_app_lock`]); the local
+//!   coordinator's lock on `prog_write` is its claim on the handshake,
+//!   taken before it writes anything: a second coordinator cannot take it
+//!   and writes nothing ([`FifoError::Claimed`]). Neither lock changes a
+//!   byte on the FIFOs, and a peer that takes none (Open MPI's) is not
+//!   affected by them (ARCHITECTURE.md, "One handshake at a time").
 
+pub use crate::target::FileKey;
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, open};
+use nix::fcntl::{FlockArg, OFlag, open};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::stat::{Mode, SFlag, fstat, lstat};
 use nix::unistd::{Uid, mkdir, mkfifo, unlink};
 use snapc_core::wire::{ChannelNames, FifoName};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -67,6 +77,21 @@ pub enum FifoError {
     #[error("{path}: the peer closed the FIFO")]
     PeerGone {
         /// The file.
+        path: PathBuf,
+    },
+    /// Another local coordinator holds this handshake (its lock on
+    /// `prog_write`); nothing was written.
+    #[error("{path}: another coordinator holds this handshake")]
+    Claimed {
+        /// The FIFO.
+        path: PathBuf,
+        /// Its identity, to find the holder.
+        key: FileKey,
+    },
+    /// The name no longer refers to the FIFO that was checked before.
+    #[error("{path}: replaced since it was found; refusing to use it")]
+    Replaced {
+        /// The name.
         path: PathBuf,
     },
 }
@@ -154,6 +179,29 @@ impl PipeDir {
 struct FileId {
     dev: u64,
     ino: u64,
+}
+
+impl From<FileId> for FileKey {
+    fn from(id: FileId) -> Self {
+        Self {
+            dev: id.dev,
+            ino: id.ino,
+        }
+    }
+}
+
+/// Identity, change time and kind of the file at `path` (not followed).
+pub fn file_key(path: &Path) -> Option<(FileKey, (i64, i64), bool)> {
+    let st = lstat(path).ok()?;
+    let fifo = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFIFO;
+    Some((
+        FileKey {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        },
+        (st.st_ctime, st.st_ctime_nsec),
+        fifo,
+    ))
 }
 
 fn check_fifo(path: &Path, st: &nix::sys::stat::FileStat) -> Result<FileId, FifoError> {
@@ -394,6 +442,23 @@ impl FifoEnd {
         self.fd.as_fd()
     }
 
+    /// The identity of the FIFO this end is open on.
+    pub fn key(&self) -> FileKey {
+        self.id.into()
+    }
+
+    /// Takes an exclusive `flock` on the FIFO without waiting: `Ok(true)`
+    /// taken, `Ok(false)` held by someone else. Where locks are not
+    /// supported the error is returned and the caller goes on without.
+    fn try_lock(&self) -> Result<bool, Errno> {
+        #[allow(deprecated)] // nix's `Flock` wrapper would own the fd
+        match nix::fcntl::flock(self.fd.as_raw_fd(), FlockArg::LockExclusiveNonblock) {
+            Ok(()) => Ok(true),
+            Err(Errno::EWOULDBLOCK) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Writes all of `buf` before `deadline`.
     pub fn write_all(&self, buf: &[u8], deadline: Instant) -> Result<(), FifoError> {
         let mut done = 0;
@@ -459,6 +524,13 @@ impl Channel {
         create_fifo(&write_path).map_err(cleanup)?;
         let rx = FifoEnd::open(&read_path, OFlag::O_RDWR, deadline, "open prog_read", None)
             .map_err(cleanup)?;
+        // "This handshake is live" for other coordinators, until the
+        // release is read; nobody else ever locks prog_read.
+        match rx.try_lock() {
+            Ok(true) => {}
+            Ok(false) => log::debug!("{}: already locked", read_path.display()),
+            Err(e) => log::debug!("{}: no lock ({e})", read_path.display()),
+        }
         // The local coordinator opens prog_write for reading before it opens
         // prog_read and writes the options there: their arrival is the cue
         // to try again (they stay in the FIFO for the first read).
@@ -473,15 +545,35 @@ impl Channel {
         Ok(Self { rx, tx })
     }
 
-    /// The local coordinator's side: wait until both names exist, then open
-    /// `prog_read` write-only and `prog_write` read-only.
+    /// The local coordinator's side: wait until both names exist, open
+    /// `prog_write` read-only, claim the handshake (an exclusive `flock` on
+    /// it, held until the channel is dropped; [`FifoError::Claimed`] if
+    /// another coordinator holds it), then open `prog_read` write-only.
     pub fn open_local(
         dir: &PipeDir,
         names: ChannelNames,
         deadline: Instant,
     ) -> Result<Self, FifoError> {
+        Self::open_local_checked(dir, names, deadline, None)
+    }
+
+    /// As [`open_local`](Self::open_local), and each FIFO opened must be the
+    /// one `expect` names (`prog_read`, `prog_write`), as found earlier:
+    /// else [`FifoError::Replaced`].
+    pub fn open_local_checked(
+        dir: &PipeDir,
+        names: ChannelNames,
+        deadline: Instant,
+        expect: Option<[FileKey; 2]>,
+    ) -> Result<Self, FifoError> {
         let read_path = dir.fifo_path(names.prog_read());
         let write_path = dir.fifo_path(names.prog_write());
+        let check = |end: &FifoEnd, want: Option<FileKey>| match want {
+            Some(k) if end.key() != k => Err(FifoError::Replaced {
+                path: end.path.clone(),
+            }),
+            _ => Ok(()),
+        };
         let rx = FifoEnd::open(
             &write_path,
             OFlag::O_RDONLY,
@@ -489,6 +581,18 @@ impl Channel {
             "for the process to create its FIFOs",
             None,
         )?;
+        check(&rx, expect.map(|[_, w]| w))?;
+        match rx.try_lock() {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(FifoError::Claimed {
+                    key: rx.key(),
+                    path: write_path,
+                });
+            }
+            // A file system without locks: go on unprotected, as before.
+            Err(e) => log::debug!("{}: no lock ({e})", write_path.display()),
+        }
         let tx = FifoEnd::open(
             &read_path,
             OFlag::O_WRONLY,
@@ -496,7 +600,16 @@ impl Channel {
             "for the process to open its FIFOs",
             None,
         )?;
+        check(&tx, expect.map(|[r, _]| r))?;
         Ok(Self { rx, tx })
+    }
+
+    /// The application's side, once its release is read: other
+    /// coordinators may now take its names for ending (the lock on
+    /// `prog_read` goes; the fds stay until the teardown).
+    pub fn release_app_lock(&self) {
+        #[allow(deprecated)] // as in `FifoEnd::try_lock`
+        let _ = nix::fcntl::flock(self.rx.fd.as_raw_fd(), FlockArg::Unlock);
     }
 }
 
@@ -681,6 +794,41 @@ mod tests {
             std::fs::read(d.fifo_path(names.prog_write())).unwrap(),
             b"regular"
         );
+    }
+
+    #[test]
+    fn one_coordinator_claims_a_handshake_and_the_application_marks_it_live() {
+        let (_t, d) = dir();
+        let names = ChannelNames { pid: 15, n: 0 };
+        let d2 = d.clone();
+        let lc = std::thread::spawn(move || Channel::open_local(&d2, names, soon(5000)).unwrap());
+        let app = Channel::open_app(&d, names, soon(5000)).unwrap();
+        let lc = lc.join().unwrap();
+        let me = std::process::id();
+        // The application's lock on prog_read, the coordinator's on prog_write.
+        assert_eq!(
+            crate::target::flock_holders(&[app.rx.key()]),
+            vec![(me, app.rx.key())]
+        );
+        assert_eq!(
+            crate::target::flock_holders(&[lc.rx.key()]),
+            vec![(me, lc.rx.key())]
+        );
+        // A second coordinator gets nothing, and writes nothing.
+        let err = Channel::open_local(&d, names, soon(1000)).unwrap_err();
+        assert!(matches!(err, FifoError::Claimed { .. }), "{err}");
+        // Found earlier, replaced since: refused.
+        let other = [app.tx.key(), app.rx.key()];
+        let err = Channel::open_local_checked(&d, names, soon(1000), Some(other)).unwrap_err();
+        assert!(matches!(err, FifoError::Replaced { .. }), "{err}");
+        lc.tx.write_all(&[1, 2, 3, 4], soon(1000)).unwrap();
+        let mut buf = [0u8; 4];
+        app.rx.read_exact(&mut buf, soon(1000)).unwrap();
+        assert_eq!(buf, [1, 2, 3, 4], "only the first coordinator's bytes");
+        app.release_app_lock();
+        assert!(crate::target::flock_holders(&[app.rx.key()]).is_empty());
+        drop(lc);
+        assert!(crate::target::flock_holders(&[app.tx.key()]).is_empty());
     }
 
     #[test]

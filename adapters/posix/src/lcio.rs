@@ -5,22 +5,44 @@
 //! Shared by `snapc checkpoint --pid` (`snapc_runtime::direct`) and the node daemon
 //! (`snapc_runtime::daemon`); each owns the machine and the poll loop, and hands
 //! this the FIFO actions. Reads are registered and completed from the
-//! caller's `poll` ([`FifoIo::read_fds`], [`FifoIo::read_ready`]); the FIFO
-//! names and stopped processes are checked at each [`FifoIo::tick`].
+//! caller's `poll` ([`FifoIo::read_fds`], [`FifoIo::read_ready`]); signals,
+//! FIFO names, the processes' state and stopped processes are dealt with at
+//! each [`FifoIo::tick`].
 //!
 //! The caller ticks when [`FifoIo::notify_fd`] (an inotify watch of the pipe
 //! directory, while names are awaited) is readable, and at the latest after
-//! [`FifoIo::tick_within`]: names are seen as soon as they are created rather
-//! than at the next millisecond tick. Where inotify is not available the
-//! tick interval stays [`WATCH_TICK`].
+//! [`FifoIo::tick_within`]: names are seen as soon as they are created or
+//! removed rather than at the next millisecond tick. Where inotify is not
+//! available the tick interval stays [`WATCH_TICK`].
 //!
-//! The names used are the highest complete pair the process created after
-//! the signal: a process ignores the signal while it still finishes its
-//! previous handshake, so while the names have not appeared the signal is
-//! repeated every [`RESIGNAL`]; a process handles at most one request at a
-//! time, so a repeated signal never starts a second handshake.
+//! One handshake at a time (ARCHITECTURE.md, "One handshake at a time"):
+//!
+//! - Before it signals a process, the coordinator looks for FIFO names of
+//!   that process. None: it signals. Names held by another coordinator
+//!   (its lock on `prog_write`, or the FIFO open in another process): it
+//!   refuses at once, naming them and the holder, and signals nothing.
+//!   Names only the process itself holds (a handshake that is ending, or
+//!   one whose coordinator went away): the signal waits until they are
+//!   gone. Names nobody holds or locks, twice [`STALE_GRACE`] apart: stale,
+//!   removed (only this user's FIFOs), then the signal goes.
+//! - A target that does not exist, has exited, is stopped or has no handler
+//!   for the signal is refused without a signal (a signal with no handler
+//!   would kill it); one that exits or is stopped while it is awaited fails
+//!   at once ([`LIVENESS`]). Each failure leaves a note ([`FifoIo::take_note`]).
+//! - After the signal, only names created after it are used: a complete
+//!   pair whose inodes did not exist at the signal and whose change time is
+//!   not earlier than it. Opening them claims the handshake
+//!   ([`Channel::open_local_checked`]); another coordinator's claim fails
+//!   this one before anything is written.
+//! - One signal per handshake. It is repeated only while the process has no
+//!   names at all, is alive, not stopped, handles the signal and has no
+//!   delivery pending, after [`RESIGNAL_AFTER`], then four and sixteen
+//!   times that ([`RESIGNAL_MAX`] repeats): for processes (not snapc's,
+//!   which keep a signal that lands during their teardown) that drop a
+//!   signal arriving while they finish their previous handshake.
 
-use crate::fifo::{Channel, FifoError, PipeDir};
+use crate::fifo::{Channel, FifoError, FileKey, PipeDir, file_key};
+use crate::target::{self, State};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -33,8 +55,23 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// How often the signal is repeated while a process's FIFOs have not appeared.
-pub const RESIGNAL: Duration = Duration::from_millis(50);
+/// How long after the signal a process with no FIFO names, alive, running
+/// and handling the signal, may be signalled again (then four and sixteen
+/// times that).
+pub const RESIGNAL_AFTER: Duration = Duration::from_millis(250);
+
+/// The most times one handshake's signal is repeated.
+pub const RESIGNAL_MAX: u32 = 3;
+
+/// How long names nobody holds must stay so before they count as stale.
+pub const STALE_GRACE: Duration = Duration::from_millis(100);
+
+/// How often a waiting signal is reconsidered (names held by someone may
+/// change hands without an inotify event).
+pub const DEFER_CHECK: Duration = Duration::from_millis(50);
+
+/// How often awaited processes are checked for having exited or stopped.
+pub const LIVENESS: Duration = Duration::from_millis(200);
 
 /// The local coordinator's configuration with every wait on a process's
 /// FIFOs (the names, opening, each write, the response) and on its stop
@@ -50,6 +87,28 @@ pub fn local_config(timeout: Duration) -> LocalConfig {
     config
 }
 
+/// The longest a process may wait for its release under a one-node
+/// coordinator with `config`, from its final state: its slowest peer's
+/// whole handshake (every wait of it), then the release's write. A runtime
+/// hands this to its processes (`SNAPC_RELEASE_TIMEOUT`) so that they never
+/// give up on a release that is still to come.
+pub fn release_wait(config: &LocalConfig) -> Duration {
+    let d = config.deadlines;
+    let total = [
+        d.fifos,
+        d.open,
+        d.write,
+        d.response,
+        d.write,
+        d.final_state,
+        d.stop,
+        d.write,
+    ]
+    .into_iter()
+    .fold(CoreDuration::ZERO, CoreDuration::saturating_add);
+    Duration::from(total)
+}
+
 /// How often names and stopped processes are checked when nothing wakes the
 /// caller sooner (stops always; names without inotify).
 pub const WATCH_TICK: Duration = Duration::from_millis(1);
@@ -57,6 +116,60 @@ pub const WATCH_TICK: Duration = Duration::from_millis(1);
 struct Pending {
     len: usize,
     buf: Vec<u8>,
+}
+
+/// A process whose FIFO names are awaited.
+struct Watch {
+    pid: u32,
+    stage: WatchStage,
+}
+
+enum WatchStage {
+    /// The signal is to be sent at the next tick, after the checks.
+    Pending,
+    /// Names of another handshake of the process exist that only it holds:
+    /// the signal waits until they are gone.
+    Deferred {
+        /// Since when nobody (not even the process) has held them.
+        unheld_since: Option<Instant>,
+        next_check: Instant,
+    },
+    /// Signalled; names created after the signal are awaited.
+    Signalled(Signalled),
+}
+
+struct Signalled {
+    /// The coarse wall clock read before the directory scan that preceded
+    /// the signal: names changed earlier are not this handshake's.
+    wall: (i64, i64),
+    /// The process's FIFOs that existed at the signal.
+    before: Vec<FileKey>,
+    resignals: u32,
+    next_resignal: Instant,
+    /// While names that are not this handshake's exist: when to look at
+    /// them again (another coordinator may claim them).
+    next_check: Option<Instant>,
+}
+
+impl Watch {
+    /// When this watch needs a tick even without a name appearing.
+    fn next_due(&self, now: Instant) -> Option<Instant> {
+        match &self.stage {
+            WatchStage::Pending => Some(now),
+            WatchStage::Deferred { next_check, .. } => Some(*next_check),
+            WatchStage::Signalled(s) => {
+                let resignal = (s.resignals < RESIGNAL_MAX).then_some(s.next_resignal);
+                [resignal, s.next_check].into_iter().flatten().min()
+            }
+        }
+    }
+}
+
+/// What to do about a signal that waits.
+enum Verdict {
+    Signal,
+    Defer { note: String, unheld: bool },
+    Fail(IoError, String),
 }
 
 /// The real-world half of a local coordinator.
@@ -67,17 +180,24 @@ pub struct FifoIo {
     timeout: Duration,
     origin: Instant,
     channels: HashMap<SlotId, Channel>,
-    /// The names each slot's process actually created.
+    /// The names each slot's process created for its current handshake.
     names: HashMap<SlotId, ChannelNames>,
-    /// Slots waiting for their FIFO names: pid and when it was last signalled.
-    watches: HashMap<SlotId, (u32, Instant)>,
+    /// The identities of those names (`prog_read`, `prog_write`).
+    accepted: HashMap<SlotId, [FileKey; 2]>,
+    /// The process of each slot with a handshake.
+    pids: HashMap<SlotId, u32>,
+    watches: HashMap<SlotId, Watch>,
     stops: HashMap<SlotId, u32>,
     reads: HashMap<SlotId, Pending>,
-    /// Creations and renames in the pipe directory, if inotify is available.
+    /// Why a slot failed or waits, beyond what the machine can say.
+    notes: HashMap<SlotId, String>,
+    /// Creations, removals and renames in the pipe directory, if inotify is
+    /// available.
     notify: Option<Arc<Inotify>>,
     /// The directory must be scanned at the next tick even without a
     /// notification (a watch just began: its names may exist already).
     rescan: bool,
+    next_liveness: Instant,
 }
 
 /// The inotify watch of the last pipe directory used, shared by every
@@ -91,11 +211,12 @@ static DIR_WATCH: Mutex<Option<(DirId, Arc<Inotify>)>> = Mutex::new(None);
 /// A directory's path and inode.
 type DirId = (PathBuf, u64, u64);
 
-/// An inotify watch for names appearing in `dir`, or `None` where inotify
-/// cannot be had (the caller then ticks every [`WATCH_TICK`]). Two
-/// coordinators watching the same directory at once share it: one may
-/// consume the other's wakeup, which then sees the names at its next tick
-/// (at the latest when it repeats the signal).
+/// An inotify watch for names appearing in or leaving `dir`, or `None`
+/// where inotify cannot be had (the caller then ticks every
+/// [`WATCH_TICK`]). Two coordinators of one process watching the same
+/// directory at once share it: one may consume the other's wakeup, which
+/// then sees the names at its next due tick ([`DEFER_CHECK`],
+/// [`RESIGNAL_AFTER`]) at the latest.
 fn watch_dir(dir: &PipeDir) -> Option<Arc<Inotify>> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(dir.path()).ok()?;
@@ -112,7 +233,11 @@ fn watch_dir(dir: &PipeDir) -> Option<Arc<Inotify>> {
     inotify
         .add_watch(
             dir.path(),
-            AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ONLYDIR,
+            AddWatchFlags::IN_CREATE
+                | AddWatchFlags::IN_MOVED_TO
+                | AddWatchFlags::IN_DELETE
+                | AddWatchFlags::IN_MOVED_FROM
+                | AddWatchFlags::IN_ONLYDIR,
         )
         .map_err(|e| {
             log::debug!(
@@ -139,15 +264,24 @@ impl FifoIo {
             origin,
             channels: HashMap::new(),
             names: HashMap::new(),
+            accepted: HashMap::new(),
+            pids: HashMap::new(),
             watches: HashMap::new(),
             stops: HashMap::new(),
             reads: HashMap::new(),
+            notes: HashMap::new(),
+            next_liveness: Instant::now(),
         }
     }
 
     /// The pipe directory.
     pub fn pipe_dir(&self) -> &PipeDir {
         &self.pipe_dir
+    }
+
+    /// The checkpoint signal.
+    pub fn signal(&self) -> Signal {
+        self.signal
     }
 
     /// The machine's time now.
@@ -169,6 +303,19 @@ impl FifoIo {
         self.names.get(&slot).copied()
     }
 
+    /// Why `slot` failed, or what its signal waits for, when this side
+    /// knows more than the machine: a refusal (another handshake in
+    /// progress, a process that does not handle the signal), a process that
+    /// exited or stopped, a handshake another coordinator took first.
+    pub fn note(&self, slot: SlotId) -> Option<&str> {
+        self.notes.get(&slot).map(String::as_str)
+    }
+
+    /// [`note`](Self::note), removed.
+    pub fn take_note(&mut self, slot: SlotId) -> Option<String> {
+        self.notes.remove(&slot)
+    }
+
     /// Whether names or stops are being watched (the caller should tick often).
     pub fn busy(&self) -> bool {
         !self.watches.is_empty() || !self.stops.is_empty()
@@ -177,19 +324,28 @@ impl FifoIo {
     /// The longest the caller may wait before the next [`tick`](Self::tick)
     /// (besides waking when [`notify_fd`](Self::notify_fd) is readable), or
     /// `None` when nothing is watched. With inotify, names need a tick only
-    /// to repeat a signal; stopped processes are always polled.
+    /// for a signal that waits or may be repeated; stopped processes are
+    /// always polled, and awaited processes checked every [`LIVENESS`].
     pub fn tick_within(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let mut due: Option<Instant> = None;
+        let mut at = |t: Instant| due = Some(due.map_or(t, |d| d.min(t)));
         if !self.stops.is_empty() || (!self.watches.is_empty() && self.notify.is_none()) {
-            return Some(WATCH_TICK);
+            at(now + WATCH_TICK);
         }
-        self.watches
-            .values()
-            .map(|(_, signalled)| RESIGNAL.saturating_sub(signalled.elapsed()))
-            .min()
+        for w in self.watches.values() {
+            if let Some(t) = w.next_due(now) {
+                at(t);
+            }
+        }
+        if !self.watches.is_empty() || !self.reads.is_empty() {
+            at(self.next_liveness);
+        }
+        due.map(|t| t.saturating_duration_since(now))
     }
 
     /// While names are awaited, the fd that becomes readable when a name
-    /// appears in the pipe directory: poll it for input, then tick.
+    /// appears in or leaves the pipe directory: poll it for input, then tick.
     pub fn notify_fd(&self) -> Option<BorrowedFd<'_>> {
         match (&self.notify, self.watches.is_empty()) {
             (Some(n), false) => Some(n.as_fd()),
@@ -212,13 +368,25 @@ impl FifoIo {
         let now = self.now();
         match action {
             Action::Signal { slot, pid } => {
-                if let Err(e) = kill(Pid::from_raw(pid as i32), self.signal) {
-                    log::warn!("signal pid {pid}: {e}");
-                    let _ = lc.handle_io_error(now, slot, IoError::Failed);
-                }
+                // Sent at the next tick, after the checks (one directory
+                // scan for every process signalled at once).
+                self.notes.remove(&slot);
+                self.pids.insert(slot, pid);
+                self.watches.insert(
+                    slot,
+                    Watch {
+                        pid,
+                        stage: WatchStage::Pending,
+                    },
+                );
+                self.rescan = true;
             }
             Action::WatchFifos { slot, names } => {
-                self.watches.insert(slot, (names.pid, Instant::now()));
+                self.pids.insert(slot, names.pid);
+                self.watches.entry(slot).or_insert(Watch {
+                    pid: names.pid,
+                    stage: WatchStage::Pending,
+                });
                 self.rescan = true;
             }
             Action::OpenFifos { slot, .. } => {
@@ -227,7 +395,8 @@ impl FifoIo {
                     return None;
                 };
                 let deadline = self.deadline(lc, self.timeout);
-                match Channel::open_local(&self.pipe_dir, names, deadline) {
+                let expect = self.accepted.get(&slot).copied();
+                match Channel::open_local_checked(&self.pipe_dir, names, deadline, expect) {
                     Ok(ch) => {
                         self.channels.insert(slot, ch);
                         let _ = lc.handle_opened(self.now(), slot);
@@ -271,6 +440,8 @@ impl FifoIo {
                 self.watches.remove(&slot);
                 self.reads.remove(&slot);
                 self.stops.remove(&slot);
+                self.accepted.remove(&slot);
+                self.pids.remove(&slot);
             }
             other @ (Action::SendToGc(_) | Action::Report(_)) => return Some(other),
         }
@@ -292,20 +463,57 @@ impl FifoIo {
             FifoError::PeerGone { .. } => {
                 let _ = lc.handle_io_error(now, slot, IoError::Eof);
             }
+            FifoError::Claimed { path, key } => {
+                let me = std::process::id();
+                let holder = target::flock_holders(&[*key])
+                    .into_iter()
+                    .map(|(pid, _)| pid)
+                    .find(|&pid| pid != me)
+                    .map_or_else(|| "another coordinator".to_string(), target::who);
+                let handshake = self
+                    .names
+                    .get(&slot)
+                    .map_or_else(String::new, |n| format!(" {} of pid {}", n.n, n.pid));
+                self.notes.insert(
+                    slot,
+                    format!(
+                        "{holder} took handshake{handshake} first ({}); nothing was written",
+                        path.display()
+                    ),
+                );
+                let _ = lc.handle_io_error(now, slot, IoError::Failed);
+            }
             _ => {
+                self.notes.insert(slot, e.to_string());
                 let _ = lc.handle_io_error(now, slot, IoError::Failed);
             }
         }
     }
 
-    /// Checks watched names (one scan of the pipe directory) and stopped
-    /// processes, and repeats signals that were not taken yet.
+    /// Ends `slot` now: `note` says why.
+    fn fail<const N: usize>(
+        &mut self,
+        lc: &mut LocalCoordinator<N>,
+        slot: SlotId,
+        error: IoError,
+        note: String,
+    ) {
+        log::debug!("slot {}: {note}", slot.index());
+        self.notes.insert(slot, note);
+        self.watches.remove(&slot);
+        self.reads.remove(&slot);
+        let _ = lc.handle_io_error(self.now(), slot, error);
+    }
+
+    /// Sends waiting signals, checks watched names (one scan of the pipe
+    /// directory), awaited processes and stopped processes.
     ///
-    /// With inotify the directory is scanned only when something was
-    /// created in it, a watch just began, or a signal is due to be repeated
-    /// (so a notification another coordinator consumed delays the names by
-    /// at most [`RESIGNAL`]); without it, at every tick.
+    /// With inotify the directory is scanned only when something changed
+    /// in it, a watch just began, or a watch is due (a signal that waits
+    /// or may be repeated, names that are not this handshake's); without
+    /// it, at every tick.
     pub fn tick<const N: usize>(&mut self, lc: &mut LocalCoordinator<N>) {
+        let now = Instant::now();
         let mut scan = std::mem::take(&mut self.rescan) || self.notify.is_none();
         if let Some(n) = &self.notify {
             // Consumed before the scan: a name created after it leaves the
@@ -318,24 +526,20 @@ impl FifoIo {
             || self
                 .watches
                 .values()
-                .any(|(_, signalled)| signalled.elapsed() >= RESIGNAL);
+                .any(|w| w.next_due(now).is_some_and(|t| t <= now));
         if !self.watches.is_empty() && scan {
-            let pairs = complete_pairs(&self.pipe_dir);
-            let watches: Vec<(SlotId, u32, Instant)> = self
-                .watches
-                .iter()
-                .map(|(s, (p, t))| (*s, *p, *t))
-                .collect();
-            for (slot, pid, signalled) in watches {
-                if let Some(&n) = pairs.get(&pid) {
-                    self.watches.remove(&slot);
-                    self.names.insert(slot, ChannelNames { pid, n });
-                    let _ = lc.handle_fifos_exist(self.now(), slot);
-                } else if signalled.elapsed() >= RESIGNAL {
-                    let _ = kill(Pid::from_raw(pid as i32), self.signal);
-                    self.watches.insert(slot, (pid, Instant::now()));
-                }
+            // Read before the scan: a name changed after this instant was
+            // created after the scan too.
+            let wall = coarse_wall();
+            let found = names_by_pid(&self.pipe_dir);
+            let slots: Vec<SlotId> = self.watches.keys().copied().collect();
+            for slot in slots {
+                self.advance(lc, slot, &found, wall, now);
             }
+        }
+        if now >= self.next_liveness {
+            self.next_liveness = now + LIVENESS;
+            self.check_liveness(lc);
         }
         let stops: Vec<(SlotId, u32)> = self.stops.iter().map(|(s, p)| (*s, *p)).collect();
         for (slot, pid) in stops {
@@ -344,6 +548,333 @@ impl FifoIo {
                 let _ = lc.handle_stopped(self.now(), slot);
             }
         }
+    }
+
+    /// Moves one watch on, given the names found in the pipe directory.
+    fn advance<const N: usize>(
+        &mut self,
+        lc: &mut LocalCoordinator<N>,
+        slot: SlotId,
+        found: &HashMap<u32, Vec<FifoName>>,
+        wall: (i64, i64),
+        now: Instant,
+    ) {
+        let Some(w) = self.watches.get(&slot) else {
+            return;
+        };
+        let pid = w.pid;
+        let names = found.get(&pid).map_or(&[][..], Vec::as_slice);
+        let unheld_since = match &w.stage {
+            WatchStage::Pending => None,
+            WatchStage::Deferred {
+                next_check,
+                unheld_since,
+            } => {
+                if *next_check > now {
+                    return;
+                }
+                *unheld_since
+            }
+            WatchStage::Signalled(_) => return self.await_names(lc, slot, pid, names, now),
+        };
+        match self.before_signal(pid, names, unheld_since, now) {
+            Verdict::Fail(error, note) => self.fail(lc, slot, error, note),
+            Verdict::Defer { note, unheld } => {
+                self.notes.insert(slot, note);
+                if let Some(w) = self.watches.get_mut(&slot) {
+                    w.stage = WatchStage::Deferred {
+                        unheld_since: unheld.then(|| unheld_since.unwrap_or(now)),
+                        next_check: now + DEFER_CHECK,
+                    };
+                }
+            }
+            Verdict::Signal => self.send_signal(lc, slot, pid, wall, now),
+        }
+    }
+
+    /// The checks before a signal (see the module's documentation).
+    fn before_signal(
+        &self,
+        pid: u32,
+        names: &[FifoName],
+        unheld_since: Option<Instant>,
+        now: Instant,
+    ) -> Verdict {
+        let sig = self.signal.as_str();
+        match target::state(pid) {
+            State::Gone => return Verdict::Fail(IoError::Eof, format!("pid {pid} does not exist")),
+            State::Exited => return Verdict::Fail(IoError::Eof, format!("pid {pid} has exited")),
+            State::Stopped => {
+                return Verdict::Fail(
+                    IoError::Failed,
+                    format!("pid {pid} is stopped; not signalled (continue it first)"),
+                );
+            }
+            State::Alive(_) => {}
+        }
+        if target::handles(pid, self.signal) == Some(false) {
+            return Verdict::Fail(
+                IoError::Failed,
+                format!("pid {pid} does not handle {sig}: not a snapc process"),
+            );
+        }
+        let files: Vec<(FifoName, PathBuf, FileKey, bool)> = names
+            .iter()
+            .filter_map(|n| {
+                let path = self.pipe_dir.fifo_path(*n);
+                file_key(&path).map(|(key, _, fifo)| (*n, path, key, fifo))
+            })
+            .collect();
+        if files.is_empty() {
+            return Verdict::Signal;
+        }
+        let keys: Vec<FileKey> = files.iter().map(|f| f.2).collect();
+        let listing = self.listing(files.iter().map(|f| f.0));
+        let me = std::process::id();
+        let locks = target::flock_holders(&keys);
+        // A coordinator's claim is its lock on prog_write; the process
+        // itself only ever locks prog_read.
+        let claim = locks.iter().find(|(holder, key)| {
+            *holder != pid
+                && files
+                    .iter()
+                    .any(|f| f.2 == *key && f.0.kind == FifoKind::ProgWrite)
+        });
+        let holder = claim
+            .map(|(h, _)| *h)
+            .or_else(|| target::fd_holders(&keys, &[pid, me]).first().copied());
+        if let Some(h) = holder {
+            return Verdict::Fail(
+                IoError::Failed,
+                format!(
+                    "another handshake with pid {pid} is in progress ({listing}, held by {}); not signalled",
+                    target::who(h)
+                ),
+            );
+        }
+        let live = locks.iter().any(|(h, _)| *h == pid);
+        if live || target::holds(pid, &keys) != Some(false) {
+            return Verdict::Defer {
+                note: format!(
+                    "pid {pid} is still in another handshake ({listing}) with no coordinator: the signal waits until its names are gone"
+                ),
+                unheld: false,
+            };
+        }
+        if unheld_since.is_some_and(|t| now.saturating_duration_since(t) >= STALE_GRACE) {
+            for f in &files {
+                crate::fifo::remove_stale(&f.1);
+            }
+            if let Some(left) = files.iter().find(|f| f.1.symlink_metadata().is_ok()) {
+                return Verdict::Fail(
+                    IoError::Failed,
+                    format!(
+                        "{} is in the way ({}); not signalled",
+                        left.1.display(),
+                        if left.3 {
+                            "a FIFO that cannot be removed"
+                        } else {
+                            "not a FIFO"
+                        }
+                    ),
+                );
+            }
+            log::debug!("removed stale FIFOs of pid {pid}: {listing}");
+            return Verdict::Signal;
+        }
+        Verdict::Defer {
+            note: format!("stale FIFOs of pid {pid} ({listing}) are in the way"),
+            unheld: true,
+        }
+    }
+
+    fn send_signal<const N: usize>(
+        &mut self,
+        lc: &mut LocalCoordinator<N>,
+        slot: SlotId,
+        pid: u32,
+        wall: (i64, i64),
+        now: Instant,
+    ) {
+        let before: Vec<FileKey> = names_by_pid(&self.pipe_dir)
+            .get(&pid)
+            .into_iter()
+            .flatten()
+            .filter_map(|n| file_key(&self.pipe_dir.fifo_path(*n)).map(|(k, _, _)| k))
+            .collect();
+        match kill(Pid::from_raw(pid as i32), self.signal) {
+            Ok(()) => {
+                self.notes.remove(&slot);
+                if let Some(w) = self.watches.get_mut(&slot) {
+                    w.stage = WatchStage::Signalled(Signalled {
+                        wall,
+                        before,
+                        resignals: 0,
+                        next_resignal: now + RESIGNAL_AFTER,
+                        next_check: None,
+                    });
+                }
+            }
+            Err(nix::errno::Errno::ESRCH) => {
+                self.fail(lc, slot, IoError::Eof, format!("pid {pid} does not exist"))
+            }
+            Err(e) => self.fail(
+                lc,
+                slot,
+                IoError::Failed,
+                format!("signal {} to pid {pid}: {e}", self.signal.as_str()),
+            ),
+        }
+    }
+
+    /// Signalled: takes the names created after the signal, notices another
+    /// coordinator's claim on other names, repeats the signal if due.
+    fn await_names<const N: usize>(
+        &mut self,
+        lc: &mut LocalCoordinator<N>,
+        slot: SlotId,
+        pid: u32,
+        names: &[FifoName],
+        now: Instant,
+    ) {
+        let Some(Watch {
+            stage: WatchStage::Signalled(s),
+            ..
+        }) = self.watches.get(&slot)
+        else {
+            return;
+        };
+        if let Some((n, keys)) = self.newest_pair(pid, names, s) {
+            self.watches.remove(&slot);
+            self.notes.remove(&slot);
+            self.names.insert(slot, ChannelNames { pid, n });
+            self.accepted.insert(slot, keys);
+            let _ = lc.handle_fifos_exist(self.now(), slot);
+            return;
+        }
+        if !names.is_empty() {
+            if s.next_check.is_some_and(|t| t > now) {
+                return;
+            }
+            // Names that are not this handshake's: another coordinator's,
+            // started about when this one was. Its claim ends this one.
+            let keys: Vec<FileKey> = names
+                .iter()
+                .filter(|n| n.kind == FifoKind::ProgWrite)
+                .filter_map(|n| file_key(&self.pipe_dir.fifo_path(*n)).map(|(k, _, _)| k))
+                .collect();
+            if let Some((holder, _)) = target::flock_holders(&keys)
+                .into_iter()
+                .find(|(h, _)| *h != pid)
+            {
+                let listing = self.listing(names.iter().copied());
+                return self.fail(
+                    lc,
+                    slot,
+                    IoError::Failed,
+                    format!(
+                        "{} started a handshake with pid {pid} at the same time and holds it ({listing}); nothing was written",
+                        target::who(holder)
+                    ),
+                );
+            }
+            let note = format!(
+                "names of pid {pid} that predate the signal ({}) are not this handshake's",
+                self.listing(names.iter().copied())
+            );
+            self.notes.insert(slot, note);
+            if let Some(Watch {
+                stage: WatchStage::Signalled(s),
+                ..
+            }) = self.watches.get_mut(&slot)
+            {
+                s.next_check = Some(now + DEFER_CHECK);
+            }
+            return;
+        }
+        if s.resignals >= RESIGNAL_MAX || s.next_resignal > now {
+            return;
+        }
+        // No names at all: repeat the signal only to a live, running process
+        // that handles it and has taken the last one.
+        let takes = matches!(target::state(pid), State::Alive(_))
+            && target::handles(pid, self.signal) != Some(false);
+        let pending = target::pending(pid, self.signal);
+        let resend = takes && !pending && kill(Pid::from_raw(pid as i32), self.signal).is_ok();
+        if let Some(Watch {
+            stage: WatchStage::Signalled(s),
+            ..
+        }) = self.watches.get_mut(&slot)
+        {
+            s.next_check = None;
+            if resend {
+                s.resignals += 1;
+                s.next_resignal = now + RESIGNAL_AFTER * 4u32.pow(s.resignals);
+                log::debug!("pid {pid}: signal repeated ({})", s.resignals);
+            } else {
+                s.next_resignal = now + RESIGNAL_AFTER;
+            }
+        }
+    }
+
+    /// The highest complete pair of `pid`'s names created after the signal
+    /// `s`, with the identities of its FIFOs.
+    fn newest_pair(
+        &self,
+        pid: u32,
+        names: &[FifoName],
+        s: &Signalled,
+    ) -> Option<(u32, [FileKey; 2])> {
+        let fresh = |kind: FifoKind, n: u32| {
+            let name = FifoName { kind, pid, n };
+            if !names.contains(&name) {
+                return None;
+            }
+            let (key, ctime, fifo) = file_key(&self.pipe_dir.fifo_path(name))?;
+            (fifo && !s.before.contains(&key) && ctime >= s.wall).then_some(key)
+        };
+        names
+            .iter()
+            .filter(|n| n.kind == FifoKind::ProgRead)
+            .filter_map(|n| {
+                let read = fresh(FifoKind::ProgRead, n.n)?;
+                let write = fresh(FifoKind::ProgWrite, n.n)?;
+                Some((n.n, [read, write]))
+            })
+            .max_by_key(|(n, _)| *n)
+    }
+
+    /// Fails awaited processes (names or an answer) that exited or stopped.
+    fn check_liveness<const N: usize>(&mut self, lc: &mut LocalCoordinator<N>) {
+        let awaited: Vec<(SlotId, u32)> = self
+            .watches
+            .iter()
+            .filter(|(_, w)| !matches!(w.stage, WatchStage::Pending))
+            .map(|(slot, w)| (*slot, w.pid))
+            .chain(
+                self.reads
+                    .keys()
+                    .filter_map(|slot| self.pids.get(slot).map(|pid| (*slot, *pid))),
+            )
+            .collect();
+        for (slot, pid) in awaited {
+            match target::state(pid) {
+                State::Gone | State::Exited => {
+                    self.fail(lc, slot, IoError::Eof, format!("pid {pid} has exited"))
+                }
+                State::Stopped => {
+                    self.fail(lc, slot, IoError::Failed, format!("pid {pid} is stopped"))
+                }
+                State::Alive(_) => {}
+            }
+        }
+    }
+
+    /// `names` as `dir/name, name` for messages.
+    fn listing(&self, names: impl Iterator<Item = FifoName>) -> String {
+        let mut names: Vec<String> = names.map(|n| n.file_name().as_str().to_string()).collect();
+        names.sort();
+        format!("{} in {}", names.join(", "), self.pipe_dir.path().display())
     }
 
     /// The fds of pending reads, to poll for input.
@@ -398,10 +929,18 @@ pub fn to_core(origin: Instant, t: Instant) -> CoreInstant {
     )
 }
 
-/// For each pid, the highest `n` for which both FIFOs exist.
-fn complete_pairs(dir: &PipeDir) -> HashMap<u32, u32> {
-    let mut reads: HashMap<u32, Vec<u32>> = HashMap::new();
-    let mut writes: HashMap<u32, Vec<u32>> = HashMap::new();
+/// The coarse wall clock, the one file change times are taken from:
+/// (seconds, nanoseconds).
+fn coarse_wall() -> (i64, i64) {
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_REALTIME_COARSE)
+        .or_else(|_| clock_gettime(ClockId::CLOCK_REALTIME))
+        .map_or((0, 0), |t| (t.tv_sec(), t.tv_nsec()))
+}
+
+/// Every FIFO name in `dir`, by pid.
+fn names_by_pid(dir: &PipeDir) -> HashMap<u32, Vec<FifoName>> {
+    let mut found: HashMap<u32, Vec<FifoName>> = HashMap::new();
     for entry in std::fs::read_dir(dir.path())
         .into_iter()
         .flatten()
@@ -410,30 +949,13 @@ fn complete_pairs(dir: &PipeDir) -> HashMap<u32, u32> {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if let Ok(f) = FifoName::parse(name) {
-            match f.kind {
-                FifoKind::ProgRead => reads.entry(f.pid).or_default().push(f.n),
-                FifoKind::ProgWrite => writes.entry(f.pid).or_default().push(f.n),
-            }
+            found.entry(f.pid).or_default().push(f);
         }
     }
-    reads
-        .into_iter()
-        .filter_map(|(pid, ns)| {
-            let w = writes.get(&pid)?;
-            ns.into_iter()
-                .filter(|n| w.contains(n))
-                .max()
-                .map(|n| (pid, n))
-        })
-        .collect()
+    found
 }
 
 /// Whether `pid` is stopped (state T or t in /proc).
 pub fn is_stopped(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        // The state follows the parenthesised command name.
-        s.rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-            .is_some_and(|c| c == 'T' || c == 't')
-    })
+    target::state(pid) == State::Stopped
 }

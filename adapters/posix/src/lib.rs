@@ -4,8 +4,9 @@
 //! checkpoints on a POSIX system: the application API ([`app`]), the
 //! handshake FIFOs and their private directory ([`fifo`]), the checkpoint
 //! signal ([`signal`]), the rank's link to its node daemon ([`link`]), the
-//! rank's side of the snapshot store ([`sstore`], [`store`]) and the FIFO
-//! half of a local coordinator ([`lcio`]).
+//! rank's side of the snapshot store ([`sstore`], [`store`]), the FIFO
+//! half of a local coordinator ([`lcio`]) and what it reads of the
+//! processes it coordinates ([`target`]).
 //!
 //! The `snapc` command, the node daemon and its store live in
 //! `snapc-runtime`; nothing here pulls them in.
@@ -17,3 +18,4 @@ pub mod link;
 pub mod signal;
 pub mod sstore;
 pub mod store;
+pub mod target;

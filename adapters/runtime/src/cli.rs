@@ -675,7 +675,17 @@ fn follow(
 fn daemon_checkpoint(args: &CheckpointArgs) -> Outcome {
     let timeout = seconds(args.timeout.unwrap_or(3600.0), "--timeout")?;
     let job = crate::control::pick_job(args.job.as_deref())?;
-    let wait = !args.no_wait;
+    daemon_checkpoint_of(args, job, !args.no_wait, timeout)
+}
+
+/// A checkpoint of `job` through its daemon, waiting for its end (at most
+/// `timeout`) or not.
+fn daemon_checkpoint_of(
+    args: &CheckpointArgs,
+    job: String,
+    wait: bool,
+    timeout: Duration,
+) -> Outcome {
     let req = json!({
         "op": "checkpoint", "term": args.term, "stop": args.stop, "wait": wait,
     });
@@ -860,6 +870,12 @@ fn checkpoint(args: CheckpointArgs) -> Outcome {
         .map_err(Failure::usage)?
         .unwrap_or(config.signal);
     let timeout = seconds(args.timeout.unwrap_or(10.0), "--timeout")?;
+    // The pid of a `snapc run` daemon (what `ompi-checkpoint` users pass:
+    // mpirun's) means its job; the daemon does not handle the signal, which
+    // would kill it.
+    if let Some(outcome) = daemon_pids(&args, signal) {
+        return outcome;
+    }
     let pipe_dir = args
         .pipe_dir
         .or(config.pipe_dir)
@@ -878,6 +894,7 @@ fn checkpoint(args: CheckpointArgs) -> Outcome {
         pipe_dir,
         signal,
         handle,
+        store: Some(config.store.clone()),
     };
     let results = checkpoint(request);
     // A handle no process wrote into is free again.
@@ -889,12 +906,6 @@ fn checkpoint(args: CheckpointArgs) -> Outcome {
     let mut errors = Vec::new();
     for r in &results {
         let t = r.timings;
-        // A prepare-only request writes no snapshot.
-        let snapshot = (r.completed() && !args.prep_only).then(|| {
-            snapc_posix::app::standalone_snapshot_dir(&config.store, handle, r.pid)
-                .display()
-                .to_string()
-        });
         if let Some(e) = &r.error {
             errors.push(format!("pid {}: {e}", r.pid));
         }
@@ -905,7 +916,8 @@ fn checkpoint(args: CheckpointArgs) -> Outcome {
                 "state": r.state.map(|s| s.name()),
                 "error": r.error,
                 "n": r.n,
-                "snapshot": snapshot,
+                "snapshot": r.snapshot.as_ref().map(|p| p.display().to_string()),
+                "snapshot_note": r.snapshot_note,
                 "timings_ms": {
                     "fifos": ms(t.fifos), "open": ms(t.open), "options": ms(t.options),
                     "response": ms(t.response), "go_ahead": ms(t.go_ahead),
@@ -917,18 +929,24 @@ fn checkpoint(args: CheckpointArgs) -> Outcome {
         }
         let state = r.state.map_or("-", |s| s.name());
         let total = ms(Some(t.total)).unwrap_or_default();
-        match (&r.error, snapshot) {
-            (None, Some(snapshot)) => crate::outln!(
-                "pid {}: {state} in {total:.3} ms (handshake {}), snapshot {snapshot}",
+        match (&r.error, &r.snapshot, &r.snapshot_note) {
+            (None, Some(snapshot), _) => crate::outln!(
+                "pid {}: {state} in {total:.3} ms (handshake {}), snapshot {}",
+                r.pid,
+                r.n.unwrap_or_default(),
+                snapshot.display()
+            ),
+            (None, None, Some(note)) => crate::outln!(
+                "pid {}: {state} in {total:.3} ms (handshake {}), no snapshot path: {note}",
                 r.pid,
                 r.n.unwrap_or_default(),
             ),
-            (None, None) => crate::outln!(
+            (None, None, None) => crate::outln!(
                 "pid {}: {state} in {total:.3} ms (handshake {}), prepared and released, no snapshot",
                 r.pid,
                 r.n.unwrap_or_default(),
             ),
-            (Some(e), _) => crate::outln!("pid {}: failed after {total:.3} ms: {e}", r.pid),
+            (Some(e), _, _) => crate::outln!("pid {}: failed after {total:.3} ms: {e}", r.pid),
         }
     }
     let doc = json!({"handle": handle, "processes": docs});
@@ -945,6 +963,31 @@ fn checkpoint(args: CheckpointArgs) -> Outcome {
         errors.join("; ")
     );
     Err(Failure::failed(message).with_doc(doc))
+}
+
+/// `--pid` naming `snapc run` daemons: alone, its job is checkpointed
+/// through its control socket (waiting for the end, as a direct checkpoint
+/// does); among other pids, a usage error. `None`: no daemon among them.
+fn daemon_pids(args: &CheckpointArgs, signal: nix::sys::signal::Signal) -> Option<Outcome> {
+    // A daemon does not handle the checkpoint signal: only those are asked.
+    let daemons: Vec<(u32, String)> = args
+        .pids
+        .iter()
+        .filter(|&&pid| snapc_posix::target::handles(pid, signal) == Some(false))
+        .filter_map(|&pid| Some((pid, crate::control::job_of_daemon(pid)?)))
+        .collect();
+    match (daemons.as_slice(), args.pids.len()) {
+        ([], _) => None,
+        ([(_, job)], 1) => Some(daemon_checkpoint_of(
+            args,
+            job.clone(),
+            true,
+            Duration::from_secs(3600),
+        )),
+        ([(pid, job), ..], _) => Some(Err(Failure::usage(format!(
+            "pid {pid} is the snapc run daemon of job {job}: checkpoint it alone (or with --job {job})"
+        )))),
+    }
 }
 
 /// Takes a snapshot handle in `<store>/standalone/` by creating its

@@ -243,6 +243,16 @@ impl std::fmt::Display for PickError {
     }
 }
 
+/// The running job whose daemon is `pid`, if any.
+pub fn job_of_daemon(pid: u32) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    jobs().ok()?.into_iter().find(|job| {
+        Client::send(job, &serde_json::json!({"op": "status"}))
+            .and_then(|mut c| c.until(&["status"], deadline, |_| {}))
+            .is_ok_and(|v| v.get("daemon_pid").and_then(Value::as_u64) == Some(u64::from(pid)))
+    })
+}
+
 /// The job to talk to: `job` if given (and a valid name), else the only one
 /// running.
 pub fn pick_job(job: Option<&str>) -> Result<String, PickError> {

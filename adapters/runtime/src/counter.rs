@@ -27,7 +27,9 @@
 //! `checkpoint ...` line; the last line is `result steps=<n> checksum=<x>`.
 //! Configured by the `SNAPC_*` environment (see the README); standalone when
 //! no daemon socket is set. `COUNTER_STALL=N` makes the prepare hook answer
-//! "not now" N times per checkpoint, to exercise stalls.
+//! "not now" N times per checkpoint, to exercise stalls;
+//! `COUNTER_CHECKPOINT_MS=N` and `COUNTER_RECOVER_MS=N` make the checkpoint
+//! and recover hooks take N ms more, to hold a handshake open.
 
 use snapc_core::app::{CheckpointResult, Outcome, PrepareResult};
 use snapc_core::wire::{CrState, Request};
@@ -77,6 +79,8 @@ struct Counter {
     state: State,
     stall: u32,
     stalls_left: u32,
+    checkpoint_delay: Duration,
+    recover_delay: Duration,
 }
 
 impl Hooks for Counter {
@@ -90,6 +94,7 @@ impl Hooks for Counter {
     }
 
     fn checkpoint(&mut self, snapshot: &Snapshot) -> CheckpointResult {
+        std::thread::sleep(self.checkpoint_delay);
         match self.state.save(&snapshot.dir) {
             Ok(()) if snapshot.options.term => CheckpointResult::Term,
             Ok(()) => CheckpointResult::Continue,
@@ -101,6 +106,7 @@ impl Hooks for Counter {
     }
 
     fn recover(&mut self, _state: CrState) -> Result<(), String> {
+        std::thread::sleep(self.recover_delay);
         Ok(())
     }
 
@@ -171,10 +177,15 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
         Some(total) => Mode::Steps { total, pace },
         None => Mode::For(run_for),
     };
-    let stall = std::env::var("COUNTER_STALL")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let knob = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let stall = knob("COUNTER_STALL");
+    let checkpoint_delay = Duration::from_millis(knob("COUNTER_CHECKPOINT_MS").into());
+    let recover_delay = Duration::from_millis(knob("COUNTER_RECOVER_MS").into());
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -202,6 +213,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
         },
         stall,
         stalls_left: stall,
+        checkpoint_delay,
+        recover_delay,
     };
     let mut snapc = match Snapc::start(config, hooks) {
         Ok(s) => s,

@@ -11,23 +11,32 @@
 //! had, so it takes the counter from the FIFO names the process creates after
 //! the signal (the highest complete pair for that pid).
 //!
-//! A process ignores the signal while it still finishes its previous
-//! handshake (its teardown follows the release), so while the names have not
-//! appeared the signal is sent again every [`RESIGNAL`]; a process handles at
-//! most one request at a time, so a repeated signal never starts a second
-//! handshake.
+//! It never joins another coordinator's handshake and signals once per
+//! handshake (see [`snapc_posix::lcio`]): a process in a handshake with
+//! another coordinator, or that does not handle the signal, is refused at
+//! once with the reason; one that exits or stops meanwhile is reported as
+//! such. A failure says which step it was waiting for, in which pipe
+//! directory, and what state the process is in.
+//!
+//! A result names its snapshot only if it exists: where the process's own
+//! environment (`SNAPC_SNAPSHOT_ROOT`, `SNAPC_STORE`) or the request's store
+//! says a snapc process puts it. A process that saves elsewhere (Open MPI's
+//! ranks save through their own store) gets no path but a note.
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
-use snapc_core::local::{Action, LocalCoordinator, Outcome, ProcessResult, SlotId, Timings};
+use snapc_core::local::{
+    Action, Failure, LocalCoordinator, Outcome, ProcessResult, SlotId, Stage, Timings,
+};
 use snapc_core::time::Instant as CoreInstant;
 use snapc_core::wire::{
     CkptState, CrState, JobDetail, JobOptions, JobState, ProcessName, StateCode,
 };
 use snapc_posix::fifo::PipeDir;
 use snapc_posix::lcio::FifoIo;
-pub use snapc_posix::lcio::RESIGNAL;
+use snapc_posix::target;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The most processes one direct checkpoint handles.
@@ -54,6 +63,9 @@ pub struct DirectRequest {
     pub signal: Signal,
     /// The sstore handle to give the snapshot.
     pub handle: u32,
+    /// The standalone store the processes are thought to use, when their
+    /// own environment does not say (`SNAPC_STORE` of the caller).
+    pub store: Option<PathBuf>,
 }
 
 impl DirectRequest {
@@ -70,6 +82,7 @@ impl DirectRequest {
             pipe_dir,
             signal: Signal::SIGUSR1,
             handle,
+            store: None,
         }
     }
 }
@@ -87,6 +100,10 @@ pub struct DirectResult {
     pub error: Option<String>,
     /// How long each stage took.
     pub timings: Timings,
+    /// The snapshot's directory, when the process completed and it exists.
+    pub snapshot: Option<PathBuf>,
+    /// Why no snapshot is named although the process completed.
+    pub snapshot_note: Option<String>,
 }
 
 impl DirectResult {
@@ -118,6 +135,8 @@ struct Driver {
     io: FifoIo,
     req: DirectRequest,
     results: HashMap<u32, DirectResult>,
+    /// Where each process would put its snapshot, most specific first.
+    places: HashMap<u32, Vec<PathBuf>>,
     done: bool,
 }
 
@@ -176,10 +195,11 @@ impl Driver {
             true => s == CrState::Running,
             false => matches!(s, CrState::Continue | CrState::Term),
         };
+        let note = self.io.take_note(r.slot);
         let (state, error) = match r.outcome {
             Outcome::State(s) if expected(s) => (Some(s), None),
             Outcome::State(s) => (Some(s), Some(format!("process reported {s}"))),
-            Outcome::Failed(f) => (None, Some(f.to_string())),
+            Outcome::Failed(f) => (None, Some(self.explain(r.pid, f, note))),
         };
         let n = self.io.names_of(r.slot).map(|names| names.n);
         self.results.insert(
@@ -190,8 +210,70 @@ impl Driver {
                 state,
                 error,
                 timings: r.timings,
+                snapshot: None,
+                snapshot_note: None,
             },
         );
+    }
+
+    /// A failure in words: the step, for a deadline the pipe directory
+    /// watched and the process's state, and what the FIFO side knows.
+    fn explain(&self, pid: u32, f: Failure, note: Option<String>) -> String {
+        let d = self.lc.config().deadlines;
+        match (f, note) {
+            (Failure::Timeout(stage), note) => {
+                let limit = match stage {
+                    Stage::Fifos => d.fifos,
+                    Stage::Open => d.open,
+                    Stage::Options | Stage::GoAhead | Stage::Release => d.write,
+                    Stage::Response => d.response,
+                    Stage::FinalState => d.final_state,
+                    Stage::Stop => d.stop,
+                };
+                let mut text = format!(
+                    "{f} ({} s, pipe directory {}); {}",
+                    Duration::from(limit).as_secs_f64(),
+                    self.req.pipe_dir.path().display(),
+                    target::describe(pid, self.req.signal)
+                );
+                if let Some(n) = note {
+                    text.push_str("; ");
+                    text.push_str(&n);
+                }
+                text
+            }
+            (Failure::PeerGone(stage) | Failure::Malformed { stage, .. }, Some(n))
+                if stage != Stage::Fifos =>
+            {
+                format!("{n} (during the {})", stage.name())
+            }
+            (_, Some(n)) => n,
+            (f, None) => f.to_string(),
+        }
+    }
+
+    /// Names each completed process's snapshot if it is where the process
+    /// was expected to write it.
+    fn locate_snapshots(&mut self) {
+        if self.req.prep_only {
+            return;
+        }
+        for r in self.results.values_mut() {
+            if !r.completed() {
+                continue;
+            }
+            let places = self.places.get(&r.pid).map_or(&[][..], Vec::as_slice);
+            r.snapshot = places.iter().find(|p| p.is_dir()).cloned();
+            if r.snapshot.is_none() {
+                r.snapshot_note = Some(match places.first() {
+                    Some(p) => format!(
+                        "nothing at {}: the process did not say where it saved its snapshot",
+                        p.display()
+                    ),
+                    None => "the process did not say where it saved its snapshot".into(),
+                });
+            }
+        }
     }
 
     /// Waits for pending reads or a name appearing in the pipe directory
@@ -238,11 +320,17 @@ pub fn checkpoint(req: DirectRequest) -> Result<Vec<DirectResult>, DirectError> 
         req.timeout,
         Instant::now(),
     );
+    let places = req
+        .pids
+        .iter()
+        .map(|&pid| (pid, snapshot_places(pid, req.handle, req.store.as_deref())))
+        .collect();
     let mut driver = Driver {
         lc: Box::new(LocalCoordinator::new(config)),
         io,
         req,
         results: HashMap::new(),
+        places,
         done: false,
     };
     for (rank, &pid) in driver.req.pids.iter().enumerate() {
@@ -295,6 +383,7 @@ pub fn checkpoint(req: DirectRequest) -> Result<Vec<DirectResult>, DirectError> 
             driver.lc.handle_timeout(now);
         }
     }
+    driver.locate_snapshots();
     Ok(driver
         .req
         .pids
@@ -306,7 +395,43 @@ pub fn checkpoint(req: DirectRequest) -> Result<Vec<DirectResult>, DirectError> 
                 state: None,
                 error: Some("no result".into()),
                 timings: Timings::default(),
+                snapshot: None,
+                snapshot_note: None,
             })
         })
         .collect())
+}
+
+/// Where a snapc process `pid` puts its snapshot for `handle`, most specific
+/// first: under a daemon's staging root, in the store its environment
+/// names, in `store`. Read before the checkpoint (a process terminated by
+/// it has no environment left to read).
+fn snapshot_places(pid: u32, handle: u32, store: Option<&std::path::Path>) -> Vec<PathBuf> {
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+    let var = |name: &str| {
+        target::environ_var(pid, name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .map(|p| match &cwd {
+                Some(c) if p.is_relative() => c.join(p),
+                _ => p,
+            })
+    };
+    let mut places = Vec::new();
+    if let Some(root) = var("SNAPC_SNAPSHOT_ROOT") {
+        let rank = target::environ_var(pid, "SNAPC_RANK")
+            .and_then(|r| r.to_str()?.parse().ok())
+            .unwrap_or(0);
+        places.push(snapc_posix::sstore::staged_rank_dir(&root, handle, rank));
+    }
+    for s in var("SNAPC_STORE")
+        .into_iter()
+        .chain(store.map(PathBuf::from))
+    {
+        let p = snapc_posix::app::standalone_snapshot_dir(&s, handle, pid);
+        if !places.contains(&p) {
+            places.push(p);
+        }
+    }
+    places
 }

@@ -23,6 +23,16 @@ fn pid_args(pids: &[u32]) -> Vec<String> {
         .collect()
 }
 
+/// Waits (bounded) until `pid` has a handler for SIGUSR1 (a shell sets its
+/// traps after it starts).
+fn wait_for_handler(pid: u32) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while snapc_posix::target::handles(pid, nix::sys::signal::Signal::SIGUSR1) != Some(true) {
+        assert!(Instant::now() < end, "pid {pid} never took SIGUSR1");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The `--json` document's handle and per-process results.
 fn json_results(o: &Output) -> (serde_json::Value, Vec<serde_json::Value>) {
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
@@ -101,14 +111,19 @@ fn stop_leaves_the_process_stopped_until_continued() {
 #[test]
 fn missing_and_silent_processes_fail_without_holding_up_the_others() {
     let p = counter(&[]);
-    // A process that ignores the signal and never makes FIFOs.
+    // A process that takes the signal but never makes FIFOs, one that
+    // ignores it, and a pid nobody has.
     let mut silent = Command::new("bash")
+        .args(["-c", "trap ':' USR1; sleep 30"])
+        .spawn()
+        .unwrap();
+    let mut deaf = Command::new("bash")
         .args(["-c", "trap '' USR1; sleep 30"])
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    wait_for_handler(silent.id());
     let gone = 999_999;
-    let mut args = pid_args(&[p.pid, silent.id(), gone]);
+    let mut args = pid_args(&[p.pid, silent.id(), deaf.id(), gone]);
     args.extend(["--timeout".into(), "0.5".into(), "--json".into()]);
     let started = Instant::now();
     let o = snapc_checkpoint(&p.pipes, &p.store, &args);
@@ -119,15 +134,33 @@ fn missing_and_silent_processes_fail_without_holding_up_the_others() {
     );
     let (_, results) = json_results(&o);
     assert_eq!(results[0]["state"], "CONTINUE");
+    // The deadline names the step, the pipe directory and the process's state.
+    let error = results[1]["error"].as_str().unwrap();
     assert_eq!(results[1]["completed"], false);
     assert!(
-        results[1]["error"].as_str().unwrap().contains("deadline"),
-        "{}",
-        results[1]
+        error.contains("deadline passed waiting for the fifos"),
+        "{error}"
     );
-    assert_eq!(results[2]["completed"], false);
-    let _ = silent.kill();
-    let _ = silent.wait();
+    assert!(error.contains(&p.pipes.display().to_string()), "{error}");
+    assert!(
+        error.contains(&format!("pid {} is running", silent.id()))
+            && error.contains("handles SIGUSR1"),
+        "{error}"
+    );
+    let error = results[2]["error"].as_str().unwrap();
+    assert_eq!(
+        error,
+        format!(
+            "pid {} does not handle SIGUSR1: not a snapc process",
+            deaf.id()
+        )
+    );
+    assert_eq!(results[3]["completed"], false);
+    for c in [&mut silent, &mut deaf] {
+        assert!(c.try_wait().unwrap().is_none(), "left alive");
+        let _ = c.kill();
+        let _ = c.wait();
+    }
     assert!(p.alive());
 }
 

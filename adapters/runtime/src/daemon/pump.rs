@@ -243,6 +243,9 @@ impl Daemon {
     }
 
     pub(super) fn on_report(&mut self, r: ProcessResult) {
+        if let Some(note) = self.io.take_note(r.slot) {
+            self.log(format!("rank {}: {note}", r.name.vpid));
+        }
         let total = self.opts.nranks;
         let Some(op) = self.op.as_mut() else {
             return;

@@ -140,6 +140,15 @@ impl Daemon {
                 .env("SNAPC_PIPE_DIR", &self.paths.pipes)
                 .env("SNAPC_STORE", &self.opts.store)
                 .env("SNAPC_SNAPSHOT_ROOT", self.store.staging())
+                // Long enough for every rank's handshake under this
+                // daemon's deadlines: a rank never gives up on a release
+                // that is still to come.
+                .env(
+                    "SNAPC_RELEASE_TIMEOUT",
+                    snapc_posix::lcio::release_wait(self.lc.config())
+                        .as_secs_f64()
+                        .to_string(),
+                )
                 .env_remove("SNAPC_SIGNAL")
                 .env_remove("SNAPC_RESTART_DIR");
             if let Some(dir) = &self.opts.restart_from {

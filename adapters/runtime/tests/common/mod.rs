@@ -156,6 +156,11 @@ impl Proc {
         }
     }
 
+    /// A line, if one comes within `within` (None: the process said nothing).
+    pub fn try_line(&self, within: Duration) -> Option<String> {
+        self.lines.recv_timeout(within).ok()
+    }
+
     pub fn snapshot(&self, handle: u32) -> std::path::PathBuf {
         snapc_posix::app::standalone_snapshot_dir(&self.store, handle, self.pid)
     }
