@@ -284,6 +284,10 @@ fn no_such_job(job: &str) -> String {
     }
 }
 
+/// How long a client waits for a named job's control socket to appear
+/// before it says there is no such job.
+pub const JOB_START_WAIT: Duration = Duration::from_secs(2);
+
 /// A control connection.
 #[derive(Debug)]
 pub struct Client {
@@ -297,15 +301,28 @@ impl Client {
         let dir = run_dir()?;
         let paths = JobPaths::new(&dir, job);
         paths.check()?;
-        let mut stream = UnixStream::connect(&paths.ctl).map_err(|e| {
-            if remove_stale(&dir, job) {
-                format!("job {job}: its daemon is gone (removed its stale sockets)")
-            } else if e.kind() == std::io::ErrorKind::NotFound {
-                no_such_job(job)
-            } else {
-                format!("job {job}: {}: {e}", paths.ctl.display())
+        // A job started a moment ago (`snapc run ... &` and the next
+        // command at once) may not listen yet.
+        let appear_by = Instant::now() + JOB_START_WAIT;
+        let mut stream = loop {
+            match UnixStream::connect(&paths.ctl) {
+                Ok(s) => break s,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound && Instant::now() < appear_by =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    return Err(if remove_stale(&dir, job) {
+                        format!("job {job}: its daemon is gone (removed its stale sockets)")
+                    } else if e.kind() == std::io::ErrorKind::NotFound {
+                        no_such_job(job)
+                    } else {
+                        format!("job {job}: {}: {e}", paths.ctl.display())
+                    });
+                }
             }
-        })?;
+        };
         stream
             .set_write_timeout(Some(Duration::from_secs(5)))
             .map_err(|e| e.to_string())?;

@@ -701,3 +701,29 @@ fn a_run_without_checkpoints_leaves_no_job_directory() {
     assert!(!env.job_root("none").exists());
     env.assert_clean();
 }
+
+#[test]
+fn a_checkpoint_asked_for_as_the_job_starts_waits_for_its_ranks() {
+    let env = Env::new();
+    let store = env.store.path().display().to_string();
+    let counter = common::counter_exe().display().to_string();
+    let steps = steps_for(20.0);
+    // The ranks link snapc only half a second after they start.
+    let program = format!("sleep 0.5; exec {counter} --steps {steps} --pace-us {PACE}");
+    let job = env.spawn(
+        "slow",
+        &[
+            "run", "-n", "2", "--job", "slow", "--store", &store, "--", "sh", "-c", &program,
+        ],
+        &[],
+    );
+    // At once: the daemon may not even listen yet.
+    let (code, fin) = env.checkpoint("slow", &[]);
+    assert_eq!(code, 0, "{fin}");
+    assert_eq!(fin["seq"], 0, "{fin}");
+    let (code, _, text) = env.cmd(&["stop", "--job", "slow"]);
+    assert_eq!(code, 0, "{text}");
+    job.finish(Duration::from_secs(30));
+    assert_eq!(env.snapshots("slow"), vec![0]);
+    env.assert_clean();
+}

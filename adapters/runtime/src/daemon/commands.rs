@@ -34,8 +34,14 @@ impl Daemon {
         }
     }
 
-    /// Reports, once, ranks that did not connect within the connect timeout.
+    /// Reports, once, ranks that did not connect within the connect
+    /// timeout; starts (or refuses) the requests that waited for them.
     pub(super) fn connect_tick(&mut self) {
+        if !self.pending.is_empty() && !self.starting() {
+            for (id, cmd, wait) in std::mem::take(&mut self.pending) {
+                self.begin(id, cmd, wait);
+            }
+        }
         if self.initialized || self.unconnected_reported || self.aborting {
             return;
         }
@@ -43,6 +49,17 @@ impl Daemon {
             self.unconnected_reported = true;
             self.log(why);
         }
+    }
+
+    /// The ranks are starting: all running, not stopped, not all connected
+    /// yet, within the connect timeout.
+    fn starting(&self) -> bool {
+        !self.initialized
+            && !self.aborting
+            && self.restarting.is_none()
+            && self.ranks.iter().all(|r| r.state == RankState::Running)
+            && self.stopped().is_empty()
+            && self.unconnected(true).is_none()
     }
 
     /// The running ranks that have not connected; with `overdue`, only once
@@ -213,8 +230,19 @@ impl Daemon {
                 return;
             }
         };
+        self.begin(id, cmd, wait);
+    }
+
+    /// Starts `cmd` for control connection `id` if the job can take it; a
+    /// job whose ranks are still starting (within the connect timeout)
+    /// keeps the request until they all connected.
+    fn begin(&mut self, id: u64, cmd: GcCommand, wait: bool) {
         if let Err(e) = self.ready() {
-            self.control_error(id, e);
+            if self.starting() {
+                self.pending.push((id, cmd, wait));
+            } else {
+                self.control_error(id, e);
+            }
             return;
         }
         if matches!(cmd, GcCommand::QuiesceEnd) {

@@ -209,6 +209,8 @@ struct Daemon {
     ending: Option<Ending>,
     /// Control connections waiting for the job's end (`snapc stop`).
     stop_waiters: Vec<u64>,
+    /// Requests that wait for the ranks to connect.
+    pending: Vec<(u64, GcCommand, bool)>,
     /// Why the last interval checkpoint was skipped (said once per reason).
     interval_skip: Option<String>,
     /// Ranks that never connected were reported.
@@ -335,6 +337,7 @@ impl Daemon {
             aborting: false,
             ending: None,
             stop_waiters: Vec::new(),
+            pending: Vec::new(),
             interval_skip: None,
             unconnected_reported: false,
             first_failure: None,
@@ -513,6 +516,9 @@ impl Daemon {
             .unwrap_or_default();
         for id in waiters {
             self.control_error(id, "the job ended before the operation finished".into());
+        }
+        for (id, ..) in std::mem::take(&mut self.pending) {
+            self.control_error(id, "the job ended before its ranks connected".into());
         }
         // Anything a rank left in the pipe directory.
         if let Ok(entries) = std::fs::read_dir(self.io.pipe_dir().path()) {
