@@ -64,6 +64,8 @@ fn machine() -> String {
 }
 
 fn main() -> std::process::ExitCode {
+    // snapc's warnings (SNAPC_LOG for more) in the bench and its children.
+    snapc_runtime::logging::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(code) = child::dispatch(&args) {
         return code;

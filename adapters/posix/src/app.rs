@@ -22,6 +22,12 @@
 //! ([`crate::sstore`]). While quiesced by the runtime, the process also
 //! watches its daemon link for the runtime's quiesce end (the JOB_STATE the
 //! daemon forwards with tag SNAPC).
+//!
+//! snapc logs through the `log` facade and installs no logger: an
+//! application turns its logs on by installing one (`env_logger::init()`,
+//! say, then `RUST_LOG=snapc_posix=debug,snapc_core=debug` traces every
+//! handshake step). Under a node daemon, the process ends itself when the
+//! daemon closes its link ([`Config::end_with_daemon`]).
 
 use crate::fifo::{Channel, FifoError, PipeDir};
 use crate::link::{DaemonLink, LinkError, Tag};
@@ -106,6 +112,32 @@ pub struct Config {
     /// seconds; default: the app coordinator's own, which outlast a whole
     /// job checkpoint).
     pub request_timeout: Option<Duration>,
+    /// End this process when its node daemon closes the link (the daemon is
+    /// gone: nobody supervises or checkpoints the process any more):
+    /// SIGTERM, then SIGKILL after [`END_GRACE`]. Set by [`Config::from_env`]
+    /// when `SNAPC_DAEMON_SOCKET` is (a rank the daemon launched); off by
+    /// default.
+    pub end_with_daemon: bool,
+}
+
+/// How long a process whose daemon is gone has between SIGTERM and SIGKILL.
+pub const END_GRACE: Duration = Duration::from_secs(5);
+
+/// The longest duration the `SNAPC_*` variables take, in seconds (a year):
+/// longer ones are refused rather than overflowing a deadline.
+pub const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// A positive number of seconds, at most [`MAX_SECONDS`].
+fn positive_seconds(v: &str) -> Result<Duration, String> {
+    let secs: f64 = v
+        .parse()
+        .map_err(|_| "not a number of seconds".to_string())?;
+    if !(secs > 0.0 && secs <= MAX_SECONDS) {
+        return Err(format!(
+            "must be a positive number of seconds, at most {MAX_SECONDS}"
+        ));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
 }
 
 /// A configuration value that does not parse.
@@ -136,6 +168,7 @@ impl Default for Config {
             restart_dir: None,
             snapshot_root: None,
             request_timeout: None,
+            end_with_daemon: false,
         }
     }
 }
@@ -177,19 +210,12 @@ impl Config {
             c.signal =
                 signal::parse_signal(&v).map_err(|e| bad("SNAPC_SIGNAL", &v, e.to_string()))?;
         }
-        // A positive number of seconds.
+        // A positive number of seconds, at most MAX_SECONDS.
         let seconds = |var: &'static str| -> Result<Option<Duration>, ConfigError> {
             let Some(v) = get(var) else {
                 return Ok(None);
             };
-            let secs: f64 = v
-                .parse()
-                .map_err(|_| bad(var, &v, "not a number of seconds".into()))?;
-            Duration::try_from_secs_f64(secs)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .map(Some)
-                .ok_or_else(|| bad(var, &v, "must be a positive number of seconds".into()))
+            positive_seconds(&v).map(Some).map_err(|e| bad(var, &v, e))
         };
         c.request_timeout = seconds("SNAPC_REQUEST_TIMEOUT")?;
         if let Some(t) = seconds("SNAPC_TIMEOUT")? {
@@ -201,6 +227,7 @@ impl Config {
         }
         if let Some(v) = get("SNAPC_DAEMON_SOCKET") {
             c.daemon_socket = Some(v.into());
+            c.end_with_daemon = true;
         }
         for (var, field) in [("SNAPC_JOBID", &mut c.jobid), ("SNAPC_RANK", &mut c.rank)] {
             if let Some(v) = get(var) {
@@ -341,6 +368,8 @@ pub struct Snapc<H: Hooks> {
     rank: u32,
     /// Signals ignored by the flag when the release was read.
     ignored_at_release: Option<u32>,
+    /// Ends the process when the daemon closes the link.
+    _close_watch: Option<crate::link::CloseWatch>,
 }
 
 impl<H: Hooks> Snapc<H> {
@@ -398,7 +427,18 @@ impl<H: Hooks> Snapc<H> {
             },
             None => None,
         };
+        let close_watch = match &link {
+            Some(l) if config.end_with_daemon => match l.on_close(end_process) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    log::warn!("cannot watch the daemon link: {e}");
+                    None
+                }
+            },
+            _ => None,
+        };
         Ok(Self {
+            _close_watch: close_watch,
             machine: AppCoordinator::new(app, &CHECKPOINT_FLAG),
             hooks,
             dir,
@@ -887,6 +927,19 @@ impl<H: Hooks> Snapc<H> {
             None => Ok(()),
         }
     }
+}
+
+/// The daemon closed the link: nothing supervises or checkpoints this
+/// process any more, and a rank never outlives its daemon.
+fn end_process() {
+    use nix::sys::signal::kill;
+    let me = nix::unistd::Pid::this();
+    log::error!(
+        "the node daemon closed its link: ending this process (SIGTERM, SIGKILL after {END_GRACE:?})"
+    );
+    let _ = kill(me, Signal::SIGTERM);
+    std::thread::sleep(END_GRACE);
+    let _ = kill(me, Signal::SIGKILL);
 }
 
 fn send_message(

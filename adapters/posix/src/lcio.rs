@@ -73,9 +73,13 @@ pub const DEFER_CHECK: Duration = Duration::from_millis(50);
 /// How often awaited processes are checked for having exited or stopped.
 pub const LIVENESS: Duration = Duration::from_millis(200);
 
-/// The local coordinator's configuration with every wait on a process's
-/// FIFOs (the names, opening, each write, the response) and on its stop
-/// bounded by `timeout`; the final state and the verdict keep their defaults.
+/// The local coordinator's configuration with every wait on a process
+/// bounded by `timeout`: its FIFOs (the names, opening, each write, the
+/// response), its final state after the go-ahead (which covers the
+/// application's own prepare and checkpoint: a job whose snapshots take
+/// longer needs a longer timeout) and its stop. The verdict and the
+/// quiesced wait keep their defaults (the global coordinator answers the
+/// verdict; a quiesce lasts as long as its user wants).
 pub fn local_config(timeout: Duration) -> LocalConfig {
     let t = CoreDuration::from(timeout);
     let mut config = LocalConfig::default();
@@ -83,6 +87,7 @@ pub fn local_config(timeout: Duration) -> LocalConfig {
     config.deadlines.open = t;
     config.deadlines.write = t;
     config.deadlines.response = t;
+    config.deadlines.final_state = t;
     config.deadlines.stop = t;
     config
 }
@@ -531,7 +536,22 @@ impl FifoIo {
             // Read before the scan: a name changed after this instant was
             // created after the scan too.
             let wall = coarse_wall();
-            let found = names_by_pid(&self.pipe_dir);
+            let found = match names_by_pid(&self.pipe_dir) {
+                Ok(found) => found,
+                Err(e) => {
+                    // EMFILE, say: without it, only "deadline passed
+                    // waiting for the fifos" would be known.
+                    let e = format!("scanning {}: {e}", self.pipe_dir.path().display());
+                    let slots: Vec<SlotId> = self.watches.keys().copied().collect();
+                    for slot in slots {
+                        if self.notes.get(&slot) != Some(&e) {
+                            log::warn!("slot {}: {e}", slot.index());
+                            self.notes.insert(slot, e.clone());
+                        }
+                    }
+                    HashMap::new()
+                }
+            };
             let slots: Vec<SlotId> = self.watches.keys().copied().collect();
             for slot in slots {
                 self.advance(lc, slot, &found, wall, now);
@@ -697,6 +717,7 @@ impl FifoIo {
         now: Instant,
     ) {
         let before: Vec<FileKey> = names_by_pid(&self.pipe_dir)
+            .unwrap_or_default()
             .get(&pid)
             .into_iter()
             .flatten()
@@ -939,20 +960,16 @@ fn coarse_wall() -> (i64, i64) {
 }
 
 /// Every FIFO name in `dir`, by pid.
-fn names_by_pid(dir: &PipeDir) -> HashMap<u32, Vec<FifoName>> {
+fn names_by_pid(dir: &PipeDir) -> std::io::Result<HashMap<u32, Vec<FifoName>>> {
     let mut found: HashMap<u32, Vec<FifoName>> = HashMap::new();
-    for entry in std::fs::read_dir(dir.path())
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
+    for entry in std::fs::read_dir(dir.path())?.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if let Ok(f) = FifoName::parse(name) {
             found.entry(f.pid).or_default().push(f);
         }
     }
-    found
+    Ok(found)
 }
 
 /// Whether `pid` is stopped (state T or t in /proc).

@@ -189,9 +189,91 @@ impl DaemonLink {
     }
 }
 
+/// A thread watching a link for the daemon closing it ([`DaemonLink::on_close`]);
+/// stopped when dropped.
+#[derive(Debug)]
+pub struct CloseWatch {
+    stop: Option<std::os::fd::OwnedFd>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for CloseWatch {
+    fn drop(&mut self) {
+        // Closing the write end wakes the thread (POLLHUP on the read end).
+        self.stop = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl DaemonLink {
+    /// Runs `then` on a thread of its own as soon as the daemon closes the
+    /// link (or it fails), however busy the application is elsewhere.
+    /// Reading the link stays the caller's: the thread only polls a
+    /// duplicate of it for the hang-up.
+    pub fn on_close(&self, then: impl FnOnce() + Send + 'static) -> Result<CloseWatch, LinkError> {
+        let link = self.stream.try_clone()?;
+        let (stop_rx, stop_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| LinkError::Io(e.into()))?;
+        let thread = std::thread::Builder::new()
+            .name("snapc-link".into())
+            .spawn(move || {
+                loop {
+                    let mut fds = [
+                        // Nothing asked: the hang-up is reported anyway
+                        // (a closed Unix stream peer shuts both ways).
+                        PollFd::new(link.as_fd(), PollFlags::empty()),
+                        PollFd::new(stop_rx.as_fd(), PollFlags::POLLIN),
+                    ];
+                    match poll(&mut fds, PollTimeout::NONE) {
+                        Err(Errno::EINTR) => continue,
+                        Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    let fired = |fd: &PollFd<'_>| fd.any() != Some(false);
+                    if fired(&fds[1]) {
+                        return;
+                    }
+                    if fired(&fds[0]) {
+                        then();
+                        return;
+                    }
+                }
+            })?;
+        Ok(CloseWatch {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_close_watch_fires_when_the_daemon_closes_and_stops_when_dropped() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let link = DaemonLink::connect(&path).unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let watch = link.on_close(move || tx.send(()).unwrap()).unwrap();
+        assert!(rx.recv_timeout(Duration::from_millis(50)).is_err(), "open");
+        drop(peer);
+        rx.recv_timeout(Duration::from_secs(10)).expect("fired");
+        drop(watch);
+        let link = DaemonLink::connect(&path).unwrap();
+        let (_peer, _) = listener.accept().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        drop(link.on_close(move || tx.send(()).unwrap()).unwrap());
+        assert!(
+            rx.recv_timeout(Duration::from_millis(50)).is_err(),
+            "stopped"
+        );
+    }
 
     #[test]
     fn frames_split_across_reads_and_bad_frames_are_refused() {

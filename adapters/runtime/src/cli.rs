@@ -75,6 +75,9 @@ enum Command {
     /// Change a running job's checkpoint interval (0: no more interval
     /// checkpoints); the next one is SECONDS from now.
     Interval(IntervalArgs),
+    /// End the checkpoint (or quiesce) in progress: every rank is let go at
+    /// once, nothing is published.
+    Abort(JobArgs),
     /// The counter application (the demo's ranks run it).
     #[command(hide = true)]
     Counter {
@@ -146,6 +149,10 @@ struct DaemonArgs {
     /// that did not (a program that does not link snapc never does), in seconds.
     #[arg(long, default_value_t = 30.0, value_name = "S")]
     connect_timeout: f64,
+    /// Write the daemon's log to FILE (created 0600, appended to) instead
+    /// of standard error.
+    #[arg(long, value_name = "FILE")]
+    log: Option<std::path::PathBuf>,
 }
 
 impl DaemonArgs {
@@ -159,6 +166,9 @@ impl DaemonArgs {
         opts.grace = seconds(self.grace, "--grace")?;
         opts.connect_timeout = seconds(self.connect_timeout, "--connect-timeout")?;
         opts.keep = self.keep.map(|k| usize::try_from(k).unwrap_or(usize::MAX));
+        if let Some(path) = &self.log {
+            crate::logging::set_file(path).map_err(Failure::usage)?;
+        }
         Ok(())
     }
 }
@@ -465,12 +475,17 @@ fn ms(d: Option<snapc_core::time::Duration>) -> Option<f64> {
     d.map(|d| d.as_micros() as f64 / 1000.0)
 }
 
-/// A positive number of seconds from the command line.
+/// A number of seconds from the command line: positive, and at most
+/// [`snapc_posix::app::MAX_SECONDS`] (a year), so that no deadline computed
+/// from it can overflow.
 fn seconds(v: f64, what: &str) -> Result<Duration, Failure> {
-    Duration::try_from_secs_f64(v)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| Failure::usage(format!("{what} must be a positive number of seconds")))
+    use snapc_posix::app::MAX_SECONDS;
+    if !(v > 0.0 && v <= MAX_SECONDS) {
+        return Err(Failure::usage(format!(
+            "{what} must be a positive number of seconds, at most {MAX_SECONDS} (a year)"
+        )));
+    }
+    Duration::try_from_secs_f64(v).map_err(|e| Failure::usage(format!("{what}: {e}")))
 }
 
 fn run(args: RunArgs) -> ExitCode {
@@ -853,6 +868,28 @@ fn interval(args: &IntervalArgs) -> Outcome {
     Ok(())
 }
 
+fn abort(args: &JobArgs) -> Outcome {
+    let job = crate::control::pick_job(args.job.as_deref())?;
+    let mut v = follow(
+        &job,
+        &json!({"op": "abort"}),
+        &["aborted"],
+        Duration::from_secs(60),
+        true,
+    )?;
+    v["job"] = Value::String(job.clone());
+    if args.json {
+        print_doc(v);
+    } else {
+        crate::outln!(
+            "job {job}: {} (handle {}) aborted",
+            v["op"].as_str().unwrap_or("operation"),
+            v["handle"]
+        );
+    }
+    Ok(())
+}
+
 fn checkpoint(args: CheckpointArgs) -> Outcome {
     if args.pids.is_empty() {
         return daemon_checkpoint(&args);
@@ -882,8 +919,11 @@ fn checkpoint(args: CheckpointArgs) -> Outcome {
         .map_or_else(PipeDir::from_env, PipeDir::open)
         .map_err(Failure::failed)?;
     let handle = reserve_handle(&config.store, args.handle)?;
-    let hold = Duration::try_from_secs_f64(args.hold)
-        .map_err(|_| Failure::usage("--hold must be a non-negative number of seconds"))?;
+    let hold = if args.hold == 0.0 {
+        Duration::ZERO
+    } else {
+        seconds(args.hold, "--hold")?
+    };
     let request = DirectRequest {
         pids: args.pids,
         term: args.term,
@@ -1067,6 +1107,7 @@ fn parse_error(e: &clap::Error, args: &[std::ffi::OsString]) -> ExitCode {
 
 /// Runs the command line; the process's exit status.
 pub fn main() -> ExitCode {
+    crate::logging::init();
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let cli = match Cli::try_parse_from(&argv) {
         Ok(c) => c,
@@ -1085,6 +1126,7 @@ pub fn main() -> ExitCode {
         Command::Resume(args) => conclude(resume(&args), args.json),
         Command::Stop(args) => conclude(stop(&args), args.job.json),
         Command::Interval(args) => conclude(interval(&args), args.job.json),
+        Command::Abort(args) => conclude(abort(&args), args.json),
         Command::Demo(args) => crate::demo::main(args.store, args.ranks, args.steps),
         Command::Counter { args } => crate::counter::main_with_args(args),
         Command::Wire(cmd) => conclude(wire(cmd), false),

@@ -37,8 +37,15 @@
 //!   "op":"stop","ok":true,"status":X,"killed":B,"ranks":[...]}` (the ranks
 //!   get SIGCONT and SIGTERM, SIGKILL after the grace period or at once
 //!   with `force`);
+//! - `{"op":"abort"}` → `{"event":"aborted","op":O,"handle":H}` once the
+//!   operation in progress ended (its own waiters get its `finished`, not
+//!   ok), or an error when there is none to abort;
 //! - a refused request → `{"event":"error","message":M}` (a second
 //!   checkpoint while one runs gets this at once).
+//!
+//! A request is one JSON object; its fields are checked strictly (an
+//! unknown field, or a field of the wrong type, is an error, never a
+//! default).
 //!
 //! The daemon accepts control connections from its own user only
 //! (SO_PEERCRED).

@@ -30,6 +30,8 @@
 //! "not now" N times per checkpoint, to exercise stalls;
 //! `COUNTER_CHECKPOINT_MS=N` and `COUNTER_RECOVER_MS=N` make the checkpoint
 //! and recover hooks take N ms more, to hold a handshake open.
+//! `COUNTER_SLOW=RANK:MS` makes rank RANK's checkpoint hook take MS
+//! milliseconds (one slow or hung rank).
 
 use snapc_core::app::{CheckpointResult, Outcome, PrepareResult};
 use snapc_core::wire::{CrState, Request};
@@ -77,6 +79,8 @@ impl State {
 
 struct Counter {
     state: State,
+    /// How long the checkpoint hook takes (`COUNTER_SLOW`).
+    slow: Duration,
     stall: u32,
     stalls_left: u32,
     checkpoint_delay: Duration,
@@ -94,7 +98,7 @@ impl Hooks for Counter {
     }
 
     fn checkpoint(&mut self, snapshot: &Snapshot) -> CheckpointResult {
-        std::thread::sleep(self.checkpoint_delay);
+        std::thread::sleep(self.checkpoint_delay + self.slow);
         match self.state.save(&snapshot.dir) {
             Ok(()) if snapshot.options.term => CheckpointResult::Term,
             Ok(()) => CheckpointResult::Continue,
@@ -134,6 +138,9 @@ fn usage() -> ExitCode {
 
 /// Runs the counter with `args` (without the program name).
 pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
+    // An application turns snapc's logs on by installing a logger: this
+    // one reads SNAPC_LOG (or RUST_LOG) as the `snapc` command does.
+    crate::logging::init();
     let mut args = args.into_iter();
     let mut run_for = Duration::from_secs(5);
     let mut steps: Option<u64> = None;
@@ -194,6 +201,13 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
         }
     };
     let leader = config.rank == 0;
+    let slow = std::env::var("COUNTER_SLOW")
+        .ok()
+        .and_then(|v| {
+            let (rank, ms) = v.split_once(':')?;
+            (rank.parse::<u32>().ok()? == config.rank).then_some(ms.parse::<u64>().ok()?)
+        })
+        .map_or(Duration::ZERO, Duration::from_millis);
     if config.restart_dir.is_some() {
         // The requests were this job's; a run restarted from a snapshot
         // does not make them again.
@@ -211,6 +225,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
             steps: 0,
             checksum: seed,
         },
+        slow,
         stall,
         stalls_left: stall,
         checkpoint_delay,

@@ -42,7 +42,7 @@ impl Job {
         let tail: Vec<&str> = log
             .iter()
             .rev()
-            .filter(|l| l.starts_with("[snapc]") || l.starts_with("snapc:"))
+            .filter(|l| l.contains(" snapc::daemon: ") || l.starts_with("snapc:"))
             .take(3)
             .map(String::as_str)
             .collect();

@@ -4,7 +4,8 @@
 //! processes ([`direct`]), the node daemon and launcher ([`daemon`]) with its
 //! snapshot store ([`snapstore`]) and control socket ([`control`]), the demo
 //! ([`demo`]) and its `counter` application ([`counter`]), the JSON form of
-//! the wire messages ([`json`]) and the command line ([`cli`]).
+//! the wire messages ([`json`]), the command line ([`cli`]) and its log
+//! ([`logging`]).
 //!
 //! Applications link `snapc-posix` only.
 
@@ -14,7 +15,9 @@ pub mod counter;
 pub mod daemon;
 pub mod demo;
 pub mod direct;
+pub mod fds;
 pub mod json;
 pub mod list;
+pub mod logging;
 pub mod out;
 pub mod snapstore;

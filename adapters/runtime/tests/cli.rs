@@ -111,7 +111,9 @@ fn a_stopped_job_ends_on_sigterm_within_the_grace_period() {
     for r in 0..2 {
         let pid = pid_of(&status, r);
         assert!(
-            log.contains(&format!("[snapc] rank {r} (pid {pid}) killed(SIGTERM)")),
+            log.iter().any(|l| l.ends_with(&format!(
+                "snapc::daemon: rank {r} (pid {pid}) killed(SIGTERM)"
+            ))),
             "{log:?}"
         );
     }
@@ -284,7 +286,7 @@ fn a_program_that_never_links_snapc_is_named() {
     });
     assert!(
         log.iter()
-            .any(|l| l.starts_with("[snapc] ranks 0, 1 never connected to the daemon")),
+            .any(|l| l.contains("snapc::daemon: ranks 0, 1 never connected to the daemon")),
         "{log:?}"
     );
     let (code, _, text) = env.cmd(&["stop", "--job", "nl"]);

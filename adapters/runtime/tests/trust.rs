@@ -9,7 +9,7 @@ mod common;
 
 use common::jobs::*;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -453,5 +453,656 @@ fn control_requests_with_wrong_types_are_refused() {
     assert!(env.snapshots("types").is_empty());
     let (code, out) = job.finish(Duration::from_secs(60));
     assert_eq!(code, 0, "{out:?}");
+    env.assert_clean();
+}
+
+/// The daemon's pid from its status.
+fn daemon_pid(env: &Env, job: &str) -> i32 {
+    env.status(job).unwrap()["daemon_pid"].as_i64().unwrap() as i32
+}
+
+/// Open descriptors of process `pid`.
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// 4: control connections that never finish a line, many more than the
+/// daemon's descriptors, neither exhaust it nor stop it: `status` and
+/// checkpoints go on, and the idle connections are dropped at their
+/// deadline.
+#[test]
+fn idle_control_connections_do_not_wedge_the_daemon() {
+    let env = Env::new();
+    let counter = counter_args(10.0);
+    let job = env.run("flood", 1, &[], &strs(&counter), &[]);
+    env.ready(&job);
+    let daemon = daemon_pid(&env, "flood");
+    // Little room left: what it has open now, and a dozen more.
+    let limit = open_fds(daemon) + 12;
+    let out = Command::new("prlimit")
+        .args([
+            "--pid",
+            &daemon.to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let ctl = env.run.path().join("flood.ctl");
+    let idle: Vec<UnixStream> = (0..400)
+        .filter_map(|_| UnixStream::connect(&ctl).ok())
+        .collect();
+    assert!(idle.len() > 300, "{} connected", idle.len());
+    let (code, _, text) = env.cmd(&["status", "--job", "flood"]);
+    assert_eq!(code, 0, "{text}");
+    let (code, fin) = env.checkpoint("flood", &["--wait"]);
+    assert_eq!(code, 0, "{fin}");
+    assert!(open_fds(daemon) <= limit, "within its limit");
+    // The ones still held are dropped once their line is overdue.
+    std::thread::sleep(Duration::from_secs(6));
+    let still_open = idle
+        .iter()
+        .filter(|s| {
+            let _ = s.set_nonblocking(true);
+            let mut b = [0u8; 1];
+            matches!((&**s).read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+        .count();
+    assert_eq!(still_open, 0, "idle connections outlived their deadline");
+    drop(idle);
+    let (code, out) = job.finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "{out:?}");
+    env.assert_clean();
+}
+
+/// 5: the checkpoint signal sent to the whole process group (and the
+/// other signals the daemon does not use) does not end the daemon.
+#[test]
+fn stray_signals_do_not_end_the_daemon() {
+    use nix::sys::signal::Signal;
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    let counter = counter_args(6.0);
+    let args = env.run_args("sig", 2, &["--timeout", "3"], &strs(&counter));
+    let mut c = env.snapc();
+    c.args(&args).process_group(0);
+    let job = Env::spawn_cmd("sig", c);
+    env.ready(&job);
+    let daemon = daemon_pid(&env, "sig");
+    let group = nix::unistd::Pid::from_raw(-daemon);
+    nix::sys::signal::kill(group, Signal::SIGUSR1).unwrap();
+    for sig in [
+        Signal::SIGUSR2,
+        Signal::SIGALRM,
+        Signal::SIGIO,
+        Signal::SIGPROF,
+    ] {
+        kill(daemon, sig);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(daemon), "the daemon died of a stray signal");
+    // The ranks took the stray signal as a checkpoint request nobody
+    // answered; once that times out, checkpoints work.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, fin) = env.checkpoint("sig", &["--wait"]);
+        if code == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{fin}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, out) = job.finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "{out:?}");
+    env.assert_clean();
+}
+
+/// 5: a rank whose daemon link closes ends itself (here the "daemon" is
+/// this test, and the rank is not its child process's child).
+#[test]
+fn a_rank_whose_daemon_link_closes_ends_itself() {
+    use std::os::unix::process::ExitStatusExt;
+    let t = tempfile::tempdir().unwrap();
+    let sock = t.path().join("d.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let pipes = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let mut child = Command::new(common::counter_exe())
+        .args(["--run-for", "120"])
+        .env("SNAPC_DAEMON_SOCKET", &sock)
+        .env("SNAPC_PIPE_DIR", pipes.path())
+        .env("SNAPC_STORE", store.path())
+        .env_remove("SNAPC_SNAPSHOT_ROOT")
+        .env_remove("SNAPC_RESTART_DIR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (link, _) = listener.accept().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(child.try_wait().unwrap().is_none(), "runs while linked");
+    drop(link);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the rank outlived its daemon link");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.signal(), Some(15), "{status:?}");
+}
+
+/// 6: `--timeout` bounds every wait of a checkpoint: a rank hung in its
+/// checkpoint (after the go-ahead) fails it at the timeout, a stopped rank
+/// fails it at once (whatever the timeout), and the other ranks are
+/// released and go on.
+#[test]
+fn a_hung_or_stopped_rank_fails_the_checkpoint_within_bounds() {
+    use nix::sys::signal::Signal;
+    let env = Env::new();
+    let counter = counter_args(8.0);
+    let job = env.run(
+        "hung",
+        2,
+        &["--timeout", "2"],
+        &strs(&counter),
+        &[("COUNTER_SLOW", "1:60000")],
+    );
+    env.ready(&job);
+    let (code, fin) = env.checkpoint("hung", &["--wait"]);
+    assert_ne!(code, 0, "{fin}");
+    let err = fin["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("rank 1") && err.contains("final state"),
+        "{fin}"
+    );
+    let status = env.status("hung").unwrap();
+    assert!(status["in_progress"].is_null(), "{status}");
+    assert!(env.snapshots("hung").is_empty());
+    let _ = kill_job(job);
+    // A rank stopped after the go-ahead (in its checkpoint hook), with a
+    // timeout far beyond the test's patience.
+    let counter = counter_args(8.0);
+    let job = env.run(
+        "stopped",
+        2,
+        &["--timeout", "600"],
+        &strs(&counter),
+        &[("COUNTER_SLOW", "1:2000")],
+    );
+    let status = env.ready(&job);
+    let rank1 = pid_of(&status, 1);
+    let waiter = env.spawn(
+        "stopped-waiter",
+        &["checkpoint", "--job", "stopped", "--json"],
+        &[],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while env.status("stopped").unwrap()["in_progress"]["done"] != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint in progress"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill(rank1, Signal::SIGSTOP);
+    let (code, out) = waiter.finish(Duration::from_secs(30));
+    kill(rank1, Signal::SIGCONT);
+    let fin: Value = serde_json::from_str(out.last().unwrap()).unwrap();
+    assert_ne!(code, 0, "{fin}");
+    let err = fin["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("rank 1") && err.contains(&format!("pid {rank1} is stopped")),
+        "{fin}"
+    );
+    let (code, fin) = env.checkpoint("stopped", &["--wait"]);
+    assert_eq!(code, 0, "once it runs again: {fin}");
+    let (code, out) = job.finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "{out:?}");
+    env.assert_clean();
+}
+
+/// Ends a job's daemon and ranks (SIGTERM to the daemon) and waits for it.
+fn kill_job(job: Job) -> i32 {
+    kill(job.child.id() as i32, nix::sys::signal::Signal::SIGTERM);
+    job.finish(Duration::from_secs(60)).0
+}
+
+/// 6: `snapc abort` ends a checkpoint in progress: its waiter hears it
+/// failed, every rank is let go at once, nothing is published, and the
+/// job is checkpointable again.
+#[test]
+fn abort_ends_a_checkpoint_in_progress() {
+    let env = Env::new();
+    let counter = counter_args(8.0);
+    let job = env.run(
+        "ab",
+        2,
+        &["--timeout", "600"],
+        &strs(&counter),
+        &[("COUNTER_SLOW", "1:3000")],
+    );
+    env.ready(&job);
+    let waiter = env.spawn(
+        "ab-waiter",
+        &["checkpoint", "--job", "ab", "--wait", "--json"],
+        &[],
+    );
+    // Wait until rank 0 is done and rank 1 sits in its checkpoint hook.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while env.status("ab").unwrap()["in_progress"]["done"] != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint in progress"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, events, text) = env.cmd(&["abort", "--job", "ab", "--json"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(events[0]["ok"], true, "{text}");
+    assert_eq!(events[0]["op"], "checkpoint", "{text}");
+    let (code, out) = waiter.finish(Duration::from_secs(30));
+    assert_ne!(code, 0, "{out:?}");
+    let fin: Value = serde_json::from_str(out.last().unwrap()).unwrap();
+    assert_eq!(fin["ok"], false, "{fin}");
+    assert!(fin["error"].as_str().unwrap().contains("aborted"), "{fin}");
+    let status = env.status("ab").unwrap();
+    assert!(status["in_progress"].is_null(), "{status}");
+    assert!(env.snapshots("ab").is_empty(), "nothing published");
+    let staging = std::fs::read_dir(env.job_root("ab"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(".staging-"))
+        .unwrap()
+        .path();
+    assert_eq!(
+        std::fs::read_dir(&staging).unwrap().count(),
+        0,
+        "staging emptied"
+    );
+    let (code, _, text) = env.cmd(&["abort", "--job", "ab"]);
+    assert_ne!(code, 0, "nothing left to abort: {text}");
+    assert!(text.contains("nothing to abort"), "{text}");
+    let (code, fin) = env.checkpoint("ab", &["--wait"]);
+    assert_eq!(code, 0, "{fin}");
+    let (code, out) = job.finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "{out:?}");
+    env.assert_clean();
+}
+
+/// The arguments of `snapc run -n N --job NAME --store STORE [extra] --
+/// sh -c SCRIPT ARGS...`.
+fn run_sh(
+    env: &Env,
+    job: &str,
+    n: u32,
+    extra: &[&str],
+    script: &str,
+    args: &[&str],
+) -> Vec<String> {
+    let program: Vec<&str> = ["sh", "-c", script]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    env.run_program_args(job, n, extra, &program)
+}
+
+/// 7: a reader that stalls (`snapc run ... | sleep 600`) costs dropped,
+/// counted and reported output, never coordination.
+#[test]
+fn a_stalled_output_reader_costs_output_not_coordination() {
+    let env = Env::new();
+    let exe = common::counter_exe().display().to_string();
+    let steps = steps_for(4.0);
+    // Each rank floods its stdout (50 MB) while it computes and checkpoints.
+    let args = run_sh(
+        &env,
+        "stall",
+        2,
+        &[],
+        "yes 'a line of rank output' | head -c 50000000 & exec \"$0\" \"$@\"",
+        &[&exe, "--steps", &steps, "--pace-us", PACE],
+    );
+    let mut c = env.snapc();
+    c.args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    // Its stdout is never read; its log is.
+    let _stalled = child.stdout.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = std::sync::Arc::clone(&log);
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(l);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while env
+        .status("stall")
+        .is_none_or(|s| s["checkpointable"] != true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never ready: {:?}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..2 {
+        let (code, fin) = env.checkpoint("stall", &["--wait"]);
+        assert_eq!(code, 0, "{fin}");
+    }
+    let status = env.status("stall").unwrap();
+    assert!(
+        status["output_dropped_bytes"]["stdout"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(std::time::Instant::now() < deadline, "the job did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(0));
+    wait_log(&log, Duration::from_secs(5), |l| {
+        l.contains("output dropped because its reader lagged")
+    });
+    env.assert_clean();
+}
+
+/// 9: output without newlines is printed in lines of at most 64 KiB
+/// (bounded memory, each byte scanned once), and none of it is lost.
+#[test]
+fn output_without_newlines_is_split_at_a_cap() {
+    let env = Env::new();
+    let total = 20_000_000usize;
+    let script = format!("head -c {total} /dev/zero | tr '\\0' x");
+    let args = run_sh(&env, "nl", 1, &[], &script, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let job = env.spawn("nl", &args, &[]);
+    let (code, out) = job.finish(Duration::from_secs(120));
+    assert_eq!(code, 0);
+    let mut seen = 0;
+    for l in &out {
+        let body = l
+            .strip_prefix("[0] ")
+            .unwrap_or_else(|| panic!("{}", &l[..40.min(l.len())]));
+        assert!(body.len() <= 64 * 1024, "a line of {} bytes", body.len());
+        assert!(body.bytes().all(|b| b == b'x'));
+        seen += body.len();
+    }
+    assert_eq!(seen, total);
+    env.assert_clean();
+}
+
+/// 8: a job that cannot fit in the file limit is refused, naming the
+/// limit; a low soft limit is raised to the hard one (the ranks keep
+/// theirs); EMFILE met during a checkpoint is named in its error.
+#[test]
+fn file_descriptor_limits_are_raised_checked_and_named() {
+    let env = Env::new();
+    let exe = common::counter_exe().display().to_string();
+    let snapc_in = |limit: &str, args: &[String]| {
+        let mut c = Command::new("sh");
+        c.args([
+            "-c",
+            &format!("ulimit {limit} && exec \"$0\" \"$@\""),
+            SNAPC,
+        ])
+        .args(args)
+        .env("SNAPC_RUN_DIR", env.run.path())
+        .env_remove("SNAPC_STORE");
+        c
+    };
+    let counter = counter_args(3.0);
+    let args = env.run_args("fd20", 20, &[], &strs(&counter));
+    let out = snapc_in("-n 64", &args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("the limit is 64"), "{err}");
+    assert!(!err.contains("ranks started"), "{err}");
+    // Soft 64, hard higher: raised for the daemon, 64 again for the ranks.
+    let args = env.run_args("fd12", 12, &[], &strs(&counter));
+    let job = Env::spawn_cmd("fd12", snapc_in("-Sn 64", &args));
+    let status = env.ready(&job);
+    let (code, fin) = env.checkpoint("fd12", &["--wait"]);
+    assert_eq!(code, 0, "{fin}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", pid_of(&status, 0))).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    assert_eq!(line.split_whitespace().nth(3), Some("64"), "{line}");
+    let (code, out) = job.finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "{out:?}");
+    // Out of descriptors during a checkpoint: the error says so.
+    let counter = counter_args(4.0);
+    let job = env.run("emfile", 2, &["--timeout", "2"], &strs(&counter), &[]);
+    env.ready(&job);
+    let daemon = daemon_pid(&env, "emfile");
+    let prlimit = |n: usize| {
+        let out = Command::new("prlimit")
+            .args(["--pid", &daemon.to_string(), &format!("--nofile={n}:")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    // Room for the control connection, none for the checkpoint's work.
+    prlimit(open_fds(daemon) + 1);
+    let (code, fin) = env.checkpoint("emfile", &["--wait"]);
+    assert_ne!(code, 0, "{fin}");
+    assert!(
+        fin.to_string().contains("Too many open files"),
+        "EMFILE is named: {fin}"
+    );
+    prlimit(4096);
+    let (code, fin) = env.checkpoint("emfile", &["--wait"]);
+    assert_eq!(code, 0, "{fin}");
+    let (code, out) = job.finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "{out:?}");
+    let _ = exe;
+    env.assert_clean();
+}
+
+/// 12: durations too large for a deadline are refused before anything
+/// happens (no panic, no socket left, no request sent).
+#[test]
+fn huge_durations_are_refused_up_front() {
+    let env = Env::new();
+    let exe = common::counter_exe().display().to_string();
+    let (code, _, text) = env.cmd(&[
+        "run",
+        "-n",
+        "1",
+        "--interval",
+        "1e19",
+        "--job",
+        "big",
+        "--",
+        &exe,
+    ]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("--interval must be"), "{text}");
+    assert_eq!(
+        std::fs::read_dir(env.run.path()).unwrap().count(),
+        0,
+        "nothing bound"
+    );
+    let counter = counter_args(3.0);
+    let job = env.run("dur", 1, &[], &strs(&counter), &[]);
+    env.ready(&job);
+    for args in [
+        vec!["checkpoint", "--job", "dur", "--timeout", "1e19"],
+        vec!["quiesce", "start", "--job", "dur", "--timeout", "1e19"],
+        vec!["checkpoint", "--job", "dur", "--timeout", "inf"],
+    ] {
+        let (code, _, text) = env.cmd(&args);
+        assert_eq!(code, 2, "{args:?}: {text}");
+        assert!(text.contains("--timeout must be"), "{args:?}: {text}");
+    }
+    let status = env.status("dur").unwrap();
+    assert!(
+        status["last_result"].is_null() && !status["quiesced"].as_bool().unwrap(),
+        "{status}"
+    );
+    let (code, out) = job.finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "{out:?}");
+    // A rank with SNAPC_TIMEOUT too large says so and starts nothing.
+    let out = Command::new(&exe)
+        .env("SNAPC_TIMEOUT", "1e19")
+        .env_remove("SNAPC_DAEMON_SOCKET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SNAPC_TIMEOUT"));
+    env.assert_clean();
+}
+
+/// 13: a peer cannot flood the daemon's log: a warning it can cause at
+/// will is logged a few times per window, and the rest is counted.
+#[test]
+fn a_peer_cannot_flood_the_log() {
+    let env = Env::new();
+    let counter = counter_args(3.0);
+    let job = env.run("noisy", 1, &[], &strs(&counter), &[]);
+    let log = std::sync::Arc::clone(&job.err);
+    env.ready(&job);
+    let sock = env.run.path().join("noisy.sock");
+    for _ in 0..300 {
+        if let Ok(mut s) = UnixStream::connect(&sock) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut b = [0u8; 1];
+            let _ = s.read(&mut b);
+        }
+    }
+    let (code, out) = job.finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "{out:?}");
+    let lines = log.lock().unwrap().clone();
+    let refused = lines
+        .iter()
+        .filter(|l| l.contains("refused a connection from pid"))
+        .count();
+    assert!((1..=10).contains(&refused), "{refused} lines: {lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("more refused warnings were not logged")),
+        "{lines:?}"
+    );
+    env.assert_clean();
+}
+
+/// The children of process `pid` (from /proc).
+fn children_of(pid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
+}
+
+/// The kill loop: 50 rounds of a small job taking interval checkpoints
+/// (and pruning) all the time, its daemon or one of its ranks killed
+/// (SIGKILL) at a random moment. After each round no rank survives its
+/// daemon; after all of them every numbered snapshot is complete and
+/// restarts, and nothing is left in the run, pipe or staging directories.
+/// `SNAPC_KILL_LOOP_SEED` replays a run (its seed is printed).
+#[test]
+fn kill_loop_leaves_complete_snapshots_and_nothing_behind() {
+    use nix::sys::signal::Signal;
+    let seed: u64 = std::env::var("SNAPC_KILL_LOOP_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("kill loop seed {seed} (SNAPC_KILL_LOOP_SEED={seed} replays it)");
+    let mut x = seed;
+    let mut rand = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let env = Env::new();
+    let steps = steps_for(1.5);
+    let counter = ["--steps", steps.as_str(), "--pace-us", PACE];
+    let extra = ["--interval", "0.03", "--keep", "2", "--timeout", "2"];
+    let (mut daemon_kills, mut rank_kills) = (0, 0);
+    for round in 0..50 {
+        let job = env.run("kl", 2, &extra, &counter, &[]);
+        let daemon = job.child.id() as i32;
+        std::thread::sleep(Duration::from_millis(20 + rand(230)));
+        let ranks = children_of(daemon);
+        let kill_daemon = ranks.is_empty() || rand(2) == 0;
+        if kill_daemon {
+            daemon_kills += 1;
+            kill(daemon, Signal::SIGKILL);
+        } else {
+            rank_kills += 1;
+            let victim = ranks[rand(ranks.len() as u64) as usize];
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), Signal::SIGKILL);
+        }
+        let (code, _) = job.finish(Duration::from_secs(60));
+        assert!(
+            !kill_daemon || code == 137,
+            "round {round}: the daemon ended with {code}"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while ranks.iter().any(|p| alive(*p)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round} (seed {seed}): a rank outlived its daemon"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    eprintln!("kill loop: {daemon_kills} daemons and {rank_kills} ranks killed");
+    // The last daemon's files go with the next command that looks.
+    let (code, _, text) = env.cmd(&["status"]);
+    assert_eq!(code, 0, "{text}");
+    let root = env.job_root("kl");
+    let numbered: Vec<std::path::PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .filter(|e| snapc_runtime::snapstore::seq_of(&e.file_name().to_string_lossy()).is_some())
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        !numbered.is_empty(),
+        "no snapshot in 50 rounds (seed {seed})"
+    );
+    for dir in &numbered {
+        assert!(
+            dir.join("snapshot.json").is_file(),
+            "{} is numbered but incomplete (seed {seed})",
+            dir.display()
+        );
+    }
+    for dir in &numbered {
+        let job = env.spawn("kl", &["restart", dir.to_str().unwrap()], &[]);
+        let (code, out) = job.finish(Duration::from_secs(60));
+        assert_eq!(code, 0, "restart {}: {out:?}", dir.display());
+        assert_eq!(results(&out).len(), 2, "{out:?}");
+    }
     env.assert_clean();
 }

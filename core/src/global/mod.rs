@@ -708,6 +708,12 @@ impl<P: Placement, const L: usize, const M: usize> GlobalCoordinator<P, L, M> {
             trace!("global: state {} from LC {} ignored", state.code(), lc);
             return Ok(());
         }
+        debug!(
+            "global: LC {} reported {} ({} us into the operation)",
+            lc,
+            state.code(),
+            now.saturating_duration_since(op.started).as_micros()
+        );
         match op.reports.get_mut(lc) {
             Some(slot @ None) => *slot = Some(state),
             Some(Some(_)) => {

@@ -127,6 +127,14 @@ impl Slot {
     /// Moves to `step` with a deadline `wait` from now, and asks for the
     /// step's action.
     fn enter(&mut self, step: Step, now: Instant, wait: crate::time::Duration) {
+        // The handshake's trace, step by step (debug level).
+        debug!(
+            "local: pid {} handshake {}: {} at {} us",
+            self.proc.map_or(0, |p| p.pid),
+            self.hs_n,
+            Slot::stage_of(step).name(),
+            now.saturating_duration_since(self.began).as_micros()
+        );
         self.step = step;
         self.deadline = after(now, wait);
         self.stage_start = now;
@@ -142,7 +150,11 @@ impl Slot {
 
     /// The stage of the step, for failures.
     fn stage(&self) -> Stage {
-        match self.step {
+        Self::stage_of(self.step)
+    }
+
+    const fn stage_of(step: Step) -> Stage {
+        match step {
             Step::Idle | Step::WaitFifos => Stage::Fifos,
             Step::Opening => Stage::Open,
             Step::WriteOptions => Stage::Options,
@@ -638,8 +650,20 @@ impl<const N: usize> LocalCoordinator<N> {
             warn!("local: a process result was dropped: actions were not polled");
         }
         match outcome {
-            Outcome::State(s) => debug!("local: pid {} ended with {}", proc.pid, s.name()),
-            Outcome::Failed(_) => warn!("local: pid {} failed", proc.pid),
+            Outcome::State(s) => debug!(
+                "local: pid {} handshake {}: ended with {} after {} us",
+                proc.pid,
+                slot.hs_n,
+                s.name(),
+                timings.total.as_micros()
+            ),
+            Outcome::Failed(_) => warn!(
+                "local: pid {} handshake {}: failed at the {} after {} us",
+                proc.pid,
+                slot.hs_n,
+                slot.stage().name(),
+                timings.total.as_micros()
+            ),
         }
         let counted = core::mem::replace(&mut slot.in_phase, false);
         match then {

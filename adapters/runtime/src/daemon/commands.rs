@@ -92,6 +92,37 @@ impl Daemon {
         })
     }
 
+    /// Ends the operation in progress (`snapc abort`): every handshake
+    /// still running fails and its channel closes (the rank carries on at
+    /// once), the others are released, nothing is published. On one node
+    /// this is the local coordinator reporting ERROR to the global one,
+    /// which then ends the operation as failed for every rank.
+    pub(super) fn abort(&mut self) -> Result<(&'static str, u32), String> {
+        if self.restarting.is_some() {
+            return Err("a restart is in progress; it cannot be aborted".into());
+        }
+        let Some(op) = self.op.as_mut() else {
+            return Err(if self.quiesced {
+                "nothing to abort: the job is quiesced (end it with `snapc quiesce end`)".into()
+            } else {
+                "nothing to abort: no operation is in progress".into()
+            });
+        };
+        if !matches!(self.lc.phase(), local::Phase::Handshake(_)) {
+            return Err(format!(
+                "the {} (handle {}) is already ending",
+                op.kind, op.handle
+            ));
+        }
+        op.error
+            .get_or_insert_with(|| "aborted (snapc abort)".into());
+        let (kind, handle) = (op.kind, op.handle);
+        self.log(format!("aborting the {kind} (handle {handle})"));
+        self.answer_for_lc(CkptState::Error);
+        self.pump();
+        Ok((kind, handle))
+    }
+
     /// Whether the job can take a checkpoint now.
     pub(super) fn ready(&self) -> Result<(), String> {
         if self.aborting {
@@ -225,6 +256,17 @@ impl Daemon {
             "resume" => return self.resume(id),
             "stop" => return self.stop(id, flag("force")),
             "interval" => return self.set_interval(id, req.number("seconds")),
+            "abort" => {
+                match self.abort() {
+                    Ok((op, handle)) => {
+                        let v = json!({"event": "aborted", "op": op, "handle": handle});
+                        self.send_control(id, &v);
+                        self.conns.remove(&id);
+                    }
+                    Err(e) => self.control_error(id, e),
+                }
+                return;
+            }
             other => {
                 self.control_error(id, format!("unknown request {other:?}"));
                 return;
@@ -381,6 +423,9 @@ impl Daemon {
             })),
             "interval_s": self.opts.interval.map(|d| d.as_secs_f64()),
             "grace_s": self.opts.grace.as_secs_f64(),
+            "output_dropped_bytes": {
+                "stdout": crate::out::dropped().0, "stderr": crate::out::dropped().2,
+            },
         })
     }
 }

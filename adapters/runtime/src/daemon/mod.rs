@@ -92,6 +92,23 @@ pub const SUPERVISE_TICK: Duration = Duration::from_millis(20);
 /// progress to end before it exits anyway.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
+/// Control connections a job must have room for besides its ranks.
+const MIN_CONTROL: usize = 4;
+
+/// How long the daemon waits at its exit for its output to be read.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+
+/// Says how much output was dropped because a reader lagged.
+fn report_dropped_output() {
+    let (ob, ol, eb, el) = crate::out::dropped();
+    if ob + eb > 0 {
+        log::warn!(
+            target: crate::logging::TARGET,
+            "output dropped because its reader lagged: {ob} bytes ({ol} lines) of stdout, {eb} bytes ({el} lines) of stderr"
+        );
+    }
+}
+
 type Gc = GlobalCoordinator<OneNode, 1, 8>;
 
 /// Every rank on this node.
@@ -221,6 +238,13 @@ struct Daemon {
     euid: u32,
     restarting: Option<Restarting>,
     restart_outcome: Option<RestartOutcome>,
+    /// Warnings a peer can cause, each kept to a few lines per window.
+    limits: BTreeMap<&'static str, crate::logging::Limiter>,
+    /// A descriptor given up to accept (and close) a connection when the
+    /// daemon runs out of descriptors.
+    reserve: Option<File>,
+    /// The listeners rest until then after running out of descriptors.
+    accept_rest_until: Option<Instant>,
 }
 
 /// Runs the job to its end; the job's exit status (the ranks' worst).
@@ -237,6 +261,11 @@ pub fn run(opts: RunOptions) -> Result<i32, RunError> {
     if opts.argv.is_empty() {
         return Err(RunError::Usage("no program to run".into()));
     }
+    crate::fds::raise();
+    crate::fds::check(opts.nranks, MIN_CONTROL).map_err(RunError::Invalid)?;
+    crate::logging::set_job(&opts.job);
+    // Before anything that a stray signal should not end.
+    install_stop_handlers();
     let run_dir = crate::control::run_dir().map_err(RunError::Invalid)?;
     let paths = JobPaths::new(&run_dir, &opts.job);
     paths.check().map_err(RunError::Usage)?;
@@ -275,13 +304,16 @@ pub fn run(opts: RunOptions) -> Result<i32, RunError> {
             return Err(e);
         }
     };
-    install_stop_handlers();
+    // From here on the loop never waits for a reader of our output.
+    crate::out::start_background();
     let status = daemon.run_loop();
     daemon.shutdown();
     let _ = std::fs::remove_file(&paths.lock);
     drop(lock);
     // Only now: whoever waited for the end finds the job gone.
     daemon.answer_stop(status);
+    report_dropped_output();
+    crate::out::drain(OUTPUT_DRAIN);
     Ok(status)
 }
 
@@ -345,6 +377,9 @@ impl Daemon {
             euid: nix::unistd::Uid::effective().as_raw(),
             restarting: None,
             restart_outcome: None,
+            limits: BTreeMap::new(),
+            reserve: File::open("/dev/null").ok(),
+            accept_rest_until: None,
         };
         if let Err(e) = d.launch() {
             d.terminate_ranks(Signal::SIGKILL);
@@ -357,8 +392,9 @@ impl Daemon {
         Ok(d)
     }
 
+    /// A line of the daemon's account of the job (log target `snapc`).
     fn log(&self, msg: impl std::fmt::Display) {
-        crate::errln!("[snapc] {msg}");
+        log::info!(target: crate::logging::TARGET, "{msg}");
     }
 
     fn run_loop(&mut self) -> i32 {
@@ -435,6 +471,13 @@ impl Daemon {
         if let Some(e) = self.ending.filter(|e| !e.killed) {
             cap = cap.min(e.kill_at.saturating_duration_since(Instant::now()));
         }
+        if let Some(next) = self.expire_controls() {
+            cap = cap.min(next.saturating_duration_since(Instant::now()));
+        }
+        let resting = self.accept_rest_until.is_some_and(|t| Instant::now() < t);
+        if let Some(t) = self.accept_rest_until.filter(|_| resting) {
+            cap = cap.min(t.saturating_duration_since(Instant::now()));
+        }
         if let Some(r) = &self.restarting {
             let at = match r.step {
                 RestartStep::Stopping {
@@ -448,11 +491,15 @@ impl Daemon {
             cap = cap.min(at.saturating_duration_since(Instant::now()));
         }
         let ready: Vec<Src> = {
-            let mut srcs = vec![Src::RankListener, Src::CtlListener];
-            let mut fds = vec![
-                PollFd::new(self.rank_listener.as_fd(), PollFlags::POLLIN),
-                PollFd::new(self.ctl_listener.as_fd(), PollFlags::POLLIN),
-            ];
+            let mut srcs = Vec::new();
+            let mut fds = Vec::new();
+            if !resting {
+                srcs.extend([Src::RankListener, Src::CtlListener]);
+                fds.extend([
+                    PollFd::new(self.rank_listener.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.ctl_listener.as_fd(), PollFlags::POLLIN),
+                ]);
+            }
             for (id, c) in &self.conns {
                 srcs.push(Src::Conn(*id));
                 fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
@@ -519,6 +566,12 @@ impl Daemon {
         }
         for (id, ..) in std::mem::take(&mut self.pending) {
             self.control_error(id, "the job ended before its ranks connected".into());
+        }
+        for (key, l) in &mut self.limits {
+            let n = l.take_suppressed();
+            if n > 0 {
+                log::warn!(target: crate::logging::TARGET, "{n} more {key} warnings were not logged");
+            }
         }
         // Anything a rank left in the pipe directory.
         if let Ok(entries) = std::fs::read_dir(self.io.pipe_dir().path()) {

@@ -39,6 +39,9 @@ pub(super) struct Op {
     pub(super) lc_skipped: bool,
     pub(super) error: Option<String>,
     pub(super) published: Option<(u64, PathBuf, String, u64)>,
+    /// What the FIFO side knows of a rank's failure beyond the machine's
+    /// outcome (EMFILE, a stopped or exited process), by rank.
+    pub(super) notes: BTreeMap<u32, String>,
 }
 
 pub(super) fn emit<'a, M: Message<'a>>(m: &M) -> Vec<u8> {
@@ -184,6 +187,7 @@ impl Daemon {
                         results: BTreeMap::new(),
                         waiters: Vec::new(),
                         lc_skipped: false,
+                        notes: BTreeMap::new(),
                         error: None,
                         published: None,
                     };
@@ -243,13 +247,17 @@ impl Daemon {
     }
 
     pub(super) fn on_report(&mut self, r: ProcessResult) {
-        if let Some(note) = self.io.take_note(r.slot) {
+        let note = self.io.take_note(r.slot);
+        if let Some(note) = &note {
             self.log(format!("rank {}: {note}", r.name.vpid));
         }
         let total = self.opts.nranks;
         let Some(op) = self.op.as_mut() else {
             return;
         };
+        if let Some(note) = note {
+            op.notes.insert(r.name.vpid, note);
+        }
         op.results.insert(r.name.vpid, r);
         let done = op.results.len();
         let ev = json!({"event": "progress", "done": done, "total": total});
@@ -316,7 +324,7 @@ impl Daemon {
                 op.published = Some((seq, dir, s.reference.as_str().to_string(), total));
             }
             Err(e) => {
-                crate::errln!("[snapc] checkpoint failed: {e}");
+                log::warn!(target: crate::logging::TARGET, "checkpoint failed: {e}");
                 op.error = Some(e);
             }
         }
@@ -355,7 +363,11 @@ impl Daemon {
                 .values()
                 .filter_map(|p| match p.outcome {
                     Outcome::State(CrState::Continue | CrState::Term | CrState::Running) => None,
-                    o => Some(format!("rank {}: {}", p.name.vpid, outcome_name(o))),
+                    // With what the machine alone cannot say (EMFILE, ...).
+                    o => Some(match op.notes.get(&p.name.vpid) {
+                        Some(e) => format!("rank {}: {} ({e})", p.name.vpid, outcome_name(o)),
+                        None => format!("rank {}: {}", p.name.vpid, outcome_name(o)),
+                    }),
                 })
                 .collect();
             if let Some(e) = &op.error {

@@ -13,17 +13,49 @@ pub(super) struct Conn {
     pub(super) kind: ConnKind,
     pub(super) frames: FrameReader,
     pub(super) line: Vec<u8>,
+    /// When it was accepted.
+    pub(super) since: Instant,
+    /// A control connection sent its request line.
+    pub(super) requested: bool,
+}
+
+/// The most control connections at once (fewer when the file limit leaves
+/// less room beside the ranks, see [`Daemon::control_cap`]); past it the
+/// oldest that has not sent its request yet makes room (or the newcomer is
+/// refused).
+pub(super) const MAX_CONTROL: usize = 32;
+
+/// How long a control connection may take to send its request line.
+pub(super) const CONTROL_LINE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long the listeners rest after the daemon ran out of descriptors.
+pub(super) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What an `accept` gave.
+enum Accepted {
+    Stream(UnixStream),
+    /// Nothing (more) to accept now, or the listener rests.
+    Done,
 }
 
 impl Daemon {
-    pub(super) fn peer(&self, stream: &UnixStream) -> Option<(u32, u32)> {
+    pub(super) fn peer(&mut self, stream: &UnixStream) -> Option<(u32, u32)> {
         match getsockopt(stream, PeerCredentials) {
             Ok(c) => Some((u32::try_from(c.pid()).unwrap_or(0), c.uid())),
             Err(e) => {
-                log::warn!("SO_PEERCRED: {e}");
+                self.warn_limited("peercred", format_args!("SO_PEERCRED: {e}"));
                 None
             }
         }
+    }
+
+    /// Logs a warning a peer can cause at will, a few per window
+    /// ([`crate::logging::Limiter`]).
+    pub(super) fn warn_limited(&mut self, key: &'static str, msg: std::fmt::Arguments<'_>) {
+        self.limits
+            .entry(key)
+            .or_default()
+            .log(log::Level::Warn, msg);
     }
 
     pub(super) fn add_conn(&mut self, stream: UnixStream, kind: ConnKind) -> u64 {
@@ -37,13 +69,70 @@ impl Daemon {
                 kind,
                 frames: FrameReader::default(),
                 line: Vec::new(),
+                since: Instant::now(),
+                requested: false,
             },
         );
         id
     }
 
+    /// The next connection on `rank` (else the control) listener. Out of
+    /// descriptors (EMFILE, ENFILE), the reserve descriptor is given up to
+    /// take the waiting connection and close it at once (so that poll does
+    /// not report it again and again), the listeners rest for
+    /// [`ACCEPT_BACKOFF`], and it is logged (a few times per window).
+    fn accept_one(&mut self, rank: bool) -> Accepted {
+        let listener = if rank {
+            &self.rank_listener
+        } else {
+            &self.ctl_listener
+        };
+        match listener.accept() {
+            Ok((stream, _)) => Accepted::Stream(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Accepted::Done,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Accepted::Done,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(nix::libc::EMFILE | nix::libc::ENFILE)
+                ) =>
+            {
+                // An idle control connection makes room first (the
+                // newcomer may be the user's `snapc status`).
+                if self.evict_idle_control() {
+                    return self.accept_one(rank);
+                }
+                let listener = if rank {
+                    &self.rank_listener
+                } else {
+                    &self.ctl_listener
+                };
+                self.reserve = None;
+                if let Ok((stream, _)) = listener.accept() {
+                    drop(stream);
+                }
+                self.reserve = File::open("/dev/null").ok();
+                self.accept_rest_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                let which = if rank { "ranks'" } else { "control" };
+                self.warn_limited(
+                    "emfile",
+                    format_args!(
+                        "out of file descriptors: a connection to the {which} socket was closed ({e}); \
+                         the limit is {} (ulimit -n)",
+                        crate::fds::limit()
+                    ),
+                );
+                Accepted::Done
+            }
+            Err(e) => {
+                self.warn_limited("accept", format_args!("accept: {e}"));
+                Accepted::Done
+            }
+        }
+    }
+
     pub(super) fn accept_ranks(&mut self) {
-        while let Ok((stream, _)) = self.rank_listener.accept() {
+        while let Accepted::Stream(stream) = self.accept_one(true) {
             let _ = stream.set_nonblocking(false);
             let Some((pid, uid)) = self.peer(&stream) else {
                 continue;
@@ -60,10 +149,15 @@ impl Daemon {
                     }
                     self.maybe_init();
                 }
-                _ => self.log(format!(
-                    "refused a connection from pid {pid} (uid {uid}): not a rank of job {}",
-                    self.opts.job
-                )),
+                _ => {
+                    let job = self.opts.job.clone();
+                    self.warn_limited(
+                        "refused",
+                        format_args!(
+                            "refused a connection from pid {pid} (uid {uid}): not a rank of job {job}"
+                        ),
+                    );
+                }
             }
         }
     }
@@ -84,18 +178,103 @@ impl Daemon {
     }
 
     pub(super) fn accept_controls(&mut self) {
-        while let Ok((stream, _)) = self.ctl_listener.accept() {
-            let _ = stream.set_nonblocking(false);
+        while let Accepted::Stream(stream) = self.accept_one(false) {
+            // Never blocks the loop: a client that does not read its
+            // answers is dropped instead.
+            let _ = stream.set_nonblocking(true);
             match self.peer(&stream) {
                 Some((_, uid)) if uid == self.euid => {
+                    if self.control_count() >= self.control_cap() && !self.evict_idle_control() {
+                        let mut s = &stream;
+                        let _ = s.write_all(
+                            b"{\"event\":\"error\",\"message\":\"too many control connections\"}\n",
+                        );
+                        self.warn_limited(
+                            "control-cap",
+                            format_args!(
+                                "refused a control connection: {} are open and busy",
+                                self.control_cap()
+                            ),
+                        );
+                        continue;
+                    }
                     self.add_conn(stream, ConnKind::Control);
                 }
-                Some((pid, uid)) => self.log(format!(
-                    "refused a control connection from pid {pid} (uid {uid})"
-                )),
+                Some((pid, uid)) => self.warn_limited(
+                    "refused",
+                    format_args!("refused a control connection from pid {pid} (uid {uid})"),
+                ),
                 None => {}
             }
         }
+    }
+
+    /// How many control connections fit beside the ranks in the file
+    /// limit in force now, between [`super::MIN_CONTROL`] and [`MAX_CONTROL`].
+    fn control_cap(&self) -> usize {
+        let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(crate::fds::limit(), |(soft, _)| soft);
+        let room = limit.saturating_sub(crate::fds::needed(self.opts.nranks, 0));
+        usize::try_from(room)
+            .unwrap_or(MAX_CONTROL)
+            .clamp(super::MIN_CONTROL, MAX_CONTROL)
+    }
+
+    fn control_count(&self) -> usize {
+        self.conns
+            .values()
+            .filter(|c| matches!(c.kind, ConnKind::Control))
+            .count()
+    }
+
+    /// Drops the oldest control connection that has not sent its request;
+    /// whether there was one.
+    fn evict_idle_control(&mut self) -> bool {
+        let oldest = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.kind, ConnKind::Control) && !c.requested)
+            .min_by_key(|(_, c)| c.since)
+            .map(|(id, _)| *id);
+        match oldest {
+            Some(id) => {
+                self.drop_conn(id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops the control connections that did not send their request line
+    /// in time; the earliest such deadline still to come.
+    pub(super) fn expire_controls(&mut self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (id, c) in &self.conns {
+            if !matches!(c.kind, ConnKind::Control) || c.requested {
+                continue;
+            }
+            let at = c.since + CONTROL_LINE_DEADLINE;
+            if at <= now {
+                expired.push(*id);
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        if !expired.is_empty() {
+            self.warn_limited(
+                "control-deadline",
+                format_args!(
+                    "dropped {} control connection(s) that sent no request within {CONTROL_LINE_DEADLINE:?}",
+                    expired.len()
+                ),
+            );
+        }
+        for id in expired {
+            self.drop_conn(id);
+        }
+        next
     }
 
     pub(super) fn conn_ready(&mut self, id: u64) {
@@ -104,6 +283,14 @@ impl Daemon {
         };
         let mut chunk = [0u8; 4096];
         let n = match c.stream.read(&mut chunk) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                return;
+            }
             Ok(0) | Err(_) => {
                 self.drop_conn(id);
                 return;
@@ -119,8 +306,8 @@ impl Daemon {
                     match f {
                         Ok(f) => frames.push(f),
                         Err(e) => {
-                            log::warn!("rank {rank}: {e}");
                             bad = true;
+                            self.warn_limited("frame", format_args!("rank {rank}: {e}"));
                             break;
                         }
                     }
@@ -133,8 +320,13 @@ impl Daemon {
                 }
             }
             ConnKind::Control => {
+                if c.requested {
+                    // One request per connection: the rest is ignored.
+                    return;
+                }
                 c.line.extend_from_slice(&chunk[..n]);
                 if let Some(pos) = c.line.iter().position(|&b| b == b'\n') {
+                    c.requested = true;
                     let line: Vec<u8> = c.line.drain(..=pos).collect();
                     self.control(id, &line);
                 } else if c.line.len() > 65536 {
@@ -172,21 +364,30 @@ impl Daemon {
                         && u.name.jobid == self.jobid
                         && u32::try_from(u.pid).is_ok_and(|p| p == pid);
                     if !own {
-                        self.log(format!(
-                            "rank {rank}: LOCAL_UPDATE for {}.{} pid {} refused",
-                            u.name.jobid, u.name.vpid, u.pid
-                        ));
+                        self.warn_limited(
+                            "rank-message",
+                            format_args!(
+                                "rank {rank}: LOCAL_UPDATE for {}.{} pid {} refused",
+                                u.name.jobid, u.name.vpid, u.pid
+                            ),
+                        );
                     } else if let Err(e) = self.lc.handle_local_update(now, &u) {
-                        log::warn!("rank {rank}: LOCAL_UPDATE: {e}");
+                        self.warn_limited(
+                            "rank-message",
+                            format_args!("rank {rank}: LOCAL_UPDATE: {e}"),
+                        );
                     } else if let Some(r) = self.ranks.get_mut(rank as usize) {
                         r.updated = true;
                     }
                 }
-                Err(e) => log::warn!("rank {rank}: {e}"),
+                Err(e) => self.warn_limited("rank-message", format_args!("rank {rank}: {e}")),
             },
             Tag::SnapcFull => {
                 if let Err(e) = self.gc.handle_request_bytes(now, rank, payload) {
-                    self.log(format!("rank {rank}: request refused: {e}"));
+                    self.warn_limited(
+                        "rank-message",
+                        format_args!("rank {rank}: request refused: {e}"),
+                    );
                 }
             }
         }

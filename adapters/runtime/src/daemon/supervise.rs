@@ -23,6 +23,24 @@ pub(super) struct Ending {
     pub(super) killed: bool,
 }
 
+/// Signals the daemon ignores: the checkpoint signal (a user or a batch
+/// system may send it to the whole process group), the others it does not
+/// use whose default would end it, SIGXFSZ (a write past the file size
+/// limit then fails instead), and the terminal's stop-on-output signals
+/// (a daemon in the background keeps coordinating).
+pub(super) const IGNORED: [Signal; 10] = [
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGALRM,
+    Signal::SIGVTALRM,
+    Signal::SIGPROF,
+    Signal::SIGIO,
+    Signal::SIGPWR,
+    Signal::SIGXFSZ,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+];
+
 pub(super) fn install_stop_handlers() {
     let act = SigAction::new(
         SigHandler::Handler(on_stop),
@@ -35,6 +53,35 @@ pub(super) fn install_stop_handlers() {
             log::warn!("cannot handle {sig}: {e}");
         }
     }
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    for sig in IGNORED {
+        // SAFETY: SIG_IGN runs no code.
+        if let Err(e) = unsafe { sigaction(sig, &ignore) } {
+            log::warn!("cannot ignore {sig}: {e}");
+        }
+    }
+}
+
+/// Run in each rank between fork and exec (async-signal-safe calls only):
+/// the rank dies with the daemon (SIGKILL when the daemon's thread that
+/// launched it ends, checked against a daemon that died before), gets the
+/// signal dispositions and the file limit it would have had without the
+/// daemon.
+fn rank_pre_exec(daemon: i32, nofile: Option<(u64, u64)>) -> std::io::Result<()> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    if nix::unistd::getppid().as_raw() != daemon {
+        return Err(std::io::Error::other("the daemon is gone"));
+    }
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in IGNORED {
+        // SAFETY: restoring the default disposition runs no code.
+        let _ = unsafe { sigaction(sig, &default) };
+    }
+    if let Some((soft, hard)) = nofile {
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, soft, hard);
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,8 +128,15 @@ pub(super) struct OutPipe {
     pub(super) rank: u32,
     pub(super) stderr: bool,
     pub(super) file: File,
+    /// Bytes read and not printed yet (an unfinished line).
     pub(super) buf: Vec<u8>,
+    /// How much of `buf` is known to hold no newline.
+    pub(super) scanned: usize,
 }
+
+/// The longest line a rank's output is printed in; a longer one is split
+/// there, so that output without newlines costs bounded memory.
+pub(super) const MAX_LINE: usize = 64 * 1024;
 
 impl RankProc {
     /// Alive but stopped (SIGSTOP, `checkpoint --stop`, a debugger).
@@ -157,6 +211,18 @@ impl Daemon {
             if let Some(cwd) = &self.opts.cwd {
                 cmd.current_dir(cwd);
             }
+            // The ranks' own handshake deadline follows the daemon's.
+            cmd.env(
+                "SNAPC_TIMEOUT",
+                format!("{}", self.opts.timeout.as_secs_f64()),
+            );
+            let daemon = i32::try_from(std::process::id()).unwrap_or(0);
+            let nofile = crate::fds::original();
+            // SAFETY: rank_pre_exec makes async-signal-safe calls only.
+            unsafe {
+                use std::os::unix::process::CommandExt;
+                cmd.pre_exec(move || rank_pre_exec(daemon, nofile));
+            }
             let mut child = cmd
                 .spawn()
                 .map_err(io_err(format!("starting rank {rank}: {}", argv[0])))?;
@@ -171,6 +237,7 @@ impl Daemon {
                         stderr,
                         file: File::from(fd),
                         buf: Vec::new(),
+                        scanned: 0,
                     });
                 }
             }
@@ -263,7 +330,7 @@ impl Daemon {
             }
             let state = r.state;
             let pid = r.pid;
-            crate::errln!("[snapc] rank {rank} (pid {pid}) {}", state.name());
+            log::info!(target: crate::logging::TARGET, "rank {rank} (pid {pid}) {}", state.name());
             if state.status() != 0 && died.is_none() && !self.aborting && !stopping {
                 died = Some(rank);
                 self.first_failure.get_or_insert(state.status());
@@ -365,19 +432,37 @@ impl Daemon {
     }
 }
 
-/// Prints the whole lines of `o` with its rank's prefix.
+/// Prints the whole lines of `o` with its rank's prefix (and splits a line
+/// longer than [`MAX_LINE`]). Each byte is scanned once; the printed part
+/// is removed from the buffer once per call. The printing never blocks
+/// ([`crate::out`]): a stalled reader costs dropped lines, counted.
 pub(super) fn print_lines(o: &mut OutPipe) {
-    while let Some(pos) = o.buf.iter().position(|&b| b == b'\n') {
-        let line: Vec<u8> = o.buf.drain(..=pos).collect();
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end_matches('\n');
+    let mut start = 0;
+    loop {
+        let newline = o
+            .buf
+            .get(o.scanned..)
+            .and_then(|r| r.iter().position(|&b| b == b'\n'))
+            .map(|p| o.scanned + p);
+        let end = match newline {
+            Some(e) if e - start <= MAX_LINE => e,
+            _ if o.buf.len() - start >= MAX_LINE => start + MAX_LINE,
+            _ => break,
+        };
+        let text = String::from_utf8_lossy(o.buf.get(start..end).unwrap_or_default());
+        let line = format!("[{}] {text}\n", o.rank);
         if o.stderr {
-            let mut e = std::io::stderr().lock();
-            let _ = writeln!(e, "[{}] {text}", o.rank);
+            crate::out::err_bytes(line.as_bytes());
         } else {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "[{}] {text}", o.rank);
-            let _ = out.flush();
+            crate::out::out_bytes(line.as_bytes());
         }
+        start = if o.buf.get(end) == Some(&b'\n') {
+            end + 1
+        } else {
+            end
+        };
+        o.scanned = start;
     }
+    o.buf.drain(..start);
+    o.scanned = o.buf.len();
 }

@@ -85,6 +85,21 @@ impl Env {
 
     /// The arguments of `snapc run -n N --job NAME --store STORE [extra] -- counter ARGS`.
     pub fn run_args(&self, name: &str, n: u32, extra: &[&str], counter: &[&str]) -> Vec<String> {
+        let exe = super::counter_exe().display().to_string();
+        let program: Vec<&str> = std::iter::once(exe.as_str())
+            .chain(counter.iter().copied())
+            .collect();
+        self.run_program_args(name, n, extra, &program)
+    }
+
+    /// The arguments of `snapc run -n N --job NAME --store STORE [extra] -- PROGRAM...`.
+    pub fn run_program_args(
+        &self,
+        name: &str,
+        n: u32,
+        extra: &[&str],
+        program: &[&str],
+    ) -> Vec<String> {
         let mut args: Vec<String> = ["run", "-n", &n.to_string(), "--job", name, "--store"]
             .iter()
             .map(|s| s.to_string())
@@ -92,8 +107,7 @@ impl Env {
         args.push(self.store.path().display().to_string());
         args.extend(extra.iter().map(|s| s.to_string()));
         args.push("--".into());
-        args.push(super::counter_exe().display().to_string());
-        args.extend(counter.iter().map(|s| s.to_string()));
+        args.extend(program.iter().map(|s| s.to_string()));
         args
     }
 
