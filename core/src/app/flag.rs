@@ -1,7 +1,13 @@
-//! The checkpoint-request flag a POSIX signal handler may set (PROTOCOL.md §3).
+//! The checkpoint-request flag a POSIX signal handler (or an interrupt
+//! handler) may set (docs/PROTOCOL.md, "Signal").
+//!
+//! The atomics come from `portable-atomic`: native instructions wherever the
+//! target has compare-and-swap (every POSIX target, Cortex-M3 and up,
+//! RISC-V with the A extension), a critical section where it has not
+//! (Cortex-M0/M0+, RV32IMC). Only 8- and 32-bit atomics are used.
 
 use crate::time::Instant;
-use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use portable_atomic::{AtomicU8, AtomicU32, Ordering};
 
 const IDLE: u8 = 0;
 /// A handler won the request and is writing its timestamp.
@@ -26,11 +32,15 @@ pub enum FlagRequest {
 /// The checkpoint-request flag: set by the signal handler, taken at the
 /// application's progress point by [`AppCoordinator`](super::AppCoordinator).
 ///
-/// Lock-free and async-signal-safe: [`request`](Self::request) and
-/// [`request_at`](Self::request_at) are a compare-and-swap and plain atomic
-/// stores (no lock, no allocation, no logging), so a POSIX signal handler may
-/// call them; they never block, even when the handler interrupts the
-/// coordinator while it takes a request. Put the flag in a `static`
+/// Lock-free and async-signal-safe on targets with compare-and-swap:
+/// [`request`](Self::request) and [`request_at`](Self::request_at) are a
+/// compare-and-swap and plain atomic stores (no lock, no allocation, no
+/// logging), so a POSIX signal handler may call them; they never block, even
+/// when the handler interrupts the coordinator while it takes a request. On
+/// targets without compare-and-swap each operation is a short critical
+/// section (with the `critical-section` feature), which an interrupt
+/// handler may enter as long as the implementation masks interrupts (the
+/// single-core implementations do). Put the flag in a `static`
 /// (`CheckpointFlag::new` is `const`) and lend it to the coordinator.
 ///
 /// States: idle, requested, running. The coordinator's progress point moves
