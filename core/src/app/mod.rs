@@ -1,5 +1,5 @@
 //! The app coordinator: the part of the protocol that lives inside every
-//! application process (PROTOCOL.md §3, §4, §5).
+//! application process (docs/PROTOCOL.md §3, §4, §5).
 //!
 //! - [`CheckpointFlag`]: the lock-free flag the checkpoint signal's handler sets.
 //! - [`AppCoordinator`]: the sans-IO state machine that acts on it at the
@@ -8,7 +8,7 @@
 //!   channel down, and carries the application's requests to the global
 //!   coordinator.
 //!
-//! Where this machine does better than Open MPI (PROTOCOL.md §7), each with
+//! Where this machine does better than Open MPI (docs/PROTOCOL.md §7), each with
 //! its tests in `app/tests.rs`:
 //! - every wait has a deadline: `deadline_at_each_wait`,
 //!   `stall_deadline_reports_error`, `early_sync_deadline`,
@@ -28,9 +28,11 @@
 //! - each stage's duration is reported: `checkpoint_and_continue_exact_bytes`.
 //!
 //! Short reads and writes, EINTR and the FIFOs' checks (the rest of §7) are
-//! the adapter's: it reports a whole frame, [`IoFailure::PeerGone`] or
-//! [`IoFailure::Failed`].
+//! the adapter's: it reports a whole frame, [`IoError::PeerGone`] or
+//! [`IoError::Failed`]. [`blocking`] is such an adapter for any
+//! `embedded-io` byte stream.
 
+pub mod blocking;
 mod flag;
 mod types;
 
@@ -39,57 +41,32 @@ mod tests;
 
 pub use flag::{CheckpointFlag, FlagRequest};
 pub use types::{
-    Action, AppConfig, AppError, CheckpointResult, CrsName, Deadlines, Failure, Frame,
-    HandshakeReport, HostFailure, IoFailure, MAX_REFERENCE_LEN, Outcome, PrepareResult, Reference,
-    RequestReport, SstoreOp, Stages, UNKNOWN_REFERENCE, UNKNOWN_SEQ, Wait,
+    Action, AppDeadlines, AppError, CheckpointResult, Config, CrsName, FrameKind, HandshakeReport,
+    HostError, InputError, Outcome, PrepareResult, RequestReport, SstoreOp, Stages,
+    UNKNOWN_REFERENCE, UNKNOWN_SEQ, Wait, WaitFailure,
 };
 
 use crate::time::{Duration, Instant};
+use crate::wire::dss::{Encoder, Sink};
 use crate::wire::fifo::{self, INT_FRAME_LEN};
 use crate::wire::{
     ChannelNames, CkptResponse, CrState, EmitError, FifoOptions, FromGc, LocalFinish, LocalUpdate,
     Message, OpEvent, OpResponse, OptionsFrame, Request, RequestOp, ToDaemon,
 };
-use core::fmt;
+use crate::{IoError, MAX_REFERENCE_LEN, MessageBuf, Reference};
 use heapless::Deque;
 
 /// How many actions the machine queues. No input queues more than four;
 /// the adapter drains the queue after each input.
-const ACTION_CAPACITY: usize = 8;
+const MAX_QUEUED_ACTIONS: usize = 8;
 
-/// Why [`AppCoordinator::request`] refused a request. Nothing was sent and
-/// the machine is unchanged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum RequestError {
-    /// NONE and FIN_ACK are not requests an application makes.
-    Unsupported(OpEvent),
-    /// Another request is still running.
-    Busy(OpEvent),
-    /// QUIESCE_CHECKPOINT and QUIESCE_END need a quiesced process.
-    NotQuiesced,
-    /// QUIESCE_START while already quiesced.
-    AlreadyQuiesced,
-    /// The process is waiting to be terminated.
-    Terminating,
-    /// The REQUEST_OP did not fit the caller's buffer, or cannot be encoded.
-    Encode(EmitError),
+/// A queued output: an action as it is handed out, or a message still to
+/// encode into the caller's buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Queued {
+    Action(Action),
+    ToDaemon(ToDaemon),
 }
-
-impl fmt::Display for RequestError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Unsupported(op) => write!(f, "{op} is not an application request"),
-            Self::Busy(op) => write!(f, "request {op} still running"),
-            Self::NotQuiesced => f.write_str("the process is not quiesced"),
-            Self::AlreadyQuiesced => f.write_str("the process is already quiesced"),
-            Self::Terminating => f.write_str("the process awaits termination"),
-            Self::Encode(e) => write!(f, "cannot encode the request: {e}"),
-        }
-    }
-}
-
-impl core::error::Error for RequestError {}
 
 /// Where the handshake side is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +157,7 @@ impl Handshake {
         o.all_migrating && o.migrating
     }
 
-    fn fail(&mut self, wait: Wait, failure: Failure) {
+    fn fail(&mut self, wait: Wait, failure: WaitFailure) {
         if self.error.is_none() {
             self.error = Some(AppError { wait, failure });
         }
@@ -241,19 +218,16 @@ impl Req {
 
 /// The app coordinator: one per application process.
 ///
-/// # Contract (sans-IO)
-///
-/// The machine never blocks, reads a clock or touches a file: the adapter
-/// owns the FIFOs, the hooks, sstore and the messaging, and passes the time
-/// into every input.
+/// It follows the crate's contract ([`crate`], "The contract"); what is
+/// particular to it:
 ///
 /// **Inputs** (each takes `now`):
-/// - [`handle_progress`](Self::handle_progress): the application's progress
-///   point. Takes a request from the [`CheckpointFlag`] and starts a
-///   handshake, or resumes a stalled prepare.
+/// - [`handle_progress`](Self::handle_progress) (a tick, no result): the
+///   application's progress point. Takes a request from the
+///   [`CheckpointFlag`] and starts a handshake, or resumes a stalled prepare.
 /// - FIFO results: [`handle_opened`](Self::handle_opened),
 ///   [`handle_read`](Self::handle_read) (the exact bytes of the frame asked
-///   for), [`handle_write_done`](Self::handle_write_done),
+///   for, decoded here), [`handle_write_done`](Self::handle_write_done),
 ///   [`handle_io_error`](Self::handle_io_error) (peer gone or other error).
 /// - Hook results: [`handle_prepare`](Self::handle_prepare),
 ///   [`handle_checkpoint`](Self::handle_checkpoint),
@@ -262,30 +236,30 @@ impl Req {
 ///   [`handle_sstore_global`](Self::handle_sstore_global).
 /// - [`handle_teardown_done`](Self::handle_teardown_done) once the teardown's
 ///   actions (finish message, close, unlink) are carried out.
-/// - [`handle_gc`](Self::handle_gc): a message from the global coordinator
-///   (OP response, FIN_ACK), as bytes. An OP response that comes while a
-///   leader still waits for its own handshake is kept until that handshake
-///   ends (the global coordinator may finish first); one that comes before
-///   the handshake started ends the request at once (a refusal).
+/// - [`handle_gc_message`](Self::handle_gc_message): the bytes of a message
+///   from the global coordinator (OP response, FIN_ACK). An OP response that
+///   comes while a leader still waits for its own handshake is kept until
+///   that handshake ends (the global coordinator may finish first); one that
+///   comes before the handshake started ends the request at once (a
+///   refusal). [`handle_gc_gone`](Self::handle_gc_gone) when that link is
+///   lost.
 /// - [`request`](Self::request): an application request (INIT, FIN,
 ///   CHECKPOINT, RESTART, MIGRATE, QUIESCE_*). It writes the REQUEST_OP to
 ///   send to the global coordinator, if this rank sends one, into the
-///   caller's buffer and returns its length.
-/// - [`handle_timeout`](Self::handle_timeout) when the instant from
+///   caller's buffer and returns its length ([`request_into`](Self::request_into)
+///   writes it into any [`Sink`], such as a writer through
+///   [`wire::io`](crate::wire::io)).
+/// - [`handle_timeout`](Self::handle_timeout) (a tick) when the instant from
 ///   [`poll_timeout`](Self::poll_timeout) has come.
 ///
-/// **Outputs**: after every input, call [`poll_action`](Self::poll_action)
-/// until it returns `None` and carry the actions out in order, then call
-/// [`poll_timeout`](Self::poll_timeout) and arm a timer for it. Each
-/// [`Action`] names the input that answers it; the handshake side has at
-/// most one answered action outstanding, the request side at most one more
-/// (an sstore read of the global sequence number), and they are answered by
+/// **Outputs**: [`Action`]s from [`poll_action`](Self::poll_action). Each
+/// names the input that answers it; the handshake side has at most one
+/// answered action outstanding, the request side at most one more (an
+/// sstore read of the global sequence number), and they are answered by
 /// different inputs. An adapter may answer an action (call a hook, say)
-/// from inside its draining loop: the answer's actions join the queue. An answer that comes after its deadline, or an
-/// input the machine does not wait for, is ignored and counted
-/// ([`unexpected_inputs`](Self::unexpected_inputs)).
+/// from inside its draining loop: the answer's actions join the queue.
 ///
-/// **Errors**: every wait has a deadline ([`Deadlines`]). When it passes,
+/// **Errors**: every wait has a deadline ([`AppDeadlines`]). When it passes,
 /// or the local coordinator sends a malformed frame, or goes away, the
 /// handshake ends with an error in its [`HandshakeReport`]: a prepared
 /// application is still recovered, the FIFOs are still closed and
@@ -293,12 +267,12 @@ impl Req {
 /// only unbounded states are idle, quiesced (the application decides when
 /// the quiesce ends) and awaiting termination.
 ///
-/// **Size**: `size_of::<AppCoordinator>()` is 2 232 bytes on x86_64 (checked
-/// by a test); nothing else is allocated.
+/// **Storage**: none but itself: `size_of::<AppCoordinator>()` is 2 248
+/// bytes on 64-bit targets (checked by a test); nothing is allocated.
 #[derive(Debug)]
 pub struct AppCoordinator<'f> {
     flag: &'f CheckpointFlag,
-    config: AppConfig,
+    config: Config,
     /// The handshake number the next definition of names uses.
     counter: u32,
     names: ChannelNames,
@@ -310,14 +284,15 @@ pub struct AppCoordinator<'f> {
     req: Req,
     /// The last snapshot handle seen, for the global sequence number.
     last_handle: u32,
-    actions: Deque<Action, ACTION_CAPACITY>,
+    actions: Deque<Queued, MAX_QUEUED_ACTIONS>,
     unexpected: u32,
 }
 
 impl<'f> AppCoordinator<'f> {
     /// A coordinator for the process `config` describes, taking requests
     /// from `flag`. Defines the first names (handshake 0).
-    pub fn new(config: AppConfig, flag: &'f CheckpointFlag) -> Self {
+    #[must_use]
+    pub fn new(config: Config, flag: &'f CheckpointFlag) -> Self {
         let mut s = Self {
             flag,
             config,
@@ -340,7 +315,7 @@ impl<'f> AppCoordinator<'f> {
     }
 
     /// The configuration (its pid changes after a restart).
-    pub fn config(&self) -> &AppConfig {
+    pub fn config(&self) -> &Config {
         &self.config
     }
 
@@ -374,12 +349,28 @@ impl<'f> AppCoordinator<'f> {
         self.unexpected
     }
 
-    /// The next action to carry out.
-    pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+    /// The next action to carry out, `None` when there is nothing to do.
+    /// A message to send is encoded into `out`
+    /// ([`Action::SendToDaemon`] gives its length).
+    #[must_use = "the actions must be carried out"]
+    pub fn poll_action(&mut self, out: &mut MessageBuf) -> Option<Action> {
+        loop {
+            match self.actions.pop_front()? {
+                Queued::Action(a) => return Some(a),
+                Queued::ToDaemon(m) => match m.emit(out) {
+                    Ok(len) => return Some(Action::SendToDaemon { len }),
+                    // MAX_MESSAGE_LEN holds every ToDaemon message; not reached.
+                    Err(_) => {
+                        self.unexpected_input();
+                    }
+                },
+            }
+        }
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) is next due.
+    /// When [`handle_timeout`](Self::handle_timeout) is next due; `None`
+    /// while nothing waits with a deadline.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match (self.deadline, self.req_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -423,20 +414,21 @@ impl<'f> AppCoordinator<'f> {
     }
 
     /// Both FIFOs are open.
-    pub fn handle_opened(&mut self, now: Instant) {
-        if !self.expect(Phase::Opening) {
-            return;
-        }
+    pub fn handle_opened(&mut self, now: Instant) -> Result<(), InputError> {
+        self.expect(Phase::Opening)?;
         let len = OptionsFrame::frame_len(self.config.debug);
         self.push(Action::Read {
-            frame: Frame::Options,
+            frame: FrameKind::Options,
             len,
         });
         self.enter(Phase::ReadOptions, now, self.config.deadlines.read);
+        Ok(())
     }
 
-    /// The bytes of the frame the last [`Action::Read`] asked for.
-    pub fn handle_read(&mut self, now: Instant, bytes: &[u8]) {
+    /// The bytes of the frame the last [`Action::Read`] asked for. A
+    /// malformed frame is taken: it ends the handshake with
+    /// [`WaitFailure::Malformed`].
+    pub fn handle_read(&mut self, now: Instant, bytes: &[u8]) -> Result<(), InputError> {
         match self.phase {
             Phase::ReadOptions => match OptionsFrame::parse(bytes, self.config.debug) {
                 Ok(frame) => {
@@ -444,40 +436,41 @@ impl<'f> AppCoordinator<'f> {
                     self.hs.handle = frame.handle;
                     let bytes = fifo::response_frame(self.hs.response);
                     self.push(Action::Write {
-                        frame: Frame::Response,
+                        frame: FrameKind::Response,
                         bytes,
                     });
                     self.enter(Phase::WriteResponse, now, self.config.deadlines.write);
                 }
-                Err(e) => self.abort(now, Wait::Options, Failure::Malformed(e)),
+                Err(e) => self.abort(now, Wait::Options, WaitFailure::Malformed(e)),
             },
             Phase::ReadGoAhead => match fifo::parse_go_ahead(bytes) {
                 Ok(()) => self.go_ahead(now),
-                Err(e) => self.abort(now, Wait::GoAhead, Failure::Malformed(e)),
+                Err(e) => self.abort(now, Wait::GoAhead, WaitFailure::Malformed(e)),
             },
             Phase::AwaitRelease => match fifo::parse_release(bytes) {
                 Ok(_) => {
                     self.hs.stages.release_wait = Some(now - self.hs.stage_start);
                     self.recover_or_teardown(now);
                 }
-                Err(e) => self.abort(now, Wait::Release, Failure::Malformed(e)),
+                Err(e) => self.abort(now, Wait::Release, WaitFailure::Malformed(e)),
             },
-            _ => self.unexpected_input(),
+            _ => return Err(self.unexpected_input()),
         }
+        Ok(())
     }
 
     /// The last [`Action::Write`] is written, whole.
-    pub fn handle_write_done(&mut self, now: Instant) {
+    pub fn handle_write_done(&mut self, now: Instant) -> Result<(), InputError> {
         match self.phase {
             Phase::WriteResponse => {
                 if self.hs.response != CkptResponse::Start {
                     self.hs.stages.handshake = Some(now - self.hs.began);
                     self.teardown(now);
-                    return;
+                    return Ok(());
                 }
                 self.hs.started = true;
                 self.push(Action::Read {
-                    frame: Frame::GoAhead,
+                    frame: FrameKind::GoAhead,
                     len: INT_FRAME_LEN,
                 });
                 self.enter(Phase::ReadGoAhead, now, self.config.deadlines.read);
@@ -501,21 +494,22 @@ impl<'f> AppCoordinator<'f> {
                     // coordinator learns its end from the migration.
                     self.hs.terminate_after = true;
                     self.teardown(now);
-                    return;
+                    return Ok(());
                 }
                 self.push(Action::Read {
-                    frame: Frame::Release,
+                    frame: FrameKind::Release,
                     len: INT_FRAME_LEN,
                 });
                 self.hs.stage_start = now;
                 self.enter(Phase::AwaitRelease, now, self.config.deadlines.release);
             }
-            _ => self.unexpected_input(),
+            _ => return Err(self.unexpected_input()),
         }
+        Ok(())
     }
 
     /// A FIFO operation failed, or the local coordinator went away.
-    pub fn handle_io_error(&mut self, now: Instant, failure: IoFailure) {
+    pub fn handle_io_error(&mut self, now: Instant, error: IoError) -> Result<(), InputError> {
         let wait = match self.phase {
             Phase::Opening => Wait::Open,
             Phase::ReadOptions => Wait::Options,
@@ -526,22 +520,25 @@ impl<'f> AppCoordinator<'f> {
             Phase::Quiesced => Wait::Quiesced,
             Phase::WriteFinal => Wait::FinalState,
             Phase::AwaitRelease => Wait::Release,
-            _ => return self.unexpected_input(),
+            _ => return Err(self.unexpected_input()),
         };
-        let failure = match failure {
-            IoFailure::PeerGone => Failure::PeerGone,
-            IoFailure::Failed => Failure::Io,
+        let failure = match error {
+            IoError::PeerGone => WaitFailure::PeerGone,
+            IoError::Failed => WaitFailure::Io,
         };
         self.abort(now, wait, failure);
+        Ok(())
     }
 
     // ---- inputs: hooks and sstore ----
 
     /// The prepare hook's result.
-    pub fn handle_prepare(&mut self, now: Instant, result: PrepareResult) {
-        if !self.expect(Phase::Preparing) {
-            return;
-        }
+    pub fn handle_prepare(
+        &mut self,
+        now: Instant,
+        result: PrepareResult,
+    ) -> Result<(), InputError> {
+        self.expect(Phase::Preparing)?;
         match result {
             PrepareResult::Ready => {
                 self.hs.stages.prepare = Some(now - self.hs.stage_start);
@@ -549,7 +546,7 @@ impl<'f> AppCoordinator<'f> {
                 if self.hs.opts().inc_prep_only {
                     self.hs.state = CrState::Running;
                     self.push(Action::Write {
-                        frame: Frame::Running,
+                        frame: FrameKind::Running,
                         bytes: fifo::cr_state_frame(CrState::Running),
                     });
                     self.enter(Phase::WriteRunning, now, self.config.deadlines.write);
@@ -568,16 +565,19 @@ impl<'f> AppCoordinator<'f> {
             }
             PrepareResult::Failed => {
                 self.hs.stages.prepare = Some(now - self.hs.stage_start);
-                self.local_failure(now, Wait::Prepare, Failure::Failed);
+                self.local_failure(now, Wait::Prepare, WaitFailure::Failed);
             }
         }
+        Ok(())
     }
 
     /// The checkpointer's result.
-    pub fn handle_checkpoint(&mut self, now: Instant, result: CheckpointResult) {
-        if !self.expect(Phase::Checkpointing) {
-            return;
-        }
+    pub fn handle_checkpoint(
+        &mut self,
+        now: Instant,
+        result: CheckpointResult,
+    ) -> Result<(), InputError> {
+        self.expect(Phase::Checkpointing)?;
         self.hs.stages.checkpoint = Some(now - self.hs.stage_start);
         match result {
             CheckpointResult::Continue | CheckpointResult::Term => {
@@ -604,37 +604,46 @@ impl<'f> AppCoordinator<'f> {
             }
             CheckpointResult::Error => {
                 self.hs.ckpt_state = CrState::Error;
-                self.local_failure(now, Wait::Checkpoint, Failure::Failed);
+                self.local_failure(now, Wait::Checkpoint, WaitFailure::Failed);
             }
         }
+        Ok(())
     }
 
     /// The recover hook returned.
-    pub fn handle_recovered(&mut self, now: Instant, result: Result<(), HostFailure>) {
-        if !self.expect(Phase::Recovering) {
-            return;
-        }
+    pub fn handle_recovered(
+        &mut self,
+        now: Instant,
+        result: Result<(), HostError>,
+    ) -> Result<(), InputError> {
+        self.expect(Phase::Recovering)?;
         self.hs.stages.recover = Some(now - self.hs.stage_start);
         if result.is_err() {
-            self.hs.fail(Wait::Recover, Failure::Failed);
+            self.hs.fail(Wait::Recover, WaitFailure::Failed);
         }
         self.teardown(now);
+        Ok(())
     }
 
     /// The answer to [`SstoreOp::ReadLocation`] (`Err` also for a missing
     /// location) or [`SstoreOp::Sync`].
-    pub fn handle_sstore(&mut self, now: Instant, result: Result<(), HostFailure>) {
+    pub fn handle_sstore(
+        &mut self,
+        now: Instant,
+        result: Result<(), HostError>,
+    ) -> Result<(), InputError> {
         let wait = match self.phase {
             Phase::Locating => Wait::Location,
             Phase::EarlySync => Wait::EarlySync,
             Phase::Syncing => Wait::Sync,
-            _ => return self.unexpected_input(),
+            _ => return Err(self.unexpected_input()),
         };
         if wait != Wait::Location {
             self.hs.stages.sync = Some(now - self.hs.stage_start);
         }
         if result.is_err() {
-            return self.local_failure(now, wait, Failure::Failed);
+            self.local_failure(now, wait, WaitFailure::Failed);
+            return Ok(());
         }
         match wait {
             Wait::Location => {
@@ -652,6 +661,7 @@ impl<'f> AppCoordinator<'f> {
             }
             _ => self.checkpoint_done(now),
         }
+        Ok(())
     }
 
     /// The answer to [`SstoreOp::ReadGlobal`]: the global sequence number
@@ -662,9 +672,9 @@ impl<'f> AppCoordinator<'f> {
         now: Instant,
         seq: Option<i32>,
         reference: Option<&str>,
-    ) {
+    ) -> Result<(), InputError> {
         if self.req.phase != ReqPhase::Global {
-            return self.unexpected_input();
+            return Err(self.unexpected_input());
         }
         let reference = match reference {
             Some(r) if r.len() <= MAX_REFERENCE_LEN => r,
@@ -683,21 +693,21 @@ impl<'f> AppCoordinator<'f> {
             seq.unwrap_or(UNKNOWN_SEQ),
             reference,
         );
+        Ok(())
     }
 
     /// The teardown's actions (finish message, close, unlink) are done.
-    pub fn handle_teardown_done(&mut self, now: Instant) {
-        if !self.expect(Phase::TearingDown) {
-            return;
-        }
+    pub fn handle_teardown_done(&mut self, now: Instant) -> Result<(), InputError> {
+        self.expect(Phase::TearingDown)?;
         self.end_handshake(now);
+        Ok(())
     }
 
     /// The connection to the global coordinator (through the node daemon)
     /// is gone: a request waiting for its answer ends now with
-    /// [`Failure::PeerGone`] instead of at its deadline. A running handshake
-    /// is the local coordinator's business and goes on.
-    pub fn handle_gc_gone(&mut self, now: Instant) {
+    /// [`WaitFailure::PeerGone`] instead of at its deadline. A running
+    /// handshake is the local coordinator's business and goes on.
+    pub fn handle_gc_gone(&mut self, now: Instant) -> Result<(), InputError> {
         match self.req.phase {
             ReqPhase::FinAck
             | ReqPhase::OpResponse
@@ -705,25 +715,33 @@ impl<'f> AppCoordinator<'f> {
             | ReqPhase::Quiesce => {
                 let error = Some(AppError {
                     wait: self.req_wait(),
-                    failure: Failure::PeerGone,
+                    failure: WaitFailure::PeerGone,
                 });
                 self.finish_request(now, error, false, false, UNKNOWN_SEQ, "");
+                Ok(())
             }
-            _ => self.unexpected_input(),
+            _ => Err(self.unexpected_input()),
         }
     }
 
-    /// A message from the global coordinator (tag SNAPC_FULL).
-    pub fn handle_gc(&mut self, now: Instant, bytes: &[u8]) {
+    /// The bytes of a message from the global coordinator (tag SNAPC_FULL),
+    /// decoded here. Malformed bytes a request waits for end it with
+    /// [`WaitFailure::Malformed`]; otherwise they are refused with
+    /// [`InputError::Decode`].
+    pub fn handle_gc_message(&mut self, now: Instant, bytes: &[u8]) -> Result<(), InputError> {
         let waiting = matches!(self.req.phase, ReqPhase::FinAck | ReqPhase::OpResponse);
         match FromGc::parse(bytes) {
             Err(e) if waiting => {
                 let wait = self.req_wait();
                 let error = Some(AppError {
                     wait,
-                    failure: Failure::Malformed(e),
+                    failure: WaitFailure::Malformed(e),
                 });
                 self.finish_request(now, error, false, false, UNKNOWN_SEQ, "");
+            }
+            Err(e) => {
+                self.unexpected_input();
+                return Err(InputError::Decode(e));
             }
             Ok(FromGc::FinAck) if self.req.phase == ReqPhase::FinAck => {
                 self.finish_request(now, None, false, false, UNKNOWN_SEQ, "");
@@ -748,8 +766,9 @@ impl<'f> AppCoordinator<'f> {
                     self.op_response(now, r);
                 }
             }
-            _ => self.unexpected_input(),
+            _ => return Err(self.unexpected_input()),
         }
+        Ok(())
     }
 
     /// Deadlines: call when [`poll_timeout`](Self::poll_timeout)'s instant has come.
@@ -762,7 +781,7 @@ impl<'f> AppCoordinator<'f> {
             let wait = self.req_wait();
             let error = Some(self.req.error.unwrap_or(AppError {
                 wait,
-                failure: Failure::Deadline,
+                failure: WaitFailure::Deadline,
             }));
             self.finish_request(now, error, false, false, UNKNOWN_SEQ, "");
         }
@@ -785,27 +804,60 @@ impl<'f> AppCoordinator<'f> {
         now: Instant,
         request: Request<'_>,
         out: &mut [u8],
-    ) -> Result<usize, RequestError> {
+    ) -> Result<usize, InputError> {
+        self.request_with(now, request, |m| m.emit(out))
+    }
+
+    /// [`request`](Self::request), writing the REQUEST_OP into `sink`
+    /// instead of a slice: a writer through [`wire::io::WriteSink`](crate::wire::io::WriteSink)
+    /// sends a MIGRATE table or a long RESTART handle without a buffer of
+    /// its size. Returns the length written (0: this rank sends nothing).
+    /// On a sink error the request is refused, but bytes may have been
+    /// written.
+    pub fn request_into<S: Sink>(
+        &mut self,
+        now: Instant,
+        request: Request<'_>,
+        sink: &mut S,
+    ) -> Result<usize, InputError> {
+        self.request_with(now, request, |m| {
+            let mut counted = Encoder::new(Counted {
+                inner: &mut *sink,
+                len: 0,
+            });
+            m.encode(&mut counted)?;
+            Ok(counted.into_inner().len)
+        })
+    }
+
+    fn request_with(
+        &mut self,
+        now: Instant,
+        request: Request<'_>,
+        emit: impl FnOnce(&RequestOp<'_>) -> Result<usize, EmitError>,
+    ) -> Result<usize, InputError> {
         let op = request.op_event();
-        match op {
-            OpEvent::None | OpEvent::FinAck => return Err(RequestError::Unsupported(op)),
-            _ if self.req.phase != ReqPhase::None => return Err(RequestError::Busy(self.req.op)),
-            _ if self.terminating => return Err(RequestError::Terminating),
+        let refused = match op {
+            OpEvent::None | OpEvent::FinAck => Some(InputError::Unsupported(op)),
+            _ if self.req.phase != ReqPhase::None => Some(InputError::Busy(self.req.op)),
+            _ if self.terminating => Some(InputError::Terminating),
             OpEvent::QuiesceCheckpoint | OpEvent::QuiesceEnd if self.phase != Phase::Quiesced => {
-                return Err(RequestError::NotQuiesced);
+                Some(InputError::NotQuiesced)
             }
             OpEvent::QuiesceStart if self.phase == Phase::Quiesced => {
-                return Err(RequestError::AlreadyQuiesced);
+                Some(InputError::AlreadyQuiesced)
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(e) = refused {
+            return Err(e);
         }
         let sent = if self.config.leader {
-            RequestOp {
+            let message = RequestOp {
                 jobid: self.config.name.jobid,
                 request,
-            }
-            .emit(out)
-            .map_err(RequestError::Encode)?
+            };
+            emit(&message).map_err(InputError::Encode)?
         } else {
             0
         };
@@ -936,7 +988,7 @@ impl<'f> AppCoordinator<'f> {
 
     fn write_final(&mut self, now: Instant) {
         self.push(Action::Write {
-            frame: Frame::FinalState,
+            frame: FrameKind::FinalState,
             bytes: fifo::cr_state_frame(self.hs.state),
         });
         self.enter(Phase::WriteFinal, now, self.config.deadlines.write);
@@ -955,7 +1007,7 @@ impl<'f> AppCoordinator<'f> {
     }
 
     /// A failure on the channel: nothing more can be said on it.
-    fn abort(&mut self, now: Instant, wait: Wait, failure: Failure) {
+    fn abort(&mut self, now: Instant, wait: Wait, failure: WaitFailure) {
         warn!("app: handshake aborted");
         self.hs.fail(wait, failure);
         self.hs.quiesce_ckpt = false;
@@ -964,7 +1016,7 @@ impl<'f> AppCoordinator<'f> {
 
     /// A failure in this process: the channel still works, so the local
     /// coordinator is told ERROR as the final state.
-    fn local_failure(&mut self, now: Instant, wait: Wait, failure: Failure) {
+    fn local_failure(&mut self, now: Instant, wait: Wait, failure: WaitFailure) {
         warn!("app: checkpoint failed in this process");
         self.hs.fail(wait, failure);
         if self.hs.quiesce_ckpt {
@@ -974,7 +1026,7 @@ impl<'f> AppCoordinator<'f> {
     }
 
     fn handshake_timeout(&mut self, now: Instant) {
-        let d = Failure::Deadline;
+        let d = WaitFailure::Deadline;
         match self.phase {
             Phase::Opening => self.abort(now, Wait::Open, d),
             Phase::ReadOptions => self.abort(now, Wait::Options, d),
@@ -1027,7 +1079,7 @@ impl<'f> AppCoordinator<'f> {
         };
         hs.stage_start = now;
         if let Some(m) = message {
-            self.push(Action::SendToDaemon(m));
+            self.queue(Queued::ToDaemon(m));
         }
         self.push(Action::Close { names: self.names });
         self.push(Action::Unlink { names: self.names });
@@ -1082,7 +1134,7 @@ impl<'f> AppCoordinator<'f> {
         let error = report.error.or_else(|| {
             (report.response != CkptResponse::Start).then_some(AppError {
                 wait: Wait::OwnHandshake,
-                failure: Failure::NotReached,
+                failure: WaitFailure::NotReached,
             })
         });
         match self.req.phase {
@@ -1104,7 +1156,7 @@ impl<'f> AppCoordinator<'f> {
             ReqPhase::Quiesce => {
                 let error = error.or(Some(AppError {
                     wait: Wait::OwnHandshake,
-                    failure: Failure::NotReached,
+                    failure: WaitFailure::NotReached,
                 }));
                 self.finish_request(now, error, restarted, term, UNKNOWN_SEQ, "");
             }
@@ -1120,7 +1172,7 @@ impl<'f> AppCoordinator<'f> {
         let error = self.req.error.or_else(|| {
             (state != OpResponse::DONE).then_some(AppError {
                 wait: Wait::OpResponse,
-                failure: Failure::Rejected(state),
+                failure: WaitFailure::Rejected(state),
             })
         });
         if r.op_event == OpEvent::Checkpoint && error.is_none() {
@@ -1202,25 +1254,44 @@ impl<'f> AppCoordinator<'f> {
         self.deadline = Some(now + wait);
     }
 
-    fn expect(&mut self, phase: Phase) -> bool {
+    fn expect(&mut self, phase: Phase) -> Result<(), InputError> {
         if self.phase == phase {
-            true
+            Ok(())
         } else {
-            self.unexpected_input();
-            false
+            Err(self.unexpected_input())
         }
     }
 
-    fn unexpected_input(&mut self) {
+    /// Counts an input not taken; returns the error to give back.
+    fn unexpected_input(&mut self) -> InputError {
         debug!("app: unexpected input ignored");
         self.unexpected = self.unexpected.saturating_add(1);
+        InputError::Unexpected
     }
 
     fn push(&mut self, action: Action) {
-        if self.actions.push_back(action).is_err() {
+        self.queue(Queued::Action(action));
+    }
+
+    fn queue(&mut self, out: Queued) {
+        if self.actions.push_back(out).is_err() {
             // The adapter did not drain the queue after an input.
             warn!("app: action queue full; action dropped");
             self.unexpected = self.unexpected.saturating_add(1);
         }
+    }
+}
+
+/// A sink that counts what it passes on, for [`AppCoordinator::request_into`].
+struct Counted<'s, S: Sink> {
+    inner: &'s mut S,
+    len: usize,
+}
+
+impl<S: Sink> Sink for Counted<'_, S> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), EmitError> {
+        self.inner.put(bytes)?;
+        self.len = self.len.saturating_add(bytes.len());
+        Ok(())
     }
 }

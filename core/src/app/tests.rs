@@ -5,6 +5,7 @@ extern crate std;
 
 use super::*;
 use crate::wire::{Debugger, MigrateEntry, ProcessName};
+use crate::{IoError, MAX_MESSAGE_LEN};
 use std::boxed::Box;
 use std::vec;
 use std::vec::Vec;
@@ -14,8 +15,8 @@ const JOBID: u32 = 0x1234_0001;
 const HANDLE: u32 = 0xdead_beef;
 const TICK: Duration = Duration::from_millis(1);
 
-fn config(leader: bool) -> AppConfig {
-    AppConfig::new(
+fn config(leader: bool) -> Config {
+    Config::new(
         PID,
         ProcessName {
             jobid: JOBID,
@@ -33,8 +34,8 @@ fn leak_flag() -> &'static CheckpointFlag {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Point {
     Open,
-    Read(Frame),
-    Write(Frame),
+    Read(FrameKind),
+    Write(FrameKind),
     Location,
     Prepare,
     Checkpoint,
@@ -125,9 +126,11 @@ impl Host {
         self
     }
 
-    /// Answers every action until the machine has nothing left to do.
+    /// Answers every action until the machine has nothing left to do. Each
+    /// answer is one the machine waits for, so each is taken.
     fn drive(&mut self, app: &mut AppCoordinator<'_>) {
-        while let Some(action) = app.poll_action() {
+        let mut out = [0u8; MAX_MESSAGE_LEN];
+        while let Some(action) = app.poll_action(&mut out) {
             self.actions.push(action.clone());
             self.now += TICK;
             let now = self.now;
@@ -137,30 +140,30 @@ impl Host {
                 continue;
             }
             if point.is_some() && point == self.gone {
-                app.handle_io_error(now, IoFailure::PeerGone);
+                app.handle_io_error(now, IoError::PeerGone).unwrap();
                 continue;
             }
-            match action {
+            let taken = match action {
                 Action::OpenChannel { .. } => app.handle_opened(now),
                 Action::Read { frame, len } => {
                     let bytes = match frame {
-                        Frame::Options => self.options.to_bytes().to_vec(),
-                        Frame::GoAhead => self.go_ahead.clone(),
-                        Frame::Release => self.release.clone(),
+                        FrameKind::Options => self.options.to_bytes().to_vec(),
+                        FrameKind::GoAhead => self.go_ahead.clone(),
+                        FrameKind::Release => self.release.clone(),
                         _ => panic!("the app never reads {frame:?}"),
                     };
-                    if frame == Frame::Options {
+                    if frame == FrameKind::Options {
                         assert_eq!(
                             len,
                             OptionsFrame::frame_len(self.options.options.debugger.is_some())
                         );
                     }
                     self.fifo.push(Wire::FromLc(bytes.clone()));
-                    app.handle_read(now, &bytes);
+                    app.handle_read(now, &bytes)
                 }
                 Action::Write { bytes, .. } => {
                     self.fifo.push(Wire::ToLc(bytes.to_vec()));
-                    app.handle_write_done(now);
+                    app.handle_write_done(now)
                 }
                 Action::Prepare => {
                     let r = if self.prepare.is_empty() {
@@ -168,7 +171,7 @@ impl Host {
                     } else {
                         self.prepare.remove(0)
                     };
-                    app.handle_prepare(now, r);
+                    app.handle_prepare(now, r)
                 }
                 Action::Checkpoint { .. } => app.handle_checkpoint(now, self.checkpoint),
                 Action::Recover { .. } => app.handle_recovered(now, Ok(())),
@@ -177,29 +180,27 @@ impl Host {
                     if self.location_ok {
                         Ok(())
                     } else {
-                        Err(HostFailure)
+                        Err(HostError)
                     },
                 ),
-                Action::Sstore(SstoreOp::Sync { .. }) => app.handle_sstore(
-                    now,
-                    if self.sync_ok {
-                        Ok(())
-                    } else {
-                        Err(HostFailure)
-                    },
-                ),
+                Action::Sstore(SstoreOp::Sync { .. }) => {
+                    app.handle_sstore(now, if self.sync_ok { Ok(()) } else { Err(HostError) })
+                }
                 Action::Sstore(SstoreOp::ReadGlobal { .. }) => {
                     app.handle_sstore_global(now, self.global.0, self.global.1)
                 }
-                Action::Sstore(_) | Action::Close { .. } | Action::AwaitTermination => {}
-                Action::SendToDaemon(m) => {
-                    let mut buf = [0u8; 64];
-                    let n = m.emit(&mut buf).unwrap();
-                    self.daemon.push(buf[..n].to_vec());
+                Action::Sstore(_) | Action::Close { .. } | Action::AwaitTermination => Ok(()),
+                Action::SendToDaemon { len } => {
+                    self.daemon.push(out[..len].to_vec());
+                    Ok(())
                 }
                 Action::Unlink { .. } => app.handle_teardown_done(now),
-                Action::Outcome(o) => self.outcomes.push(o),
-            }
+                Action::Outcome(o) => {
+                    self.outcomes.push(o);
+                    Ok(())
+                }
+            };
+            taken.unwrap();
         }
     }
 
@@ -326,15 +327,15 @@ fn checkpoint_and_continue_exact_bytes() {
     let expected = vec![
         Action::OpenChannel { names },
         Action::Read {
-            frame: Frame::Options,
+            frame: FrameKind::Options,
             len: 28,
         },
         Action::Write {
-            frame: Frame::Response,
+            frame: FrameKind::Response,
             bytes: 0i32.to_ne_bytes(),
         },
         Action::Read {
-            frame: Frame::GoAhead,
+            frame: FrameKind::GoAhead,
             len: 4,
         },
         Action::Sstore(SstoreOp::Register { handle: h }),
@@ -351,19 +352,17 @@ fn checkpoint_and_continue_exact_bytes() {
         }),
         Action::Sstore(SstoreOp::Sync { handle: h }),
         Action::Write {
-            frame: Frame::FinalState,
+            frame: FrameKind::FinalState,
             bytes: 4i32.to_ne_bytes(),
         },
         Action::Read {
-            frame: Frame::Release,
+            frame: FrameKind::Release,
             len: 4,
         },
         Action::Recover {
             state: CrState::Continue,
         },
-        Action::SendToDaemon(ToDaemon::LocalFinish(LocalFinish {
-            cr_state: CrState::Continue,
-        })),
+        Action::SendToDaemon { len: 14 },
         Action::Close { names },
         Action::Unlink { names },
     ];
@@ -382,7 +381,7 @@ fn checkpoint_and_continue_exact_bytes() {
             Wire::FromLc(ne(0)),
         ]
     );
-    // PROTOCOL.md §6's worked example.
+    // docs/PROTOCOL.md §6's worked example.
     assert_eq!(
         host.daemon,
         vec![vec![0, 0, 0, 1, 5, 0, 0, 0, 1, 9, 0, 0, 0, 4]]
@@ -455,7 +454,7 @@ fn debugger_fields_lengthen_the_options_frame() {
     });
     host.checkpoint(flag, &mut app);
     assert!(host.actions.contains(&Action::Read {
-        frame: Frame::Options,
+        frame: FrameKind::Options,
         len: 36
     }));
     let r = host.last_handshake();
@@ -511,7 +510,8 @@ fn requests_during_a_checkpoint_are_counted_not_acted_on() {
     host.drive(&mut app);
     assert_eq!(host.count(|a| matches!(a, Action::OpenChannel { .. })), 1);
     host.silent = None;
-    app.handle_checkpoint(host.now, CheckpointResult::Continue);
+    app.handle_checkpoint(host.now, CheckpointResult::Continue)
+        .unwrap();
     host.drive(&mut app);
     assert_eq!(host.last_handshake().error, None);
     assert!(!flag.is_checkpointing());
@@ -561,7 +561,7 @@ fn term_reports_term_then_awaits_termination() {
     assert!(app.is_terminating());
     assert_eq!(
         app.request(host.now, Request::Checkpoint, &mut [0; 64]),
-        Err(RequestError::Terminating)
+        Err(InputError::Terminating)
     );
 }
 
@@ -617,14 +617,7 @@ fn restart_sends_local_update_and_resets_the_counter() {
     assert_eq!(
         host.actions[n - 4..n - 1],
         [
-            Action::SendToDaemon(ToDaemon::LocalUpdate(LocalUpdate {
-                name: ProcessName {
-                    jobid: JOBID,
-                    vpid: 3
-                },
-                pid: 777,
-                debug: None,
-            })),
+            Action::SendToDaemon { len: 26 },
             Action::Close { names },
             Action::Unlink { names },
         ]
@@ -686,7 +679,7 @@ fn quiesce_start_checkpoint_end() {
     // A second quiesce start is refused; a signal is ignored.
     assert_eq!(
         app.request(host.now, Request::QuiesceStart, &mut out),
-        Err(RequestError::AlreadyQuiesced)
+        Err(InputError::AlreadyQuiesced)
     );
     assert_eq!(flag.request(), FlagRequest::AlreadyCheckpointing);
 
@@ -737,11 +730,11 @@ fn quiesce_requests_need_a_quiesced_process() {
     let mut out = [0u8; 64];
     assert_eq!(
         app.request(host.now, Request::QuiesceCheckpoint, &mut out),
-        Err(RequestError::NotQuiesced)
+        Err(InputError::NotQuiesced)
     );
     assert_eq!(
         app.request(host.now, Request::QuiesceEnd, &mut out),
-        Err(RequestError::NotQuiesced)
+        Err(InputError::NotQuiesced)
     );
     assert!(app.is_idle());
 }
@@ -755,7 +748,7 @@ fn quiesce_start_fails_when_the_handshake_is_not_prepare_only() {
     assert_eq!(n, 0, "a non-leader sends nothing");
     host.checkpoint(flag, &mut app);
     let r = &host.requests()[0];
-    assert_eq!(r.error.unwrap().failure, Failure::NotReached);
+    assert_eq!(r.error.unwrap().failure, WaitFailure::NotReached);
     assert!(app.is_idle());
 }
 
@@ -773,7 +766,7 @@ fn quiesce_checkpoint_failure_keeps_the_quiesce() {
         r.error,
         Some(AppError {
             wait: Wait::Checkpoint,
-            failure: Failure::Failed
+            failure: WaitFailure::Failed
         })
     );
     assert!(app.is_quiesced());
@@ -812,7 +805,7 @@ fn peer_gone_while_quiesced_recovers_the_application() {
     let (flag, mut app, mut host) = rig(false);
     host.options.options.inc_prep_only = true;
     host.checkpoint(flag, &mut app);
-    app.handle_io_error(host.now, IoFailure::PeerGone);
+    app.handle_io_error(host.now, IoError::PeerGone).unwrap();
     host.drive(&mut app);
     assert!(host.actions.contains(&Action::Recover {
         state: CrState::Continue
@@ -822,7 +815,7 @@ fn peer_gone_while_quiesced_recovers_the_application() {
         r.error,
         Some(AppError {
             wait: Wait::Quiesced,
-            failure: Failure::PeerGone
+            failure: WaitFailure::PeerGone
         })
     );
     assert_eq!(host.daemon, vec![local_finish(CrState::Error)]);
@@ -894,7 +887,7 @@ fn stall_then_resume_without_a_second_handshake() {
     let fifo = host.fifo.len();
     assert_eq!(fifo, 3, "nothing written while stalled");
     let stall_limit = app.poll_timeout().unwrap();
-    assert_eq!(stall_limit, host.now + Deadlines::default().stall);
+    assert_eq!(stall_limit, host.now + AppDeadlines::default().stall);
     // A progress point: the prepare again, still not now.
     host.now += TICK;
     app.handle_progress(host.now);
@@ -927,7 +920,7 @@ fn stall_deadline_reports_error() {
         r.error,
         Some(AppError {
             wait: Wait::Stall,
-            failure: Failure::Deadline
+            failure: WaitFailure::Deadline
         })
     );
     assert_eq!(host.fifo[3], Wire::ToLc(ne(7)), "ERROR as final state");
@@ -998,30 +991,35 @@ fn recover_failure_is_reported() {
     let (flag, mut app, mut host) = rig(false);
     host.silent = Some(Point::Recover);
     host.checkpoint(flag, &mut app);
-    app.handle_recovered(host.now, Err(HostFailure));
+    app.handle_recovered(host.now, Err(HostError)).unwrap();
     host.drive(&mut app);
     assert_eq!(host.last_handshake().error.unwrap().wait, Wait::Recover);
     assert_eq!(host.daemon, vec![local_finish(CrState::Error)]);
     assert_recovers(flag, &mut app, &mut host);
 }
 
-// ---- peers vanishing, deadlines, malformed frames (PROTOCOL.md §7) ----
+// ---- peers vanishing, deadlines, malformed frames (docs/PROTOCOL.md §7) ----
 
 /// Which wait a point is, whether START was already written, whether the
 /// application was prepared.
 fn fifo_points() -> Vec<(Point, Wait, bool, bool)> {
     vec![
         (Point::Open, Wait::Open, false, false),
-        (Point::Read(Frame::Options), Wait::Options, false, false),
-        (Point::Write(Frame::Response), Wait::Response, false, false),
-        (Point::Read(Frame::GoAhead), Wait::GoAhead, true, false),
+        (Point::Read(FrameKind::Options), Wait::Options, false, false),
         (
-            Point::Write(Frame::FinalState),
+            Point::Write(FrameKind::Response),
+            Wait::Response,
+            false,
+            false,
+        ),
+        (Point::Read(FrameKind::GoAhead), Wait::GoAhead, true, false),
+        (
+            Point::Write(FrameKind::FinalState),
             Wait::FinalState,
             true,
             true,
         ),
-        (Point::Read(Frame::Release), Wait::Release, true, true),
+        (Point::Read(FrameKind::Release), Wait::Release, true, true),
     ]
 }
 
@@ -1036,7 +1034,7 @@ fn peer_vanishing_at_each_step() {
             r.error,
             Some(AppError {
                 wait,
-                failure: Failure::PeerGone
+                failure: WaitFailure::PeerGone
             }),
             "{point:?}"
         );
@@ -1070,14 +1068,14 @@ fn deadline_at_each_wait() {
         (Point::Recover, Wait::Recover, true, true),
         (Point::Teardown, Wait::Teardown, true, true),
     ]);
-    let d = Deadlines::default();
+    let d = AppDeadlines::default();
     for (point, wait, started, prepared) in cases {
         let (flag, mut app, mut host) = rig(false);
         host.silent = Some(point);
         host.checkpoint(flag, &mut app);
         let limit = match point {
             Point::Open => d.open,
-            Point::Read(Frame::Release) => d.release,
+            Point::Read(FrameKind::Release) => d.release,
             Point::Read(_) => d.read,
             Point::Write(_) => d.write,
             _ => d.host,
@@ -1085,14 +1083,17 @@ fn deadline_at_each_wait() {
         assert_deadline(&app, host.now, limit);
         // Not yet.
         app.handle_timeout(app.poll_timeout().unwrap() - Duration::from_micros(1));
-        assert!(app.poll_action().is_none(), "{point:?}");
+        assert!(
+            app.poll_action(&mut [0; MAX_MESSAGE_LEN]).is_none(),
+            "{point:?}"
+        );
         host.expire(&mut app);
         let r = host.last_handshake();
         assert_eq!(
             r.error,
             Some(AppError {
                 wait,
-                failure: Failure::Deadline
+                failure: WaitFailure::Deadline
             }),
             "{point:?}"
         );
@@ -1117,7 +1118,7 @@ fn deadline_at_each_wait() {
         // A late answer changes nothing.
         let pending = host.pending.take().unwrap();
         let unexpected = app.unexpected_inputs();
-        match pending {
+        let late = match pending {
             Action::Prepare => app.handle_prepare(host.now, PrepareResult::Ready),
             Action::Checkpoint { .. } => {
                 app.handle_checkpoint(host.now, CheckpointResult::Continue)
@@ -1129,9 +1130,10 @@ fn deadline_at_each_wait() {
             Action::Unlink { .. } => app.handle_teardown_done(host.now),
             Action::Sstore(_) => app.handle_sstore(host.now, Ok(())),
             other => panic!("{other:?}"),
-        }
+        };
+        assert_eq!(late, Err(InputError::Unexpected), "{point:?}");
         assert_eq!(app.unexpected_inputs(), unexpected + 1, "{point:?}");
-        assert!(app.poll_action().is_none());
+        assert!(app.poll_action(&mut [0; MAX_MESSAGE_LEN]).is_none());
         assert_recovers(flag, &mut app, &mut host);
     }
 }
@@ -1156,14 +1158,14 @@ fn early_sync_deadline() {
 fn malformed_options_end_the_handshake() {
     // Open MPI checkpoints with whatever it read; we end the handshake.
     let (flag, mut app, mut host) = rig(false);
-    host.silent = Some(Point::Read(Frame::Options));
+    host.silent = Some(Point::Read(FrameKind::Options));
     host.checkpoint(flag, &mut app);
-    app.handle_read(host.now, &[0u8; 27]);
+    app.handle_read(host.now, &[0u8; 27]).unwrap();
     host.drive(&mut app);
     let r = host.last_handshake();
     let e = r.error.unwrap();
     assert_eq!(e.wait, Wait::Options);
-    assert!(matches!(e.failure, Failure::Malformed(_)));
+    assert!(matches!(e.failure, WaitFailure::Malformed(_)));
     assert_eq!(
         host.count(|a| matches!(a, Action::Write { .. })),
         0,
@@ -1181,7 +1183,7 @@ fn malformed_go_ahead_and_release() {
     host.checkpoint(flag, &mut app);
     let e = host.last_handshake().error.unwrap();
     assert_eq!(e.wait, Wait::GoAhead);
-    assert!(matches!(e.failure, Failure::Malformed(_)));
+    assert!(matches!(e.failure, WaitFailure::Malformed(_)));
     assert_eq!(host.count(|a| matches!(a, Action::Prepare)), 0);
     assert_eq!(host.daemon, vec![local_finish(CrState::Error)]);
     host.go_ahead = ne(0);
@@ -1192,7 +1194,7 @@ fn malformed_go_ahead_and_release() {
     host.checkpoint(flag, &mut app);
     let e = host.last_handshake().error.unwrap();
     assert_eq!(e.wait, Wait::Release);
-    assert!(matches!(e.failure, Failure::Malformed(_)));
+    assert!(matches!(e.failure, WaitFailure::Malformed(_)));
     assert!(host.actions.contains(&Action::Recover {
         state: CrState::Continue
     }));
@@ -1212,20 +1214,27 @@ fn any_release_value_releases() {
 fn unexpected_inputs_are_ignored() {
     let (_flag, mut app, host) = rig(false);
     let now = host.now;
-    app.handle_opened(now);
-    app.handle_read(now, &[1, 2, 3, 4]);
-    app.handle_write_done(now);
-    app.handle_io_error(now, IoFailure::PeerGone);
-    app.handle_prepare(now, PrepareResult::Ready);
-    app.handle_checkpoint(now, CheckpointResult::Continue);
-    app.handle_recovered(now, Ok(()));
-    app.handle_sstore(now, Ok(()));
-    app.handle_sstore_global(now, None, None);
-    app.handle_teardown_done(now);
-    app.handle_gc(now, &[0xff]);
+    let unexpected = Err(InputError::Unexpected);
+    assert_eq!(app.handle_opened(now), unexpected);
+    assert_eq!(app.handle_read(now, &[1, 2, 3, 4]), unexpected);
+    assert_eq!(app.handle_write_done(now), unexpected);
+    assert_eq!(app.handle_io_error(now, IoError::PeerGone), unexpected);
+    assert_eq!(app.handle_prepare(now, PrepareResult::Ready), unexpected);
+    assert_eq!(
+        app.handle_checkpoint(now, CheckpointResult::Continue),
+        unexpected
+    );
+    assert_eq!(app.handle_recovered(now, Ok(())), unexpected);
+    assert_eq!(app.handle_sstore(now, Ok(())), unexpected);
+    assert_eq!(app.handle_sstore_global(now, None, None), unexpected);
+    assert_eq!(app.handle_teardown_done(now), unexpected);
+    assert!(matches!(
+        app.handle_gc_message(now, &[0xff]),
+        Err(InputError::Decode(_))
+    ));
     app.handle_timeout(Instant::MAX);
     assert_eq!(app.unexpected_inputs(), 11);
-    assert!(app.poll_action().is_none());
+    assert!(app.poll_action(&mut [0; MAX_MESSAGE_LEN]).is_none());
     assert!(app.is_idle());
 }
 
@@ -1236,7 +1245,7 @@ fn init_and_non_leader_requests_end_at_once() {
     let (_flag, mut app, mut host) = rig(true);
     let mut out = [0u8; 64];
     let n = app.request(host.now, Request::Init, &mut out).unwrap();
-    // PROTOCOL.md §6's worked example.
+    // docs/PROTOCOL.md §6's worked example.
     assert_eq!(
         out[..n],
         [
@@ -1273,20 +1282,20 @@ fn bad_requests_are_refused() {
     let mut out = [0u8; 64];
     assert_eq!(
         app.request(host.now, Request::None, &mut out),
-        Err(RequestError::Unsupported(OpEvent::None))
+        Err(InputError::Unsupported(OpEvent::None))
     );
     assert_eq!(
         app.request(host.now, Request::FinAck, &mut out),
-        Err(RequestError::Unsupported(OpEvent::FinAck))
+        Err(InputError::Unsupported(OpEvent::FinAck))
     );
     assert!(matches!(
         app.request(host.now, Request::Init, &mut [0u8; 4]),
-        Err(RequestError::Encode(_))
+        Err(InputError::Encode(_))
     ));
     app.request(host.now, Request::Fin, &mut out).unwrap();
     assert_eq!(
         app.request(host.now, Request::Checkpoint, &mut out),
-        Err(RequestError::Busy(OpEvent::Fin))
+        Err(InputError::Busy(OpEvent::Fin))
     );
 }
 
@@ -1300,19 +1309,23 @@ fn fin_waits_for_fin_ack() {
     assert!(host.requests().is_empty());
     assert_eq!(
         app.poll_timeout(),
-        Some(host.now + Deadlines::default().fin_ack)
+        Some(host.now + AppDeadlines::default().fin_ack)
     );
     // An unrelated answer does not end the wait.
-    app.handle_gc(
-        host.now,
-        &gc_bytes(FromGc::OpResponse(OpResponse {
-            op_event: OpEvent::Checkpoint,
-            op_state: Some(0),
-        })),
+    assert_eq!(
+        app.handle_gc_message(
+            host.now,
+            &gc_bytes(FromGc::OpResponse(OpResponse {
+                op_event: OpEvent::Checkpoint,
+                op_state: Some(0),
+            })),
+        ),
+        Err(InputError::Unexpected)
     );
     assert_eq!(app.unexpected_inputs(), 1);
     host.now += TICK;
-    app.handle_gc(host.now, &gc_bytes(FromGc::FinAck));
+    app.handle_gc_message(host.now, &gc_bytes(FromGc::FinAck))
+        .unwrap();
     host.drive(&mut app);
     let r = &host.requests()[0];
     assert_eq!(r.op, OpEvent::Fin);
@@ -1330,16 +1343,17 @@ fn fin_ack_deadline_and_malformed_answer() {
         host.requests()[0].error,
         Some(AppError {
             wait: Wait::FinAck,
-            failure: Failure::Deadline
+            failure: WaitFailure::Deadline
         })
     );
     assert!(app.is_idle());
     app.request(host.now, Request::Fin, &mut [0; 64]).unwrap();
-    app.handle_gc(host.now, &[0, 0, 0, 1, 8, 0, 0, 0, 1, 9, 0, 0, 0, 99]);
+    app.handle_gc_message(host.now, &[0, 0, 0, 1, 8, 0, 0, 0, 1, 9, 0, 0, 0, 99])
+        .unwrap();
     host.drive(&mut app);
     let e = host.requests()[1].error.unwrap();
     assert_eq!(e.wait, Wait::FinAck);
-    assert!(matches!(e.failure, Failure::Malformed(_)));
+    assert!(matches!(e.failure, WaitFailure::Malformed(_)));
     assert!(app.is_idle());
 }
 
@@ -1347,19 +1361,19 @@ fn fin_ack_deadline_and_malformed_answer() {
 fn coordinator_gone_ends_a_waiting_request_at_once() {
     let (_flag, mut app, mut host) = rig(true);
     app.request(host.now, Request::Fin, &mut [0; 64]).unwrap();
-    app.handle_gc_gone(host.now);
+    app.handle_gc_gone(host.now).unwrap();
     host.drive(&mut app);
     assert_eq!(
         host.requests()[0].error,
         Some(AppError {
             wait: Wait::FinAck,
-            failure: Failure::PeerGone
+            failure: WaitFailure::PeerGone
         })
     );
     assert!(app.is_idle());
     // With nothing waiting, it is an unexpected input and changes nothing.
     let before = app.unexpected_inputs();
-    app.handle_gc_gone(host.now);
+    assert_eq!(app.handle_gc_gone(host.now), Err(InputError::Unexpected));
     assert_eq!(app.unexpected_inputs(), before + 1);
     assert!(app.is_idle());
 }
@@ -1371,11 +1385,13 @@ fn fin_during_a_checkpoint() {
     host.checkpoint(flag, &mut app);
     app.request(host.now, Request::Fin, &mut [0; 64]).unwrap();
     host.silent = None;
-    app.handle_checkpoint(host.now, CheckpointResult::Continue);
+    app.handle_checkpoint(host.now, CheckpointResult::Continue)
+        .unwrap();
     host.drive(&mut app);
     assert_eq!(host.last_handshake().error, None);
     assert!(host.requests().is_empty(), "FIN still waits");
-    app.handle_gc(host.now, &gc_bytes(FromGc::FinAck));
+    app.handle_gc_message(host.now, &gc_bytes(FromGc::FinAck))
+        .unwrap();
     host.drive(&mut app);
     assert_eq!(host.requests()[0].error, None);
     assert!(app.is_idle());
@@ -1392,14 +1408,15 @@ fn leader_checkpoint_waits_for_handshake_then_op_response() {
     host.checkpoint(flag, &mut app);
     assert_eq!(host.last_handshake().error, None);
     assert!(host.requests().is_empty());
-    assert_deadline(&app, host.now, Deadlines::default().op_response);
-    app.handle_gc(
+    assert_deadline(&app, host.now, AppDeadlines::default().op_response);
+    app.handle_gc_message(
         host.now,
         &gc_bytes(FromGc::OpResponse(OpResponse {
             op_event: OpEvent::Checkpoint,
             op_state: Some(0),
         })),
-    );
+    )
+    .unwrap();
     host.drive(&mut app);
     assert_eq!(
         host.actions.last(),
@@ -1426,13 +1443,14 @@ fn leader_checkpoint_missing_seq_and_reference() {
     app.request(host.now, Request::Checkpoint, &mut [0; 64])
         .unwrap();
     host.checkpoint(flag, &mut app);
-    app.handle_gc(
+    app.handle_gc_message(
         host.now,
         &gc_bytes(FromGc::OpResponse(OpResponse {
             op_event: OpEvent::Checkpoint,
             op_state: Some(0),
         })),
-    );
+    )
+    .unwrap();
     host.drive(&mut app);
     let r = &host.requests()[0];
     assert_eq!(r.error, None);
@@ -1446,19 +1464,20 @@ fn leader_checkpoint_rejected_or_failed() {
     app.request(host.now, Request::Checkpoint, &mut [0; 64])
         .unwrap();
     host.checkpoint(flag, &mut app);
-    app.handle_gc(
+    app.handle_gc_message(
         host.now,
         &gc_bytes(FromGc::OpResponse(OpResponse {
             op_event: OpEvent::Checkpoint,
             op_state: Some(-1),
         })),
-    );
+    )
+    .unwrap();
     host.drive(&mut app);
     assert_eq!(
         host.requests()[0].error,
         Some(AppError {
             wait: Wait::OpResponse,
-            failure: Failure::Rejected(-1)
+            failure: WaitFailure::Rejected(-1)
         })
     );
     assert!(
@@ -1471,16 +1490,17 @@ fn leader_checkpoint_rejected_or_failed() {
     let (flag, mut app, mut host) = rig(true);
     app.request(host.now, Request::Checkpoint, &mut [0; 64])
         .unwrap();
-    host.gone = Some(Point::Read(Frame::Release));
+    host.gone = Some(Point::Read(FrameKind::Release));
     host.checkpoint(flag, &mut app);
     assert!(host.requests().is_empty());
-    app.handle_gc(
+    app.handle_gc_message(
         host.now,
         &gc_bytes(FromGc::OpResponse(OpResponse {
             op_event: OpEvent::Checkpoint,
             op_state: Some(-1),
         })),
-    );
+    )
+    .unwrap();
     host.drive(&mut app);
     assert_eq!(host.requests()[0].error.unwrap().wait, Wait::Release);
     assert!(app.is_idle());
@@ -1494,14 +1514,14 @@ fn leader_checkpoint_deadlines() {
         .unwrap();
     assert_eq!(
         app.poll_timeout(),
-        Some(host.now + Deadlines::default().own_handshake)
+        Some(host.now + AppDeadlines::default().own_handshake)
     );
     host.expire(&mut app);
     assert_eq!(
         host.requests()[0].error,
         Some(AppError {
             wait: Wait::OwnHandshake,
-            failure: Failure::Deadline
+            failure: WaitFailure::Deadline
         })
     );
     assert!(app.is_idle());
@@ -1516,7 +1536,7 @@ fn leader_checkpoint_deadlines() {
         host.requests()[0].error,
         Some(AppError {
             wait: Wait::OpResponse,
-            failure: Failure::Deadline
+            failure: WaitFailure::Deadline
         })
     );
 
@@ -1526,13 +1546,14 @@ fn leader_checkpoint_deadlines() {
     app.request(host.now, Request::Checkpoint, &mut [0; 64])
         .unwrap();
     host.checkpoint(flag, &mut app);
-    app.handle_gc(
+    app.handle_gc_message(
         host.now,
         &gc_bytes(FromGc::OpResponse(OpResponse {
             op_event: OpEvent::Checkpoint,
             op_state: Some(0),
         })),
-    );
+    )
+    .unwrap();
     host.drive(&mut app);
     host.expire(&mut app);
     assert_eq!(host.requests()[0].error.unwrap().wait, Wait::Global);
@@ -1554,7 +1575,8 @@ fn own_handshake_deadline_is_suspended_while_the_handshake_runs() {
     // The checkpoint's own deadline is the next one, not the request's.
     assert_deadline(&app, host.now, Duration::from_secs(1));
     host.silent = None;
-    app.handle_checkpoint(host.now, CheckpointResult::Continue);
+    app.handle_checkpoint(host.now, CheckpointResult::Continue)
+        .unwrap();
     host.drive(&mut app);
     assert!(host.requests().is_empty(), "waits for the OP response now");
 }
@@ -1619,13 +1641,14 @@ fn leader_migrate_packs_preferences_and_waits() {
     host.options.options.all_migrating = true;
     host.checkpoint(flag, &mut app);
     assert!(host.requests().is_empty());
-    app.handle_gc(
+    app.handle_gc_message(
         host.now,
         &gc_bytes(FromGc::OpResponse(OpResponse {
             op_event: OpEvent::Migrate,
             op_state: Some(0),
         })),
-    );
+    )
+    .unwrap();
     host.drive(&mut app);
     let r = &host.requests()[0];
     assert_eq!(r.op, OpEvent::Migrate);
@@ -1699,17 +1722,18 @@ fn op_response_before_the_own_handshake_ends_is_kept() {
         .unwrap();
     host.checkpoint(flag, &mut app);
     assert!(app.is_checkpointing());
-    app.handle_gc(
+    app.handle_gc_message(
         host.now,
         &gc_bytes(FromGc::OpResponse(OpResponse {
             op_event: OpEvent::Checkpoint,
             op_state: Some(0),
         })),
-    );
+    )
+    .unwrap();
     assert_eq!(app.unexpected_inputs(), 0);
     assert!(host.requests().is_empty());
     host.silent = None;
-    app.handle_recovered(host.now, Ok(()));
+    app.handle_recovered(host.now, Ok(())).unwrap();
     host.drive(&mut app);
     let r = &host.requests()[0];
     assert_eq!(r.error, None);
@@ -1729,19 +1753,20 @@ fn refusal_before_the_own_handshake_ends_the_request() {
     let (_flag, mut app, mut host) = rig(true);
     app.request(host.now, Request::Checkpoint, &mut [0; 64])
         .unwrap();
-    app.handle_gc(
+    app.handle_gc_message(
         host.now,
         &gc_bytes(FromGc::OpResponse(OpResponse {
             op_event: OpEvent::Checkpoint,
             op_state: Some(-1),
         })),
-    );
+    )
+    .unwrap();
     host.drive(&mut app);
     assert_eq!(
         host.requests()[0].error,
         Some(AppError {
             wait: Wait::OpResponse,
-            failure: Failure::Rejected(-1)
+            failure: WaitFailure::Rejected(-1)
         })
     );
     assert!(app.is_idle());

@@ -1,28 +1,24 @@
 //! The app coordinator's configuration, actions, reports and errors.
 
+use crate::Reference;
 use crate::time::Duration;
 use crate::wire::{
-    ChannelNames, CkptResponse, CrState, DecodeError, FifoOptions, OpEvent, ProcessName, ToDaemon,
+    ChannelNames, CkptResponse, CrState, DecodeError, EmitError, FifoOptions, OpEvent, ProcessName,
 };
 use core::fmt;
 
-/// The longest global snapshot reference a request report carries, in bytes.
-/// A longer one is reported as `"Unknown"` (and logged).
-pub const MAX_REFERENCE_LEN: usize = 128;
-
-/// A global snapshot reference.
-pub type Reference = heapless::String<MAX_REFERENCE_LEN>;
-
-/// The reference reported when sstore has none (PROTOCOL.md §5).
+/// The reference reported when sstore has none (docs/PROTOCOL.md §5). A
+/// reference longer than [`MAX_REFERENCE_LEN`](crate::MAX_REFERENCE_LEN) is
+/// reported as this too (and logged).
 pub const UNKNOWN_REFERENCE: &str = "Unknown";
 
-/// The sequence number reported when sstore has none (PROTOCOL.md §5).
+/// The sequence number reported when sstore has none (docs/PROTOCOL.md §5).
 pub const UNKNOWN_SEQ: i32 = -1;
 
 /// How long each wait may last. Every wait of the machine has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Deadlines {
+pub struct AppDeadlines {
     /// Creating and opening both FIFOs (the write end blocks until the local
     /// coordinator opens it).
     pub open: Duration,
@@ -46,12 +42,12 @@ pub struct Deadlines {
     pub fin_ack: Duration,
 }
 
-impl Default for Deadlines {
+impl Default for AppDeadlines {
     /// Open MPI's 20 s for the FIFOs and each read and write; an hour for
     /// the host's calls; ten minutes for a stall and for the wait for one's
     /// own handshake. The waits that end only when the whole job's operation
     /// ends are longer than the coordinators' own bounds on it
-    /// (ARCHITECTURE.md, "Coordinator choreography"): 80 minutes for the
+    /// (docs/PROTOCOL.md §9): 80 minutes for the
     /// release (the local coordinator's verdict wait is 75), 150 minutes for
     /// the OP response and FIN_ACK (the global coordinator ends any
     /// operation within 135 minutes and fails a FIN after 140).
@@ -73,7 +69,7 @@ impl Default for Deadlines {
 /// The app coordinator's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct AppConfig {
+pub struct Config {
     /// This process's pid (part of the FIFO names).
     pub pid: u32,
     /// This process's name (job id and rank).
@@ -88,10 +84,10 @@ pub struct AppConfig {
     /// frame then carries the two debugger fields, and LOCAL_UPDATE its flag.
     pub debug: bool,
     /// The deadlines.
-    pub deadlines: Deadlines,
+    pub deadlines: AppDeadlines,
 }
 
-impl AppConfig {
+impl Config {
     /// A configuration with default deadlines, a checkpointer, no debugging.
     pub fn new(pid: u32, name: ProcessName, leader: bool) -> Self {
         Self {
@@ -100,15 +96,16 @@ impl AppConfig {
             leader,
             checkpointer: true,
             debug: false,
-            deadlines: Deadlines::default(),
+            deadlines: AppDeadlines::default(),
         }
     }
 }
 
-/// Which frame a [`Action::Read`] or [`Action::Write`] carries (PROTOCOL.md §4).
+/// Which frame a [`Action::Read`] or [`Action::Write`] carries
+/// (docs/PROTOCOL.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Frame {
+pub enum FrameKind {
     /// Step 1, read: the options and the sstore handle.
     Options,
     /// Step 2, written: the response.
@@ -214,21 +211,20 @@ pub enum CheckpointResult {
 /// A host call (hook or sstore operation) that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct HostFailure;
+pub struct HostError;
 
-/// How a FIFO operation failed, as the adapter saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum IoFailure {
-    /// EOF, EPIPE or a hang-up: the local coordinator is gone.
-    PeerGone,
-    /// Any other error (a failed mkfifo, open, or a failed check of the FIFO).
-    Failed,
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the host call failed")
+    }
 }
+
+impl core::error::Error for HostError {}
 
 /// What the machine was waiting for when something went wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Wait {
     /// Creating and opening the FIFOs.
     Open,
@@ -275,7 +271,8 @@ pub enum Wait {
 /// Why a wait ended badly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Failure {
+#[non_exhaustive]
+pub enum WaitFailure {
     /// Its deadline passed.
     Deadline,
     /// The peer went away.
@@ -299,20 +296,20 @@ pub struct AppError {
     /// What the machine waited for.
     pub wait: Wait,
     /// What went wrong.
-    pub failure: Failure,
+    pub failure: WaitFailure,
 }
 
 impl fmt::Display for AppError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}: ", self.wait)?;
         match self.failure {
-            Failure::Deadline => f.write_str("deadline passed"),
-            Failure::PeerGone => f.write_str("peer gone"),
-            Failure::Io => f.write_str("I/O error"),
-            Failure::Malformed(e) => write!(f, "malformed: {e}"),
-            Failure::Failed => f.write_str("failed"),
-            Failure::Rejected(s) => write!(f, "rejected with op_state {s}"),
-            Failure::NotReached => f.write_str("handshake ended before this point"),
+            WaitFailure::Deadline => f.write_str("deadline passed"),
+            WaitFailure::PeerGone => f.write_str("peer gone"),
+            WaitFailure::Io => f.write_str("I/O error"),
+            WaitFailure::Malformed(e) => write!(f, "malformed: {e}"),
+            WaitFailure::Failed => f.write_str("failed"),
+            WaitFailure::Rejected(s) => write!(f, "rejected with op_state {s}"),
+            WaitFailure::NotReached => f.write_str("handshake ended before this point"),
         }
     }
 }
@@ -390,6 +387,7 @@ pub struct RequestReport {
 /// What the machine reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Outcome {
     /// A handshake ended.
     Handshake(HandshakeReport),
@@ -410,6 +408,9 @@ pub enum Outcome {
 /// Something for the adapter to do. Each variant says which input answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[must_use = "every action must be carried out (or answered) for the machine to go on"]
+#[non_exhaustive]
+#[allow(clippy::large_enum_variant)] // nothing to box into without alloc; moved once per report
 pub enum Action {
     /// Create both FIFOs (private directory, 0600, checked), open
     /// `prog_read` read-write, then `prog_write` write-only. Answer:
@@ -422,7 +423,7 @@ pub enum Action {
     /// them, or `handle_io_error`.
     Read {
         /// The frame expected.
-        frame: Frame,
+        frame: FrameKind,
         /// Its length.
         len: usize,
     },
@@ -430,7 +431,7 @@ pub enum Action {
     /// `handle_write_done`, or `handle_io_error`.
     Write {
         /// The frame.
-        frame: Frame,
+        frame: FrameKind,
         /// Its bytes (host order).
         bytes: [u8; 4],
     },
@@ -452,8 +453,13 @@ pub enum Action {
     },
     /// An sstore operation; see [`SstoreOp`] for which ones are answered.
     Sstore(SstoreOp),
-    /// Send this message to the node daemon (tag SNAPC). No answer.
-    SendToDaemon(ToDaemon),
+    /// Send the first `len` bytes of the buffer given to
+    /// [`poll_action`](super::AppCoordinator::poll_action) to the node
+    /// daemon (tag SNAPC): LOCAL_FINISH or LOCAL_UPDATE. No answer.
+    SendToDaemon {
+        /// The message's length.
+        len: usize,
+    },
     /// Close both ends of the channel (those that are open). No answer.
     Close {
         /// The names.
@@ -471,3 +477,47 @@ pub enum Action {
     /// A report.
     Outcome(Outcome),
 }
+
+/// Why the machine did not take an input (see the crate's contract,
+/// "Inputs"). Nothing changed but the count of
+/// [`unexpected_inputs`](super::AppCoordinator::unexpected_inputs), except
+/// that bytes a request waited for end that request (reported in its
+/// [`Outcome::Request`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum InputError {
+    /// The machine does not wait for this input now.
+    Unexpected,
+    /// Bytes from the global coordinator that do not decode.
+    Decode(DecodeError),
+    /// NONE and FIN_ACK are not requests an application makes.
+    Unsupported(OpEvent),
+    /// Another request is still running.
+    Busy(OpEvent),
+    /// QUIESCE_CHECKPOINT and QUIESCE_END need a quiesced process.
+    NotQuiesced,
+    /// QUIESCE_START while already quiesced.
+    AlreadyQuiesced,
+    /// The process is waiting to be terminated.
+    Terminating,
+    /// The REQUEST_OP did not fit the caller's buffer, or cannot be encoded.
+    Encode(EmitError),
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unexpected => f.write_str("the app coordinator does not wait for this input"),
+            Self::Decode(e) => write!(f, "undecodable message from the global coordinator: {e}"),
+            Self::Unsupported(op) => write!(f, "{op} is not an application request"),
+            Self::Busy(op) => write!(f, "request {op} still running"),
+            Self::NotQuiesced => f.write_str("the process is not quiesced"),
+            Self::AlreadyQuiesced => f.write_str("the process is already quiesced"),
+            Self::Terminating => f.write_str("the process awaits termination"),
+            Self::Encode(e) => write!(f, "cannot encode the request: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for InputError {}

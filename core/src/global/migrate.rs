@@ -1,4 +1,4 @@
-//! Validation of a MIGRATE preference table (PROTOCOL.md §5) into a plan for
+//! Validation of a MIGRATE preference table (docs/PROTOCOL.md §5) into a plan for
 //! the runtime.
 //!
 //! Each entry `(vpid, host, vpid_pref, off_node)` is read with Open MPI's own
@@ -30,10 +30,10 @@ use crate::wire::{List, MAX_HOST_LEN, MigrateEntry};
 use core::fmt;
 
 /// The longest host name a plan carries, in bytes (the wire's limit less the NUL).
-pub const HOST_CAP: usize = MAX_HOST_LEN - 1;
+pub const MAX_HOST_NAME_LEN: usize = MAX_HOST_LEN - 1;
 
 /// A host name in a plan.
-pub type HostName = heapless::String<HOST_CAP>;
+pub type HostName = heapless::String<MAX_HOST_NAME_LEN>;
 
 /// Where each rank of the job runs now, as the runtime knows it.
 ///
@@ -120,7 +120,7 @@ pub enum MigrateError {
     UnknownRank(i32),
     /// A rank the placement does not know the host of.
     UnknownHost(u32),
-    /// A host preference longer than [`HOST_CAP`].
+    /// A host preference longer than [`MAX_HOST_NAME_LEN`].
     HostTooLong,
     /// `off_node` with the host the rank is on: contradictory.
     OffNodeOntoHome {
@@ -212,7 +212,7 @@ fn wishes<'x, P: Placement + ?Sized>(
     let r = rank(e.vpid, nranks)?;
     let home = host(placement, r)?;
     let pref = e.host.filter(|h| !h.is_empty());
-    if pref.is_some_and(|h| h.len() > HOST_CAP) {
+    if pref.is_some_and(|h| h.len() > MAX_HOST_NAME_LEN) {
         return Err(MigrateError::HostTooLong);
     }
     if e.vpid_pref < 0 || e.vpid_pref == e.vpid {

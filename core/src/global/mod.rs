@@ -1,5 +1,5 @@
-//! The global coordinator (GC): one per job, in the launcher (PROTOCOL.md §1,
-//! §5; ARCHITECTURE.md "Coordinator choreography").
+//! The global coordinator (GC): one per job, in the launcher
+//! (docs/PROTOCOL.md §1, §5, §8).
 //!
 //! It accepts the ranks' requests (REQUEST_OP), the runtime's own commands
 //! and the local coordinators' (LC) states (ORTED_STATE), and answers with
@@ -11,33 +11,35 @@ pub mod migrate;
 #[cfg(test)]
 mod tests;
 
-pub use migrate::{Destination, HOST_CAP, HostName, MigrateError, MigrationPlan, Move, Placement};
+pub use migrate::{
+    Destination, HostName, MAX_HOST_NAME_LEN, MigrateError, MigrationPlan, Move, Placement,
+};
 
 use crate::time::{Duration, Instant};
 use crate::wire::{
     CkptState, DecodeError, FromGc, JobDetail, JobOptions, JobState, List, Message, OpEvent,
     OpResponse, OrtedState, ProcessName, Reader, Request, RequestOp, StateCode,
 };
+use crate::{MessageBuf, Reference};
 use core::fmt::{self, Write as _};
 
-/// The capacity of a global snapshot reference, in bytes.
-pub const REFERENCE_CAP: usize = 64;
-
-/// A global snapshot reference: `snapc_global_snapshot_<jobid>_<seq>`.
-pub type Reference = heapless::String<REFERENCE_CAP>;
+/// The largest MIGRATE capacity `M` a global coordinator may have: its
+/// JOB_STATE naming `M` migrating processes must fit a
+/// [`MessageBuf`].
+pub const MAX_MOVES: usize = 32;
 
 /// The longest snapshot handle a RESTART request may name, in bytes.
-pub const RESTART_HANDLE_CAP: usize = 256;
+pub const MAX_RESTART_HANDLE_LEN: usize = 256;
 
 /// Actions that may wait to be polled. One input queues at most seven
 /// (deadlines that end an operation with a FIN waiting, then a refusal), so
 /// draining after every input never loses one.
-const QUEUE_CAP: usize = 8;
+const MAX_QUEUED_ACTIONS: usize = 8;
 
 /// How long each wait of the global coordinator may last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Deadlines {
+pub struct GlobalDeadlines {
     /// Each LC's report in each step of an operation: its checkpoint result
     /// after JOB_STATE RUNNING, its RECOVERED after ESTABLISHED or ERROR.
     pub lc_report: Duration,
@@ -48,8 +50,8 @@ pub struct Deadlines {
     pub runtime: Duration,
 }
 
-impl Default for Deadlines {
-    /// The waits nest (ARCHITECTURE.md, "Coordinator choreography"): 65
+impl Default for GlobalDeadlines {
+    /// The waits nest (docs/PROTOCOL.md §9): 65
     /// minutes per LC step, longer than the LC's own bound on a handshake
     /// (its 20 s waits and the hour for the final state, plus the minute for
     /// `stop`), so that an LC reports a slow process as failed before the GC
@@ -76,12 +78,13 @@ pub struct Config {
     /// Number of ranks; requests from other vpids are refused.
     pub nranks: u32,
     /// The deadlines.
-    pub deadlines: Deadlines,
+    pub deadlines: GlobalDeadlines,
 }
 
 /// Who asked for an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Requester {
     /// A rank (its vpid), which gets the OP response or FIN_ACK.
     Rank(u32),
@@ -93,6 +96,7 @@ pub enum Requester {
 /// The kinds of operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum OpKind {
     /// A checkpoint of the whole job.
     Checkpoint,
@@ -113,6 +117,7 @@ pub enum OpKind {
 /// The runtime's own commands (from the `snapc` CLI).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Command {
     /// Checkpoint the job with these options.
     Checkpoint {
@@ -143,7 +148,8 @@ pub struct Snapshot {
 /// Why an operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Failure {
+#[non_exhaustive]
+pub enum OperationFailure {
     /// LC `lc` reported `state` where another was expected (ERROR, or a
     /// mixture of finished and prepared).
     Lc {
@@ -165,9 +171,10 @@ pub enum Failure {
     FinTimeout,
 }
 
-/// The outcome of an operation that started.
+/// The outcome of an operation that started. Each LC's result is read
+/// with [`GlobalCoordinator::lc_results`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report<const L: usize> {
+pub struct Report {
     /// What ran.
     pub kind: OpKind,
     /// Who asked.
@@ -181,12 +188,8 @@ pub struct Report<const L: usize> {
     pub handle: u32,
     /// The global snapshot reference, when a sequence number was assigned.
     pub reference: Option<Reference>,
-    /// Each LC's result: its checkpoint-step state (FINISHED_LOCAL,
-    /// INC_PREPED, ERROR), ERROR if it missed a deadline or failed to
-    /// recover; NONE where LCs took no part (restart, quiesce checkpoint, FIN).
-    pub lc_states: [CkptState; L],
     /// The first failure, if any.
-    pub failure: Option<Failure>,
+    pub failure: Option<OperationFailure>,
     /// When it started.
     pub started: Instant,
     /// How long it took.
@@ -195,57 +198,68 @@ pub struct Report<const L: usize> {
 
 /// What the global coordinator asks its adapter to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action<'a, const L: usize, const M: usize> {
-    /// Send this JOB_STATE to every LC: the long form (RUNNING, with the
-    /// handle, options and migrating processes) to start a step, the quick
-    /// form for ESTABLISHED, INC_PREPED and ERROR.
-    JobState(JobState<'a>),
-    /// Send this to rank `vpid` of the job: an OP response or FIN_ACK.
-    ToRank {
+#[must_use = "every action must be carried out (or answered) for the machine to go on"]
+#[non_exhaustive]
+pub enum Action {
+    /// Send the first `len` bytes of the buffer given to
+    /// [`poll_action`](GlobalCoordinator::poll_action) to every LC: a
+    /// JOB_STATE, the long form (RUNNING, with the handle, options and
+    /// migrating processes) to start a step, the quick form for
+    /// ESTABLISHED, INC_PREPED and ERROR.
+    SendToLcs {
+        /// The message's length.
+        len: usize,
+    },
+    /// Send the first `len` bytes of the buffer given to
+    /// [`poll_action`](GlobalCoordinator::poll_action) to rank `vpid` of the
+    /// job: an OP response or FIN_ACK.
+    SendToRank {
         /// The rank.
         vpid: u32,
-        /// The message.
-        msg: FromGc<'static>,
+        /// The message's length.
+        len: usize,
     },
     /// Record this snapshot (sstore attributes) now: the requester's OP
     /// response follows.
     Established(Snapshot),
     /// Carry out this migration: the job's snapshot `seq` / `handle` is
-    /// complete; move the ranks of `plan`, restart them from it, update the
-    /// placement, then report with
+    /// complete; move the ranks of the plan
+    /// ([`migration_plan`](GlobalCoordinator::migration_plan)), restart
+    /// them from it, update the placement, then report with
     /// [`handle_migration_done`](GlobalCoordinator::handle_migration_done).
     Migrate {
         /// The snapshot's sequence number.
         seq: u32,
         /// Its sstore handle.
         handle: u32,
-        /// The moves.
-        plan: &'a MigrationPlan<M>,
     },
-    /// Restart the job from this snapshot, then report with
+    /// Restart the job from the snapshot named by sequence number `seq_num`
+    /// and the handle [`restart_handle`](GlobalCoordinator::restart_handle),
+    /// both as requested, then report with
     /// [`handle_restart_done`](GlobalCoordinator::handle_restart_done).
     Restart {
         /// The snapshot's sequence number, as requested.
         seq_num: i32,
-        /// The global snapshot handle, as requested.
-        handle: &'a str,
     },
     /// An operation ended.
-    Finished(Report<L>),
+    Finished(Report),
 }
 
-/// Why an input was refused. Where the wire allows it, the requesting rank
-/// has been answered too (op_state -1 for CHECKPOINT and MIGRATE).
+/// Why an input was refused (see the crate's contract, "Inputs"). Where the
+/// wire allows it, the requesting rank has been answered too (op_state -1
+/// for CHECKPOINT and MIGRATE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum InputError {
-    /// REQUEST_OP bytes that do not decode.
+    /// Bytes that do not decode as the message the channel carries
+    /// (REQUEST_OP from a rank, ORTED_STATE from an LC).
     Decode(DecodeError),
     /// A request for another job.
     WrongJob(u32),
     /// A sender vpid that is not a rank of the job.
     UnknownRank(u32),
-    /// An LC index of `L` or more.
+    /// An LC index beyond the storage.
     UnknownLc(usize),
     /// A checkpoint before INIT.
     NotInitialized,
@@ -260,7 +274,7 @@ pub enum InputError {
     /// An op_event a rank does not send (NONE, FIN_ACK).
     Unexpected(OpEvent),
     /// A RESTART without a handle, with a negative sequence number, or with
-    /// a handle longer than [`RESTART_HANDLE_CAP`].
+    /// a handle longer than [`MAX_RESTART_HANDLE_LEN`].
     BadRestart,
     /// The sequence numbers or sstore handles are used up.
     Exhausted,
@@ -297,9 +311,9 @@ impl From<MigrateError> for InputError {
     }
 }
 
-/// A queued action, without borrows.
+/// A queued action; messages are encoded when polled.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Out<const L: usize> {
+enum Out {
     JobRunning {
         handle: u32,
         options: JobOptions,
@@ -318,7 +332,7 @@ enum Out<const L: usize> {
     Restart {
         seq_num: i32,
     },
-    Finished(Report<L>),
+    Finished(Report),
 }
 
 /// The step a running operation is in.
@@ -338,7 +352,7 @@ enum Step {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Op<const L: usize> {
+struct Op {
     kind: OpKind,
     requester: Requester,
     started: Instant,
@@ -349,11 +363,7 @@ struct Op<const L: usize> {
     options: JobOptions,
     step: Step,
     deadline: Instant,
-    /// This step's report of each LC.
-    reports: [Option<CkptState>; L],
-    /// Each LC's result for the report.
-    results: [CkptState; L],
-    failure: Option<Failure>,
+    failure: Option<OperationFailure>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -368,36 +378,89 @@ struct FinWait {
     deadline: Instant,
 }
 
-/// The global coordinator of one job with `L` local coordinators (indices
-/// `0..L`), accepting MIGRATE tables of at most `M` entries naming at most
-/// `M` ranks; `P` says which host each rank runs on.
+/// One local coordinator's place in a [`GlobalCoordinator`]'s storage: its
+/// report in the current step and its result for the operation.
 ///
-/// # Contract (sans-IO)
+/// The caller owns the storage, one slot per node (LC) of the job, and
+/// chooses its length at run time, as for
+/// [`ProcessSlot`](crate::local::ProcessSlot): [`NodeSlot::SIZE`] bytes
+/// each (8), aligned to [`NodeSlot::ALIGN`];
+/// [`GlobalCoordinator::new`] empties every slot it is given; storage built
+/// from raw bytes must first have [`NodeSlot::EMPTY`] written into each
+/// element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeSlot {
+    /// This step's report.
+    report: Option<CkptState>,
+    /// The result for the operation's report.
+    result: CkptState,
+}
+
+impl Default for NodeSlot {
+    fn default() -> Self {
+        Self::EMPTY
+    }
+}
+
+impl NodeSlot {
+    /// An empty slot.
+    pub const EMPTY: Self = Self {
+        report: None,
+        result: CkptState::None,
+    };
+
+    /// The size of one slot in bytes: storage for `n` nodes is
+    /// `n * NodeSlot::SIZE` bytes.
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+
+    /// The alignment storage must have.
+    pub const ALIGN: usize = core::mem::align_of::<Self>();
+
+    /// An empty slot (as [`EMPTY`](Self::EMPTY)).
+    pub const fn new() -> Self {
+        Self::EMPTY
+    }
+}
+
+/// The global coordinator of one job over as many local coordinators
+/// (indices `0..`) as its storage has [`NodeSlot`]s, accepting MIGRATE
+/// tables of at most `M` entries naming at most `M` ranks (`M` at most
+/// [`MAX_MOVES`]); `P` says which host each rank runs on.
 ///
-/// Inputs, each with the current time `now` (any monotonic clock; nothing
-/// here reads one):
-/// - [`handle_request_bytes`](Self::handle_request_bytes) /
-///   [`handle_request`](Self::handle_request): a REQUEST_OP from rank `from`;
-/// - [`handle_orted_state`](Self::handle_orted_state): ORTED_STATE from LC `lc`;
+/// It follows the crate's contract ([`crate`], "The contract"); what is
+/// particular to it:
+///
+/// **Storage**: `S` is the caller's, any `AsRef<[NodeSlot]> +
+/// AsMut<[NodeSlot]>` (a `&mut [NodeSlot]`, an array, a `Vec`), one slot
+/// per node, its length chosen at run time. The crate's front page
+/// ("Sizes") gives the bytes each size takes. Nothing is allocated.
+///
+/// **Inputs**, each with the current time `now` (any monotonic clock;
+/// nothing here reads one):
+/// - [`handle_rank_message`](Self::handle_rank_message): the bytes of a
+///   REQUEST_OP from rank `vpid`;
+/// - [`handle_lc_message`](Self::handle_lc_message): the bytes of an
+///   ORTED_STATE from LC `lc`;
 /// - [`handle_command`](Self::handle_command): the runtime's own commands;
 /// - [`handle_migration_done`](Self::handle_migration_done),
 ///   [`handle_restart_done`](Self::handle_restart_done): the runtime's reports;
-/// - [`handle_timeout`](Self::handle_timeout): time passed; call it at (or
-///   after) [`poll_timeout`](Self::poll_timeout).
-///
-/// Outputs: after every input, call [`poll_action`](Self::poll_action) until
-/// it returns `None`, carrying out each action in order (the order matters:
-/// a snapshot is [`Action::Established`] before the requester's OP response
-/// goes out), then [`poll_timeout`](Self::poll_timeout) for the next
-/// deadline. At most eight actions wait; one input adds at most seven, so
-/// draining after every input loses none (an action that does not fit is
-/// dropped and logged).
+/// - [`handle_timeout`](Self::handle_timeout) (a tick): time passed; call it
+///   at (or after) [`poll_timeout`](Self::poll_timeout).
 ///
 /// Every input first applies the deadlines that passed by `now`, so a report
-/// that arrives late counts as missed. Inputs return an [`InputError`] when
-/// refused; the machine stays usable.
+/// that arrives late counts as missed.
 ///
-/// # Operations (ARCHITECTURE.md, "Coordinator choreography")
+/// **Outputs**: [`Action`]s from [`poll_action`](Self::poll_action), in
+/// order (the order matters: a snapshot is [`Action::Established`] before
+/// the requester's OP response goes out). At most eight actions wait; one
+/// input adds at most seven, so draining after every input loses none (an
+/// action that does not fit is dropped and logged). What an action names
+/// but does not carry stays readable until the next operation starts: the
+/// [`migration_plan`](Self::migration_plan), the
+/// [`restart_handle`](Self::restart_handle) and each LC's result
+/// ([`lc_results`](Self::lc_results)).
+///
+/// **Operations** (docs/PROTOCOL.md §8):
 ///
 /// - INIT makes the job checkpointable; CHECKPOINT, MIGRATE and quiesce
 ///   before it are refused (op_state -1 where the wire carries one).
@@ -427,37 +490,44 @@ struct FinWait {
 ///   not quiesced; if its deadline passes first it fails without FIN_ACK.
 ///   After FIN_ACK the job takes no more operations.
 ///
-/// # Size
-///
-/// On 64-bit targets with `P = &[&str]`: 2 936 bytes for `L = 4, M = 4`,
-/// 4 656 bytes for `L = 64, M = 8` (checked by a test). Most of it is the
-/// action queue (eight slots, each able to hold a report with its
-/// reference and `L` LC states), the plan (`M` moves, each with room for a
-/// host name of [`HOST_CAP`] bytes) and the RESTART handle
-/// ([`RESTART_HANDLE_CAP`] bytes).
 #[derive(Debug)]
-pub struct GlobalCoordinator<P, const L: usize, const M: usize> {
+pub struct GlobalCoordinator<P, S, const M: usize = 8> {
     config: Config,
     placement: P,
+    nodes: S,
     initialized: bool,
     finishing: bool,
     next_seq: Option<u32>,
     next_handle: Option<u32>,
-    op: Option<Op<L>>,
+    op: Option<Op>,
     quiesce: Option<Quiesce>,
     fin: Option<FinWait>,
     plan: MigrationPlan<M>,
     migrating: heapless::Vec<ProcessName, M>,
-    restart_handle: heapless::String<RESTART_HANDLE_CAP>,
-    queue: heapless::Deque<Out<L>, QUEUE_CAP>,
+    restart_handle: heapless::String<MAX_RESTART_HANDLE_LEN>,
+    queue: heapless::Deque<Out, MAX_QUEUED_ACTIONS>,
 }
 
-impl<P: Placement, const L: usize, const M: usize> GlobalCoordinator<P, L, M> {
-    /// A coordinator for the job of `config`, its ranks placed by `placement`.
-    pub fn new(config: Config, placement: P) -> Self {
+impl<P, S, const M: usize> GlobalCoordinator<P, S, M>
+where
+    P: Placement,
+    S: AsRef<[NodeSlot]> + AsMut<[NodeSlot]>,
+{
+    /// A coordinator for the job of `config`, its ranks placed by
+    /// `placement`, with one LC per slot of `nodes` (every slot is emptied).
+    #[must_use]
+    pub fn new(config: Config, placement: P, mut nodes: S) -> Self {
+        const {
+            assert!(
+                M <= MAX_MOVES,
+                "a JOB_STATE naming M migrating processes must fit a MessageBuf"
+            )
+        };
+        nodes.as_mut().fill(NodeSlot::EMPTY);
         Self {
             config,
             placement,
+            nodes,
             initialized: false,
             finishing: false,
             next_seq: Some(0),
@@ -470,6 +540,29 @@ impl<P: Placement, const L: usize, const M: usize> GlobalCoordinator<P, L, M> {
             restart_handle: heapless::String::new(),
             queue: heapless::Deque::new(),
         }
+    }
+
+    /// The storage back (the coordinator's state is dropped with it).
+    pub fn into_storage(self) -> S {
+        self.nodes
+    }
+
+    /// How many LCs the job has: the storage's length.
+    pub fn lc_count(&self) -> usize {
+        self.nodes.as_ref().len()
+    }
+
+    /// Each LC's result in the current or last operation, by index: its
+    /// checkpoint-step state (FINISHED_LOCAL, INC_PREPED, ERROR), ERROR if it
+    /// missed a deadline or failed to recover; NONE where the LCs took no
+    /// part (restart) or before the first operation.
+    pub fn lc_results(&self) -> impl Iterator<Item = CkptState> + '_ {
+        self.nodes.as_ref().iter().map(|n| n.result)
+    }
+
+    /// The handle of the current (or last) RESTART, as requested.
+    pub fn restart_handle(&self) -> &str {
+        &self.restart_handle
     }
 
     /// The configuration.
@@ -529,45 +622,55 @@ impl<P: Placement, const L: usize, const M: usize> GlobalCoordinator<P, L, M> {
 
     // ----- outputs -----
 
-    /// The next action to carry out, if any.
-    pub fn poll_action(&mut self) -> Option<Action<'_, L, M>> {
-        let out = self.queue.pop_front()?;
-        let jobid = self.config.jobid;
-        Some(match out {
-            Out::JobRunning {
-                handle,
-                options,
-                migrating,
-            } => Action::JobState(JobState {
-                jobid,
-                state: StateCode::plain(CkptState::Running),
-                detail: Some(JobDetail {
+    /// The next action to carry out, `None` when there is nothing to do. A
+    /// message to send is encoded into `out` ([`Action::SendToLcs`] and
+    /// [`Action::SendToRank`] give its length).
+    #[must_use = "the actions must be carried out"]
+    pub fn poll_action(&mut self, out: &mut MessageBuf) -> Option<Action> {
+        while let Some(queued) = self.queue.pop_front() {
+            let jobid = self.config.jobid;
+            let encoded = match queued {
+                Out::JobRunning {
                     handle,
                     options,
-                    migrating: migrating.then_some(List::Items(&self.migrating)),
-                }),
-            }),
-            Out::JobQuick(state) => Action::JobState(JobState {
-                jobid,
-                state: StateCode::plain(state),
-                detail: None,
-            }),
-            Out::ToRank { vpid, msg } => Action::ToRank { vpid, msg },
-            Out::Established(s) => Action::Established(s),
-            Out::Migrate { seq, handle } => Action::Migrate {
-                seq,
-                handle,
-                plan: &self.plan,
-            },
-            Out::Restart { seq_num } => Action::Restart {
-                seq_num,
-                handle: &self.restart_handle,
-            },
-            Out::Finished(r) => Action::Finished(r),
-        })
+                    migrating,
+                } => JobState {
+                    jobid,
+                    state: StateCode::plain(CkptState::Running),
+                    detail: Some(JobDetail {
+                        handle,
+                        options,
+                        migrating: migrating.then_some(List::Items(&self.migrating)),
+                    }),
+                }
+                .emit(out)
+                .map(|len| Action::SendToLcs { len }),
+                Out::JobQuick(state) => JobState {
+                    jobid,
+                    state: StateCode::plain(state),
+                    detail: None,
+                }
+                .emit(out)
+                .map(|len| Action::SendToLcs { len }),
+                Out::ToRank { vpid, msg } => {
+                    msg.emit(out).map(|len| Action::SendToRank { vpid, len })
+                }
+                Out::Established(s) => Ok(Action::Established(s)),
+                Out::Migrate { seq, handle } => Ok(Action::Migrate { seq, handle }),
+                Out::Restart { seq_num } => Ok(Action::Restart { seq_num }),
+                Out::Finished(r) => Ok(Action::Finished(r)),
+            };
+            match encoded {
+                Ok(action) => return Some(action),
+                // M <= MAX_MOVES makes every message fit; not reached.
+                Err(_) => warn!("global: a message could not be encoded"),
+            }
+        }
+        None
     }
 
-    /// The next deadline, if any wait is running.
+    /// The next deadline; `None` while nothing waits with one.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let op = self.op.as_ref().map(|op| op.deadline);
         let fin = self.fin.map(|f| f.deadline);
@@ -584,17 +687,17 @@ impl<P: Placement, const L: usize, const M: usize> GlobalCoordinator<P, L, M> {
         self.expire(now);
     }
 
-    /// A REQUEST_OP's bytes from rank `from`. Undecodable bytes are refused;
-    /// if their op_event can still be read and carries an op_state, the rank
-    /// is answered -1.
-    pub fn handle_request_bytes(
+    /// The bytes of a REQUEST_OP from rank `from` (tag SNAPC_FULL), decoded
+    /// here. Undecodable bytes are refused; if their op_event can still be
+    /// read and carries an op_state, the rank is answered -1.
+    pub fn handle_rank_message(
         &mut self,
         now: Instant,
         from: u32,
         bytes: &[u8],
     ) -> Result<(), InputError> {
         match RequestOp::parse(bytes) {
-            Ok(req) => self.handle_request(now, from, &req),
+            Ok(req) => self.request(now, from, &req),
             Err(e) => {
                 self.expire(now);
                 warn!("global: undecodable request from rank {}", from);
@@ -613,13 +716,7 @@ impl<P: Placement, const L: usize, const M: usize> GlobalCoordinator<P, L, M> {
         }
     }
 
-    /// A decoded REQUEST_OP from rank `from`.
-    pub fn handle_request(
-        &mut self,
-        now: Instant,
-        from: u32,
-        req: &RequestOp<'_>,
-    ) -> Result<(), InputError> {
+    fn request(&mut self, now: Instant, from: u32, req: &RequestOp<'_>) -> Result<(), InputError> {
         self.expire(now);
         let event = req.request.op_event();
         let who = Requester::Rank(from);
@@ -667,25 +764,30 @@ impl<P: Placement, const L: usize, const M: usize> GlobalCoordinator<P, L, M> {
         }
     }
 
-    /// ORTED_STATE from LC `lc` (either form, either state encoding).
+    /// The bytes of an ORTED_STATE from LC `lc` (either form, either state
+    /// encoding), decoded here.
     ///
     /// While collecting results, FINISHED_LOCAL, INC_PREPED, ERROR, NO_CKPT
     /// and NO_RESTART are results (the last three failures); while
     /// recovering, RECOVERED, ERROR, NO_CKPT and NO_RESTART are. Other
     /// states (progress, or a late report of an earlier step) and a second
-    /// result from the same LC are ignored.
-    pub fn handle_orted_state(
+    /// result from the same LC are taken and ignored.
+    pub fn handle_lc_message(
         &mut self,
         now: Instant,
         lc: usize,
-        msg: OrtedState,
+        bytes: &[u8],
     ) -> Result<(), InputError> {
         self.expire(now);
-        if lc >= L {
+        if lc >= self.lc_count() {
             return Err(InputError::UnknownLc(lc));
         }
+        let msg = OrtedState::parse(bytes).map_err(|e| {
+            warn!("global: undecodable message from LC {}", lc);
+            InputError::Decode(e)
+        })?;
         let state = msg.state.state;
-        let Some(op) = self.op.as_mut() else {
+        let Some(op) = self.op.as_ref() else {
             trace!("global: state {} from LC {} while idle", state.code(), lc);
             return Ok(());
         };
@@ -714,7 +816,7 @@ impl<P: Placement, const L: usize, const M: usize> GlobalCoordinator<P, L, M> {
             state.code(),
             now.saturating_duration_since(op.started).as_micros()
         );
-        match op.reports.get_mut(lc) {
+        match self.nodes.as_mut().get_mut(lc).map(|n| &mut n.report) {
             Some(slot @ None) => *slot = Some(state),
             Some(Some(_)) => {
                 warn!("global: second report from LC {} ignored", lc);
@@ -732,7 +834,7 @@ impl<P: Placement, const L: usize, const M: usize> GlobalCoordinator<P, L, M> {
         match self.op.as_mut() {
             Some(op) if op.step == Step::Migrating => {
                 if !ok {
-                    op.failure.get_or_insert(Failure::Runtime);
+                    op.failure.get_or_insert(OperationFailure::Runtime);
                 }
                 self.release(now, ok);
                 Ok(())
@@ -747,7 +849,7 @@ impl<P: Placement, const L: usize, const M: usize> GlobalCoordinator<P, L, M> {
         match self.op.as_mut() {
             Some(op) if op.step == Step::Restarting => {
                 if !ok {
-                    op.failure.get_or_insert(Failure::Runtime);
+                    op.failure.get_or_insert(OperationFailure::Runtime);
                 }
                 self.finish(now, ok);
                 Ok(())
@@ -898,6 +1000,7 @@ impl<P: Placement, const L: usize, const M: usize> GlobalCoordinator<P, L, M> {
             self.restart_handle.clear();
             return self.refuse(who, event, InputError::BadRestart);
         }
+        self.reset_nodes();
         let mut op = Op::new(OpKind::Restart, who, now, Step::Restarting);
         op.restart_seq = seq_num;
         op.deadline = now + self.config.deadlines.runtime;
@@ -948,7 +1051,6 @@ impl<P: Placement, const L: usize, const M: usize> GlobalCoordinator<P, L, M> {
             seq: Some(i64::from(seq)),
             handle: q.handle,
             reference: Some(reference),
-            lc_states: [CkptState::None; L],
             failure: None,
             started: now,
             duration: Duration::ZERO,
@@ -1007,6 +1109,7 @@ impl<P: Placement, const L: usize, const M: usize> GlobalCoordinator<P, L, M> {
         options: JobOptions,
         migrating: bool,
     ) {
+        self.reset_nodes();
         let mut op = Op::new(kind, who, now, Step::Collecting);
         op.seq = seq;
         op.reference = seq.map(|s| self.reference(s));
@@ -1028,7 +1131,7 @@ impl<P: Placement, const L: usize, const M: usize> GlobalCoordinator<P, L, M> {
         let Some(op) = self.op.as_ref() else {
             return;
         };
-        if op.reports.iter().any(Option::is_none) {
+        if self.nodes.as_ref().iter().any(|n| n.report.is_none()) {
             return;
         }
         match op.step {
@@ -1048,11 +1151,11 @@ impl<P: Placement, const L: usize, const M: usize> GlobalCoordinator<P, L, M> {
         } else {
             CkptState::FinishedLocal
         };
-        for (lc, (report, result)) in op.reports.iter().zip(op.results.iter_mut()).enumerate() {
-            let state = report.unwrap_or(CkptState::Error);
-            *result = state;
+        for (lc, node) in self.nodes.as_mut().iter_mut().enumerate() {
+            let state = node.report.unwrap_or(CkptState::Error);
+            node.result = state;
             if state != expected && op.failure.is_none() {
-                op.failure = Some(Failure::Lc { lc, state });
+                op.failure = Some(OperationFailure::Lc { lc, state });
             }
         }
         let ok = op.failure.is_none();
@@ -1078,7 +1181,9 @@ impl<P: Placement, const L: usize, const M: usize> GlobalCoordinator<P, L, M> {
             return;
         };
         op.step = Step::Recovering { ok };
-        op.reports = [None; L];
+        for node in self.nodes.as_mut() {
+            node.report = None;
+        }
         op.deadline = now + self.config.deadlines.lc_report;
         self.push(Out::JobQuick(if ok {
             CkptState::Established
@@ -1094,12 +1199,12 @@ impl<P: Placement, const L: usize, const M: usize> GlobalCoordinator<P, L, M> {
             return;
         };
         let mut all = true;
-        for (lc, (report, result)) in op.reports.iter().zip(op.results.iter_mut()).enumerate() {
-            let state = report.unwrap_or(CkptState::Error);
+        for (lc, node) in self.nodes.as_mut().iter_mut().enumerate() {
+            let state = node.report.unwrap_or(CkptState::Error);
             if state != CkptState::Recovered {
                 all = false;
-                *result = CkptState::Error;
-                op.failure.get_or_insert(Failure::Lc { lc, state });
+                node.result = CkptState::Error;
+                op.failure.get_or_insert(OperationFailure::Lc { lc, state });
             }
         }
         self.finish(now, ok && all);
@@ -1149,7 +1254,6 @@ impl<P: Placement, const L: usize, const M: usize> GlobalCoordinator<P, L, M> {
             seq,
             handle: op.handle,
             reference: op.reference,
-            lc_states: op.results,
             failure: op.failure,
             started: op.started,
             duration: now - op.started,
@@ -1187,23 +1291,23 @@ impl<P: Placement, const L: usize, const M: usize> GlobalCoordinator<P, L, M> {
             }
             match op.step {
                 Step::Collecting | Step::Recovering { .. } => {
-                    for (lc, report) in op.reports.iter_mut().enumerate() {
-                        if report.is_none() {
+                    for (lc, node) in self.nodes.as_mut().iter_mut().enumerate() {
+                        if node.report.is_none() {
                             warn!("global: LC {} missed its deadline", lc);
-                            op.failure.get_or_insert(Failure::LcTimeout { lc });
-                            *report = Some(CkptState::Error);
+                            op.failure.get_or_insert(OperationFailure::LcTimeout { lc });
+                            node.report = Some(CkptState::Error);
                         }
                     }
                     self.progress(now);
                 }
                 Step::Migrating => {
                     warn!("global: no migration report in time");
-                    op.failure.get_or_insert(Failure::RuntimeTimeout);
+                    op.failure.get_or_insert(OperationFailure::RuntimeTimeout);
                     self.release(now, false);
                 }
                 Step::Restarting => {
                     warn!("global: no restart report in time");
-                    op.failure.get_or_insert(Failure::RuntimeTimeout);
+                    op.failure.get_or_insert(OperationFailure::RuntimeTimeout);
                     self.finish(now, false);
                 }
             }
@@ -1217,14 +1321,19 @@ impl<P: Placement, const L: usize, const M: usize> GlobalCoordinator<P, L, M> {
         }
     }
 
-    fn push(&mut self, out: Out<L>) {
+    /// A new operation: no LC has reported or has a result yet.
+    fn reset_nodes(&mut self) {
+        self.nodes.as_mut().fill(NodeSlot::EMPTY);
+    }
+
+    fn push(&mut self, out: Out) {
         if self.queue.push_back(out).is_err() {
             warn!("global: action queue full, action dropped");
         }
     }
 }
 
-impl<const L: usize> Op<L> {
+impl Op {
     fn new(kind: OpKind, requester: Requester, now: Instant, step: Step) -> Self {
         Self {
             kind,
@@ -1236,15 +1345,13 @@ impl<const L: usize> Op<L> {
             reference: None,
             options: JobOptions::default(),
             step,
-            deadline: Instant::MAX,
-            reports: [None; L],
-            results: [CkptState::None; L],
+            deadline: now,
             failure: None,
         }
     }
 }
 
-fn fin_report<const L: usize>(fin: FinWait, now: Instant, ok: bool) -> Report<L> {
+fn fin_report(fin: FinWait, now: Instant, ok: bool) -> Report {
     Report {
         kind: OpKind::Fin,
         requester: Requester::Rank(fin.vpid),
@@ -1252,8 +1359,7 @@ fn fin_report<const L: usize>(fin: FinWait, now: Instant, ok: bool) -> Report<L>
         seq: None,
         handle: 0,
         reference: None,
-        lc_states: [CkptState::None; L],
-        failure: (!ok).then_some(Failure::FinTimeout),
+        failure: (!ok).then_some(OperationFailure::FinTimeout),
         started: fin.started,
         duration: now - fin.started,
     }

@@ -4,6 +4,7 @@
 extern crate std;
 
 use super::*;
+use crate::MAX_MESSAGE_LEN;
 use crate::wire::{MigrateEntry, OpEvent};
 use std::string::{String, ToString};
 use std::vec;
@@ -13,21 +14,82 @@ const JOB: u32 = 0x1234_0001;
 /// Six ranks, two per host.
 const HOSTS: &[&str] = &["n0", "n0", "n1", "n1", "n2", "n2"];
 
-type Gc = GlobalCoordinator<&'static [&'static str], 3, 8>;
+type Gc = GlobalCoordinator<&'static [&'static str], [NodeSlot; 3], 8>;
+
+/// The typed inputs of the tests, through the machine's bytes boundary.
+trait ThroughBytes {
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        from: u32,
+        req: &RequestOp<'_>,
+    ) -> Result<(), InputError>;
+    fn handle_orted_state(
+        &mut self,
+        now: Instant,
+        lc: usize,
+        msg: OrtedState,
+    ) -> Result<(), InputError>;
+}
+
+impl<S: AsRef<[NodeSlot]> + AsMut<[NodeSlot]>, const M: usize> ThroughBytes
+    for GlobalCoordinator<&'static [&'static str], S, M>
+{
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        from: u32,
+        req: &RequestOp<'_>,
+    ) -> Result<(), InputError> {
+        self.handle_rank_message(now, from, &bytes(req))
+    }
+
+    fn handle_orted_state(
+        &mut self,
+        now: Instant,
+        lc: usize,
+        msg: OrtedState,
+    ) -> Result<(), InputError> {
+        self.handle_lc_message(now, lc, &bytes(&msg))
+    }
+}
+
+/// A message's bytes, as a peer sends them.
+fn bytes<'a, M: Message<'a>>(m: &M) -> Vec<u8> {
+    let mut v = vec![0u8; m.buffer_len()];
+    let n = m.emit(&mut v).unwrap();
+    v.truncate(n);
+    v
+}
+
+/// The bytes of the next action, which must be a message to the LCs.
+fn next_to_lcs<S: AsRef<[NodeSlot]> + AsMut<[NodeSlot]>, const M: usize>(
+    gc: &mut GlobalCoordinator<&'static [&'static str], S, M>,
+) -> Vec<u8> {
+    let mut out = [0u8; MAX_MESSAGE_LEN];
+    match gc.poll_action(&mut out) {
+        Some(Action::SendToLcs { len }) => out[..len].to_vec(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn lc_states(gc: &Gc) -> Vec<CkptState> {
+    gc.lc_results().collect()
+}
 
 fn t(secs: u64) -> Instant {
     Instant::from_secs(secs)
 }
 
-fn deadlines() -> Deadlines {
-    Deadlines {
+fn deadlines() -> GlobalDeadlines {
+    GlobalDeadlines {
         lc_report: Duration::from_secs(10),
         fin: Duration::from_secs(30),
         runtime: Duration::from_secs(20),
     }
 }
 
-fn gc_with(deadlines: Deadlines) -> Gc {
+fn gc_with(deadlines: GlobalDeadlines) -> Gc {
     GlobalCoordinator::new(
         Config {
             jobid: JOB,
@@ -35,6 +97,7 @@ fn gc_with(deadlines: Deadlines) -> Gc {
             deadlines,
         },
         HOSTS,
+        [NodeSlot::EMPTY; 3],
     )
 }
 
@@ -72,14 +135,18 @@ enum Seen {
         moves: Vec<Move>,
     },
     Restart(i32, String),
-    Finished(Report<3>),
+    Finished(Report),
 }
 
 fn drain(gc: &mut Gc) -> Vec<Seen> {
     let mut seen = Vec::new();
-    while let Some(action) = gc.poll_action() {
+    let mut out = [0u8; MAX_MESSAGE_LEN];
+    while let Some(action) = gc.poll_action(&mut out) {
         seen.push(match action {
-            Action::JobState(js) => {
+            Action::SendToLcs { len } => {
+                let Ok(FromGc::JobState(js)) = FromGc::parse(&out[..len]) else {
+                    panic!("not a JOB_STATE: {:?}", &out[..len]);
+                };
                 assert_eq!(js.jobid, JOB);
                 assert!(!js.state.notify);
                 match js.detail {
@@ -101,18 +168,27 @@ fn drain(gc: &mut Gc) -> Vec<Seen> {
                     None => Seen::Quick(js.state.state),
                 }
             }
-            Action::ToRank { vpid, msg } => Seen::Rank(vpid, msg),
+            Action::SendToRank { vpid, len } => Seen::Rank(vpid, owned(&out[..len])),
             Action::Established(s) => Seen::Established(s),
-            Action::Migrate { seq, handle, plan } => Seen::Migrate {
+            Action::Migrate { seq, handle } => Seen::Migrate {
                 seq,
                 handle,
-                moves: plan.moves().to_vec(),
+                moves: gc.migration_plan().moves().to_vec(),
             },
-            Action::Restart { seq_num, handle } => Seen::Restart(seq_num, handle.to_string()),
+            Action::Restart { seq_num } => Seen::Restart(seq_num, gc.restart_handle().to_string()),
             Action::Finished(r) => Seen::Finished(r),
         });
     }
     seen
+}
+
+/// A message to a rank, decoded; it borrows nothing.
+fn owned(bytes: &[u8]) -> FromGc<'static> {
+    match FromGc::parse(bytes) {
+        Ok(FromGc::OpResponse(r)) => FromGc::OpResponse(r),
+        Ok(FromGc::FinAck) => FromGc::FinAck,
+        other => panic!("not a message to a rank: {other:?}"),
+    }
 }
 
 fn orted(state: CkptState) -> OrtedState {
@@ -144,7 +220,7 @@ fn running(handle: u32) -> Seen {
     }
 }
 
-fn finished(seen: &[Seen]) -> &Report<3> {
+fn finished(seen: &[Seen]) -> &Report {
     match seen.last() {
         Some(Seen::Finished(r)) => r,
         other => panic!("expected a report last, got {other:?}"),
@@ -180,7 +256,7 @@ fn checkpoint_ok(gc: &mut Gc, start: u64, seq: u32, handle: u32) {
     assert!(r.ok);
     assert_eq!(r.seq, Some(i64::from(seq)));
     assert_eq!(r.handle, handle);
-    assert_eq!(r.lc_states, [CkptState::FinishedLocal; 3]);
+    assert_eq!(lc_states(gc), [CkptState::FinishedLocal; 3]);
     assert_eq!(r.duration, Duration::from_secs(2));
     assert_eq!(gc.poll_timeout(), None);
 }
@@ -191,12 +267,8 @@ fn init_then_checkpoint_with_three_lcs() {
     init(&mut gc);
     gc.handle_request(t(1), 0, &req(Request::Checkpoint))
         .unwrap();
-    // The exact bytes of the long JOB_STATE RUNNING (PROTOCOL.md §5, §6).
-    let mut bytes: heapless::Vec<u8, 128> = heapless::Vec::new();
-    match gc.poll_action() {
-        Some(Action::JobState(js)) => js.emit_vec(&mut bytes).unwrap(),
-        other => panic!("{other:?}"),
-    }
+    // The exact bytes of the long JOB_STATE RUNNING (docs/PROTOCOL.md §5, §6).
+    let bytes = next_to_lcs(&mut gc);
     let bool_false = [0, 0, 0, 1, 0x0c, 0];
     let mut expected = vec![0, 0, 0, 1, 1, 0, 0, 0, 1, 0x12, 0x34, 0, 1];
     expected.extend([0, 0, 0, 1, 9, 0, 0, 0, 4]); // RUNNING
@@ -205,7 +277,7 @@ fn init_then_checkpoint_with_three_lcs() {
         expected.extend(bool_false); // term, stop, prep, recover, migrating
     }
     assert_eq!(&bytes[..], &expected[..]);
-    assert_eq!(gc.poll_action(), None);
+    assert_eq!(gc.poll_action(&mut [0; MAX_MESSAGE_LEN]), None);
     assert_eq!(gc.poll_timeout(), Some(t(11)));
 
     // Two LCs finished: nothing yet.
@@ -227,11 +299,7 @@ fn init_then_checkpoint_with_three_lcs() {
     assert_eq!(drain(&mut gc), vec![]);
     gc.handle_orted_state(t(3), 1, orted(CkptState::FinishedLocal))
         .unwrap();
-    let mut bytes: heapless::Vec<u8, 64> = heapless::Vec::new();
-    match gc.poll_action() {
-        Some(Action::JobState(js)) => js.emit_vec(&mut bytes).unwrap(),
-        other => panic!("{other:?}"),
-    }
+    let bytes = next_to_lcs(&mut gc);
     let quick = [
         0, 0, 0, 1, 2, 0, 0, 0, 1, 0x12, 0x34, 0, 1, 0, 0, 0, 1, 9, 0, 0, 0, 9,
     ];
@@ -297,13 +365,13 @@ fn an_lc_error_fails_the_checkpoint_without_a_snapshot() {
     assert!(!r.ok);
     assert_eq!(
         r.failure,
-        Some(Failure::Lc {
+        Some(OperationFailure::Lc {
             lc: 1,
             state: CkptState::Error
         })
     );
     assert_eq!(
-        r.lc_states,
+        lc_states(&gc),
         [
             CkptState::FinishedLocal,
             CkptState::Error,
@@ -337,8 +405,8 @@ fn a_silent_lc_fails_at_its_deadline_and_the_next_checkpoint_works() {
     let seen = drain(&mut gc);
     assert_eq!(seen[0], Seen::Rank(0, op_response(OpEvent::Checkpoint, -1)));
     let r = finished(&seen);
-    assert_eq!(r.failure, Some(Failure::LcTimeout { lc: 2 }));
-    assert_eq!(r.lc_states[2], CkptState::Error);
+    assert_eq!(r.failure, Some(OperationFailure::LcTimeout { lc: 2 }));
+    assert_eq!(lc_states(&gc)[2], CkptState::Error);
     checkpoint_ok(&mut gc, 20, 1, 2);
 }
 
@@ -361,7 +429,8 @@ fn a_report_after_the_deadline_counts_as_missed() {
     gc.handle_timeout(t(21));
     let seen = drain(&mut gc);
     assert_eq!(seen[0], Seen::Rank(0, op_response(OpEvent::Checkpoint, -1)));
-    assert_eq!(finished(&seen).lc_states, [CkptState::Error; 3]);
+    assert!(finished(&seen).failure.is_some());
+    assert_eq!(lc_states(&gc), [CkptState::Error; 3]);
     assert_eq!(gc.poll_timeout(), None);
 }
 
@@ -504,7 +573,7 @@ fn fin_when_idle_is_acknowledged_at_once() {
 
 #[test]
 fn fin_deadline_passes_without_fin_ack() {
-    let mut gc = gc_with(Deadlines {
+    let mut gc = gc_with(GlobalDeadlines {
         fin: Duration::from_secs(5),
         ..deadlines()
     });
@@ -520,7 +589,7 @@ fn fin_deadline_passes_without_fin_ack() {
     let r = finished(&seen);
     assert_eq!(
         (r.kind, r.ok, r.failure),
-        (OpKind::Fin, false, Some(Failure::FinTimeout))
+        (OpKind::Fin, false, Some(OperationFailure::FinTimeout))
     );
     assert_eq!(gc.poll_timeout(), Some(t(11)));
     // The checkpoint ends later: no FIN_ACK follows.
@@ -707,7 +776,10 @@ fn restart_becomes_an_action_for_the_runtime() {
     drain(&mut gc);
     gc.handle_timeout(t(25));
     let seen = drain(&mut gc);
-    assert_eq!(finished(&seen).failure, Some(Failure::RuntimeTimeout));
+    assert_eq!(
+        finished(&seen).failure,
+        Some(OperationFailure::RuntimeTimeout)
+    );
     assert_eq!(
         gc.handle_restart_done(t(26), true),
         Err(InputError::NotWaiting)
@@ -796,7 +868,7 @@ fn a_failed_migration_releases_with_error() {
     all_report(&mut gc, t(4), CkptState::Recovered);
     let seen = drain(&mut gc);
     assert_eq!(seen[0], Seen::Rank(4, op_response(OpEvent::Migrate, -1)));
-    assert_eq!(finished(&seen).failure, Some(Failure::Runtime));
+    assert_eq!(finished(&seen).failure, Some(OperationFailure::Runtime));
 
     // And a runtime that never reports.
     gc.handle_request(t(10), 4, &req(Request::Migrate(List::Items(&table))))
@@ -808,7 +880,10 @@ fn a_failed_migration_releases_with_error() {
     all_report(&mut gc, t(32), CkptState::Recovered);
     let seen = drain(&mut gc);
     assert_eq!(seen[0], Seen::Rank(4, op_response(OpEvent::Migrate, -1)));
-    assert_eq!(finished(&seen).failure, Some(Failure::RuntimeTimeout));
+    assert_eq!(
+        finished(&seen).failure,
+        Some(OperationFailure::RuntimeTimeout)
+    );
 }
 
 /// Validates a table against `HOSTS`; the moves as (vpid, destination).
@@ -965,7 +1040,7 @@ fn migration_conflicts_and_bad_tables_fail() {
         plan_of(&[entry(0, None, 0, false); 9]),
         Err(MigrateError::TooManyEntries)
     );
-    let long = "h".repeat(HOST_CAP + 1);
+    let long = "h".repeat(MAX_HOST_NAME_LEN + 1);
     assert_eq!(
         plan_of(&[entry(0, Some(&long), 0, false)]),
         Err(MigrateError::HostTooLong)
@@ -1010,7 +1085,7 @@ fn migrate_request_from_bytes() {
     req(Request::Migrate(List::Items(&table)))
         .emit_vec(&mut bytes)
         .unwrap();
-    gc.handle_request_bytes(t(1), 5, &bytes).unwrap();
+    gc.handle_rank_message(t(1), 5, &bytes).unwrap();
     assert_eq!(
         drain(&mut gc),
         vec![Seen::Running {
@@ -1065,18 +1140,18 @@ fn the_runtime_checkpoints_with_options() {
 #[test]
 fn requests_from_bytes_and_bad_input() {
     let mut gc = gc();
-    // PROTOCOL.md §6's worked example: REQUEST_OP(INIT) for job 0x12340001.
+    // docs/PROTOCOL.md §6's worked example: REQUEST_OP(INIT) for job 0x12340001.
     let init = [
         0, 0, 0, 1, 8, 0, 0, 0, 1, 0x12, 0x34, 0, 1, 0, 0, 0, 1, 9, 0, 0, 0, 1,
     ];
-    gc.handle_request_bytes(t(0), 0, &init).unwrap();
+    gc.handle_rank_message(t(0), 0, &init).unwrap();
     assert!(gc.is_checkpointable());
     // A CHECKPOINT with a trailing byte: refused, and answered -1.
     let mut bad = [
         0, 0, 0, 1, 8, 0, 0, 0, 1, 0x12, 0x34, 0, 1, 0, 0, 0, 1, 9, 0, 0, 0, 4, 0,
     ];
     assert!(matches!(
-        gc.handle_request_bytes(t(1), 0, &bad),
+        gc.handle_rank_message(t(1), 0, &bad),
         Err(InputError::Decode(_))
     ));
     assert_eq!(
@@ -1085,8 +1160,8 @@ fn requests_from_bytes_and_bad_input() {
     );
     // An unknown op_event: refused without an answer.
     bad[21] = 42;
-    assert!(gc.handle_request_bytes(t(1), 0, &bad).is_err());
-    assert!(gc.handle_request_bytes(t(1), 0, &[]).is_err());
+    assert!(gc.handle_rank_message(t(1), 0, &bad).is_err());
+    assert!(gc.handle_rank_message(t(1), 0, &[]).is_err());
     assert_eq!(drain(&mut gc), vec![]);
     // Another job, an unknown rank, an unexpected event, an unknown LC.
     assert_eq!(
@@ -1151,27 +1226,30 @@ fn duplicate_and_progress_reports_are_ignored() {
 
 #[test]
 fn zero_lcs_and_zero_deadlines_do_not_hang() {
-    let mut gc: GlobalCoordinator<&'static [&'static str], 0, 2> = GlobalCoordinator::new(
-        Config {
-            jobid: JOB,
-            nranks: 6,
-            deadlines: Deadlines {
-                lc_report: Duration::ZERO,
-                fin: Duration::ZERO,
-                runtime: Duration::ZERO,
+    let mut gc: GlobalCoordinator<&'static [&'static str], [NodeSlot; 0], 2> =
+        GlobalCoordinator::new(
+            Config {
+                jobid: JOB,
+                nranks: 6,
+                deadlines: GlobalDeadlines {
+                    lc_report: Duration::ZERO,
+                    fin: Duration::ZERO,
+                    runtime: Duration::ZERO,
+                },
             },
-        },
-        HOSTS,
-    );
+            HOSTS,
+            [],
+        );
     gc.handle_request(t(0), 0, &req(Request::Init)).unwrap();
     gc.handle_request(t(1), 0, &req(Request::Checkpoint))
         .unwrap();
     let mut n = 0;
     let mut answered = false;
-    while let Some(a) = gc.poll_action() {
+    let mut out = [0; MAX_MESSAGE_LEN];
+    while let Some(a) = gc.poll_action(&mut out) {
         n += 1;
-        if let Action::ToRank { msg, .. } = a {
-            answered = msg == op_response(OpEvent::Checkpoint, 0);
+        if let Action::SendToRank { len, .. } = a {
+            answered = owned(&out[..len]) == op_response(OpEvent::Checkpoint, 0);
         }
     }
     assert!(answered);
@@ -1180,20 +1258,36 @@ fn zero_lcs_and_zero_deadlines_do_not_hang() {
 }
 
 #[test]
-fn size_of_the_machine() {
-    use core::mem::size_of;
-    type Small = GlobalCoordinator<&'static [&'static str], 4, 4>;
-    type Large = GlobalCoordinator<&'static [&'static str], 64, 8>;
-    std::println!(
-        "GlobalCoordinator size: L=4 M=4 {}, L=64 M=8 {}",
-        size_of::<Small>(),
-        size_of::<Large>()
-    );
-    // The figures in the type's documentation (64-bit targets).
-    if cfg!(target_pointer_width = "64") {
-        assert_eq!(size_of::<Small>(), 2936);
-        assert_eq!(size_of::<Large>(), 4656);
+fn storage_is_emptied_and_sized_by_the_caller() {
+    let mut nodes = [NodeSlot::EMPTY; 2];
+    let config = Config {
+        jobid: JOB,
+        nranks: 6,
+        deadlines: deadlines(),
+    };
+    {
+        let mut gc: GlobalCoordinator<_, _> = GlobalCoordinator::new(config, HOSTS, &mut nodes[..]);
+        assert_eq!(gc.lc_count(), 2);
+        gc.handle_request(t(0), 0, &req(Request::Init)).unwrap();
+        gc.handle_request(t(1), 0, &req(Request::Checkpoint))
+            .unwrap();
+        gc.handle_orted_state(t(2), 0, orted(CkptState::Error))
+            .unwrap();
+        assert_eq!(
+            gc.handle_orted_state(t(2), 2, orted(CkptState::Error)),
+            Err(InputError::UnknownLc(2))
+        );
+        assert!(matches!(
+            gc.handle_lc_message(t(2), 1, &[0, 0, 0, 1, 9]),
+            Err(InputError::Decode(_))
+        ));
     }
+    assert_ne!(nodes, [NodeSlot::EMPTY; 2]);
+    // Reused storage starts empty.
+    let gc: GlobalCoordinator<_, _> = GlobalCoordinator::new(config, HOSTS, &mut nodes[..]);
+    assert!(gc.lc_results().all(|s| s == CkptState::None));
+    drop(gc);
+    assert_eq!(nodes, [NodeSlot::EMPTY; 2]);
 }
 
 /// Harness finding: with the old defaults (120 s per LC step) the GC gave
@@ -1202,9 +1296,9 @@ fn size_of_the_machine() {
 /// outlasts the bound of the party it waits for.
 #[test]
 fn default_deadlines_nest() {
-    use crate::app::Deadlines as AppDeadlines;
+    use crate::app::AppDeadlines;
     use crate::local::LocalDeadlines;
-    let gc = Deadlines::default();
+    let gc = GlobalDeadlines::default();
     let lc = LocalDeadlines::default();
     let app = AppDeadlines::default();
     // The LC's longest handshake, from the signal to the result.

@@ -1,9 +1,10 @@
 //! The local coordinator: the node daemon's side of the FIFO handshake
-//! (PROTOCOL.md §4) for up to `N` local processes, and its exchange with the
-//! global coordinator (§5), sequenced as ARCHITECTURE.md's "Coordinator
-//! choreography" says.
+//! (docs/PROTOCOL.md §4) for the local processes of one job, and its
+//! exchange with the global coordinator (§5), sequenced as
+//! docs/PROTOCOL.md §8 says.
 //!
-//! See [`LocalCoordinator`] for the contract.
+//! See [`LocalCoordinator`] for what it does and the crate's front page for
+//! the contract it follows.
 
 mod types;
 
@@ -11,22 +12,22 @@ mod types;
 mod tests;
 
 pub use types::{
-    Action, Failure, Frame, InputError, IoError, JobStateIgnored, LocalConfig, LocalDeadlines,
-    Mode, Outcome, Phase, ProcessInfo, ProcessResult, SlotId, Stage, TableError, Timings,
+    Action, Config, InputError, LocalDeadlines, Mode, Phase, ProcessFailure, ProcessInfo,
+    ProcessOutcome, ProcessResult, SlotId, Stage, Timings,
 };
 
-use crate::time::Instant;
-use crate::wire::fifo::{self, GO_AHEAD, INT_FRAME_LEN, RELEASE};
+use crate::time::{Duration, Instant};
+use crate::wire::fifo::{self, FrameBytes, GO_AHEAD, INT_FRAME_LEN, RELEASE};
 use crate::wire::{
     CkptResponse, CkptState, CrState, FifoOptions, JobOptions, JobState, LocalFinish, LocalUpdate,
-    OptionsFrame, OrtedState, ProcessName, StateCode,
+    Message, OptionsFrame, OrtedState, ProcessName, StateCode, ToDaemon,
 };
-use types::after;
+use crate::{IoError, MessageBuf};
 
 /// How many ORTED_STATE messages may wait to be polled. One phase queues at
 /// most two (a report, then RECOVERED); the rest is slack for an adapter that
 /// feeds several inputs before polling.
-const TO_GC_CAPACITY: usize = 4;
+const MAX_QUEUED_TO_GC: usize = 4;
 
 /// What a slot waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +59,17 @@ enum After {
     Nothing,
 }
 
+/// A process's result for the phase, until it is handed out as a
+/// [`ProcessResult`] (with the slot's timings).
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    slot: SlotId,
+    name: ProcessName,
+    pid: u32,
+    n: u32,
+    outcome: ProcessOutcome,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Proc {
     name: ProcessName,
@@ -65,13 +77,25 @@ struct Proc {
     n: u32,
 }
 
+/// One process's place in a [`LocalCoordinator`]'s storage: the process
+/// (name, pid, handshake counter), its running handshake and the results not
+/// yet handed out.
+///
+/// The caller owns the storage, one slot per process the coordinator may
+/// hold, and chooses its length at run time: a `[ProcessSlot; N]`, a
+/// `&mut [ProcessSlot]` into a static or a stack array, a `Vec` or a boxed
+/// slice. [`ProcessSlot::SIZE`] bytes each (376 on 64-bit targets, 328 on
+/// 32-bit ones), aligned to [`ProcessSlot::ALIGN`]. A slot's content is
+/// private; [`LocalCoordinator::new`] empties every slot it is given, so
+/// storage may be reused. Storage built from raw bytes (a C caller's
+/// buffer) must first have [`ProcessSlot::EMPTY`] written into each element.
 #[derive(Debug, Clone, Copy)]
-struct Slot {
+pub struct ProcessSlot {
     proc: Option<Proc>,
     id: SlotId,
     step: Step,
-    /// `Instant::MAX` when the step has none.
-    deadline: Instant,
+    /// `None` when the step has none.
+    deadline: Option<Instant>,
     /// Whether the current handshake counts towards the phase's report and
     /// has no result yet.
     in_phase: bool,
@@ -85,34 +109,53 @@ struct Slot {
     stage_start: Instant,
     timings: Timings,
     // Outputs not yet polled, in poll order.
-    report: Option<ProcessResult>,
+    /// A result not yet handed out; its timings are the slot's, which stay
+    /// as they are until the next phase starts.
+    report: Option<Pending>,
     close: Option<SlotId>,
     emit_signal: bool,
     emit_request: bool,
 }
 
-impl Slot {
-    fn new(index: usize) -> Self {
-        Self {
-            proc: None,
-            id: SlotId {
-                index: u32::try_from(index).unwrap_or(u32::MAX),
-                generation: 0,
-            },
-            step: Step::Idle,
-            deadline: Instant::MAX,
-            in_phase: false,
-            migrating: false,
-            final_state: CrState::None,
-            hs_n: 0,
-            began: Instant::ZERO,
-            stage_start: Instant::ZERO,
-            timings: Timings::default(),
-            report: None,
-            close: None,
-            emit_signal: false,
-            emit_request: false,
-        }
+impl Default for ProcessSlot {
+    fn default() -> Self {
+        Self::EMPTY
+    }
+}
+
+impl ProcessSlot {
+    /// An empty slot.
+    pub const EMPTY: Self = Self {
+        proc: None,
+        id: SlotId {
+            index: 0,
+            generation: 0,
+        },
+        step: Step::Idle,
+        deadline: None,
+        in_phase: false,
+        migrating: false,
+        final_state: CrState::None,
+        hs_n: 0,
+        began: Instant::ZERO,
+        stage_start: Instant::ZERO,
+        timings: Timings::EMPTY,
+        report: None,
+        close: None,
+        emit_signal: false,
+        emit_request: false,
+    };
+
+    /// The size of one slot in bytes: storage for `n` processes is
+    /// `n * ProcessSlot::SIZE` bytes.
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+
+    /// The alignment storage must have.
+    pub const ALIGN: usize = core::mem::align_of::<Self>();
+
+    /// An empty slot (as [`EMPTY`](Self::EMPTY)).
+    pub const fn new() -> Self {
+        Self::EMPTY
     }
 
     /// Free for a new process: empty and nothing left to hand out.
@@ -126,23 +169,23 @@ impl Slot {
 
     /// Moves to `step` with a deadline `wait` from now, and asks for the
     /// step's action.
-    fn enter(&mut self, step: Step, now: Instant, wait: crate::time::Duration) {
+    fn enter(&mut self, step: Step, now: Instant, wait: Duration) {
         // The handshake's trace, step by step (debug level).
         debug!(
             "local: pid {} handshake {}: {} at {} us",
             self.proc.map_or(0, |p| p.pid),
             self.hs_n,
-            Slot::stage_of(step).name(),
+            Self::stage_of(step).name(),
             now.saturating_duration_since(self.began).as_micros()
         );
         self.step = step;
-        self.deadline = after(now, wait);
+        self.deadline = Some(now + wait);
         self.stage_start = now;
         self.emit_request = true;
     }
 
     /// The time since the current stage began, and a new stage from now.
-    fn lap(&mut self, now: Instant) -> Option<crate::time::Duration> {
+    fn lap(&mut self, now: Instant) -> Option<Duration> {
         let d = now.saturating_duration_since(self.stage_start);
         self.stage_start = now;
         Some(d)
@@ -173,39 +216,44 @@ const fn next_counter(n: u32) -> u32 {
     if n >= i32::MAX as u32 { 0 } else { n + 1 }
 }
 
-/// The local coordinator of one job on one node, for up to `N` local
-/// processes.
+/// The local coordinator of one job on one node, for as many local
+/// processes as its storage has [`ProcessSlot`]s.
 ///
-/// Sans-IO: it never touches a FIFO, a signal or a clock. The adapter feeds
-/// it inputs and carries out the actions it asks for.
+/// It follows the crate's contract ([`crate`], "The contract"); what is
+/// particular to it:
+///
+/// **Storage**: `S` is the caller's, any `AsRef<[ProcessSlot]> +
+/// AsMut<[ProcessSlot]>`: a `&mut [ProcessSlot]` (as smoltcp's socket
+/// set), an array, a `Vec`. Its length is the most processes the table
+/// holds, chosen at run time. See [`ProcessSlot`] and the crate's front
+/// page ("Sizes") for the bytes each size takes. Nothing is allocated.
 ///
 /// **Inputs** (each takes `now`, the adapter's monotonic time):
-/// - the process table: [`add_process`](Self::add_process),
-///   [`remove_process`](Self::remove_process),
-///   [`update_pid`](Self::update_pid) /
-///   [`handle_local_update`](Self::handle_local_update) (LOCAL_UPDATE after a
-///   restart: new pid, counter back to 0);
-/// - from the global coordinator: [`handle_job_state`](Self::handle_job_state);
+/// - the process table: [`add_process`](Self::add_process) (returns the
+///   slot), [`remove_process`](Self::remove_process),
+///   [`update_pid`](Self::update_pid) (a restarted process's new pid:
+///   counter back to 0);
+/// - [`handle_gc_message`](Self::handle_gc_message): the bytes of a
+///   JOB_STATE from the global coordinator;
+/// - [`handle_process_message`](Self::handle_process_message): the bytes of
+///   a message from a local process (LOCAL_UPDATE updates its pid;
+///   LOCAL_FINISH is informational, logged, never required);
 /// - per slot, the answers to actions:
 ///   [`handle_fifos_exist`](Self::handle_fifos_exist),
 ///   [`handle_opened`](Self::handle_opened),
 ///   [`handle_written`](Self::handle_written),
-///   [`handle_read`](Self::handle_read) (the bytes of the frame asked for),
-///   [`handle_io_error`](Self::handle_io_error) (EOF or error: the process is
-///   gone), [`handle_stopped`](Self::handle_stopped);
-/// - from a process: [`handle_local_finish`](Self::handle_local_finish)
-///   (informational, logged, never required);
-/// - [`handle_timeout`](Self::handle_timeout) when the instant from
+///   [`handle_read`](Self::handle_read) (the bytes of the frame asked for,
+///   decoded here), [`handle_io_error`](Self::handle_io_error) (EOF or error:
+///   the process is gone), [`handle_stopped`](Self::handle_stopped);
+/// - [`handle_timeout`](Self::handle_timeout) (a tick) when the instant from
 ///   [`poll_timeout`](Self::poll_timeout) has come.
 ///
-/// **Outputs**: after every input, call [`poll_action`](Self::poll_action)
-/// until it returns `None` and carry the actions out in the order given (a
-/// slot's [`Action::Close`] comes before the next handshake's actions for
-/// that slot), then call [`poll_timeout`](Self::poll_timeout) and arm a
-/// timer for it. Each slot has at most one answered action outstanding
-/// (watch, open, write, read or stop wait). An input that does not fit the
-/// slot's step, or names an earlier generation of the slot, is ignored with
-/// an [`InputError`] and counted ([`unexpected_inputs`](Self::unexpected_inputs)).
+/// **Outputs**: [`Action`]s from [`poll_action`](Self::poll_action), in the
+/// order given (a slot's [`Action::Close`] comes before the next
+/// handshake's actions for that slot). Each slot has at most one answered
+/// action outstanding (watch, open, write, read or stop wait). An input
+/// that does not fit the slot's step, or names an earlier generation of the
+/// slot, is refused with an [`InputError`].
 ///
 /// **Behaviour**: a JOB_STATE RUNNING starts a phase: every process in the
 /// table is signalled and runs the handshake (or, at quiesce end, has its
@@ -216,7 +264,7 @@ const fn next_counter(n: u32) -> u32 {
 /// ERROR; at once with no processes). JOB_STATE ESTABLISHED or ERROR then
 /// releases every open channel, closes it and sends RECOVERED; INC_PREPED
 /// keeps the channels open until quiesce end. A JOB_STATE that does not fit
-/// is ignored with a [`JobStateIgnored`]. Every wait has a deadline
+/// is refused ([`InputError::DoesNotFit`]). Every wait has a deadline
 /// ([`LocalDeadlines`]); a missed one fails that process, or ends the whole
 /// phase with ERROR, and the machine is ready for the next checkpoint.
 ///
@@ -224,18 +272,13 @@ const fn next_counter(n: u32) -> u32 {
 /// up by one when a handshake this machine signalled ends (whatever its
 /// end), as the app coordinator's does; [`update_pid`](Self::update_pid)
 /// sets it back to 0.
-///
-/// **Size**: `size_of::<LocalCoordinator<8>>()` is 3 152 bytes on x86_64
-/// (checked by a test): 144 bytes plus 376 per process slot (most of it the
-/// per-stage timings, kept once for the running handshake and once in a
-/// result not yet polled). Nothing is allocated.
 #[derive(Debug)]
-pub struct LocalCoordinator<const N: usize> {
-    config: LocalConfig,
-    slots: [Slot; N],
+pub struct LocalCoordinator<S> {
+    config: Config,
+    slots: S,
     phase: Phase,
-    /// Deadline of the verdict or quiesced wait; `Instant::MAX` otherwise.
-    phase_deadline: Instant,
+    /// Deadline of the verdict or quiesced wait.
+    phase_deadline: Option<Instant>,
     /// What to report once the releases are done.
     release_report: CkptState,
     handle: u32,
@@ -245,18 +288,24 @@ pub struct LocalCoordinator<const N: usize> {
     pending: usize,
     /// The lowest state of the phase so far.
     lowest: CkptState,
-    to_gc: heapless::Deque<OrtedState, TO_GC_CAPACITY>,
+    to_gc: heapless::Deque<OrtedState, MAX_QUEUED_TO_GC>,
     unexpected: u32,
 }
 
-impl<const N: usize> LocalCoordinator<N> {
-    /// An idle coordinator with an empty process table.
-    pub fn new(config: LocalConfig) -> Self {
+impl<S: AsRef<[ProcessSlot]> + AsMut<[ProcessSlot]>> LocalCoordinator<S> {
+    /// An idle coordinator with an empty process table in `storage` (every
+    /// slot is emptied), for at most `storage`'s length of processes.
+    #[must_use]
+    pub fn new(config: Config, mut storage: S) -> Self {
+        for (i, slot) in storage.as_mut().iter_mut().enumerate() {
+            *slot = ProcessSlot::EMPTY;
+            slot.id.index = u32::try_from(i).unwrap_or(u32::MAX);
+        }
         Self {
             config,
-            slots: core::array::from_fn(Slot::new),
+            slots: storage,
             phase: Phase::Idle,
-            phase_deadline: Instant::MAX,
+            phase_deadline: None,
             release_report: CkptState::Recovered,
             handle: 0,
             options: JobOptions::default(),
@@ -268,8 +317,13 @@ impl<const N: usize> LocalCoordinator<N> {
         }
     }
 
+    /// The storage back (the coordinator's state is dropped with it).
+    pub fn into_storage(self) -> S {
+        self.slots
+    }
+
     /// The configuration.
-    pub fn config(&self) -> &LocalConfig {
+    pub fn config(&self) -> &Config {
         &self.config
     }
 
@@ -278,14 +332,23 @@ impl<const N: usize> LocalCoordinator<N> {
         self.phase
     }
 
-    /// Inputs ignored because they did not fit.
+    /// Inputs refused because they did not fit.
     pub fn unexpected_inputs(&self) -> u32 {
         self.unexpected
     }
 
+    /// The most processes the table can hold: the storage's length.
+    pub fn capacity(&self) -> usize {
+        self.slots.as_ref().len()
+    }
+
     /// How many processes the table holds.
     pub fn len(&self) -> usize {
-        self.slots.iter().filter(|s| s.proc.is_some()).count()
+        self.slots
+            .as_ref()
+            .iter()
+            .filter(|s| s.proc.is_some())
+            .count()
     }
 
     /// Whether the table is empty.
@@ -295,7 +358,7 @@ impl<const N: usize> LocalCoordinator<N> {
 
     /// The process named `name`.
     pub fn process(&self, name: ProcessName) -> Option<ProcessInfo> {
-        self.slots.iter().find_map(|s| {
+        self.slots.as_ref().iter().find_map(|s| {
             s.proc.filter(|p| p.name == name).map(|p| ProcessInfo {
                 slot: s.id,
                 name: p.name,
@@ -308,27 +371,29 @@ impl<const N: usize> LocalCoordinator<N> {
     // ---- the process table ----
 
     /// Adds a local process. It takes part from the next JOB_STATE RUNNING.
-    pub fn add_process(&mut self, name: ProcessName, pid: u32) -> Result<SlotId, TableError> {
+    pub fn add_process(&mut self, name: ProcessName, pid: u32) -> Result<SlotId, InputError> {
         if pid == 0 || pid > i32::MAX as u32 {
-            return Err(TableError::BadPid);
+            return Err(InputError::BadPid);
         }
         let taken = self
             .slots
+            .as_ref()
             .iter()
             .filter_map(|s| s.proc)
             .any(|p| p.name == name || p.pid == pid);
         if taken {
-            return Err(TableError::Duplicate);
+            return Err(InputError::Duplicate);
         }
         let slot = self
             .slots
+            .as_mut()
             .iter_mut()
             .find(|s| s.is_free())
-            .ok_or(TableError::Full)?;
+            .ok_or(InputError::Full)?;
         slot.bump_generation();
         slot.proc = Some(Proc { name, pid, n: 0 });
         slot.step = Step::Idle;
-        slot.deadline = Instant::MAX;
+        slot.deadline = None;
         slot.in_phase = false;
         debug!(
             "local: process {}.{} pid {} added",
@@ -338,11 +403,11 @@ impl<const N: usize> LocalCoordinator<N> {
     }
 
     /// Removes a process. A handshake it is in ends with
-    /// [`Failure::Removed`] (reported, channel closed).
-    pub fn remove_process(&mut self, now: Instant, name: ProcessName) -> Result<(), TableError> {
+    /// [`ProcessFailure::Removed`] (reported, channel closed).
+    pub fn remove_process(&mut self, now: Instant, name: ProcessName) -> Result<(), InputError> {
         let i = self.find(name)?;
-        self.interrupt(i, now, Failure::Removed);
-        if let Some(slot) = self.slots.get_mut(i) {
+        self.interrupt(i, now, ProcessFailure::Removed);
+        if let Some(slot) = self.slots.as_mut().get_mut(i) {
             slot.proc = None;
         }
         debug!("local: process {}.{} removed", name.jobid, name.vpid);
@@ -350,29 +415,34 @@ impl<const N: usize> LocalCoordinator<N> {
         Ok(())
     }
 
-    /// A restarted process has a new pid (LOCAL_UPDATE): its handshake
-    /// counter returns to 0. A handshake it is in ends with
-    /// [`Failure::Restarted`].
+    /// A restarted process has a new pid (LOCAL_UPDATE, or the runtime's own
+    /// knowledge): its handshake counter returns to 0. A handshake it is in
+    /// ends with [`ProcessFailure::Restarted`].
     pub fn update_pid(
         &mut self,
         now: Instant,
         name: ProcessName,
         pid: u32,
-    ) -> Result<SlotId, TableError> {
+    ) -> Result<SlotId, InputError> {
         if pid == 0 || pid > i32::MAX as u32 {
-            return Err(TableError::BadPid);
+            return Err(InputError::BadPid);
         }
         let i = self.find(name)?;
         let clash = self
             .slots
+            .as_ref()
             .iter()
             .enumerate()
             .any(|(j, s)| j != i && s.proc.is_some_and(|p| p.pid == pid));
         if clash {
-            return Err(TableError::Duplicate);
+            return Err(InputError::Duplicate);
         }
-        self.interrupt(i, now, Failure::Restarted);
-        let slot = self.slots.get_mut(i).ok_or(TableError::UnknownProcess)?;
+        self.interrupt(i, now, ProcessFailure::Restarted);
+        let slot = self
+            .slots
+            .as_mut()
+            .get_mut(i)
+            .ok_or(InputError::UnknownProcess)?;
         slot.bump_generation();
         slot.proc = Some(Proc { name, pid, n: 0 });
         debug!(
@@ -384,22 +454,40 @@ impl<const N: usize> LocalCoordinator<N> {
         Ok(id)
     }
 
-    /// LOCAL_UPDATE from a restarted process: [`update_pid`](Self::update_pid).
-    pub fn handle_local_update(
+    /// The bytes of a message from the local process `pid` (tag SNAPC),
+    /// decoded here: LOCAL_UPDATE from a restarted process updates its pid
+    /// ([`update_pid`](Self::update_pid)); LOCAL_FINISH is logged only (the
+    /// handshake's end is known from the FIFO; this message is never waited
+    /// for).
+    pub fn handle_process_message(
         &mut self,
         now: Instant,
-        update: &LocalUpdate,
-    ) -> Result<SlotId, TableError> {
-        let pid = u32::try_from(update.pid).map_err(|_| TableError::BadPid)?;
-        self.update_pid(now, update.name, pid)
+        pid: u32,
+        bytes: &[u8],
+    ) -> Result<(), InputError> {
+        match ToDaemon::parse(bytes) {
+            Ok(ToDaemon::LocalUpdate(update)) => self.local_update(now, &update),
+            Ok(ToDaemon::LocalFinish(finish)) => {
+                self.local_finish(pid, &finish);
+                Ok(())
+            }
+            Err(e) => {
+                warn!("local: undecodable message from pid {}", pid);
+                self.unexpected = self.unexpected.saturating_add(1);
+                Err(InputError::Decode(e))
+            }
+        }
     }
 
-    /// LOCAL_FINISH from process `pid`: logged only. The handshake's end is
-    /// known from the FIFO; this message is never waited for.
-    pub fn handle_local_finish(&mut self, now: Instant, pid: u32, finish: &LocalFinish) {
-        let _ = now;
+    fn local_update(&mut self, now: Instant, update: &LocalUpdate) -> Result<(), InputError> {
+        let pid = u32::try_from(update.pid).map_err(|_| InputError::BadPid)?;
+        self.update_pid(now, update.name, pid).map(|_| ())
+    }
+
+    fn local_finish(&self, pid: u32, finish: &LocalFinish) {
         let known = self
             .slots
+            .as_ref()
             .iter()
             .any(|s| s.proc.is_some_and(|p| p.pid == pid));
         if known {
@@ -417,36 +505,45 @@ impl<const N: usize> LocalCoordinator<N> {
         }
     }
 
-    fn find(&self, name: ProcessName) -> Result<usize, TableError> {
+    fn find(&self, name: ProcessName) -> Result<usize, InputError> {
         self.slots
+            .as_ref()
             .iter()
             .position(|s| s.proc.is_some_and(|p| p.name == name))
-            .ok_or(TableError::UnknownProcess)
+            .ok_or(InputError::UnknownProcess)
     }
 
     /// Ends whatever slot `i` is doing because the table changed under it.
-    fn interrupt(&mut self, i: usize, now: Instant, failure: Failure) {
-        let Some(slot) = self.slots.get(i) else {
+    fn interrupt(&mut self, i: usize, now: Instant, failure: ProcessFailure) {
+        let Some(slot) = self.slots.as_ref().get(i) else {
             return;
         };
         match slot.step {
             Step::Idle => {}
             // The result is already in: only the channel is left.
             Step::Held | Step::WriteRelease => self.close(i),
-            _ => self.finish(i, now, Outcome::Failed(failure), After::Close),
+            _ => self.finish(i, now, ProcessOutcome::Failed(failure), After::Close),
         }
     }
 
     // ---- the global coordinator ----
 
-    /// JOB_STATE from the global coordinator.
-    pub fn handle_job_state(
-        &mut self,
-        now: Instant,
-        job: &JobState<'_>,
-    ) -> Result<(), JobStateIgnored> {
+    /// The bytes of a message from the global coordinator (JOB_STATE,
+    /// either form), decoded here.
+    pub fn handle_gc_message(&mut self, now: Instant, bytes: &[u8]) -> Result<(), InputError> {
+        match JobState::parse(bytes) {
+            Ok(job) => self.job_state(now, &job),
+            Err(e) => {
+                warn!("local: undecodable message from the global coordinator");
+                self.unexpected = self.unexpected.saturating_add(1);
+                Err(InputError::Decode(e))
+            }
+        }
+    }
+
+    fn job_state(&mut self, now: Instant, job: &JobState<'_>) -> Result<(), InputError> {
         let state = job.state.state;
-        let ignored = JobStateIgnored::DoesNotFit {
+        let ignored = InputError::DoesNotFit {
             state,
             phase: self.phase,
         };
@@ -455,7 +552,7 @@ impl<const N: usize> LocalCoordinator<N> {
                 CkptState::Running,
                 Phase::Idle | Phase::Quiesced | Phase::AwaitVerdict(CkptState::IncPreped),
             ) => match job.detail {
-                None => Err(JobStateIgnored::MissingDetail),
+                None => Err(InputError::MissingDetail),
                 Some(detail) => {
                     let o = detail.options;
                     let mode = if o.inc_recover_only {
@@ -476,7 +573,7 @@ impl<const N: usize> LocalCoordinator<N> {
             (CkptState::IncPreped, Phase::AwaitVerdict(CkptState::IncPreped)) => {
                 debug!("local: quiesced");
                 self.phase = Phase::Quiesced;
-                self.phase_deadline = after(now, self.config.deadlines.quiesced);
+                self.phase_deadline = Some(now + self.config.deadlines.quiesced);
                 Ok(())
             }
             (
@@ -504,15 +601,15 @@ impl<const N: usize> LocalCoordinator<N> {
     fn start(&mut self, now: Instant, mode: Mode, detail: &crate::wire::JobDetail<'_>) {
         debug!("local: phase starts, handle {}", detail.handle);
         self.phase = Phase::Handshake(mode);
-        self.phase_deadline = Instant::MAX;
+        self.phase_deadline = None;
         self.handle = detail.handle;
         self.options = detail.options;
         self.all_migrating = detail.migrating.is_some();
         self.pending = 0;
         self.lowest = mode.success();
         let deadlines = self.config.deadlines;
-        for i in 0..N {
-            let Some(slot) = self.slots.get_mut(i) else {
+        for i in 0..self.capacity() {
+            let Some(slot) = self.slots.as_mut().get_mut(i) else {
                 continue;
             };
             let Some(proc) = slot.proc else {
@@ -525,7 +622,10 @@ impl<const N: usize> LocalCoordinator<N> {
             slot.in_phase = true;
             slot.migrating = migrating;
             slot.began = now;
-            slot.timings = Timings::default();
+            if slot.report.is_some() {
+                warn!("local: a result not yet polled loses its timings: actions were not polled");
+            }
+            slot.timings = Timings::EMPTY;
             match (mode, slot.step) {
                 (Mode::RecoverOnly, Step::Held) => {
                     slot.enter(Step::ReadFinal, now, deadlines.final_state);
@@ -534,7 +634,7 @@ impl<const N: usize> LocalCoordinator<N> {
                     self.finish(
                         i,
                         now,
-                        Outcome::Failed(Failure::NotQuiesced),
+                        ProcessOutcome::Failed(ProcessFailure::NotQuiesced),
                         After::Nothing,
                     );
                 }
@@ -545,7 +645,12 @@ impl<const N: usize> LocalCoordinator<N> {
                     slot.enter(Step::WaitFifos, now, deadlines.fifos);
                 }
                 // Not reachable from an idle phase; failed rather than trusted.
-                _ => self.finish(i, now, Outcome::Failed(Failure::Aborted), After::Close),
+                _ => self.finish(
+                    i,
+                    now,
+                    ProcessOutcome::Failed(ProcessFailure::Aborted),
+                    After::Close,
+                ),
             }
         }
         self.check_phase_end(now);
@@ -557,13 +662,18 @@ impl<const N: usize> LocalCoordinator<N> {
         // Leave the handshake phase first, so that the last failure does not
         // send a report.
         self.phase = Phase::Releasing;
-        for i in 0..N {
-            let running = self
-                .slots
-                .get(i)
-                .is_some_and(|s| !matches!(s.step, Step::Idle | Step::Held | Step::WriteRelease));
+        for i in 0..self.capacity() {
+            let running =
+                self.slots.as_ref().get(i).is_some_and(|s| {
+                    !matches!(s.step, Step::Idle | Step::Held | Step::WriteRelease)
+                });
             if running {
-                self.finish(i, now, Outcome::Failed(Failure::Aborted), After::Close);
+                self.finish(
+                    i,
+                    now,
+                    ProcessOutcome::Failed(ProcessFailure::Aborted),
+                    After::Close,
+                );
             }
         }
         self.release(now, CkptState::Recovered);
@@ -574,11 +684,11 @@ impl<const N: usize> LocalCoordinator<N> {
     fn release(&mut self, now: Instant, report: CkptState) {
         debug!("local: releasing, then reporting {}", report.name());
         self.phase = Phase::Releasing;
-        self.phase_deadline = Instant::MAX;
+        self.phase_deadline = None;
         self.release_report = report;
         self.pending = 0;
         let write = self.config.deadlines.write;
-        for slot in self.slots.iter_mut() {
+        for slot in self.slots.as_mut().iter_mut() {
             slot.in_phase = false;
             if slot.step == Step::Held {
                 slot.enter(Step::WriteRelease, now, write);
@@ -598,12 +708,18 @@ impl<const N: usize> LocalCoordinator<N> {
                 );
                 self.send(state);
                 self.phase = Phase::AwaitVerdict(state);
-                self.phase_deadline = after(now, self.config.deadlines.verdict);
+                self.phase_deadline = Some(now + self.config.deadlines.verdict);
             }
-            Phase::Releasing if !self.slots.iter().any(|s| s.step == Step::WriteRelease) => {
+            Phase::Releasing
+                if !self
+                    .slots
+                    .as_ref()
+                    .iter()
+                    .any(|s| s.step == Step::WriteRelease) =>
+            {
                 self.send(self.release_report);
                 self.phase = Phase::Idle;
-                self.phase_deadline = Instant::MAX;
+                self.phase_deadline = None;
             }
             _ => {}
         }
@@ -625,51 +741,49 @@ impl<const N: usize> LocalCoordinator<N> {
     // ---- slot results ----
 
     /// Records slot `i`'s result for the phase and moves its channel on.
-    fn finish(&mut self, i: usize, now: Instant, outcome: Outcome, then: After) {
+    fn finish(&mut self, i: usize, now: Instant, outcome: ProcessOutcome, then: After) {
         let mode = match self.phase {
             Phase::Handshake(mode) => mode,
             _ => Mode::Checkpoint,
         };
-        let Some(slot) = self.slots.get_mut(i) else {
+        let Some(slot) = self.slots.as_mut().get_mut(i) else {
             return;
         };
         let Some(proc) = slot.proc else {
             return;
         };
-        let mut timings = slot.timings;
-        timings.total = now.saturating_duration_since(slot.began);
-        let result = ProcessResult {
+        slot.timings.total = now.saturating_duration_since(slot.began);
+        let result = Pending {
             slot: slot.id,
             name: proc.name,
             pid: proc.pid,
             n: slot.hs_n,
             outcome,
-            timings,
         };
         if slot.report.replace(result).is_some() {
             warn!("local: a process result was dropped: actions were not polled");
         }
         match outcome {
-            Outcome::State(s) => debug!(
+            ProcessOutcome::State(s) => debug!(
                 "local: pid {} handshake {}: ended with {} after {} us",
                 proc.pid,
                 slot.hs_n,
                 s.name(),
-                timings.total.as_micros()
+                slot.timings.total.as_micros()
             ),
-            Outcome::Failed(_) => warn!(
+            ProcessOutcome::Failed(_) => warn!(
                 "local: pid {} handshake {}: failed at the {} after {} us",
                 proc.pid,
                 slot.hs_n,
                 slot.stage().name(),
-                timings.total.as_micros()
+                slot.timings.total.as_micros()
             ),
         }
         let counted = core::mem::replace(&mut slot.in_phase, false);
         match then {
             After::Hold => {
                 slot.step = Step::Held;
-                slot.deadline = Instant::MAX;
+                slot.deadline = None;
                 slot.emit_request = false;
             }
             After::Close => self.close(i),
@@ -677,10 +791,12 @@ impl<const N: usize> LocalCoordinator<N> {
         }
         if counted {
             let state = match outcome {
-                Outcome::State(CrState::Continue | CrState::Term) if mode != Mode::PrepareOnly => {
+                ProcessOutcome::State(CrState::Continue | CrState::Term)
+                    if mode != Mode::PrepareOnly =>
+                {
                     CkptState::FinishedLocal
                 }
-                Outcome::State(CrState::Running) if mode == Mode::PrepareOnly => {
+                ProcessOutcome::State(CrState::Running) if mode == Mode::PrepareOnly => {
                     CkptState::IncPreped
                 }
                 _ => CkptState::Error,
@@ -693,7 +809,7 @@ impl<const N: usize> LocalCoordinator<N> {
     /// Closes slot `i`'s channel; its handshake is over, so the counter moves
     /// on as the app coordinator's does.
     fn close(&mut self, i: usize) {
-        let Some(slot) = self.slots.get_mut(i) else {
+        let Some(slot) = self.slots.as_mut().get_mut(i) else {
             return;
         };
         if slot.step == Step::Idle {
@@ -701,7 +817,7 @@ impl<const N: usize> LocalCoordinator<N> {
         }
         slot.close = Some(slot.id);
         slot.step = Step::Idle;
-        slot.deadline = Instant::MAX;
+        slot.deadline = None;
         slot.emit_signal = false;
         slot.emit_request = false;
         if let Some(p) = slot.proc.as_mut() {
@@ -714,7 +830,7 @@ impl<const N: usize> LocalCoordinator<N> {
     /// The slot index of `id` if it is current.
     fn slot_of(&mut self, id: SlotId) -> Result<usize, InputError> {
         let i = id.index();
-        let result = match self.slots.get(i) {
+        let result = match self.slots.as_ref().get(i) {
             None => Err(InputError::NoSuchSlot),
             Some(s) if s.id != id || s.proc.is_none() => Err(InputError::Stale),
             Some(_) => Ok(i),
@@ -732,14 +848,14 @@ impl<const N: usize> LocalCoordinator<N> {
     }
 
     fn step_of(&self, i: usize) -> Step {
-        self.slots.get(i).map_or(Step::Idle, |s| s.step)
+        self.slots.as_ref().get(i).map_or(Step::Idle, |s| s.step)
     }
 
     /// Both FIFO names of the slot exist.
     pub fn handle_fifos_exist(&mut self, now: Instant, slot: SlotId) -> Result<(), InputError> {
         let i = self.slot_of(slot)?;
         let open = self.config.deadlines.open;
-        match self.slots.get_mut(i) {
+        match self.slots.as_mut().get_mut(i) {
             Some(s) if s.step == Step::WaitFifos => {
                 s.timings.fifos = s.lap(now);
                 s.enter(Step::Opening, now, open);
@@ -753,7 +869,7 @@ impl<const N: usize> LocalCoordinator<N> {
     pub fn handle_opened(&mut self, now: Instant, slot: SlotId) -> Result<(), InputError> {
         let i = self.slot_of(slot)?;
         let write = self.config.deadlines.write;
-        match self.slots.get_mut(i) {
+        match self.slots.as_mut().get_mut(i) {
             Some(s) if s.step == Step::Opening => {
                 s.timings.open = s.lap(now);
                 s.enter(Step::WriteOptions, now, write);
@@ -767,7 +883,7 @@ impl<const N: usize> LocalCoordinator<N> {
     pub fn handle_written(&mut self, now: Instant, slot: SlotId) -> Result<(), InputError> {
         let i = self.slot_of(slot)?;
         let d = self.config.deadlines;
-        let Some(s) = self.slots.get_mut(i) else {
+        let Some(s) = self.slots.as_mut().get_mut(i) else {
             return self.unexpected();
         };
         match s.step {
@@ -808,7 +924,7 @@ impl<const N: usize> LocalCoordinator<N> {
 
     fn on_response(&mut self, i: usize, now: Instant, bytes: &[u8]) {
         let write = self.config.deadlines.write;
-        let Some(s) = self.slots.get_mut(i) else {
+        let Some(s) = self.slots.as_mut().get_mut(i) else {
             return;
         };
         s.timings.response = s.lap(now);
@@ -817,15 +933,15 @@ impl<const N: usize> LocalCoordinator<N> {
             Ok(refused) => self.finish(
                 i,
                 now,
-                Outcome::Failed(Failure::Refused(refused)),
+                ProcessOutcome::Failed(ProcessFailure::Refused(refused)),
                 After::Close,
             ),
             Err(e) => {
-                let failure = Failure::Malformed {
+                let failure = ProcessFailure::Malformed {
                     stage: Stage::Response,
                     kind: e.kind,
                 };
-                self.finish(i, now, Outcome::Failed(failure), After::Close);
+                self.finish(i, now, ProcessOutcome::Failed(failure), After::Close);
             }
         }
     }
@@ -838,7 +954,7 @@ impl<const N: usize> LocalCoordinator<N> {
         let stop = self.options.stop;
         let stop_wait = self.config.deadlines.stop;
         let target = self.all_migrating;
-        let Some(s) = self.slots.get_mut(i) else {
+        let Some(s) = self.slots.as_mut().get_mut(i) else {
             return;
         };
         s.timings.final_state = s.lap(now);
@@ -846,19 +962,19 @@ impl<const N: usize> LocalCoordinator<N> {
         let state = match fifo::parse_cr_state(bytes) {
             Ok(state) => state,
             Err(e) => {
-                let failure = Failure::Malformed {
+                let failure = ProcessFailure::Malformed {
                     stage: Stage::FinalState,
                     kind: e.kind,
                 };
-                return self.finish(i, now, Outcome::Failed(failure), After::Close);
+                return self.finish(i, now, ProcessOutcome::Failed(failure), After::Close);
             }
         };
         // A migration target tears down after its final state without
-        // waiting for the release (PROTOCOL.md §4 step 5): close it.
+        // waiting for the release (docs/PROTOCOL.md §4 step 5): close it.
         let then = if target { After::Close } else { After::Hold };
         match (mode, state) {
             (Mode::PrepareOnly, CrState::Running | CrState::Error) => {
-                self.finish(i, now, Outcome::State(state), then)
+                self.finish(i, now, ProcessOutcome::State(state), then)
             }
             (Mode::Checkpoint | Mode::RecoverOnly, CrState::Continue | CrState::Term)
                 if stop && !target =>
@@ -869,11 +985,11 @@ impl<const N: usize> LocalCoordinator<N> {
             (
                 Mode::Checkpoint | Mode::RecoverOnly,
                 CrState::Continue | CrState::Term | CrState::Error,
-            ) => self.finish(i, now, Outcome::State(state), then),
+            ) => self.finish(i, now, ProcessOutcome::State(state), then),
             _ => self.finish(
                 i,
                 now,
-                Outcome::Failed(Failure::UnexpectedState(state)),
+                ProcessOutcome::Failed(ProcessFailure::UnexpectedState(state)),
                 After::Close,
             ),
         }
@@ -882,7 +998,7 @@ impl<const N: usize> LocalCoordinator<N> {
     /// The slot's process has stopped (`stop` option).
     pub fn handle_stopped(&mut self, now: Instant, slot: SlotId) -> Result<(), InputError> {
         let i = self.slot_of(slot)?;
-        let Some(s) = self.slots.get_mut(i) else {
+        let Some(s) = self.slots.as_mut().get_mut(i) else {
             return self.unexpected();
         };
         if s.step != Step::WaitStopped {
@@ -890,7 +1006,7 @@ impl<const N: usize> LocalCoordinator<N> {
         }
         s.timings.stop = s.lap(now);
         let state = s.final_state;
-        self.finish(i, now, Outcome::State(state), After::Hold);
+        self.finish(i, now, ProcessOutcome::State(state), After::Hold);
         self.check_phase_end(now);
         Ok(())
     }
@@ -904,7 +1020,7 @@ impl<const N: usize> LocalCoordinator<N> {
         error: IoError,
     ) -> Result<(), InputError> {
         let i = self.slot_of(slot)?;
-        let Some(s) = self.slots.get(i) else {
+        let Some(s) = self.slots.as_ref().get(i) else {
             return self.unexpected();
         };
         let stage = s.stage();
@@ -919,12 +1035,12 @@ impl<const N: usize> LocalCoordinator<N> {
                 self.close(i);
             }
             _ => {
-                let eof = error == IoError::Eof;
-                debug!("local: slot {} gone (eof: {})", i, eof);
+                let gone = error == IoError::PeerGone;
+                debug!("local: slot {} gone (peer gone: {})", i, gone);
                 self.finish(
                     i,
                     now,
-                    Outcome::Failed(Failure::PeerGone(stage)),
+                    ProcessOutcome::Failed(ProcessFailure::PeerGone(stage)),
                     After::Close,
                 );
             }
@@ -935,11 +1051,11 @@ impl<const N: usize> LocalCoordinator<N> {
 
     /// Time has come (see [`poll_timeout`](Self::poll_timeout)).
     pub fn handle_timeout(&mut self, now: Instant) {
-        for i in 0..N {
-            let Some(s) = self.slots.get(i) else {
+        for i in 0..self.capacity() {
+            let Some(s) = self.slots.as_ref().get(i) else {
                 continue;
             };
-            if s.deadline > now || s.proc.is_none() {
+            if s.deadline.is_none_or(|d| d > now) || s.proc.is_none() {
                 continue;
             }
             let stage = s.stage();
@@ -955,13 +1071,13 @@ impl<const N: usize> LocalCoordinator<N> {
                 _ => self.finish(
                     i,
                     now,
-                    Outcome::Failed(Failure::Timeout(stage)),
+                    ProcessOutcome::Failed(ProcessFailure::Timeout(stage)),
                     After::Close,
                 ),
             }
         }
         self.check_phase_end(now);
-        if self.phase_deadline <= now
+        if self.phase_deadline.is_some_and(|d| d <= now)
             && matches!(self.phase, Phase::AwaitVerdict(_) | Phase::Quiesced)
         {
             warn!("local: no verdict from the global coordinator in time; releasing");
@@ -971,13 +1087,23 @@ impl<const N: usize> LocalCoordinator<N> {
 
     // ---- outputs ----
 
-    /// The next action to carry out.
-    pub fn poll_action(&mut self) -> Option<Action> {
+    /// The next action to carry out, `None` when there is nothing to do. A
+    /// message to send is encoded into `out` ([`Action::SendToGc`] gives its
+    /// length).
+    #[must_use = "the actions must be carried out"]
+    pub fn poll_action(&mut self, out: &mut MessageBuf) -> Option<Action> {
         let options = self.frame_options();
         let handle = self.handle;
-        for s in self.slots.iter_mut() {
-            if let Some(result) = s.report.take() {
-                return Some(Action::Report(result));
+        for s in self.slots.as_mut().iter_mut() {
+            if let Some(r) = s.report.take() {
+                return Some(Action::Report(ProcessResult {
+                    slot: r.slot,
+                    name: r.name,
+                    pid: r.pid,
+                    n: r.n,
+                    outcome: r.outcome,
+                    timings: s.timings,
+                }));
             }
             if let Some(slot) = s.close.take() {
                 return Some(Action::Close { slot });
@@ -1017,11 +1143,11 @@ impl<const N: usize> LocalCoordinator<N> {
                 }
                 Step::WriteGoAhead => Action::Write {
                     slot,
-                    bytes: Frame::from_slice(&GO_AHEAD).unwrap_or_default(),
+                    bytes: FrameBytes::from_slice(&GO_AHEAD).unwrap_or_default(),
                 },
                 Step::WriteRelease => Action::Write {
                     slot,
-                    bytes: Frame::from_slice(&RELEASE).unwrap_or_default(),
+                    bytes: FrameBytes::from_slice(&RELEASE).unwrap_or_default(),
                 },
                 Step::ReadResponse | Step::ReadFinal => Action::Read {
                     slot,
@@ -1035,7 +1161,14 @@ impl<const N: usize> LocalCoordinator<N> {
             };
             return Some(action);
         }
-        self.to_gc.pop_front().map(Action::SendToGc)
+        while let Some(message) = self.to_gc.pop_front() {
+            match message.emit(out) {
+                Ok(len) => return Some(Action::SendToGc { len }),
+                // MAX_MESSAGE_LEN holds any ORTED_STATE; not reached.
+                Err(_) => warn!("local: ORTED_STATE could not be encoded"),
+            }
+        }
+        None
     }
 
     /// The options every process of this phase gets, less `migrating`.
@@ -1052,17 +1185,20 @@ impl<const N: usize> LocalCoordinator<N> {
         }
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) is next due.
+    /// When [`handle_timeout`](Self::handle_timeout) is next due; `None`
+    /// while nothing waits with a deadline.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let slots = self
             .slots
+            .as_ref()
             .iter()
             .filter(|s| s.proc.is_some() && !matches!(s.step, Step::Idle | Step::Held))
-            .map(|s| s.deadline);
+            .filter_map(|s| s.deadline);
         let phase = match self.phase {
-            Phase::AwaitVerdict(_) | Phase::Quiesced => Some(self.phase_deadline),
+            Phase::AwaitVerdict(_) | Phase::Quiesced => self.phase_deadline,
             _ => None,
         };
-        slots.chain(phase).min().filter(|&t| t != Instant::MAX)
+        slots.chain(phase).min()
     }
 }

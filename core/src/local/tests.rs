@@ -5,6 +5,7 @@
 extern crate std;
 
 use super::*;
+use crate::MAX_MESSAGE_LEN;
 use crate::time::Duration;
 use crate::wire::{ChannelNames, Debugger, ErrorKind, JobDetail, List};
 use std::collections::VecDeque;
@@ -15,6 +16,34 @@ const JOB: u32 = 0x1234_0001;
 
 fn name(vpid: u32) -> ProcessName {
     ProcessName { jobid: JOB, vpid }
+}
+
+/// A coordinator over an array of `N` slots.
+fn lc<const N: usize>(config: Config) -> LocalCoordinator<[ProcessSlot; N]> {
+    LocalCoordinator::new(config, [ProcessSlot::EMPTY; N])
+}
+
+/// A message's bytes, as a peer sends them.
+fn bytes<'a, M: Message<'a>>(m: &M) -> heapless::Vec<u8, MAX_MESSAGE_LEN> {
+    let mut v = heapless::Vec::new();
+    m.emit_vec(&mut v).unwrap();
+    v
+}
+
+/// A JOB_STATE from the global coordinator, through the bytes boundary.
+fn job_state<S: AsRef<[ProcessSlot]> + AsMut<[ProcessSlot]>>(
+    lc: &mut LocalCoordinator<S>,
+    now: Instant,
+    job: &JobState<'_>,
+) -> Result<(), InputError> {
+    lc.handle_gc_message(now, &bytes(job))
+}
+
+/// The next action, with a throwaway buffer for messages.
+fn poll<S: AsRef<[ProcessSlot]> + AsMut<[ProcessSlot]>>(
+    lc: &mut LocalCoordinator<S>,
+) -> Option<Action> {
+    lc.poll_action(&mut [0; MAX_MESSAGE_LEN])
 }
 
 fn words(ws: &[i32]) -> Vec<u8> {
@@ -79,7 +108,7 @@ enum Event {
 }
 
 struct Harness<const N: usize> {
-    lc: LocalCoordinator<N>,
+    lc: LocalCoordinator<[ProcessSlot; N]>,
     now: Instant,
     apps: Vec<FakeApp>,
     slots: Vec<SlotId>,
@@ -100,12 +129,12 @@ const RESTART: i32 = 3;
 
 impl<const N: usize> Harness<N> {
     fn new(procs: usize) -> Self {
-        Self::with_config(procs, LocalConfig::default())
+        Self::with_config(procs, Config::default())
     }
 
-    fn with_config(procs: usize, config: LocalConfig) -> Self {
+    fn with_config(procs: usize, config: Config) -> Self {
         let mut h = Self {
-            lc: LocalCoordinator::new(config),
+            lc: lc(config),
             now: Instant::from_secs(1),
             apps: Vec::new(),
             slots: Vec::new(),
@@ -148,17 +177,17 @@ impl<const N: usize> Harness<N> {
                 migrating: migrating.map(List::Items),
             }),
         };
-        self.lc.handle_job_state(self.now, &job).unwrap();
+        job_state(&mut self.lc, self.now, &job).unwrap();
         self.settle();
     }
 
-    fn quick(&mut self, state: CkptState) -> Result<(), JobStateIgnored> {
+    fn quick(&mut self, state: CkptState) -> Result<(), InputError> {
         let job = JobState {
             jobid: JOB,
             state: StateCode::plain(state),
             detail: None,
         };
-        let r = self.lc.handle_job_state(self.now, &job);
+        let r = job_state(&mut self.lc, self.now, &job);
         self.settle();
         r
     }
@@ -170,9 +199,10 @@ impl<const N: usize> Harness<N> {
     /// Carries out every action and feeds the answers back, one input at a
     /// time, until nothing is left; time does not pass beyond 1 ms per input.
     fn settle(&mut self) {
+        let mut out = [0u8; MAX_MESSAGE_LEN];
         loop {
-            while let Some(action) = self.lc.poll_action() {
-                self.carry_out(action);
+            while let Some(action) = self.lc.poll_action(&mut out) {
+                self.carry_out(action, &out);
             }
             let Some(event) = self.events.pop_front() else {
                 return;
@@ -207,10 +237,11 @@ impl<const N: usize> Harness<N> {
         self.run_until(Instant::MAX);
     }
 
-    fn carry_out(&mut self, action: Action) {
+    fn carry_out(&mut self, action: Action, out: &[u8]) {
         self.actions.push(action.clone());
         let index = match &action {
-            Action::SendToGc(m) => {
+            Action::SendToGc { len } => {
+                let m = OrtedState::parse(&out[..*len]).unwrap();
                 assert!(m.quick);
                 assert!(!m.state.notify);
                 self.to_gc.push(m.state.state);
@@ -287,7 +318,7 @@ impl<const N: usize> Harness<N> {
                 }
                 return;
             }
-            Action::SendToGc(_) | Action::Report(_) => return,
+            Action::SendToGc { .. } | Action::Report(_) => return,
         };
         if app.dead {
             return;
@@ -295,7 +326,7 @@ impl<const N: usize> Harness<N> {
         if app.gone == Some(at) {
             app.dead = true;
             let error = if at == At::Response || at == At::Final {
-                IoError::Eof
+                IoError::PeerGone
             } else {
                 IoError::Failed
             };
@@ -346,7 +377,7 @@ impl<const N: usize> Harness<N> {
             .unwrap()
     }
 
-    fn outcome(&self, i: usize) -> Outcome {
+    fn outcome(&self, i: usize) -> ProcessOutcome {
         self.report(i).outcome
     }
 
@@ -387,7 +418,7 @@ fn checkpoint_of_three_processes() {
                 n: 0
             }]
         );
-        assert_eq!(h.outcome(i), Outcome::State(CrState::Continue));
+        assert_eq!(h.outcome(i), ProcessOutcome::State(CrState::Continue));
         let r = h.report(i);
         assert_eq!((r.pid, r.n, r.name), (1000 + i as u32, 0, name(i as u32)));
         assert!(r.timings.fifos.is_some() && r.timings.final_state.is_some());
@@ -440,7 +471,7 @@ fn action_order_for_one_process() {
             Action::Read { .. } => "read",
             Action::WaitStopped { .. } => "stop",
             Action::Close { .. } => "close",
-            Action::SendToGc(_) => "gc",
+            Action::SendToGc { .. } => "gc",
             Action::Report(_) => "report",
         })
         .collect();
@@ -458,12 +489,12 @@ fn action_order_for_one_process() {
     });
     assert_eq!(slot.unwrap().index(), s.index());
     assert_eq!(h.apps[0].received[0], options_frame([0, 0, 1, 0, 0, 0], 7));
-    assert_eq!(h.outcome(0), Outcome::State(CrState::Term));
+    assert_eq!(h.outcome(0), ProcessOutcome::State(CrState::Term));
 }
 
 #[test]
 fn debugger_words_in_the_options_frame() {
-    let config = LocalConfig {
+    let config = Config {
         debugger: Some(Debugger {
             attach: true,
             detach: false,
@@ -516,7 +547,7 @@ fn prepare_only_then_quiesce_end() {
     };
     h.checkpoint(prep);
     assert_eq!(h.to_gc, [CkptState::IncPreped]);
-    assert_eq!(h.outcome(1), Outcome::State(CrState::Running));
+    assert_eq!(h.outcome(1), ProcessOutcome::State(CrState::Running));
     h.quick(CkptState::IncPreped).unwrap();
     assert_eq!(h.lc.phase(), Phase::Quiesced);
     assert_eq!(h.to_gc, [CkptState::IncPreped]);
@@ -531,7 +562,7 @@ fn prepare_only_then_quiesce_end() {
             migrating: None,
         }),
     };
-    assert!(h.lc.handle_job_state(h.now, &job).is_err());
+    assert!(job_state(&mut h.lc, h.now, &job).is_err());
     h.take();
     h.job(
         CkptState::Running,
@@ -542,7 +573,7 @@ fn prepare_only_then_quiesce_end() {
         None,
     );
     assert_eq!(h.to_gc, [CkptState::FinishedLocal]);
-    assert_eq!(h.outcome(0), Outcome::State(CrState::Continue));
+    assert_eq!(h.outcome(0), ProcessOutcome::State(CrState::Continue));
     // No second signal, no second options frame.
     assert_eq!(h.apps[0].signals, 1);
     h.quick(CkptState::Established).unwrap();
@@ -573,7 +604,10 @@ fn quiesce_end_without_quiesce_fails_each_process() {
         None,
     );
     assert_eq!(h.to_gc, [CkptState::Error]);
-    assert_eq!(h.outcome(0), Outcome::Failed(Failure::NotQuiesced));
+    assert_eq!(
+        h.outcome(0),
+        ProcessOutcome::Failed(ProcessFailure::NotQuiesced)
+    );
     assert_eq!(h.apps[0].signals, 0);
     h.quick(CkptState::Error).unwrap();
     assert_eq!(h.to_gc, [CkptState::Error, CkptState::Recovered]);
@@ -611,10 +645,10 @@ fn unexpected_states_in_prepare_only_and_checkpoint() {
     });
     assert_eq!(
         h.outcome(0),
-        Outcome::Failed(Failure::UnexpectedState(CrState::Continue))
+        ProcessOutcome::Failed(ProcessFailure::UnexpectedState(CrState::Continue))
     );
-    assert_eq!(h.outcome(1), Outcome::State(CrState::Running));
-    assert_eq!(h.outcome(2), Outcome::State(CrState::Error));
+    assert_eq!(h.outcome(1), ProcessOutcome::State(CrState::Running));
+    assert_eq!(h.outcome(2), ProcessOutcome::State(CrState::Error));
     assert_eq!(h.to_gc, [CkptState::Error]);
     h.quick(CkptState::Error).unwrap();
     // The ERROR one waits for its release like the RUNNING one.
@@ -628,13 +662,13 @@ fn unexpected_states_in_prepare_only_and_checkpoint() {
     h.checkpoint(plain());
     assert_eq!(
         h.outcome(0),
-        Outcome::Failed(Failure::UnexpectedState(CrState::Running))
+        ProcessOutcome::Failed(ProcessFailure::UnexpectedState(CrState::Running))
     );
     assert_eq!(
         h.outcome(1),
-        Outcome::Failed(Failure::UnexpectedState(CrState::Restart))
+        ProcessOutcome::Failed(ProcessFailure::UnexpectedState(CrState::Restart))
     );
-    assert_eq!(h.outcome(2), Outcome::State(CrState::Continue));
+    assert_eq!(h.outcome(2), ProcessOutcome::State(CrState::Continue));
     assert_eq!(h.to_gc, [CkptState::Error]);
 }
 
@@ -693,8 +727,11 @@ fn stop_waits_for_each_process_to_stop() {
     assert!(h.to_gc.is_empty());
     let t0 = h.now;
     h.run();
-    assert_eq!(h.outcome(1), Outcome::Failed(Failure::Timeout(Stage::Stop)));
-    assert_eq!(h.outcome(0), Outcome::State(CrState::Continue));
+    assert_eq!(
+        h.outcome(1),
+        ProcessOutcome::Failed(ProcessFailure::Timeout(Stage::Stop))
+    );
+    assert_eq!(h.outcome(0), ProcessOutcome::State(CrState::Continue));
     assert!(h.now >= t0 + Duration::from_secs(60));
     assert!(h.to_gc.first() == Some(&CkptState::Error));
 }
@@ -710,13 +747,13 @@ fn null_and_in_progress_answers_fail_only_their_process() {
     h.checkpoint(plain());
     assert_eq!(
         h.outcome(0),
-        Outcome::Failed(Failure::Refused(CkptResponse::Null))
+        ProcessOutcome::Failed(ProcessFailure::Refused(CkptResponse::Null))
     );
     assert_eq!(
         h.outcome(1),
-        Outcome::Failed(Failure::Refused(CkptResponse::InProgress))
+        ProcessOutcome::Failed(ProcessFailure::Refused(CkptResponse::InProgress))
     );
-    assert_eq!(h.outcome(2), Outcome::State(CrState::Continue));
+    assert_eq!(h.outcome(2), ProcessOutcome::State(CrState::Continue));
     assert_eq!(h.to_gc, [CkptState::Error]);
     // Refused: options only, no go-ahead, closed at once.
     assert_eq!(h.apps[0].received, [options_frame([0; 6], 7)]);
@@ -739,7 +776,7 @@ fn an_error_response_fails_the_process() {
     h.checkpoint(plain());
     assert_eq!(
         h.outcome(0),
-        Outcome::Failed(Failure::Refused(CkptResponse::Error))
+        ProcessOutcome::Failed(ProcessFailure::Refused(CkptResponse::Error))
     );
     assert_eq!(h.to_gc, [CkptState::Error]);
 }
@@ -754,21 +791,21 @@ fn malformed_frames() {
     h.checkpoint(plain());
     assert_eq!(
         h.outcome(0),
-        Outcome::Failed(Failure::Malformed {
+        ProcessOutcome::Failed(ProcessFailure::Malformed {
             stage: Stage::Response,
             kind: ErrorKind::UnknownResponse(9)
         })
     );
     assert_eq!(
         h.outcome(1),
-        Outcome::Failed(Failure::Malformed {
+        ProcessOutcome::Failed(ProcessFailure::Malformed {
             stage: Stage::FinalState,
             kind: ErrorKind::UnknownCrState(42)
         })
     );
     assert_eq!(
         h.outcome(2),
-        Outcome::Failed(Failure::Malformed {
+        ProcessOutcome::Failed(ProcessFailure::Malformed {
             stage: Stage::Response,
             kind: ErrorKind::Length {
                 expected: 4,
@@ -778,7 +815,7 @@ fn malformed_frames() {
     );
     assert_eq!(
         h.outcome(3),
-        Outcome::Failed(Failure::Malformed {
+        ProcessOutcome::Failed(ProcessFailure::Malformed {
             stage: Stage::FinalState,
             kind: ErrorKind::Length {
                 expected: 4,
@@ -803,22 +840,30 @@ fn malformed_frames() {
 #[test]
 fn a_process_vanishing_at_each_step() {
     let cases = [
-        (At::Signal, Failure::PeerGone(Stage::Fifos)),
-        (At::Fifos, Failure::PeerGone(Stage::Fifos)),
-        (At::Open, Failure::PeerGone(Stage::Open)),
-        (At::Options, Failure::PeerGone(Stage::Options)),
-        (At::Response, Failure::PeerGone(Stage::Response)),
-        (At::GoAhead, Failure::PeerGone(Stage::GoAhead)),
-        (At::Final, Failure::PeerGone(Stage::FinalState)),
+        (At::Signal, ProcessFailure::PeerGone(Stage::Fifos)),
+        (At::Fifos, ProcessFailure::PeerGone(Stage::Fifos)),
+        (At::Open, ProcessFailure::PeerGone(Stage::Open)),
+        (At::Options, ProcessFailure::PeerGone(Stage::Options)),
+        (At::Response, ProcessFailure::PeerGone(Stage::Response)),
+        (At::GoAhead, ProcessFailure::PeerGone(Stage::GoAhead)),
+        (At::Final, ProcessFailure::PeerGone(Stage::FinalState)),
     ];
     for (at, failure) in cases {
         let mut h = Harness::<3>::new(3);
         h.script_all(&[START, CONTINUE]);
         h.app(1).gone = Some(at);
         h.checkpoint(plain());
-        assert_eq!(h.outcome(1), Outcome::Failed(failure), "{at:?}");
-        assert_eq!(h.outcome(0), Outcome::State(CrState::Continue), "{at:?}");
-        assert_eq!(h.outcome(2), Outcome::State(CrState::Continue), "{at:?}");
+        assert_eq!(h.outcome(1), ProcessOutcome::Failed(failure), "{at:?}");
+        assert_eq!(
+            h.outcome(0),
+            ProcessOutcome::State(CrState::Continue),
+            "{at:?}"
+        );
+        assert_eq!(
+            h.outcome(2),
+            ProcessOutcome::State(CrState::Continue),
+            "{at:?}"
+        );
         assert_eq!(h.to_gc, [CkptState::Error], "{at:?}");
         assert_eq!(h.apps[1].closes, 1, "{at:?}");
         h.quick(CkptState::Error).unwrap();
@@ -850,7 +895,7 @@ fn a_channel_lost_while_held_is_closed_without_a_second_report() {
     h.script_all(&[START, CONTINUE]);
     h.checkpoint(plain());
     let s = h.report(0).slot;
-    h.lc.handle_io_error(h.now, s, IoError::Eof).unwrap();
+    h.lc.handle_io_error(h.now, s, IoError::PeerGone).unwrap();
     h.settle();
     assert_eq!(h.apps[0].closes, 1);
     h.quick(CkptState::Established).unwrap();
@@ -889,7 +934,7 @@ fn a_deadline_at_each_wait() {
         h.run_until(due);
         assert_eq!(
             h.outcome(2),
-            Outcome::Failed(Failure::Timeout(stage)),
+            ProcessOutcome::Failed(ProcessFailure::Timeout(stage)),
             "{at:?}"
         );
         assert_eq!(h.to_gc, [CkptState::Error], "{at:?}");
@@ -990,29 +1035,29 @@ fn five_checkpoints_in_a_row() {
 
 #[test]
 fn full_table_and_bad_entries() {
-    let mut lc = LocalCoordinator::<2>::new(LocalConfig::default());
+    let mut lc = lc::<2>(Config::default());
     assert!(lc.is_empty());
     let a = lc.add_process(name(0), 10).unwrap();
     lc.add_process(name(1), 11).unwrap();
-    assert_eq!(lc.add_process(name(2), 12), Err(TableError::Full));
-    assert_eq!(lc.add_process(name(0), 13), Err(TableError::Duplicate));
-    assert_eq!(lc.add_process(name(3), 11), Err(TableError::Duplicate));
-    assert_eq!(lc.add_process(name(3), 0), Err(TableError::BadPid));
+    assert_eq!(lc.add_process(name(2), 12), Err(InputError::Full));
+    assert_eq!(lc.add_process(name(0), 13), Err(InputError::Duplicate));
+    assert_eq!(lc.add_process(name(3), 11), Err(InputError::Duplicate));
+    assert_eq!(lc.add_process(name(3), 0), Err(InputError::BadPid));
     assert_eq!(
         lc.add_process(name(3), i32::MAX as u32 + 1),
-        Err(TableError::BadPid)
+        Err(InputError::BadPid)
     );
     assert_eq!(
         lc.remove_process(Instant::ZERO, name(7)),
-        Err(TableError::UnknownProcess)
+        Err(InputError::UnknownProcess)
     );
     assert_eq!(
         lc.update_pid(Instant::ZERO, name(7), 5),
-        Err(TableError::UnknownProcess)
+        Err(InputError::UnknownProcess)
     );
     assert_eq!(
         lc.update_pid(Instant::ZERO, name(0), 11),
-        Err(TableError::Duplicate)
+        Err(InputError::Duplicate)
     );
     assert_eq!(lc.len(), 2);
     lc.remove_process(Instant::ZERO, name(0)).unwrap();
@@ -1035,7 +1080,7 @@ fn full_table_and_bad_entries() {
         Err(InputError::Unexpected)
     );
     assert_eq!(lc.unexpected_inputs(), 3);
-    assert!(lc.poll_action().is_none());
+    assert!(poll(&mut lc).is_none());
 }
 
 #[test]
@@ -1052,16 +1097,21 @@ fn local_update_resets_the_counter() {
         pid: 4242,
         debug: None,
     };
-    let slot = h.lc.handle_local_update(h.now, &update).unwrap();
-    assert_eq!(slot.index(), 0);
+    h.lc.handle_process_message(h.now, 4242, &bytes(&ToDaemon::LocalUpdate(update)))
+        .unwrap();
+    assert_eq!(h.lc.process(name(0)).unwrap().slot.index(), 0);
     let info = h.lc.process(name(0)).unwrap();
     assert_eq!((info.pid, info.n), (4242, 0));
     assert_eq!(info.names(), ChannelNames { pid: 4242, n: 0 });
     let bad = LocalUpdate { pid: -1, ..update };
     assert_eq!(
-        h.lc.handle_local_update(h.now, &bad),
-        Err(TableError::BadPid)
+        h.lc.handle_process_message(h.now, 4242, &bytes(&ToDaemon::LocalUpdate(bad))),
+        Err(InputError::BadPid)
     );
+    assert!(matches!(
+        h.lc.handle_process_message(h.now, 4242, &[0, 0, 0, 1, 9]),
+        Err(InputError::Decode(_))
+    ));
     // The restarted app coordinator starts again at 0.
     h.apps[0] = FakeApp {
         pid: 4242,
@@ -1086,7 +1136,10 @@ fn local_update_during_a_handshake_fails_it() {
     let new = h.lc.update_pid(h.now, name(0), 5000).unwrap();
     assert_ne!(old, new);
     h.settle();
-    assert_eq!(h.outcome(0), Outcome::Failed(Failure::Restarted));
+    assert_eq!(
+        h.outcome(0),
+        ProcessOutcome::Failed(ProcessFailure::Restarted)
+    );
     assert_eq!(h.to_gc, [CkptState::Error]);
     assert_eq!(h.lc.process(name(0)).unwrap().n, 0);
     assert_eq!(h.lc.handle_written(h.now, old), Err(InputError::Stale));
@@ -1101,9 +1154,12 @@ fn removing_a_process_during_its_handshake() {
     assert!(h.to_gc.is_empty());
     h.lc.remove_process(h.now, name(0)).unwrap();
     // The slot is not reused before its close and report are handed out.
-    assert_eq!(h.lc.add_process(name(5), 77), Err(TableError::Full));
+    assert_eq!(h.lc.add_process(name(5), 77), Err(InputError::Full));
     h.settle();
-    assert_eq!(h.outcome(0), Outcome::Failed(Failure::Removed));
+    assert_eq!(
+        h.outcome(0),
+        ProcessOutcome::Failed(ProcessFailure::Removed)
+    );
     assert_eq!(h.apps[0].closes, 1);
     assert_eq!(h.to_gc, [CkptState::Error]);
     assert_eq!(h.lc.add_process(name(5), 77).unwrap().index(), 0);
@@ -1123,15 +1179,9 @@ fn job_states_that_do_not_fit_are_ignored() {
         CkptState::Recovered,
         CkptState::None,
     ] {
-        assert!(matches!(
-            h.quick(s),
-            Err(JobStateIgnored::DoesNotFit { .. })
-        ));
+        assert!(matches!(h.quick(s), Err(InputError::DoesNotFit { .. })));
     }
-    assert_eq!(
-        h.quick(CkptState::Running),
-        Err(JobStateIgnored::MissingDetail)
-    );
+    assert_eq!(h.quick(CkptState::Running), Err(InputError::MissingDetail));
     assert!(h.actions.is_empty());
     h.script_all(&[START, CONTINUE]);
     h.app(0).silent = Some(At::Final);
@@ -1146,7 +1196,7 @@ fn job_states_that_do_not_fit_are_ignored() {
             migrating: None,
         }),
     };
-    assert!(h.lc.handle_job_state(h.now, &job).is_err());
+    assert!(job_state(&mut h.lc, h.now, &job).is_err());
     assert!(h.quick(CkptState::Established).is_err());
     assert!(h.quick(CkptState::IncPreped).is_err());
     assert_eq!(h.lc.phase(), Phase::Handshake(Mode::Checkpoint));
@@ -1160,11 +1210,14 @@ fn job_states_that_do_not_fit_are_ignored() {
         },
         detail: None,
     };
-    h.lc.handle_job_state(h.now, &notify).unwrap();
+    job_state(&mut h.lc, h.now, &notify).unwrap();
     h.settle();
     // ERROR during the handshakes aborts them and releases the finished.
-    assert_eq!(h.outcome(0), Outcome::Failed(Failure::Aborted));
-    assert_eq!(h.outcome(1), Outcome::State(CrState::Continue));
+    assert_eq!(
+        h.outcome(0),
+        ProcessOutcome::Failed(ProcessFailure::Aborted)
+    );
+    assert_eq!(h.outcome(1), ProcessOutcome::State(CrState::Continue));
     assert_eq!(h.to_gc, [CkptState::Recovered]);
     assert_eq!(h.apps[1].received.last().unwrap(), &RELEASE.to_vec());
     assert_eq!(h.apps[0].received.len(), 2);
@@ -1181,8 +1234,9 @@ fn local_finish_is_informational() {
     let finish = LocalFinish {
         cr_state: CrState::Continue,
     };
-    h.lc.handle_local_finish(h.now, 1000, &finish);
-    h.lc.handle_local_finish(h.now, 99, &finish);
+    let finish = bytes(&ToDaemon::LocalFinish(finish));
+    h.lc.handle_process_message(h.now, 1000, &finish).unwrap();
+    h.lc.handle_process_message(h.now, 99, &finish).unwrap();
     h.settle();
     assert_eq!(h.actions.len(), before);
     assert_eq!(h.lc.phase(), Phase::Handshake(Mode::Checkpoint));
@@ -1221,18 +1275,28 @@ fn inputs_that_do_not_fit_the_step() {
     // The handshake's own generation differs from the slot's at add time.
     assert_eq!(h.lc.handle_fifos_exist(h.now, s), Err(InputError::Stale));
     h.lc.handle_fifos_exist(h.now, slot).unwrap();
-    assert!(matches!(h.lc.poll_action(), Some(Action::OpenFifos { .. })));
+    assert!(matches!(poll(&mut h.lc), Some(Action::OpenFifos { .. })));
     assert_eq!(h.lc.unexpected_inputs(), 5);
 }
 
 #[test]
-fn size_is_as_documented() {
-    assert_eq!(core::mem::size_of::<LocalCoordinator<8>>(), 3152);
-    assert_eq!(core::mem::size_of::<LocalCoordinator<0>>(), 144);
-    assert_eq!(
-        core::mem::size_of::<LocalCoordinator<9>>() - core::mem::size_of::<LocalCoordinator<8>>(),
-        376
-    );
+fn storage_is_emptied_and_indexed_by_new() {
+    let mut storage = [ProcessSlot::EMPTY; 3];
+    {
+        let mut lc = LocalCoordinator::new(Config::default(), &mut storage[..]);
+        for v in 0..3 {
+            lc.add_process(name(v), 100 + v).unwrap();
+        }
+        assert_eq!(lc.add_process(name(9), 99), Err(InputError::Full));
+    }
+    // Reused: every slot is empty again, and indexed from 0.
+    let mut lc = LocalCoordinator::new(Config::default(), &mut storage[..]);
+    assert!(lc.is_empty());
+    assert_eq!(lc.capacity(), 3);
+    assert_eq!(lc.add_process(name(5), 105).unwrap().index(), 0);
+    let mut none = LocalCoordinator::new(Config::default(), std::vec::Vec::<ProcessSlot>::new());
+    assert_eq!(none.add_process(name(0), 100), Err(InputError::Full));
+    assert_eq!(none.into_storage().len(), 0);
 }
 
 #[test]
@@ -1267,13 +1331,14 @@ fn random_inputs_never_hang_or_panic() {
     let (mut sent, mut reports) = (0u32, 0u32);
     for seed in 1..=40u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let mut lc = LocalCoordinator::<3>::new(LocalConfig::default());
+        let mut lc = lc::<3>(Config::default());
         let mut now = Instant::ZERO;
         let mut ids: Vec<SlotId> = Vec::new();
         let moving = [name(1)];
         for _ in 0..400 {
             now += Duration::from_millis(rng.below(5_000));
-            while let Some(a) = lc.poll_action() {
+            let mut out = [0u8; MAX_MESSAGE_LEN];
+            while let Some(a) = lc.poll_action(&mut out) {
                 match a {
                     Action::Signal { slot, .. }
                     | Action::WatchFifos { slot, .. }
@@ -1286,7 +1351,10 @@ fn random_inputs_never_hang_or_panic() {
                         reports += 1;
                         ids.push(r.slot);
                     }
-                    Action::SendToGc(_) => sent += 1,
+                    Action::SendToGc { len } => {
+                        OrtedState::parse(&out[..len]).unwrap();
+                        sent += 1;
+                    }
                 }
             }
             let slot = if ids.is_empty() || rng.below(8) == 0 {
@@ -1301,11 +1369,13 @@ fn random_inputs_never_hang_or_panic() {
             let _ = match rng.below(14) {
                 0 => lc
                     .add_process(name(vpid), 100 + rng.below(6) as u32)
-                    .map(|_| ()),
-                1 => lc.remove_process(now, name(vpid)),
+                    .map(|_| ())
+                    .map_err(|_| ()),
+                1 => lc.remove_process(now, name(vpid)).map_err(|_| ()),
                 2 => lc
                     .update_pid(now, name(vpid), 200 + rng.below(6) as u32)
-                    .map(|_| ()),
+                    .map(|_| ())
+                    .map_err(|_| ()),
                 3 | 4 => {
                     let state = CkptState::ALL[rng.below(13) as usize];
                     let options = JobOptions {
@@ -1324,35 +1394,29 @@ fn random_inputs_never_hang_or_panic() {
                         state: StateCode::plain(state),
                         detail,
                     };
-                    let _ = lc.handle_job_state(now, &job);
+                    let _ = job_state(&mut lc, now, &job);
                     Ok(())
                 }
-                5 => lc
-                    .handle_fifos_exist(now, slot)
-                    .map_err(|_| TableError::Full),
-                6 => lc.handle_opened(now, slot).map_err(|_| TableError::Full),
-                7 => lc.handle_written(now, slot).map_err(|_| TableError::Full),
+                5 => lc.handle_fifos_exist(now, slot).map_err(|_| ()),
+                6 => lc.handle_opened(now, slot).map_err(|_| ()),
+                7 => lc.handle_written(now, slot).map_err(|_| ()),
                 8 | 9 => {
                     let len = [4, 4, 4, 0, 3, 5][rng.below(6) as usize];
                     let code = rng.below(10) as i32 - 1;
                     let mut buf = [0u8; 8];
                     buf[..4].copy_from_slice(&code.to_ne_bytes());
-                    lc.handle_read(now, slot, &buf[..len])
-                        .map_err(|_| TableError::Full)
+                    lc.handle_read(now, slot, &buf[..len]).map_err(|_| ())
                 }
                 10 => lc
-                    .handle_io_error(now, slot, IoError::Eof)
-                    .map_err(|_| TableError::Full),
-                11 => lc.handle_stopped(now, slot).map_err(|_| TableError::Full),
+                    .handle_io_error(now, slot, IoError::PeerGone)
+                    .map_err(|_| ()),
+                11 => lc.handle_stopped(now, slot).map_err(|_| ()),
                 12 => {
-                    lc.handle_local_finish(
-                        now,
-                        100,
-                        &LocalFinish {
-                            cr_state: CrState::Continue,
-                        },
-                    );
-                    Ok(())
+                    let finish = ToDaemon::LocalFinish(LocalFinish {
+                        cr_state: CrState::Continue,
+                    });
+                    lc.handle_process_message(now, 100, &bytes(&finish))
+                        .map_err(|_| ())
                 }
                 _ => {
                     lc.handle_timeout(now);
@@ -1363,7 +1427,7 @@ fn random_inputs_never_hang_or_panic() {
         // No more inputs: only time passes.
         let mut steps = 0;
         loop {
-            while lc.poll_action().is_some() {}
+            while poll(&mut lc).is_some() {}
             let Some(t) = lc.poll_timeout() else {
                 break;
             };

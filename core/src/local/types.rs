@@ -1,16 +1,12 @@
 //! The local coordinator's configuration, slot handles, actions, results and
 //! errors.
 
-use crate::time::{Duration, Instant};
+use crate::time::Duration;
+use crate::wire::fifo::FrameBytes;
 use crate::wire::{
-    ChannelNames, CkptResponse, CkptState, CrState, Debugger, ErrorKind, OptionsFrame, OrtedState,
-    ProcessName,
+    ChannelNames, CkptResponse, CkptState, CrState, Debugger, DecodeError, ErrorKind, ProcessName,
 };
 use core::fmt;
-
-/// A frame the local coordinator writes: the options frame (the longest,
-/// with the debugger words), the go-ahead or the release.
-pub type Frame = heapless::Vec<u8, { OptionsFrame::DEBUG_LEN }>;
 
 /// How long each wait of the local coordinator may last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +41,7 @@ impl Default for LocalDeadlines {
     /// a minute for the stop; 75 minutes for the verdict, longer than the
     /// global coordinator's default wait for every LC's report plus its wait
     /// for the runtime (65 + 5 minutes), so that the LC never gives up on a
-    /// verdict that is still to come (ARCHITECTURE.md, "Coordinator
-    /// choreography").
+    /// verdict that is still to come (docs/PROTOCOL.md §9).
     fn default() -> Self {
         Self {
             fifos: Duration::from_secs(20),
@@ -64,7 +59,7 @@ impl Default for LocalDeadlines {
 /// The local coordinator's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct LocalConfig {
+pub struct Config {
     /// Every deadline.
     pub deadlines: LocalDeadlines,
     /// `Some` when both sides are built with checkpoint debugging: the
@@ -85,7 +80,7 @@ pub struct SlotId {
 }
 
 impl SlotId {
-    /// The slot's index in the table (`0..N`).
+    /// The slot's index in the caller's storage.
     pub const fn index(self) -> usize {
         self.index as usize
     }
@@ -137,7 +132,8 @@ impl Stage {
 /// Why a process failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Failure {
+#[non_exhaustive]
+pub enum ProcessFailure {
     /// The stage's deadline passed.
     Timeout(Stage),
     /// The process went away (EOF, EPIPE, an I/O error, the signal could not
@@ -166,7 +162,7 @@ pub enum Failure {
     Aborted,
 }
 
-impl fmt::Display for Failure {
+impl fmt::Display for ProcessFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Timeout(s) => write!(f, "deadline passed waiting for the {}", s.name()),
@@ -187,12 +183,12 @@ impl fmt::Display for Failure {
 /// How one process's handshake ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Outcome {
+pub enum ProcessOutcome {
     /// The state it sent: RUNNING after prepare-only, CONTINUE or TERM after
     /// a checkpoint (success), or ERROR.
     State(CrState),
     /// It failed.
-    Failed(Failure),
+    Failed(ProcessFailure),
 }
 
 /// How long each stage took; `None` for a stage not reached.
@@ -218,6 +214,20 @@ pub struct Timings {
     pub total: Duration,
 }
 
+impl Timings {
+    /// No stage reached.
+    pub const EMPTY: Self = Self {
+        fifos: None,
+        open: None,
+        options: None,
+        response: None,
+        go_ahead: None,
+        final_state: None,
+        stop: None,
+        total: Duration::ZERO,
+    };
+}
+
 /// One process's result for one phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -231,7 +241,7 @@ pub struct ProcessResult {
     /// The handshake counter of the FIFO names used.
     pub n: u32,
     /// How it ended.
-    pub outcome: Outcome,
+    pub outcome: ProcessOutcome,
     /// Per-stage durations.
     pub timings: Timings,
 }
@@ -240,6 +250,8 @@ pub struct ProcessResult {
 /// the input that answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[must_use = "every action must be carried out (or answered) for the machine to go on"]
+#[non_exhaustive]
 pub enum Action {
     /// Send the checkpoint signal (SIGUSR1 by default) to `pid`. If it
     /// cannot be delivered, answer [`handle_io_error`].
@@ -273,7 +285,7 @@ pub enum Action {
         /// The slot.
         slot: SlotId,
         /// The whole frame.
-        bytes: Frame,
+        bytes: FrameBytes,
     },
     /// Read exactly `len` bytes from the slot's `prog_write`; answer
     /// [`handle_read`](super::LocalCoordinator::handle_read) with them.
@@ -297,26 +309,32 @@ pub enum Action {
         /// The slot, with the generation to close.
         slot: SlotId,
     },
-    /// Send ORTED_STATE (quick form) to the global coordinator.
-    SendToGc(OrtedState),
+    /// Send the first `len` bytes of the buffer given to
+    /// [`poll_action`](super::LocalCoordinator::poll_action) to the global
+    /// coordinator: ORTED_STATE (quick form).
+    SendToGc {
+        /// The message's length.
+        len: usize,
+    },
     /// A process's result for this phase (for logs and statistics).
     Report(ProcessResult),
 }
 
-/// How a FIFO operation failed.
+/// Why the machine did not take an input (see the crate's contract,
+/// "Inputs"). Nothing changed but the count of
+/// [`unexpected_inputs`](super::LocalCoordinator::unexpected_inputs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum IoError {
-    /// End of file: the other side closed.
-    Eof,
-    /// Any other error (EPIPE, ESRCH from the signal, ...).
-    Failed,
-}
-
-/// A process-table operation that was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum TableError {
+#[non_exhaustive]
+pub enum InputError {
+    /// Bytes that do not decode as the message the channel carries.
+    Decode(DecodeError),
+    /// The slot index is outside the storage.
+    NoSuchSlot,
+    /// The slot has moved on (another process, pid or handshake).
+    Stale,
+    /// The slot is not waiting for this input.
+    Unexpected,
     /// Every slot holds a process (or still has actions to hand out).
     Full,
     /// The name or the pid is already in the table.
@@ -325,40 +343,37 @@ pub enum TableError {
     UnknownProcess,
     /// A pid must be between 1 and `i32::MAX`.
     BadPid,
-}
-
-impl fmt::Display for TableError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Full => "the process table is full",
-            Self::Duplicate => "the process name or pid is already in the table",
-            Self::UnknownProcess => "no such process in the table",
-            Self::BadPid => "a pid must be between 1 and i32::MAX",
-        })
-    }
-}
-
-/// A FIFO or process input that was ignored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum InputError {
-    /// The slot index is outside the table.
-    NoSuchSlot,
-    /// The slot has moved on (another process, pid or handshake).
-    Stale,
-    /// The slot is not waiting for this input.
-    Unexpected,
+    /// A JOB_STATE RUNNING without the long form's handle and options.
+    MissingDetail,
+    /// A JOB_STATE whose state does not fit what the machine is doing.
+    DoesNotFit {
+        /// The state received.
+        state: CkptState,
+        /// What the machine was doing.
+        phase: Phase,
+    },
 }
 
 impl fmt::Display for InputError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::NoSuchSlot => "no such slot",
-            Self::Stale => "input for an earlier process or handshake of this slot",
-            Self::Unexpected => "the slot does not wait for this input",
-        })
+        match self {
+            Self::Decode(e) => write!(f, "undecodable message: {e}"),
+            Self::NoSuchSlot => f.write_str("no such slot"),
+            Self::Stale => f.write_str("input for an earlier process or handshake of this slot"),
+            Self::Unexpected => f.write_str("the slot does not wait for this input"),
+            Self::Full => f.write_str("the process table is full"),
+            Self::Duplicate => f.write_str("the process name or pid is already in the table"),
+            Self::UnknownProcess => f.write_str("no such process in the table"),
+            Self::BadPid => f.write_str("a pid must be between 1 and i32::MAX"),
+            Self::MissingDetail => f.write_str("JOB_STATE RUNNING without handle and options"),
+            Self::DoesNotFit { state, phase } => {
+                write!(f, "JOB_STATE {} does not fit {:?}", state.name(), phase)
+            }
+        }
     }
 }
+
+impl core::error::Error for InputError {}
 
 /// What the machine is doing, as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -398,32 +413,6 @@ impl Mode {
     }
 }
 
-/// Why a JOB_STATE was ignored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum JobStateIgnored {
-    /// A RUNNING without the long form's handle and options.
-    MissingDetail,
-    /// The state does not fit what the machine is doing.
-    DoesNotFit {
-        /// The state received.
-        state: CkptState,
-        /// What the machine was doing.
-        phase: Phase,
-    },
-}
-
-impl fmt::Display for JobStateIgnored {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::MissingDetail => f.write_str("JOB_STATE RUNNING without handle and options"),
-            Self::DoesNotFit { state, phase } => {
-                write!(f, "JOB_STATE {} does not fit {:?}", state.name(), phase)
-            }
-        }
-    }
-}
-
 /// A process in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -446,9 +435,4 @@ impl ProcessInfo {
             n: self.n,
         }
     }
-}
-
-/// An instant `d` after `now`, used for deadlines.
-pub(super) fn after(now: Instant, d: Duration) -> Instant {
-    now.saturating_add(d)
 }

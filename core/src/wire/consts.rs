@@ -1,4 +1,4 @@
-//! The protocol's constants (PROTOCOL.md §2) as enums.
+//! The protocol's constants (docs/PROTOCOL.md §2) as enums.
 //!
 //! Each enum converts from its wire integer with `from_code` (`None` for a
 //! code the protocol does not define; the decoders turn that into an error)
@@ -216,7 +216,7 @@ wire_enum! {
 pub const NOTIFY_BASE: i32 = 131_072;
 
 wire_enum! {
-    /// DSS type codes (PROTOCOL.md §6); only a few appear on the wire as type bytes.
+    /// DSS type codes (docs/PROTOCOL.md §6); only a few appear on the wire as type bytes.
     pub enum DssType: u8 {
         /// Byte.
         Byte = 1 => "BYTE",

@@ -1,4 +1,4 @@
-//! Open MPI's DSS encoding for non-described buffers (PROTOCOL.md §6).
+//! Open MPI's DSS encoding for non-described buffers (docs/PROTOCOL.md §6).
 //!
 //! Every field is one `pack` call: a big-endian `int32` count (always 1 in
 //! this protocol), then a type byte for the "system" types only (`int` 0x09,

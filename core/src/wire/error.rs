@@ -83,7 +83,7 @@ pub enum ErrorKind {
 pub struct DecodeError {
     /// Byte offset in the input where the field (or the offending part) starts.
     pub offset: usize,
-    /// The field being decoded, as named in PROTOCOL.md.
+    /// The field being decoded, as named in docs/PROTOCOL.md.
     pub field: &'static str,
     /// What was wrong.
     pub kind: ErrorKind,

@@ -1,5 +1,5 @@
 //! The frames of the FIFO handshake between an app coordinator and its local
-//! coordinator (PROTOCOL.md §4).
+//! coordinator (docs/PROTOCOL.md §4).
 //!
 //! Every field is a 4-byte C `int` (the sstore handle a `uint32`) in the
 //! host's byte order: both ends run on the same node. Booleans are written 0
@@ -18,6 +18,14 @@ use super::error::{DecodeError, EmitError, ErrorKind};
 
 /// Length of every single-`int` frame.
 pub const INT_FRAME_LEN: usize = 4;
+
+/// The longest frame of the handshake: the options frame with the debugger
+/// words.
+pub const MAX_FRAME_LEN: usize = OptionsFrame::DEBUG_LEN;
+
+/// The bytes of one frame, owned: what a local coordinator writes (the
+/// options frame, the go-ahead, the release).
+pub type FrameBytes = heapless::Vec<u8, MAX_FRAME_LEN>;
 
 /// The debugger fields, present only when both sides are built with checkpoint debugging.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -143,7 +151,7 @@ impl OptionsFrame {
     }
 
     /// The encoded frame.
-    pub fn to_bytes(&self) -> heapless::Vec<u8, { Self::DEBUG_LEN }> {
+    pub fn to_bytes(&self) -> FrameBytes {
         let o = self.options;
         let mut words: heapless::Vec<i32, 9> = heapless::Vec::new();
         let base = [

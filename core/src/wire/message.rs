@@ -1,4 +1,4 @@
-//! The coordinator messages of PROTOCOL.md §5, one type each, and the three
+//! The coordinator messages of docs/PROTOCOL.md §5, one type each, and the three
 //! channels that carry them.
 //!
 //! | channel | messages |

@@ -1,5 +1,5 @@
 //! The wire layer: DSS buffers, coordinator messages, FIFO frames and names
-//! (PROTOCOL.md §2, §4, §5, §6).
+//! (docs/PROTOCOL.md §2, §4, §5, §6).
 //!
 //! Shape, after smoltcp's `wire`: each message is a plain value with `parse`
 //! (borrowing strings from the input), `encode` into any [`Sink`], and the
@@ -10,6 +10,7 @@ pub mod consts;
 pub mod dss;
 mod error;
 pub mod fifo;
+pub mod io;
 pub mod list;
 pub mod message;
 pub mod names;

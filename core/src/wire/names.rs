@@ -1,4 +1,4 @@
-//! FIFO names of the handshake (PROTOCOL.md §4).
+//! FIFO names of the handshake (docs/PROTOCOL.md §4).
 //!
 //! Handshake `n` of process `pid` uses `opal_cr_prog_read.<pid>_<n>` (the app
 //! coordinator reads it) and `opal_cr_prog_write.<pid>_<n>` (it writes it),

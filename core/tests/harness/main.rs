@@ -6,7 +6,7 @@
 
 mod world;
 
-use snapc_core::app::{CheckpointResult, Failure, PrepareResult, Wait};
+use snapc_core::app::{CheckpointResult, PrepareResult, Wait, WaitFailure as Failure};
 use snapc_core::global::{self, Command};
 use snapc_core::local::{self, Stage};
 use snapc_core::time::Duration;
@@ -74,7 +74,11 @@ fn assert_all_lc_results(w: &World, from: &[usize], state: CrState) {
         let results = &w.lc_results[lc][from[lc]..];
         assert_eq!(results.len(), PER_NODE, "lc{lc}: {results:?}");
         for r in results {
-            assert_eq!(r.outcome, local::Outcome::State(state), "lc{lc}: {r:?}");
+            assert_eq!(
+                r.outcome,
+                local::ProcessOutcome::State(state),
+                "lc{lc}: {r:?}"
+            );
         }
     }
 }
@@ -194,10 +198,8 @@ fn restart_reports_local_update_and_resets_the_counter() {
     let info = w.lcs[1].process(world::name_of(4)).unwrap();
     assert_eq!((info.pid, info.n), (NEW_PID, 0));
     // The LC learnt of the restart during the handshake it ran with the old pid.
-    assert!(
-        w.lc_results[1].iter().any(|r| r.pid == pid_of(4)
-            && r.outcome == local::Outcome::Failed(local::Failure::Restarted))
-    );
+    assert!(w.lc_results[1].iter().any(|r| r.pid == pid_of(4)
+        && r.outcome == local::ProcessOutcome::Failed(local::ProcessFailure::Restarted)));
     // The next checkpoint uses the new pid's names from 0.
     let r = checkpoint(&mut w);
     assert_eq!(r.error, None, "{r:?}");
@@ -275,7 +277,8 @@ fn stop_without_the_process_stopping_fails_that_process_only() {
     .unwrap();
     w.run_until("stop", |w| w.idle());
     assert!(w.lc_results[0].iter().any(|r| r.pid == pid_of(2)
-        && r.outcome == local::Outcome::Failed(local::Failure::Timeout(Stage::Stop))));
+        && r.outcome
+            == local::ProcessOutcome::Failed(local::ProcessFailure::Timeout(Stage::Stop))));
     assert!(!w.gc_reports.last().unwrap().ok);
     assert_eq!(w.sent("lc0->gc"), vec![h(ORTED_ERROR), h(ORTED_RECOVERED)]);
     assert_eq!(
@@ -534,7 +537,7 @@ fn in_progress_and_null_answers() {
     assert_eq!(w.sent(&fifo(pid_of(2), 0, "app->lc")), vec![ints(&[2])]);
     assert!(w.lc_results[0].iter().any(|r| r.pid == pid_of(2)
         && r.outcome
-            == local::Outcome::Failed(local::Failure::Refused(
+            == local::ProcessOutcome::Failed(local::ProcessFailure::Refused(
                 snapc_core::wire::CkptResponse::Null
             ))));
     assert_eq!(w.sent("lc0->gc"), vec![h(ORTED_ERROR), h(ORTED_RECOVERED)]);
@@ -561,7 +564,7 @@ fn in_progress_and_null_answers() {
     assert_eq!(w.sent(&fifo(pid_of(5), 1, "app->lc")), vec![ints(&[1])]);
     assert!(w.lc_results[1].iter().any(|r| r.pid == pid_of(5)
         && r.outcome
-            == local::Outcome::Failed(local::Failure::Refused(
+            == local::ProcessOutcome::Failed(local::ProcessFailure::Refused(
                 snapc_core::wire::CkptResponse::InProgress
             ))));
 }
@@ -597,7 +600,7 @@ fn vanish(at: Option<KillAt>) {
     );
     let failed: Vec<_> = w.lc_results[1][counts[1]..]
         .iter()
-        .filter(|r| matches!(r.outcome, local::Outcome::Failed(_)))
+        .filter(|r| matches!(r.outcome, local::ProcessOutcome::Failed(_)))
         .collect();
     assert_eq!(failed.len(), 1, "{at:?}: {failed:?}");
     assert_eq!(failed[0].pid, pid_of(4));
@@ -735,7 +738,8 @@ fn deadline_lc_waits_for_the_fifos() {
     let r = checkpoint(&mut w);
     assert_eq!(r.error.map(|e| e.failure), Some(Failure::Rejected(-1)));
     assert!(w.lc_results[1].iter().any(|r| r.pid == pid_of(4)
-        && r.outcome == local::Outcome::Failed(local::Failure::Timeout(Stage::Fifos))));
+        && r.outcome
+            == local::ProcessOutcome::Failed(local::ProcessFailure::Timeout(Stage::Fifos))));
     // Its late handshake found no peer and ended at the app's open deadline.
     let hs = w.ranks[4].handshakes();
     assert_eq!(hs.len(), 1);
@@ -783,7 +787,7 @@ fn deadline_app_hooks_before_the_final_state() {
             w.lc_results[1].iter().any(|r| r.pid == pid_of(4)
                 && matches!(
                     r.outcome,
-                    local::Outcome::Failed(_) | local::Outcome::State(CrState::Error)
+                    local::ProcessOutcome::Failed(_) | local::ProcessOutcome::State(CrState::Error)
                 )),
             "{hook:?}"
         );
@@ -854,7 +858,7 @@ fn deadline_gc_waits_for_the_runtime() {
     );
     assert_eq!(
         w.gc_reports.last().unwrap().failure,
-        Some(global::Failure::RuntimeTimeout)
+        Some(global::OperationFailure::RuntimeTimeout)
     );
     for lc in 0..NODES {
         assert_eq!(w.sent(&format!("gc->lc{lc}"))[1], h(JOB_ERROR));

@@ -21,16 +21,16 @@
 //! bounded by a step count and a virtual-time limit and fails loudly.
 
 use snapc_core::app::{
-    self, AppConfig, AppCoordinator, CheckpointFlag, CheckpointResult, HostFailure, IoFailure,
-    PrepareResult, SstoreOp,
+    self, AppCoordinator, CheckpointFlag, CheckpointResult, HostError, PrepareResult, SstoreOp,
 };
-use snapc_core::global::{self, Config, GlobalCoordinator, Move};
-use snapc_core::local::{self, IoError, LocalConfig, LocalCoordinator, SlotId};
+use snapc_core::global::{self, Config, GlobalCoordinator, Move, NodeSlot};
+use snapc_core::local::{self, LocalCoordinator, ProcessSlot, SlotId};
 use snapc_core::time::{Duration, Instant};
 use snapc_core::wire::fifo::{self, OptionsFrame};
 use snapc_core::wire::{
     ChannelNames, CrState, FromGc, Message, ProcessName, Request, RequestOp, ToDaemon, ToGc,
 };
+use snapc_core::{IoError, MAX_MESSAGE_LEN, MessageBuf};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 pub const JOBID: u32 = 0x1234_0001;
@@ -40,8 +40,8 @@ pub const NRANKS: usize = NODES * PER_NODE;
 /// Slots per local coordinator.
 pub const SLOTS: usize = 4;
 
-pub type Lc = LocalCoordinator<SLOTS>;
-pub type Gc = GlobalCoordinator<[String; NRANKS], NODES, 4>;
+pub type Lc = LocalCoordinator<[ProcessSlot; SLOTS]>;
+pub type Gc = GlobalCoordinator<[String; NRANKS], [NodeSlot; NODES], 4>;
 
 /// Steps one run may take before the test fails.
 const MAX_STEPS: usize = 200_000;
@@ -190,7 +190,7 @@ enum Ev {
     AppOpened(usize),
     AppRead(usize, Vec<u8>),
     AppWriteDone(usize),
-    AppIoError(usize, IoFailure),
+    AppIoError(usize, IoError),
     AppPrepare(usize, PrepareResult),
     AppCheckpoint(usize, CheckpointResult),
     AppRecovered(usize),
@@ -229,7 +229,7 @@ pub struct World {
     /// The local coordinators' per-process results.
     pub lc_results: Vec<Vec<local::ProcessResult>>,
     /// The global coordinator's operation reports.
-    pub gc_reports: Vec<global::Report<NODES>>,
+    pub gc_reports: Vec<global::Report>,
     /// Established snapshots: handle -> (seq, reference).
     pub global: BTreeMap<u32, (u32, String)>,
     /// Per-handle local snapshot records.
@@ -259,29 +259,31 @@ pub struct World {
 
 impl World {
     /// The job, every rank in its LC's table, INIT sent by rank 0.
-    pub fn new(setup: impl Fn(usize, &mut AppConfig, &mut Script)) -> Self {
+    pub fn new(setup: impl Fn(usize, &mut app::Config, &mut Script)) -> Self {
         Self::with_configs(setup, |_| {}, |_| {})
     }
 
     pub fn with_configs(
-        setup: impl Fn(usize, &mut AppConfig, &mut Script),
-        lc_setup: impl Fn(&mut LocalConfig),
+        setup: impl Fn(usize, &mut app::Config, &mut Script),
+        lc_setup: impl Fn(&mut local::Config),
         gc_setup: impl Fn(&mut Config),
     ) -> Self {
-        let mut lc_config = LocalConfig::default();
+        let mut lc_config = local::Config::default();
         lc_setup(&mut lc_config);
         let mut gc_config = Config {
             jobid: JOBID,
             nranks: NRANKS as u32,
-            deadlines: global::Deadlines::default(),
+            deadlines: global::GlobalDeadlines::default(),
         };
         gc_setup(&mut gc_config);
         let placement: [String; NRANKS] = core::array::from_fn(|v| format!("node{}", v / PER_NODE));
-        let gc = Gc::new(gc_config, placement);
-        let mut lcs: Vec<Lc> = (0..NODES).map(|_| Lc::new(lc_config)).collect();
+        let gc = Gc::new(gc_config, placement, [NodeSlot::EMPTY; NODES]);
+        let mut lcs: Vec<Lc> = (0..NODES)
+            .map(|_| Lc::new(lc_config, [ProcessSlot::EMPTY; SLOTS]))
+            .collect();
         let mut ranks = Vec::new();
         for v in 0..NRANKS {
-            let mut config = AppConfig::new(pid_of(v), name_of(v), v == 0);
+            let mut config = app::Config::new(pid_of(v), name_of(v), v == 0);
             let mut script = Script::default();
             setup(v, &mut config, &mut script);
             let flag: &'static CheckpointFlag = Box::leak(Box::new(CheckpointFlag::new()));
@@ -357,7 +359,7 @@ impl World {
 
     /// An application request on rank `v`; the REQUEST_OP, if any, goes to
     /// the GC.
-    pub fn request(&mut self, v: usize, request: Request<'_>) -> Result<usize, app::RequestError> {
+    pub fn request(&mut self, v: usize, request: Request<'_>) -> Result<usize, app::InputError> {
         let mut buf = [0u8; 4096];
         let now = self.now;
         let n = self.ranks[v].app.request(now, request, &mut buf)?;
@@ -418,13 +420,14 @@ impl World {
     }
 
     fn drain_app(&mut self, v: usize) {
-        while let Some(a) = self.ranks[v].app.poll_action() {
-            self.app_action(v, a);
+        let mut out: MessageBuf = [0; MAX_MESSAGE_LEN];
+        while let Some(a) = self.ranks[v].app.poll_action(&mut out) {
+            self.app_action(v, a, &out);
         }
     }
 
     fn kill_point(a: &app::Action) -> Option<KillAt> {
-        use app::{Action as A, Frame as F};
+        use app::{Action as A, FrameKind as F};
         Some(match a {
             A::OpenChannel { .. } => KillAt::Open,
             A::Read {
@@ -460,7 +463,7 @@ impl World {
         self.timers.push((at, ev));
     }
 
-    fn app_action(&mut self, v: usize, a: app::Action) {
+    fn app_action(&mut self, v: usize, a: app::Action, out: &MessageBuf) {
         use app::Action as A;
         if !self.ranks[v].alive {
             return;
@@ -489,7 +492,7 @@ impl World {
                 let names = self.ranks[v].chan.expect("a channel");
                 // Decode the frame as its reader will.
                 match frame {
-                    app::Frame::Response => {
+                    app::FrameKind::Response => {
                         fifo::parse_response(&bytes).expect("response decodes");
                     }
                     _ => {
@@ -502,8 +505,7 @@ impl World {
                     p.to_lc.extend(bytes);
                     self.events.push_back(Ev::AppWriteDone(v));
                 } else {
-                    self.events
-                        .push_back(Ev::AppIoError(v, IoFailure::PeerGone));
+                    self.events.push_back(Ev::AppIoError(v, IoError::PeerGone));
                 }
             }
             A::Prepare => {
@@ -528,9 +530,9 @@ impl World {
                 self.hook_answer(v, Hook::Recover, Ev::AppRecovered(v));
             }
             A::Sstore(op) => self.sstore(v, op),
-            A::SendToDaemon(m) => {
-                let bytes = emit(&m);
-                assert_eq!(ToDaemon::parse(&bytes).expect("SNAPC decodes"), m);
+            A::SendToDaemon { len } => {
+                let bytes = out[..len].to_vec();
+                ToDaemon::parse(&bytes).expect("SNAPC decodes");
                 let node = self.ranks[v].node;
                 self.record(format!("rank{v}->lc{node}"), &bytes);
                 let pid = self.ranks[v].app.config().pid;
@@ -552,6 +554,7 @@ impl World {
             }
             A::AwaitTermination => self.ranks[v].awaiting_termination = true,
             A::Outcome(o) => self.ranks[v].outcomes.push(o),
+            other => panic!("an action this harness does not know: {other:?}"),
         }
     }
 
@@ -582,8 +585,9 @@ impl World {
     // ---- the local coordinators ----
 
     fn drain_lc(&mut self, lc: usize) {
-        while let Some(a) = self.lcs[lc].poll_action() {
-            self.lc_action(lc, a);
+        let mut out: MessageBuf = [0; MAX_MESSAGE_LEN];
+        while let Some(a) = self.lcs[lc].poll_action(&mut out) {
+            self.lc_action(lc, a, &out);
         }
     }
 
@@ -593,7 +597,7 @@ impl World {
             .position(|r| r.node == lc && r.app.config().pid == pid)
     }
 
-    fn lc_action(&mut self, lc: usize, a: local::Action) {
+    fn lc_action(&mut self, lc: usize, a: local::Action, out: &MessageBuf) {
         use local::Action as A;
         match a {
             A::Signal { slot, pid } => {
@@ -641,7 +645,8 @@ impl World {
                     p.to_app.extend(bytes.iter().copied());
                     self.events.push_back(Ev::LcWritten(lc, slot));
                 } else {
-                    self.events.push_back(Ev::LcIoError(lc, slot, IoError::Eof));
+                    self.events
+                        .push_back(Ev::LcIoError(lc, slot, IoError::PeerGone));
                 }
             }
             A::Read { slot, len } => {
@@ -665,28 +670,30 @@ impl World {
                     }
                 }
             }
-            A::SendToGc(o) => {
-                let bytes = emit(&o);
-                assert_eq!(
+            A::SendToGc { len } => {
+                let bytes = out[..len].to_vec();
+                assert!(matches!(
                     ToGc::parse(&bytes).expect("ORTED_STATE decodes"),
-                    ToGc::OrtedState(o)
-                );
+                    ToGc::OrtedState(_)
+                ));
                 self.record(format!("lc{lc}->gc"), &bytes);
                 self.events.push_back(Ev::GcOrted(lc, bytes));
             }
             A::Report(r) => self.lc_results[lc].push(r),
+            other => panic!("an action this harness does not know: {other:?}"),
         }
     }
 
     // ---- the global coordinator ----
 
     fn drain_gc(&mut self) {
-        while let Some(a) = self.gc.poll_action() {
+        let mut out: MessageBuf = [0; MAX_MESSAGE_LEN];
+        while let Some(a) = self.gc.poll_action(&mut out) {
             match a {
-                global::Action::JobState(js) => {
-                    let bytes = emit(&js);
+                global::Action::SendToLcs { len } => {
+                    let bytes = out[..len].to_vec();
                     match FromGc::parse(&bytes).expect("JOB_STATE decodes") {
-                        FromGc::JobState(back) => assert_eq!(back, js),
+                        FromGc::JobState(_) => {}
                         other => panic!("JOB_STATE decoded as {other:?}"),
                     }
                     if self.pass_to_lcs == Some(0) {
@@ -704,9 +711,12 @@ impl World {
                         self.events.push_back(Ev::LcJobState(lc, bytes.clone()));
                     }
                 }
-                global::Action::ToRank { vpid, msg } => {
-                    let bytes = emit(&msg);
-                    assert_eq!(FromGc::parse(&bytes).expect("GC answer decodes"), msg);
+                global::Action::SendToRank { vpid, len } => {
+                    let bytes = out[..len].to_vec();
+                    assert!(matches!(
+                        FromGc::parse(&bytes).expect("GC answer decodes"),
+                        FromGc::OpResponse(_) | FromGc::FinAck
+                    ));
                     if self.mute_to_ranks {
                         continue;
                     }
@@ -721,28 +731,31 @@ impl World {
                     self.global
                         .insert(s.handle, (s.seq, s.reference.as_str().to_string()));
                 }
-                global::Action::Migrate { seq, handle, plan } => {
-                    self.migrations.push((seq, handle, plan.moves().to_vec()));
+                global::Action::Migrate { seq, handle } => {
+                    let moves = self.gc.migration_plan().moves().to_vec();
+                    self.migrations.push((seq, handle, moves));
                     let ok = self.runtime_ok;
                     if self.runtime_answers {
                         self.timers
                             .push((self.now + Duration::from_secs(1), Ev::GcMigrationDone(ok)));
                     }
                 }
-                global::Action::Restart { seq_num, handle } => {
-                    self.restarts.push((seq_num, handle.to_string()));
+                global::Action::Restart { seq_num } => {
+                    let handle = self.gc.restart_handle().to_string();
+                    self.restarts.push((seq_num, handle));
                     let ok = self.runtime_ok;
                     self.timers
                         .push((self.now + Duration::from_secs(1), Ev::GcRestartDone(ok)));
                 }
                 global::Action::Finished(r) => self.gc_reports.push(r),
+                other => panic!("an action this harness does not know: {other:?}"),
             }
         }
     }
 
     // ---- the loop ----
 
-    fn refuse<E: std::fmt::Debug>(&mut self, what: &str, r: Result<(), E>) {
+    fn refuse<T, E: std::fmt::Debug>(&mut self, what: &str, r: Result<T, E>) {
         if let Err(e) = r {
             self.refused.push(format!("{what}: {e:?}"));
         }
@@ -764,23 +777,28 @@ impl World {
             | Ev::AppGc(v, _)
                 if !self.ranks[v].alive => {}
             Ev::AppOpened(v) => {
-                self.ranks[v].app.handle_opened(now);
+                let r = self.ranks[v].app.handle_opened(now);
+                self.refuse("app opened", r);
                 self.drain_app(v);
             }
             Ev::AppRead(v, bytes) => {
-                self.ranks[v].app.handle_read(now, &bytes);
+                let r = self.ranks[v].app.handle_read(now, &bytes);
+                self.refuse("app read", r);
                 self.drain_app(v);
             }
             Ev::AppWriteDone(v) => {
-                self.ranks[v].app.handle_write_done(now);
+                let r = self.ranks[v].app.handle_write_done(now);
+                self.refuse("app write done", r);
                 self.drain_app(v);
             }
             Ev::AppIoError(v, f) => {
-                self.ranks[v].app.handle_io_error(now, f);
+                let r = self.ranks[v].app.handle_io_error(now, f);
+                self.refuse("app io error", r);
                 self.drain_app(v);
             }
             Ev::AppPrepare(v, r) => {
-                self.ranks[v].app.handle_prepare(now, r);
+                let taken = self.ranks[v].app.handle_prepare(now, r);
+                self.refuse("app prepare", taken);
                 if r == PrepareResult::NotNow {
                     // The next progress point comes a second later.
                     self.ranks[v].progress_at = Some(now + Duration::from_secs(1));
@@ -788,17 +806,20 @@ impl World {
                 self.drain_app(v);
             }
             Ev::AppCheckpoint(v, r) => {
-                self.ranks[v].app.handle_checkpoint(now, r);
+                let r = self.ranks[v].app.handle_checkpoint(now, r);
+                self.refuse("app checkpoint", r);
                 self.drain_app(v);
             }
             Ev::AppRecovered(v) => {
-                self.ranks[v]
+                let r = self.ranks[v]
                     .app
-                    .handle_recovered(now, Ok::<(), HostFailure>(()));
+                    .handle_recovered(now, Ok::<(), HostError>(()));
+                self.refuse("app recovered", r);
                 self.drain_app(v);
             }
             Ev::AppSstore(v) => {
-                self.ranks[v].app.handle_sstore(now, Ok(()));
+                let r = self.ranks[v].app.handle_sstore(now, Ok(()));
+                self.refuse("app sstore", r);
                 self.drain_app(v);
             }
             Ev::AppGlobal(v, handle) => {
@@ -807,15 +828,18 @@ impl World {
                     Some((s, r)) => (Some(*s as i32), Some(r.as_str())),
                     None => (None, None),
                 };
-                self.ranks[v].app.handle_sstore_global(now, seq, reference);
+                let r = self.ranks[v].app.handle_sstore_global(now, seq, reference);
+                self.refuse("app sstore global", r);
                 self.drain_app(v);
             }
             Ev::AppTeardownDone(v) => {
-                self.ranks[v].app.handle_teardown_done(now);
+                let r = self.ranks[v].app.handle_teardown_done(now);
+                self.refuse("app teardown", r);
                 self.drain_app(v);
             }
             Ev::AppGc(v, bytes) => {
-                self.ranks[v].app.handle_gc(now, &bytes);
+                let r = self.ranks[v].app.handle_gc_message(now, &bytes);
+                self.refuse("app gc message", r);
                 self.drain_app(v);
             }
             Ev::LcFifosExist(lc, s) => {
@@ -850,33 +874,22 @@ impl World {
                 self.drain_lc(lc);
             }
             Ev::LcJobState(lc, bytes) => {
-                let Ok(FromGc::JobState(js)) = FromGc::parse(&bytes) else {
-                    panic!("JOB_STATE does not decode");
-                };
-                let r = self.lcs[lc].handle_job_state(now, &js);
+                let r = self.lcs[lc].handle_gc_message(now, &bytes);
                 self.refuse(&format!("lc{lc} job state"), r);
                 self.drain_lc(lc);
             }
             Ev::LcDaemon(lc, pid, bytes) => {
-                match ToDaemon::parse(&bytes).expect("SNAPC decodes") {
-                    ToDaemon::LocalFinish(f) => self.lcs[lc].handle_local_finish(now, pid, &f),
-                    ToDaemon::LocalUpdate(u) => {
-                        let r = self.lcs[lc].handle_local_update(now, &u).map(|_| ());
-                        self.refuse("local update", r);
-                    }
-                }
+                let r = self.lcs[lc].handle_process_message(now, pid, &bytes);
+                self.refuse("process message", r);
                 self.drain_lc(lc);
             }
             Ev::GcOrted(lc, bytes) => {
-                let Ok(ToGc::OrtedState(o)) = ToGc::parse(&bytes) else {
-                    panic!("ORTED_STATE does not decode");
-                };
-                let r = self.gc.handle_orted_state(now, lc, o);
+                let r = self.gc.handle_lc_message(now, lc, &bytes);
                 self.refuse("gc orted", r);
                 self.drain_gc();
             }
             Ev::GcRequest(v, bytes) => {
-                let r = self.gc.handle_request_bytes(now, v as u32, &bytes);
+                let r = self.gc.handle_rank_message(now, v as u32, &bytes);
                 self.refuse("gc request", r);
                 self.drain_gc();
             }
@@ -946,7 +959,8 @@ impl World {
                         self.events.push_back(Ev::LcRead(lc, slot, bytes));
                     } else if !p.app_open {
                         self.lc_pending.remove(&k);
-                        self.events.push_back(Ev::LcIoError(lc, slot, IoError::Eof));
+                        self.events
+                            .push_back(Ev::LcIoError(lc, slot, IoError::PeerGone));
                     }
                 }
             }
@@ -1115,12 +1129,4 @@ impl World {
 
 fn key(names: ChannelNames) -> (u32, u32) {
     (names.pid, names.n)
-}
-
-/// Encodes a message with `Message::emit`.
-pub fn emit<'a, M: Message<'a>>(m: &M) -> Vec<u8> {
-    let mut buf = vec![0u8; m.buffer_len()];
-    let n = m.emit(&mut buf).expect("message encodes");
-    assert_eq!(n, buf.len());
-    buf
 }
