@@ -27,8 +27,8 @@ mod scale;
 mod stats;
 
 use snapc_core::app::{AppCoordinator, CheckpointResult};
-use snapc_core::global::GlobalCoordinator;
-use snapc_core::local::LocalCoordinator;
+use snapc_core::global::{GlobalCoordinator, NodeSlot};
+use snapc_core::local::{LocalCoordinator, ProcessSlot};
 use snapc_posix::app::{Config, Hooks, Snapc, Snapshot};
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -190,16 +190,26 @@ fn main() -> std::process::ExitCode {
         // ---- memory ----
         use std::mem::size_of;
         let _ = writeln!(md, "## Memory\n");
+        type Lc = LocalCoordinator<&'static mut [ProcessSlot]>;
+        type Gc<const M: usize> =
+            GlobalCoordinator<&'static [&'static str], &'static mut [NodeSlot], M>;
+        let lc = |n: usize| size_of::<Lc>() + n * ProcessSlot::SIZE;
+        let gc = |nodes: usize| size_of::<Gc<8>>() + nodes * NodeSlot::SIZE;
         let _ = writeln!(
             md,
-            "snapc-core allocates nothing: each machine is one value of fixed size (x86_64).\n\n| machine | bytes |\n|---|---:|\n\
-         | `AppCoordinator` (one per process) | {} |\n| `LocalCoordinator<8>` | {} |\n| `LocalCoordinator<128>` | {} |\n\
-         | `GlobalCoordinator<&[&str], 4, 4>` | {} |\n| `GlobalCoordinator<&[&str], 64, 8>` | {} |\n",
+            "snapc-core allocates nothing: each machine is one value of fixed size plus, for the \
+             local and global coordinators, the caller's storage for as many processes or nodes \
+             as the caller chooses (x86_64).\n\n| machine | bytes |\n|---|---:|\n\
+         | `AppCoordinator` (one per process) | {} |\n\
+         | `LocalCoordinator`, 8 processes | {} |\n| `LocalCoordinator`, 128 processes | {} |\n\
+         | `LocalCoordinator`, 1,000 processes | {} |\n\
+         | `GlobalCoordinator` (M = 8), 4 nodes | {} |\n| `GlobalCoordinator` (M = 8), 64 nodes | {} |\n",
             size_of::<AppCoordinator<'static>>(),
-            size_of::<LocalCoordinator<8>>(),
-            size_of::<LocalCoordinator<128>>(),
-            size_of::<GlobalCoordinator<&[&str], 4, 4>>(),
-            size_of::<GlobalCoordinator<&[&str], 64, 8>>(),
+            lc(8),
+            lc(128),
+            lc(1000),
+            gc(4),
+            gc(64),
         );
 
         if let Err(e) = memory::section(&mut md) {

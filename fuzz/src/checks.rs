@@ -392,10 +392,11 @@ pub const TARGETS: &[&str] = &[
 // ---- state machines ----
 
 use snapc_core::app::{
-    Action as AppAction, AppConfig, AppCoordinator, CheckpointFlag, CheckpointResult, Frame,
-    HostFailure, IoFailure, PrepareResult,
+    Action as AppAction, AppCoordinator, CheckpointFlag, CheckpointResult, Config as AppConfig,
+    FrameKind as Frame, HostError, InputError as AppInputError, PrepareResult,
 };
 use snapc_core::time::{Duration, Instant};
+use snapc_core::{IoError, MAX_MESSAGE_LEN, MessageBuf};
 
 /// One input to the app coordinator, chosen by the fuzzer.
 #[derive(Debug, Arbitrary)]
@@ -446,7 +447,7 @@ pub struct AppScenario {
 }
 
 /// Checks one action the machine asked for: bytes it writes decode.
-fn check_app_action(action: &AppAction, debug: bool) {
+fn check_app_action(action: &AppAction, debug: bool, out: &MessageBuf) {
     match action {
         AppAction::Write { frame, bytes } => match frame {
             Frame::Response => {
@@ -465,10 +466,11 @@ fn check_app_action(action: &AppAction, debug: bool) {
             };
             assert_eq!(*len, expected, "read length for {frame:?}");
         }
-        AppAction::SendToDaemon(m) => {
-            let mut buf = [0u8; 64];
-            let n = m.emit(&mut buf).expect("the daemon message encodes");
-            assert_eq!(ToDaemon::parse(&buf[..n]).as_ref(), Ok(m));
+        AppAction::SendToDaemon { len } => {
+            let m = ToDaemon::parse(&out[..*len]).expect("the daemon message decodes");
+            let mut again = [0u8; 64];
+            let n = m.emit(&mut again).expect("the daemon message encodes");
+            assert_eq!(&again[..n], &out[..*len], "the daemon message round trip");
         }
         _ => {}
     }
@@ -479,7 +481,8 @@ fn check_app_action(action: &AppAction, debug: bool) {
 /// length; a due deadline is acted on (after `handle_timeout(now)` no
 /// deadline at or before `now` remains); the machine never waits without a
 /// deadline outside the states allowed to (idle, quiesced, awaiting
-/// termination).
+/// termination); an input the machine does not take is counted, once, and
+/// queues nothing.
 pub fn app_machine(s: &AppScenario) {
     let flag = &CheckpointFlag::new();
     let mut config = AppConfig::new(
@@ -495,12 +498,18 @@ pub fn app_machine(s: &AppScenario) {
     let mut m = AppCoordinator::new(config, flag);
     let mut now = Instant::from_secs(1);
     let mut asked: Option<AppAction> = None;
+    let mut out: MessageBuf = [0; MAX_MESSAGE_LEN];
     for input in s.inputs.iter().take(400) {
-        match input {
+        let before = m.unexpected_inputs();
+        let taken: Result<(), AppInputError> = match input {
             AppInput::Signal => {
                 let _ = flag.request_at(now);
+                Ok(())
             }
-            AppInput::Progress => m.handle_progress(now),
+            AppInput::Progress => {
+                m.handle_progress(now);
+                Ok(())
+            }
             AppInput::Opened => m.handle_opened(now),
             AppInput::Frame(value, flag_words) => {
                 let bytes: Vec<u8> = match &asked {
@@ -526,16 +535,16 @@ pub fn app_machine(s: &AppScenario) {
                     .to_vec(),
                     _ => value.to_ne_bytes().to_vec(),
                 };
-                m.handle_read(now, &bytes);
+                m.handle_read(now, &bytes)
             }
             AppInput::Bytes(b) => m.handle_read(now, b),
             AppInput::WriteDone => m.handle_write_done(now),
             AppInput::IoError(gone) => m.handle_io_error(
                 now,
                 if *gone {
-                    IoFailure::PeerGone
+                    IoError::PeerGone
                 } else {
-                    IoFailure::Failed
+                    IoError::Failed
                 },
             ),
             AppInput::Prepare(p) => {
@@ -544,7 +553,7 @@ pub fn app_machine(s: &AppScenario) {
                     PrepareResult::NotNow,
                     PrepareResult::Failed,
                 ];
-                m.handle_prepare(now, pick(&r, *p));
+                m.handle_prepare(now, pick(&r, *p))
             }
             AppInput::Checkpoint(c, pid) => {
                 let r = [
@@ -553,19 +562,17 @@ pub fn app_machine(s: &AppScenario) {
                     CheckpointResult::Term,
                     CheckpointResult::Error,
                 ];
-                m.handle_checkpoint(now, pick(&r, *c));
+                m.handle_checkpoint(now, pick(&r, *c))
             }
             AppInput::Recovered(ok) => {
-                m.handle_recovered(now, if *ok { Ok(()) } else { Err(HostFailure) })
+                m.handle_recovered(now, if *ok { Ok(()) } else { Err(HostError) })
             }
-            AppInput::Sstore(ok) => {
-                m.handle_sstore(now, if *ok { Ok(()) } else { Err(HostFailure) })
-            }
+            AppInput::Sstore(ok) => m.handle_sstore(now, if *ok { Ok(()) } else { Err(HostError) }),
             AppInput::SstoreGlobal(seq, reference) => {
                 m.handle_sstore_global(now, *seq, reference.as_deref())
             }
             AppInput::TeardownDone => m.handle_teardown_done(now),
-            AppInput::Gc(bytes) => m.handle_gc(now, bytes),
+            AppInput::Gc(bytes) => m.handle_gc_message(now, bytes),
             AppInput::GcAnswer(event, state) => {
                 let op_event = pick(OpEvent::ALL, *event);
                 let msg = if op_event == OpEvent::FinAck {
@@ -578,7 +585,7 @@ pub fn app_machine(s: &AppScenario) {
                 };
                 let mut buf = [0u8; 64];
                 let n = msg.emit(&mut buf).expect("encodes");
-                m.handle_gc(now, &buf[..n]);
+                m.handle_gc_message(now, &buf[..n])
             }
             AppInput::Request(event, seq, entries) => {
                 let entries: Vec<MigrateEntry<'_>> = entries
@@ -605,6 +612,8 @@ pub fn app_machine(s: &AppScenario) {
                     let sent = ToGc::parse(&out[..n]).expect("the request decodes");
                     assert!(matches!(sent, ToGc::RequestOp(r) if r.request == request));
                 }
+                // A refused request is not an input the machine ignores.
+                Ok(())
             }
             AppInput::Advance(us) => {
                 now += Duration::from_micros(u64::from(*us));
@@ -615,10 +624,22 @@ pub fn app_machine(s: &AppScenario) {
                         "a due deadline survived handle_timeout"
                     );
                 }
+                Ok(())
             }
+        };
+        if let Err(e) = taken {
+            assert_eq!(
+                m.unexpected_inputs(),
+                before.saturating_add(1),
+                "{input:?} refused with {e:?} but not counted once"
+            );
+            assert!(
+                m.poll_action(&mut out).is_none(),
+                "{input:?} refused with {e:?} yet queued an action"
+            );
         }
-        while let Some(action) = m.poll_action() {
-            check_app_action(&action, s.debug);
+        while let Some(action) = m.poll_action(&mut out) {
+            check_app_action(&action, s.debug, &out);
             if matches!(
                 action,
                 AppAction::Read { .. } | AppAction::Write { .. } | AppAction::OpenChannel { .. }
@@ -637,8 +658,8 @@ pub fn app_machine(s: &AppScenario) {
 // ---- the local coordinator ----
 
 use snapc_core::local::{
-    Action as LcAction, IoError as LcIoError, LocalConfig, LocalCoordinator, LocalDeadlines,
-    Mode as LcMode, Outcome as LcOutcome, Phase as LcPhase, SlotId,
+    Action as LcAction, Config as LocalConfig, LocalCoordinator, LocalDeadlines, Mode as LcMode,
+    Phase as LcPhase, ProcessOutcome as LcOutcome, ProcessSlot, ProcessStorage, SlotId,
 };
 use snapc_core::wire::{ChannelNames as LcNames, CkptResponse};
 
@@ -815,8 +836,9 @@ impl LcModel {
         }
     }
 
-    /// Checks one action; `phase` is the machine's phase when it is polled.
-    fn action(&mut self, action: &LcAction, phase: LcPhase) {
+    /// Checks one action; `phase` is the machine's phase when it is polled,
+    /// `out` the buffer it was polled with.
+    fn action(&mut self, action: &LcAction, phase: LcPhase, out: &MessageBuf) {
         let asks = |s: &mut LcSlotModel, slot: SlotId, kind: Asked| {
             assert!(
                 s.asked.is_none(),
@@ -917,11 +939,12 @@ impl LcModel {
                 s.response_next = false;
                 s.go_ahead_due = false;
             }
-            LcAction::SendToGc(o) => {
-                let m = ToGc::OrtedState(*o);
+            LcAction::SendToGc { len } => {
+                let bytes = &out[..*len];
+                let o = &OrtedState::parse(bytes).expect("ORTED_STATE decodes");
                 let mut buf = [0u8; 16];
-                let n = m.emit(&mut buf).expect("ORTED_STATE encodes");
-                assert_eq!(ToGc::parse(&buf[..n]), Ok(m), "ORTED_STATE round trip");
+                let n = o.emit(&mut buf).expect("ORTED_STATE encodes");
+                assert_eq!(&buf[..n], bytes, "ORTED_STATE round trip");
                 assert!(o.quick && !o.state.notify, "ORTED_STATE form {o:?}");
                 let p = self.phase.as_mut().expect("ORTED_STATE before any phase");
                 assert!(
@@ -967,13 +990,14 @@ impl LcModel {
                 };
                 p.all_ok &= ok;
             }
+            other => panic!("an action the model does not know: {other:?}"),
         }
     }
 }
 
-/// Encodes a JOB_STATE, decodes it, and hands it to the machine.
-fn lc_job_state<const N: usize>(
-    m: &mut LocalCoordinator<N>,
+/// Encodes a JOB_STATE and hands its bytes to the machine.
+fn lc_job_state<S: ProcessStorage>(
+    m: &mut LocalCoordinator<S>,
     model: &mut LcModel,
     now: Instant,
     js: &JobState<'_>,
@@ -981,21 +1005,27 @@ fn lc_job_state<const N: usize>(
     let msg = FromGc::JobState(*js);
     let mut buf = vec![0u8; msg.buffer_len()];
     let n = msg.emit(&mut buf).expect("JOB_STATE encodes");
-    let decoded = FromGc::parse(&buf[..n]).expect("JOB_STATE decodes");
-    assert_eq!(decoded, msg, "JOB_STATE round trip");
-    if let FromGc::JobState(j) = decoded {
-        lc_job_state_decoded(m, model, now, &j);
-    }
+    assert_eq!(FromGc::parse(&buf[..n]), Ok(msg), "JOB_STATE round trip");
+    lc_job_state_bytes(m, model, now, &buf[..n]);
 }
 
-fn lc_job_state_decoded<const N: usize>(
-    m: &mut LocalCoordinator<N>,
+/// Hands bytes from the global coordinator to the machine, which decodes
+/// them: bytes that are not a JOB_STATE are refused as undecodable.
+fn lc_job_state_bytes<S: ProcessStorage>(
+    m: &mut LocalCoordinator<S>,
     model: &mut LcModel,
     now: Instant,
-    j: &JobState<'_>,
+    bytes: &[u8],
 ) {
     let before = m.phase();
-    let result = m.handle_job_state(now, j);
+    let result = m.handle_gc_message(now, bytes);
+    let Ok(j) = JobState::parse(bytes) else {
+        assert!(
+            matches!(result, Err(snapc_core::local::InputError::Decode(_))),
+            "undecodable JOB_STATE taken: {result:?}"
+        );
+        return;
+    };
     let (Ok(()), CkptState::Running, Some(d)) = (result, j.state.state, j.detail) else {
         return;
     };
@@ -1032,8 +1062,8 @@ fn lc_good_final(model: &LcModel, b: u8) -> CrState {
 }
 
 /// Answers slot `id`'s outstanding action as a healthy process would.
-fn lc_answer<const N: usize>(
-    m: &mut LocalCoordinator<N>,
+fn lc_answer<S: ProcessStorage>(
+    m: &mut LocalCoordinator<S>,
     model: &mut LcModel,
     now: Instant,
     id: SlotId,
@@ -1073,8 +1103,8 @@ fn lc_answer<const N: usize>(
     }
 }
 
-fn lc_read<const N: usize>(
-    m: &mut LocalCoordinator<N>,
+fn lc_read<S: ProcessStorage>(
+    m: &mut LocalCoordinator<S>,
     model: &mut LcModel,
     now: Instant,
     id: SlotId,
@@ -1133,7 +1163,7 @@ pub fn local_machine(s: &LocalScenario) {
         };
     }
     let zero_deadline = s.deadlines.is_some_and(|d| d.contains(&0));
-    let mut m = LocalCoordinator::<LC_SLOTS>::new(config);
+    let mut m = LocalCoordinator::new(config, [ProcessSlot::EMPTY; LC_SLOTS]);
     let mut model = LcModel {
         slots: Default::default(),
         history: Vec::new(),
@@ -1180,17 +1210,23 @@ pub fn local_machine(s: &LocalScenario) {
                 });
                 let mut buf = [0u8; 64];
                 let n = msg.emit(&mut buf).expect("LOCAL_UPDATE encodes");
-                if let Ok(ToDaemon::LocalUpdate(u)) = ToDaemon::parse(&buf[..n])
-                    && let Ok(id) = m.handle_local_update(now, &u)
+                let sender = u32::try_from(*pid).unwrap_or(1);
+                if m.handle_process_message(now, sender, &buf[..n]).is_ok()
+                    && let Ok(ToDaemon::LocalUpdate(u)) = ToDaemon::parse(&buf[..n])
                 {
-                    model.placed(id, u.name, u.pid as u32);
+                    let info = m.process(u.name).expect("the updated process");
+                    assert_eq!((info.pid, info.n), (u.pid as u32, 0), "after LOCAL_UPDATE");
+                    model.placed(info.slot, u.name, u.pid as u32);
                 }
             }
             LocalInput::LocalFinish(pid, state) => {
-                let f = LocalFinish {
+                let f = ToDaemon::LocalFinish(LocalFinish {
                     cr_state: pick(CrState::ALL, *state),
-                };
-                m.handle_local_finish(now, 100 + u32::from(*pid % 8), &f);
+                });
+                let mut buf = [0u8; 64];
+                let n = f.emit(&mut buf).expect("LOCAL_FINISH encodes");
+                m.handle_process_message(now, 100 + u32::from(*pid % 8), &buf[..n])
+                    .expect("LOCAL_FINISH is always taken");
             }
             LocalInput::Running {
                 handle,
@@ -1242,11 +1278,7 @@ pub fn local_machine(s: &LocalScenario) {
                 };
                 lc_job_state(&mut m, &mut model, now, &js);
             }
-            LocalInput::JobBytes(bytes) => {
-                if let Ok(FromGc::JobState(j)) = FromGc::parse(bytes) {
-                    lc_job_state_decoded(&mut m, &mut model, now, &j);
-                }
-            }
+            LocalInput::JobBytes(bytes) => lc_job_state_bytes(&mut m, &mut model, now, bytes),
             LocalInput::FifosExist(b) => {
                 if let Some(id) = model.pick(*b) {
                     let r = m.handle_fifos_exist(now, id);
@@ -1286,9 +1318,9 @@ pub fn local_machine(s: &LocalScenario) {
             LocalInput::IoError(b, eof) => {
                 if let Some(id) = model.pick(*b) {
                     let e = if *eof {
-                        LcIoError::Eof
+                        IoError::PeerGone
                     } else {
-                        LcIoError::Failed
+                        IoError::Failed
                     };
                     let r = m.handle_io_error(now, id, e);
                     let s = &mut model.slots[id.index()];
@@ -1352,17 +1384,19 @@ pub fn local_machine(s: &LocalScenario) {
     }
 }
 
-fn lc_drain<const N: usize>(m: &mut LocalCoordinator<N>, model: &mut LcModel) {
-    while let Some(action) = m.poll_action() {
-        model.action(&action, m.phase());
+fn lc_drain<S: ProcessStorage>(m: &mut LocalCoordinator<S>, model: &mut LcModel) {
+    let mut out: MessageBuf = [0; MAX_MESSAGE_LEN];
+    while let Some(action) = m.poll_action(&mut out) {
+        model.action(&action, m.phase(), &out);
     }
 }
 
 // ---- the global coordinator ----
 
 use snapc_core::global::{
-    Action as GcAction, Command, Config as GcConfig, Deadlines as GcDeadlines, GlobalCoordinator,
-    OpKind, Requester, Snapshot,
+    Action as GcAction, Command, Config as GcConfig, GlobalCoordinator,
+    GlobalDeadlines as GcDeadlines, InputError as GcInputError, NodeSlot, OpKind, Requester,
+    Snapshot,
 };
 
 /// Local coordinators of the fuzzed global coordinator.
@@ -1383,7 +1417,26 @@ const GC_HOSTS: [Option<&str>; 6] = [
     Some("delta"),
 ];
 
-type Gc = GlobalCoordinator<[&'static str; 4], GC_LCS, GC_MOVES>;
+type Gc = GlobalCoordinator<[&'static str; 4], [NodeSlot; GC_LCS], GC_MOVES>;
+
+/// A REQUEST_OP from rank `from`, through the machine's bytes boundary.
+fn gc_request(
+    m: &mut Gc,
+    now: Instant,
+    from: u32,
+    req: &RequestOp<'_>,
+) -> Result<(), GcInputError> {
+    let mut buf = vec![0u8; req.buffer_len()];
+    let n = req.emit(&mut buf).expect("the request encodes");
+    m.handle_rank_message(now, from, &buf[..n])
+}
+
+/// An ORTED_STATE from LC `lc`, through the machine's bytes boundary.
+fn gc_orted(m: &mut Gc, now: Instant, lc: usize, msg: OrtedState) -> Result<(), GcInputError> {
+    let mut buf = [0u8; 16];
+    let n = msg.emit(&mut buf).expect("ORTED_STATE encodes");
+    m.handle_lc_message(now, lc, &buf[..n])
+}
 
 /// One input to the global coordinator, chosen by the fuzzer.
 #[derive(Debug, Arbitrary)]
@@ -1402,7 +1455,7 @@ pub enum GlobalInput {
         entries: Vec<(i8, u8, i8, bool)>,
         /// Whether it names another job.
         other_job: bool,
-        /// Whether it goes through `handle_request_bytes`.
+        /// Whether it is encoded as the `ToGc` channel (the same bytes).
         as_bytes: bool,
     },
     /// Raw REQUEST_OP bytes from a rank.
@@ -1568,14 +1621,22 @@ impl GcModel {
         });
     }
 
-    fn action(&mut self, action: &GcAction<'_, GC_LCS, GC_MOVES>, nranks: u32) {
+    /// Checks one action; `out` is the buffer it was polled with, `m` the
+    /// machine (for what an action names but does not carry).
+    fn action(&mut self, action: &GcAction, out: &MessageBuf, m: &Gc, nranks: u32) {
         let reference = |seq: u32| format!("snapc_global_snapshot_{GC_JOB}_{seq}");
         match action {
-            GcAction::JobState(js) => {
-                let msg = FromGc::JobState(*js);
-                let mut buf = vec![0u8; msg.buffer_len()];
-                let n = msg.emit(&mut buf).expect("JOB_STATE encodes");
-                assert_eq!(FromGc::parse(&buf[..n]), Ok(msg), "JOB_STATE round trip");
+            GcAction::SendToLcs { len } => {
+                let bytes = &out[..*len];
+                let Ok(FromGc::JobState(js)) = FromGc::parse(bytes) else {
+                    panic!("to the LCs, not a JOB_STATE: {bytes:02x?}");
+                };
+                let js = &js;
+                let mut buf = vec![0u8; bytes.len()];
+                let n = FromGc::JobState(*js)
+                    .emit(&mut buf)
+                    .expect("JOB_STATE encodes");
+                assert_eq!(&buf[..n], bytes, "JOB_STATE round trip");
                 assert_eq!(js.jobid, GC_JOB, "JOB_STATE jobid");
                 assert!(!js.state.notify, "JOB_STATE in the notification encoding");
                 let state = js.state.state;
@@ -1648,14 +1709,12 @@ impl GcModel {
                     (_, None) => panic!("quick JOB_STATE {state:?}"),
                 }
             }
-            GcAction::ToRank { vpid, msg } => {
+            GcAction::SendToRank { vpid, len } => {
+                let bytes = &out[..*len];
+                let msg = &FromGc::parse(bytes).expect("the answer decodes");
                 let mut buf = [0u8; 32];
                 let n = msg.emit(&mut buf).expect("the answer encodes");
-                assert_eq!(
-                    FromGc::parse(&buf[..n]).as_ref(),
-                    Ok(msg),
-                    "answer round trip"
-                );
+                assert_eq!(&buf[..n], bytes, "answer round trip");
                 match msg {
                     FromGc::FinAck => {
                         assert!(self.op.is_none(), "FIN_ACK while {:?} runs", self.op);
@@ -1728,7 +1787,8 @@ impl GcModel {
                     }
                 }
             }
-            GcAction::Migrate { seq, handle, plan } => {
+            GcAction::Migrate { seq, handle } => {
+                let plan = m.migration_plan();
                 let op = self.op.as_mut().expect("migrate with no operation");
                 assert!(
                     op.kind == OpKind::Migrate && op.step == GcStep::Collect,
@@ -1745,7 +1805,8 @@ impl GcModel {
                 );
                 op.step = GcStep::Migrating;
             }
-            GcAction::Restart { seq_num, handle } => {
+            GcAction::Restart { seq_num } => {
+                let handle = m.restart_handle();
                 assert!(
                     *seq_num >= 0 && !handle.is_empty(),
                     "restart {seq_num} {handle:?}"
@@ -1816,19 +1877,21 @@ impl GcModel {
                             } else {
                                 CkptState::FinishedLocal
                             };
-                            assert!(r.lc_states.iter().all(|&s| s == want), "{r:?}");
+                            assert!(m.lc_results().all(|s| s == want), "{r:?}");
                         }
                     }
                 }
             }
+            other => panic!("an action the model does not know: {other:?}"),
         }
     }
 }
 
 fn gc_drain(m: &mut Gc, model: &mut GcModel, nranks: u32) {
     let mut n = 0;
-    while let Some(action) = m.poll_action() {
-        model.action(&action, nranks);
+    let mut out: MessageBuf = [0; MAX_MESSAGE_LEN];
+    while let Some(action) = m.poll_action(&mut out) {
+        model.action(&action, &out, m, nranks);
         n += 1;
     }
     assert!(
@@ -1864,7 +1927,7 @@ pub fn global_machine(s: &GlobalScenario) {
         deadlines,
     };
     let zero_deadline = s.deadlines.is_some_and(|d| d.contains(&0));
-    let mut m = Gc::new(config, GC_PLACEMENT);
+    let mut m = Gc::new(config, GC_PLACEMENT, [NodeSlot::EMPTY; GC_LCS]);
     let mut model = GcModel::default();
     let mut now = Instant::from_secs(1);
     if s.init {
@@ -1872,7 +1935,7 @@ pub fn global_machine(s: &GlobalScenario) {
             jobid: GC_JOB,
             request: Request::Init,
         };
-        m.handle_request(now, 0, &init).expect("INIT accepted");
+        gc_request(&mut m, now, 0, &init).expect("INIT accepted");
     }
     for input in s.inputs.iter().take(300) {
         let due = m.poll_timeout().is_some_and(|d| d <= now);
@@ -1919,12 +1982,13 @@ pub fn global_machine(s: &GlobalScenario) {
                 model.from = Some(from);
                 model.requester = Some(Requester::Rank(from));
                 let r = if *as_bytes {
+                    // Encoded as the ToGc channel does: the same bytes.
                     let msg = ToGc::RequestOp(req);
                     let mut buf = vec![0u8; msg.buffer_len()];
                     let n = msg.emit(&mut buf).expect("the request encodes");
-                    m.handle_request_bytes(now, from, &buf[..n])
+                    m.handle_rank_message(now, from, &buf[..n])
                 } else {
-                    m.handle_request(now, from, &req)
+                    gc_request(&mut m, now, from, &req)
                 };
                 if r.is_ok() && request == Request::Fin {
                     model.fins.push(from);
@@ -1941,7 +2005,7 @@ pub fn global_machine(s: &GlobalScenario) {
                         ..
                     })
                 );
-                if m.handle_request_bytes(now, from, bytes).is_ok() && fin {
+                if m.handle_rank_message(now, from, bytes).is_ok() && fin {
                     model.fins.push(from);
                 }
             }
@@ -1965,14 +2029,15 @@ pub fn global_machine(s: &GlobalScenario) {
                     panic!("ORTED_STATE does not decode");
                 };
                 assert_eq!(decoded, msg);
-                let r = m.handle_orted_state(now, lc, decoded);
+                let r = gc_orted(&mut m, now, lc, decoded);
                 assert_eq!(r.is_err(), lc >= GC_LCS, "ORTED_STATE from LC {lc}: {r:?}");
                 model.reported(lc, msg.state.state);
             }
             GlobalInput::Expected(lc) => {
                 let lc = usize::from(*lc) % GC_LCS;
                 let state = model.expected();
-                m.handle_orted_state(
+                gc_orted(
+                    &mut m,
                     now,
                     lc,
                     OrtedState {
@@ -1986,7 +2051,8 @@ pub fn global_machine(s: &GlobalScenario) {
             GlobalInput::AllExpected => {
                 for lc in 0..GC_LCS {
                     let state = model.expected();
-                    m.handle_orted_state(
+                    gc_orted(
+                        &mut m,
                         now,
                         lc,
                         OrtedState {

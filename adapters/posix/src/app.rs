@@ -34,15 +34,15 @@ use crate::link::{DaemonLink, LinkError, Tag};
 use crate::signal::{self, CHECKPOINT_FLAG, SignalError};
 use crate::store::{DirError, PrivateDir};
 use nix::sys::signal::Signal;
-use snapc_core::app::RequestError;
 use snapc_core::app::{
-    Action, AppConfig, AppCoordinator, CheckpointResult, CrsName, Frame, HandshakeReport,
-    HostFailure, IoFailure, Outcome, PrepareResult, RequestReport, SstoreOp,
+    Action, AppCoordinator, CheckpointResult, Config as AppConfig, CrsName, FrameKind as Frame,
+    HandshakeReport, HostError, InputError, Outcome, PrepareResult, RequestReport, SstoreOp,
 };
 use snapc_core::time::{Duration as CoreDuration, Instant as CoreInstant};
 use snapc_core::wire::{
     CrState, FifoOptions, LocalUpdate, Message, ProcessName, Request, ToDaemon,
 };
+use snapc_core::{IoError, MAX_MESSAGE_LEN, MessageBuf};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -278,7 +278,7 @@ pub enum ApiError {
     NoCoordinator,
     /// The coordinator refused the request as made (busy, not quiesced...).
     #[error("request refused: {0}")]
-    Refused(RequestError),
+    Refused(InputError),
     /// The machine kept the request without a deadline (a defect).
     #[error("request left pending without a deadline")]
     Stuck,
@@ -503,7 +503,7 @@ impl<H: Hooks> Snapc<H> {
             self.machine.handle_timeout(now);
         }
         if self.machine.is_quiesced() && self.peer_gone() {
-            self.machine.handle_io_error(now, IoFailure::PeerGone);
+            note(self.machine.handle_io_error(now, IoError::PeerGone));
         }
         if self.machine.is_quiesced() {
             self.runtime_quiesce_end(now);
@@ -538,7 +538,7 @@ impl<H: Hooks> Snapc<H> {
                     }
                 }
             }
-            Ok(Some((Tag::SnapcFull, bytes))) => self.machine.handle_gc(now, &bytes),
+            Ok(Some((Tag::SnapcFull, bytes))) => note(self.machine.handle_gc_message(now, &bytes)),
             Ok(None) => {}
             Err(e) => {
                 log::warn!("{e}");
@@ -647,7 +647,9 @@ impl<H: Hooks> Snapc<H> {
             return;
         };
         match link.recv(deadline) {
-            Ok(Some((Tag::SnapcFull, bytes))) => self.machine.handle_gc(self.now(), &bytes),
+            Ok(Some((Tag::SnapcFull, bytes))) => {
+                note(self.machine.handle_gc_message(self.now(), &bytes))
+            }
             Ok(Some((Tag::Snapc, bytes))) => log::debug!(
                 "ignored a {}-byte SNAPC message from the daemon",
                 bytes.len()
@@ -664,14 +666,15 @@ impl<H: Hooks> Snapc<H> {
     /// goes on standalone.
     fn daemon_gone(&mut self) {
         self.link = None;
-        self.machine.handle_gc_gone(self.now());
+        note(self.machine.handle_gc_gone(self.now()));
     }
 
     /// Carries out the machine's actions until it waits for something that
     /// is not synchronous here (a later progress point, or nothing).
     fn drive(&mut self) {
-        while let Some(action) = self.machine.poll_action() {
-            self.execute(action);
+        let mut out: MessageBuf = [0; MAX_MESSAGE_LEN];
+        while let Some(action) = self.machine.poll_action(&mut out) {
+            self.execute(action, &out);
         }
     }
 
@@ -684,18 +687,20 @@ impl<H: Hooks> Snapc<H> {
                 let at = self.machine.poll_timeout().map_or(now, |d| d.max(now));
                 self.machine.handle_timeout(at);
             }
-            FifoError::PeerGone { .. } => self.machine.handle_io_error(now, IoFailure::PeerGone),
-            _ => self.machine.handle_io_error(now, IoFailure::Failed),
+            FifoError::PeerGone { .. } => {
+                note(self.machine.handle_io_error(now, IoError::PeerGone))
+            }
+            _ => note(self.machine.handle_io_error(now, IoError::Failed)),
         }
     }
 
-    fn execute(&mut self, action: Action) {
+    fn execute(&mut self, action: Action, out: &MessageBuf) {
         match action {
             Action::OpenChannel { names } => {
                 match Channel::open_app(&self.dir, names, self.deadline()) {
                     Ok(ch) => {
                         self.channel = Some(ch);
-                        self.machine.handle_opened(self.now());
+                        note(self.machine.handle_opened(self.now()));
                     }
                     Err(e) => self.io_failed(&e),
                 }
@@ -706,7 +711,7 @@ impl<H: Hooks> Snapc<H> {
                     (Some(ch), Some(b)) => ch.rx.read_exact(b, self.deadline()),
                     _ => {
                         log::error!("read of {frame:?} ({len} bytes) without an open channel");
-                        self.machine.handle_io_error(self.now(), IoFailure::Failed);
+                        note(self.machine.handle_io_error(self.now(), IoError::Failed));
                         return;
                     }
                 };
@@ -715,7 +720,7 @@ impl<H: Hooks> Snapc<H> {
                         if frame == Frame::Release {
                             self.released();
                         }
-                        self.machine.handle_read(self.now(), &buf[..len])
+                        note(self.machine.handle_read(self.now(), &buf[..len]))
                     }
                     Err(e) => self.io_failed(&e),
                 }
@@ -725,18 +730,18 @@ impl<H: Hooks> Snapc<H> {
                     Some(ch) => ch.tx.write_all(&bytes, self.deadline()),
                     None => {
                         log::error!("write of {frame:?} without an open channel");
-                        self.machine.handle_io_error(self.now(), IoFailure::Failed);
+                        note(self.machine.handle_io_error(self.now(), IoError::Failed));
                         return;
                     }
                 };
                 match result {
-                    Ok(()) => self.machine.handle_write_done(self.now()),
+                    Ok(()) => note(self.machine.handle_write_done(self.now())),
                     Err(e) => self.io_failed(&e),
                 }
             }
             Action::Prepare => {
                 let r = self.hooks.prepare();
-                self.machine.handle_prepare(self.now(), r);
+                note(self.machine.handle_prepare(self.now(), r));
             }
             Action::Checkpoint { handle, options } => {
                 let r = match &self.snapshot_dir {
@@ -747,24 +752,25 @@ impl<H: Hooks> Snapc<H> {
                     }),
                     None => CheckpointResult::Error,
                 };
-                self.machine.handle_checkpoint(self.now(), r);
+                note(self.machine.handle_checkpoint(self.now(), r));
             }
             Action::Recover { state } => {
                 let r = self.hooks.recover(state).map_err(|e| {
                     log::warn!("recover hook: {e}");
-                    HostFailure
+                    HostError
                 });
-                self.machine.handle_recovered(self.now(), r);
+                note(self.machine.handle_recovered(self.now(), r));
             }
             Action::Sstore(op) => self.sstore(op),
-            Action::SendToDaemon(msg) => match self.link.as_mut() {
+            Action::SendToDaemon { len } => match self.link.as_mut() {
                 Some(link) => {
-                    if let Err(e) = send_message(link, Tag::Snapc, &msg, self.send_timeout) {
+                    let deadline = Instant::now() + self.send_timeout;
+                    if let Err(e) = link.send(Tag::Snapc, &out[..len], deadline) {
                         // Nothing waits for this message: the teardown goes on.
-                        log::warn!("{msg:?} not delivered: {e}");
+                        log::warn!("message to the daemon not delivered: {e}");
                     }
                 }
-                None => log::debug!("standalone, not sent to a daemon: {msg:?}"),
+                None => log::debug!("standalone: {len}-byte message not sent to a daemon"),
             },
             Action::Close { .. } => {
                 // Dropping the channel closes both fds and unlinks both FIFOs.
@@ -777,7 +783,7 @@ impl<H: Hooks> Snapc<H> {
                 }
                 self.flush_attributes();
                 self.snapshot_dir = None;
-                self.machine.handle_teardown_done(self.now());
+                note(self.machine.handle_teardown_done(self.now()));
                 // A signal that came after the release was for the next
                 // handshake (this one's coordinator sends none after the
                 // final state): the flag ignored it while this one ended,
@@ -795,6 +801,7 @@ impl<H: Hooks> Snapc<H> {
                 log_outcome(&outcome);
                 self.outcomes.push(outcome);
             }
+            other => log::error!("an action this adapter does not know: {other:?}"),
         }
     }
 
@@ -832,9 +839,9 @@ impl<H: Hooks> Snapc<H> {
                 let r = if self.snapshot_dir.is_some() {
                     Ok(())
                 } else {
-                    Err(HostFailure)
+                    Err(HostError)
                 };
-                self.machine.handle_sstore(now, r);
+                note(self.machine.handle_sstore(now, r));
             }
             SstoreOp::SetSkip { .. } => self.attribute("skip", "true"),
             SstoreOp::SetSessionDir { .. } => {
@@ -850,9 +857,9 @@ impl<H: Hooks> Snapc<H> {
             SstoreOp::Sync { .. } => {
                 let r = self.sync_snapshot().map_err(|e| {
                     log::warn!("sync: {e}");
-                    HostFailure
+                    HostError
                 });
-                self.machine.handle_sstore(now, r);
+                note(self.machine.handle_sstore(now, r));
             }
             SstoreOp::ReadGlobal { handle } => {
                 let global = self
@@ -860,11 +867,12 @@ impl<H: Hooks> Snapc<H> {
                     .as_deref()
                     .and_then(|root| crate::sstore::read_global(root, handle));
                 match global {
-                    Some((seq, reference)) => {
-                        self.machine
-                            .handle_sstore_global(now, Some(seq), Some(&reference))
-                    }
-                    None => self.machine.handle_sstore_global(now, None, None),
+                    Some((seq, reference)) => note(self.machine.handle_sstore_global(
+                        now,
+                        Some(seq),
+                        Some(&reference),
+                    )),
+                    None => note(self.machine.handle_sstore_global(now, None, None)),
                 }
             }
         }
@@ -959,6 +967,14 @@ fn send_message(
 /// (`<store>/standalone/<handle>/pid-<pid>/`); no job may have this name.
 pub const STANDALONE_DIR: &str = "standalone";
 
+/// An answer the machine did not take (it moved on, a deadline passed
+/// first): it counts it; nothing else is to be done about it here.
+fn note(taken: Result<(), InputError>) {
+    if let Err(e) = taken {
+        log::debug!("input not taken: {e}");
+    }
+}
+
 /// Where a standalone process with `pid` puts its snapshot for `handle`.
 pub fn standalone_snapshot_dir(store: &Path, handle: u32, pid: u32) -> PathBuf {
     store
@@ -996,6 +1012,7 @@ fn log_outcome(outcome: &Outcome) {
         }
         Outcome::Quiesced { names, .. } => log::info!("checkpoint {}: quiesced", names.n),
         Outcome::Request(r) => log::info!("request {}: {:?}", r.op, r.error),
+        other => log::info!("{other:?}"),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The handshake's named pipes, done safely (PROTOCOL.md §4 and §7).
+//! The handshake's named pipes, done safely (docs/PROTOCOL.md §4 and §7).
 //!
 //! - The pipe directory is private: created 0700, and used only if it is a
 //!   real directory (not a symlink) owned by this user and writable by nobody
@@ -22,6 +22,10 @@
 //!   and writes nothing ([`FifoError::Claimed`]). Neither lock changes a
 //!   byte on the FIFOs, and a peer that takes none (Open MPI's) is not
 //!   affected by them (ARCHITECTURE.md, "One handshake at a time").
+//! - A [`Channel`] is also an `embedded-io` byte stream (`Read`,
+//!   `ReadReady`, `Write`, `WriteReady`), each blocking call bounded by
+//!   [`Channel::set_io_timeout`], so `snapc_core::app::blocking` and
+//!   `snapc_core::wire::io` run over real FIFOs as over any other stream.
 
 pub use crate::target::FileKey;
 use nix::errno::Errno;
@@ -502,7 +506,13 @@ pub struct Channel {
     pub rx: FifoEnd,
     /// What this side writes.
     pub tx: FifoEnd,
+    /// The bound on each blocking `embedded-io` call.
+    io_timeout: Duration,
 }
+
+/// The default bound on one blocking `embedded-io` call on a [`Channel`]:
+/// Open MPI's 20 s, as for the handshake's reads and writes.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Channel {
     /// The app coordinator's side: create both FIFOs, open `prog_read`
@@ -542,7 +552,11 @@ impl Channel {
             Some(&rx),
         )
         .map_err(cleanup)?;
-        Ok(Self { rx, tx })
+        Ok(Self {
+            rx,
+            tx,
+            io_timeout: IO_TIMEOUT,
+        })
     }
 
     /// The local coordinator's side: wait until both names exist, open
@@ -601,7 +615,11 @@ impl Channel {
             None,
         )?;
         check(&tx, expect.map(|[r, _]| r))?;
-        Ok(Self { rx, tx })
+        Ok(Self {
+            rx,
+            tx,
+            io_timeout: IO_TIMEOUT,
+        })
     }
 
     /// The application's side, once its release is read: other
@@ -610,6 +628,116 @@ impl Channel {
     pub fn release_app_lock(&self) {
         #[allow(deprecated)] // as in `FifoEnd::try_lock`
         let _ = nix::fcntl::flock(self.rx.fd.as_raw_fd(), FlockArg::Unlock);
+    }
+
+    /// Bounds each blocking `embedded-io` read or write: past it the call
+    /// fails with [`FifoError::Timeout`] ([`IO_TIMEOUT`] by default).
+    pub fn set_io_timeout(&mut self, timeout: Duration) {
+        self.io_timeout = timeout;
+    }
+
+    fn ready(end: &FifoEnd, events: PollFlags) -> Result<bool, FifoError> {
+        loop {
+            let mut fds = [PollFd::new(end.fd.as_fd(), events)];
+            match poll(&mut fds, PollTimeout::ZERO) {
+                Ok(_) => {
+                    let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+                    return Ok(revents.intersects(events | PollFlags::POLLHUP | PollFlags::POLLERR));
+                }
+                Err(Errno::EINTR) => {}
+                Err(errno) => {
+                    return Err(FifoError::Sys {
+                        path: end.path.clone(),
+                        op: "poll",
+                        errno,
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl embedded_io::Error for FifoError {
+    fn kind(&self) -> embedded_io::ErrorKind {
+        use embedded_io::ErrorKind;
+        match self {
+            Self::PeerGone { .. } => ErrorKind::BrokenPipe,
+            Self::Timeout { .. } => ErrorKind::TimedOut,
+            Self::Unsafe { .. } => ErrorKind::PermissionDenied,
+            Self::Sys { errno, .. } => std::io::Error::from(*errno).kind().into(),
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
+impl embedded_io::ErrorType for Channel {
+    type Error = FifoError;
+}
+
+impl embedded_io::Read for Channel {
+    /// Blocks until bytes come (at most the I/O timeout); `Ok(0)` is EOF:
+    /// the local coordinator closed its end.
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, FifoError> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let deadline = Instant::now() + self.io_timeout;
+        loop {
+            self.rx.wait(PollFlags::POLLIN, deadline, "read")?;
+            match self.rx.read_available(buf) {
+                Ok(0) => {}
+                Ok(n) => return Ok(n),
+                Err(FifoError::PeerGone { .. }) => return Ok(0),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl embedded_io::ReadReady for Channel {
+    fn read_ready(&mut self) -> Result<bool, FifoError> {
+        Self::ready(&self.rx, PollFlags::POLLIN)
+    }
+}
+
+impl embedded_io::Write for Channel {
+    /// Writes what the FIFO takes, blocking (at most the I/O timeout) until
+    /// it takes something; EPIPE is [`FifoError::PeerGone`].
+    fn write(&mut self, buf: &[u8]) -> Result<usize, FifoError> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let deadline = Instant::now() + self.io_timeout;
+        loop {
+            self.tx.wait(PollFlags::POLLOUT, deadline, "write")?;
+            match nix::unistd::write(&self.tx.fd, buf) {
+                Ok(n) if n > 0 => return Ok(n),
+                Ok(_) | Err(Errno::EINTR | Errno::EAGAIN) => {}
+                Err(Errno::EPIPE) => {
+                    return Err(FifoError::PeerGone {
+                        path: self.tx.path.clone(),
+                    });
+                }
+                Err(errno) => {
+                    return Err(FifoError::Sys {
+                        path: self.tx.path.clone(),
+                        op: "write",
+                        errno,
+                    });
+                }
+            }
+        }
+    }
+
+    /// FIFOs have no buffer of ours to flush.
+    fn flush(&mut self) -> Result<(), FifoError> {
+        Ok(())
+    }
+}
+
+impl embedded_io::WriteReady for Channel {
+    fn write_ready(&mut self) -> Result<bool, FifoError> {
+        Self::ready(&self.tx, PollFlags::POLLOUT)
     }
 }
 

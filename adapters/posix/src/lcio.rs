@@ -46,7 +46,8 @@ use crate::target::{self, State};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use snapc_core::local::{Action, IoError, LocalConfig, LocalCoordinator, SlotId};
+use snapc_core::IoError;
+use snapc_core::local::{Action, Config as LocalConfig, LocalCoordinator, ProcessStorage, SlotId};
 use snapc_core::time::{Duration as CoreDuration, Instant as CoreInstant};
 use snapc_core::wire::{ChannelNames, FifoKind, FifoName};
 use std::collections::HashMap;
@@ -295,7 +296,7 @@ impl FifoIo {
     }
 
     /// Wall-clock deadline of the machine's next timeout, capped at `cap` from now.
-    pub fn deadline<const N: usize>(&self, lc: &LocalCoordinator<N>, cap: Duration) -> Instant {
+    pub fn deadline<S: ProcessStorage>(&self, lc: &LocalCoordinator<S>, cap: Duration) -> Instant {
         let now = self.now();
         let left = lc
             .poll_timeout()
@@ -364,10 +365,11 @@ impl FifoIo {
     }
 
     /// Carries out `action`; returns it when it is not FIFO work
-    /// ([`Action::SendToGc`], [`Action::Report`]) for the caller.
-    pub fn execute<const N: usize>(
+    /// ([`Action::SendToGc`], whose bytes are in the caller's buffer,
+    /// [`Action::Report`]) for the caller.
+    pub fn execute<S: ProcessStorage>(
         &mut self,
-        lc: &mut LocalCoordinator<N>,
+        lc: &mut LocalCoordinator<S>,
         action: Action,
     ) -> Option<Action> {
         let now = self.now();
@@ -448,14 +450,14 @@ impl FifoIo {
                 self.accepted.remove(&slot);
                 self.pids.remove(&slot);
             }
-            other @ (Action::SendToGc(_) | Action::Report(_)) => return Some(other),
+            other => return Some(other),
         }
         None
     }
 
-    fn io_failed<const N: usize>(
+    fn io_failed<S: ProcessStorage>(
         &mut self,
-        lc: &mut LocalCoordinator<N>,
+        lc: &mut LocalCoordinator<S>,
         slot: SlotId,
         e: &FifoError,
     ) {
@@ -466,7 +468,7 @@ impl FifoIo {
                 lc.handle_timeout(lc.poll_timeout().map_or(now, |d| d.max(now)));
             }
             FifoError::PeerGone { .. } => {
-                let _ = lc.handle_io_error(now, slot, IoError::Eof);
+                let _ = lc.handle_io_error(now, slot, IoError::PeerGone);
             }
             FifoError::Claimed { path, key } => {
                 let me = std::process::id();
@@ -496,9 +498,9 @@ impl FifoIo {
     }
 
     /// Ends `slot` now: `note` says why.
-    fn fail<const N: usize>(
+    fn fail<S: ProcessStorage>(
         &mut self,
-        lc: &mut LocalCoordinator<N>,
+        lc: &mut LocalCoordinator<S>,
         slot: SlotId,
         error: IoError,
         note: String,
@@ -517,7 +519,7 @@ impl FifoIo {
     /// in it, a watch just began, or a watch is due (a signal that waits
     /// or may be repeated, names that are not this handshake's); without
     /// it, at every tick.
-    pub fn tick<const N: usize>(&mut self, lc: &mut LocalCoordinator<N>) {
+    pub fn tick<S: ProcessStorage>(&mut self, lc: &mut LocalCoordinator<S>) {
         let now = Instant::now();
         let mut scan = std::mem::take(&mut self.rescan) || self.notify.is_none();
         if let Some(n) = &self.notify {
@@ -571,9 +573,9 @@ impl FifoIo {
     }
 
     /// Moves one watch on, given the names found in the pipe directory.
-    fn advance<const N: usize>(
+    fn advance<S: ProcessStorage>(
         &mut self,
-        lc: &mut LocalCoordinator<N>,
+        lc: &mut LocalCoordinator<S>,
         slot: SlotId,
         found: &HashMap<u32, Vec<FifoName>>,
         wall: (i64, i64),
@@ -622,8 +624,12 @@ impl FifoIo {
     ) -> Verdict {
         let sig = self.signal.as_str();
         match target::state(pid) {
-            State::Gone => return Verdict::Fail(IoError::Eof, format!("pid {pid} does not exist")),
-            State::Exited => return Verdict::Fail(IoError::Eof, format!("pid {pid} has exited")),
+            State::Gone => {
+                return Verdict::Fail(IoError::PeerGone, format!("pid {pid} does not exist"));
+            }
+            State::Exited => {
+                return Verdict::Fail(IoError::PeerGone, format!("pid {pid} has exited"));
+            }
             State::Stopped => {
                 return Verdict::Fail(
                     IoError::Failed,
@@ -708,9 +714,9 @@ impl FifoIo {
         }
     }
 
-    fn send_signal<const N: usize>(
+    fn send_signal<S: ProcessStorage>(
         &mut self,
-        lc: &mut LocalCoordinator<N>,
+        lc: &mut LocalCoordinator<S>,
         slot: SlotId,
         pid: u32,
         wall: (i64, i64),
@@ -736,9 +742,12 @@ impl FifoIo {
                     });
                 }
             }
-            Err(nix::errno::Errno::ESRCH) => {
-                self.fail(lc, slot, IoError::Eof, format!("pid {pid} does not exist"))
-            }
+            Err(nix::errno::Errno::ESRCH) => self.fail(
+                lc,
+                slot,
+                IoError::PeerGone,
+                format!("pid {pid} does not exist"),
+            ),
             Err(e) => self.fail(
                 lc,
                 slot,
@@ -750,9 +759,9 @@ impl FifoIo {
 
     /// Signalled: takes the names created after the signal, notices another
     /// coordinator's claim on other names, repeats the signal if due.
-    fn await_names<const N: usize>(
+    fn await_names<S: ProcessStorage>(
         &mut self,
-        lc: &mut LocalCoordinator<N>,
+        lc: &mut LocalCoordinator<S>,
         slot: SlotId,
         pid: u32,
         names: &[FifoName],
@@ -866,7 +875,7 @@ impl FifoIo {
     }
 
     /// Fails awaited processes (names or an answer) that exited or stopped.
-    fn check_liveness<const N: usize>(&mut self, lc: &mut LocalCoordinator<N>) {
+    fn check_liveness<S: ProcessStorage>(&mut self, lc: &mut LocalCoordinator<S>) {
         let awaited: Vec<(SlotId, u32)> = self
             .watches
             .iter()
@@ -881,7 +890,7 @@ impl FifoIo {
         for (slot, pid) in awaited {
             match target::state(pid) {
                 State::Gone | State::Exited => {
-                    self.fail(lc, slot, IoError::Eof, format!("pid {pid} has exited"))
+                    self.fail(lc, slot, IoError::PeerGone, format!("pid {pid} has exited"))
                 }
                 State::Stopped => {
                     self.fail(lc, slot, IoError::Failed, format!("pid {pid} is stopped"))
@@ -907,7 +916,7 @@ impl FifoIo {
     }
 
     /// Ends reads whose channel is gone: they cannot complete.
-    pub fn fail_orphan_reads<const N: usize>(&mut self, lc: &mut LocalCoordinator<N>) {
+    pub fn fail_orphan_reads<S: ProcessStorage>(&mut self, lc: &mut LocalCoordinator<S>) {
         let orphans: Vec<SlotId> = self
             .reads
             .keys()
@@ -921,7 +930,7 @@ impl FifoIo {
     }
 
     /// Reads what arrived for `slot` and feeds the frame once it is whole.
-    pub fn read_ready<const N: usize>(&mut self, lc: &mut LocalCoordinator<N>, slot: SlotId) {
+    pub fn read_ready<S: ProcessStorage>(&mut self, lc: &mut LocalCoordinator<S>, slot: SlotId) {
         let (Some(ch), Some(p)) = (self.channels.get(&slot), self.reads.get_mut(&slot)) else {
             return;
         };

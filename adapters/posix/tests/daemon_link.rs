@@ -5,7 +5,7 @@
 //! One test: the checkpoint signal's handler is process-wide, so the
 //! scenarios run in sequence, each with its own `Snapc`.
 
-use snapc_core::app::{CheckpointResult, Failure, Wait};
+use snapc_core::app::{CheckpointResult, Wait, WaitFailure as Failure};
 use snapc_core::wire::{FromGc, Message, OpEvent, ProcessName, Request, ToDaemon, ToGc};
 use snapc_posix::app::{ApiError, Config, Hooks, Snapc, Snapshot};
 use snapc_posix::link::{FrameReader, Tag, encode_frame};

@@ -342,6 +342,7 @@ fn report(out: &mut impl Write, outcome: &Outcome) {
             writeln!(out, "quiesced n={} handle={handle}", names.n)
         }
         Outcome::Request(r) => writeln!(out, "request {} error={:?}", r.op, r.error),
+        other => writeln!(out, "{other:?}"),
     };
     let _ = out.flush();
 }

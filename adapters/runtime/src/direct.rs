@@ -26,21 +26,21 @@
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 use snapc_core::local::{
-    Action, Failure, LocalCoordinator, Outcome, ProcessResult, SlotId, Stage, Timings,
+    Action, LocalCoordinator, ProcessFailure as Failure, ProcessOutcome as Outcome, ProcessResult,
+    ProcessSlot, SlotId, Stage, Timings,
 };
 use snapc_core::time::Instant as CoreInstant;
 use snapc_core::wire::{
-    CkptState, CrState, JobDetail, JobOptions, JobState, ProcessName, StateCode,
+    CkptState, CrState, FromGc, JobDetail, JobOptions, JobState, Message, OrtedState, ProcessName,
+    StateCode,
 };
+use snapc_core::{MAX_MESSAGE_LEN, MessageBuf};
 use snapc_posix::fifo::PipeDir;
 use snapc_posix::lcio::FifoIo;
 use snapc_posix::target;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// The most processes one direct checkpoint handles.
-pub const MAX_PROCESSES: usize = 256;
 
 /// What to checkpoint and how.
 #[derive(Debug, Clone)]
@@ -131,7 +131,7 @@ pub enum DirectError {
 }
 
 struct Driver {
-    lc: Box<LocalCoordinator<MAX_PROCESSES>>,
+    lc: LocalCoordinator<Vec<ProcessSlot>>,
     io: FifoIo,
     req: DirectRequest,
     results: HashMap<u32, DirectResult>,
@@ -146,13 +146,30 @@ impl Driver {
     }
 
     fn drain(&mut self) {
-        while let Some(action) = self.lc.poll_action() {
+        let mut out: MessageBuf = [0; MAX_MESSAGE_LEN];
+        while let Some(action) = self.lc.poll_action(&mut out) {
             match self.io.execute(&mut self.lc, action) {
-                Some(Action::SendToGc(orted)) => self.global_verdict(orted.state.state),
+                Some(Action::SendToGc { len }) => match OrtedState::parse(&out[..len]) {
+                    Ok(orted) => self.global_verdict(orted.state.state),
+                    Err(e) => log::error!("ORTED_STATE: {e}"),
+                },
                 Some(Action::Report(r)) => self.record(&r),
                 _ => {}
             }
         }
+    }
+
+    /// A JOB_STATE from this one-node global coordinator, through the local
+    /// coordinator's bytes boundary.
+    fn job_state(&mut self, job: &JobState<'_>) -> Result<(), String> {
+        let mut buf: MessageBuf = [0; MAX_MESSAGE_LEN];
+        let n = FromGc::JobState(*job)
+            .emit(&mut buf)
+            .map_err(|e| e.to_string())?;
+        let now = self.now();
+        self.lc
+            .handle_gc_message(now, &buf[..n])
+            .map_err(|e| e.to_string())
     }
 
     /// The one-node global coordinator: accept the snapshot when the node
@@ -168,7 +185,7 @@ impl Driver {
                     state: StateCode::plain(state),
                     detail: None,
                 };
-                let _ = self.lc.handle_job_state(self.now(), &job);
+                let _ = self.job_state(&job);
                 std::thread::sleep(self.req.hold);
                 self.done = true;
                 return;
@@ -184,8 +201,8 @@ impl Driver {
             state: StateCode::plain(verdict),
             detail: None,
         };
-        if let Err(e) = self.lc.handle_job_state(self.now(), &job) {
-            log::warn!("verdict {verdict} not taken: {e:?}");
+        if let Err(e) = self.job_state(&job) {
+            log::warn!("verdict {verdict} not taken: {e}");
             self.done = true;
         }
     }
@@ -326,7 +343,7 @@ pub fn checkpoint(req: DirectRequest) -> Result<Vec<DirectResult>, DirectError> 
         .map(|&pid| (pid, snapshot_places(pid, req.handle, req.store.as_deref())))
         .collect();
     let mut driver = Driver {
-        lc: Box::new(LocalCoordinator::new(config)),
+        lc: LocalCoordinator::new(config, vec![ProcessSlot::EMPTY; req.pids.len()]),
         io,
         req,
         results: HashMap::new(),
@@ -360,9 +377,8 @@ pub fn checkpoint(req: DirectRequest) -> Result<Vec<DirectResult>, DirectError> 
             migrating: None,
         }),
     };
-    let now = driver.now();
-    if let Err(e) = driver.lc.handle_job_state(now, &job) {
-        log::error!("could not start the checkpoint: {e:?}");
+    if let Err(e) = driver.job_state(&job) {
+        log::error!("could not start the checkpoint: {e}");
     }
     // Bounded: every wait in the machine has a deadline, and the machine
     // reports RECOVERED (or a refused verdict ends the loop) after the last.

@@ -25,6 +25,7 @@
 //! ```
 
 use serde_json::{Map, Value, json};
+use snapc_core::wire::io::write_message;
 use snapc_core::wire::{
     CkptState, CrState, Debugger, DecodeError, FifoOptions, FromGc, JobDetail, JobOptions,
     JobState, List, LocalFinish, LocalUpdate, Message, MigrateEntry, OpEvent, OpResponse,
@@ -79,22 +80,18 @@ pub fn decode(channel: Channel, bytes: &[u8]) -> Result<Value, DecodeError> {
 pub fn encode(channel: Channel, value: &Value) -> Result<Vec<u8>, JsonError> {
     let obj = Obj::new(value)?;
     match channel {
-        Channel::ToGc => with_to_gc(obj, |m| emit(&m)),
-        Channel::FromGc => with_from_gc(obj, |m| emit(&m)),
-        Channel::ToDaemon => emit(&to_daemon_from(obj)?),
+        Channel::ToGc => with_to_gc(obj, |m| written(&m)),
+        Channel::FromGc => with_from_gc(obj, |m| written(&m)),
+        Channel::ToDaemon => written(&to_daemon_from(obj)?),
         Channel::FifoOptions => Ok(options_from(obj)?.to_bytes().to_vec()),
     }
 }
 
-fn emit<'a, M: Message<'a>>(m: &M) -> Result<Vec<u8>, JsonError> {
-    let mut out = vec![0; m.buffer_len()];
-    match m.emit(&mut out) {
-        Ok(n) => {
-            out.truncate(n);
-            Ok(out)
-        }
-        Err(e) => err(e.to_string()),
-    }
+/// The message as the wire's DSS writer streams it into a `Vec`.
+fn written<'a, M: Message<'a>>(m: &M) -> Result<Vec<u8>, JsonError> {
+    let mut out = Vec::new();
+    write_message(&mut out, m).map_err(|e| JsonError(e.to_string()))?;
+    Ok(out)
 }
 
 // ---- messages to JSON ----

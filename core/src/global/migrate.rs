@@ -290,7 +290,8 @@ fn build<'x, P: Placement + ?Sized, const M: usize>(
             slot.1 = resolved;
         }
     }
-    for (vpid, wish) in table {
+    // By reference: heapless's owning iterator keeps a panic path in its drop.
+    for &(vpid, wish) in table.iter() {
         let dest = match wish {
             Wish::Stay => continue,
             Wish::Anywhere => Destination::Anywhere,

@@ -396,6 +396,13 @@ pub struct NodeSlot {
     result: CkptState,
 }
 
+/// What a [`GlobalCoordinator`]'s storage can be: anything that lends a
+/// slice of [`NodeSlot`]s (`&mut [NodeSlot]`, `[NodeSlot; N]`,
+/// `Vec<NodeSlot>`, `Box<[NodeSlot]>`).
+pub trait NodeStorage: AsRef<[NodeSlot]> + AsMut<[NodeSlot]> {}
+
+impl<T: AsRef<[NodeSlot]> + AsMut<[NodeSlot]> + ?Sized> NodeStorage for T {}
+
 impl Default for NodeSlot {
     fn default() -> Self {
         Self::EMPTY
@@ -430,8 +437,8 @@ impl NodeSlot {
 /// It follows the crate's contract ([`crate`], "The contract"); what is
 /// particular to it:
 ///
-/// **Storage**: `S` is the caller's, any `AsRef<[NodeSlot]> +
-/// AsMut<[NodeSlot]>` (a `&mut [NodeSlot]`, an array, a `Vec`), one slot
+/// **Storage**: `S` is the caller's, any [`NodeStorage`] (a `&mut
+/// [NodeSlot]`, an array, a `Vec`), one slot
 /// per node, its length chosen at run time. The crate's front page
 /// ("Sizes") gives the bytes each size takes. Nothing is allocated.
 ///
@@ -511,7 +518,7 @@ pub struct GlobalCoordinator<P, S, const M: usize = 8> {
 impl<P, S, const M: usize> GlobalCoordinator<P, S, M>
 where
     P: Placement,
-    S: AsRef<[NodeSlot]> + AsMut<[NodeSlot]>,
+    S: NodeStorage,
 {
     /// A coordinator for the job of `config`, its ranks placed by
     /// `placement`, with one LC per slot of `nodes` (every slot is emptied).

@@ -32,7 +32,7 @@ trait ThroughBytes {
     ) -> Result<(), InputError>;
 }
 
-impl<S: AsRef<[NodeSlot]> + AsMut<[NodeSlot]>, const M: usize> ThroughBytes
+impl<S: NodeStorage, const M: usize> ThroughBytes
     for GlobalCoordinator<&'static [&'static str], S, M>
 {
     fn handle_request(
@@ -63,7 +63,7 @@ fn bytes<'a, M: Message<'a>>(m: &M) -> Vec<u8> {
 }
 
 /// The bytes of the next action, which must be a message to the LCs.
-fn next_to_lcs<S: AsRef<[NodeSlot]> + AsMut<[NodeSlot]>, const M: usize>(
+fn next_to_lcs<S: NodeStorage, const M: usize>(
     gc: &mut GlobalCoordinator<&'static [&'static str], S, M>,
 ) -> Vec<u8> {
     let mut out = [0u8; MAX_MESSAGE_LEN];

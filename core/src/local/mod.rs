@@ -117,6 +117,13 @@ pub struct ProcessSlot {
     emit_request: bool,
 }
 
+/// What a [`LocalCoordinator`]'s storage can be: anything that lends a
+/// slice of [`ProcessSlot`]s (`&mut [ProcessSlot]`, `[ProcessSlot; N]`,
+/// `Vec<ProcessSlot>`, `Box<[ProcessSlot]>`).
+pub trait ProcessStorage: AsRef<[ProcessSlot]> + AsMut<[ProcessSlot]> {}
+
+impl<T: AsRef<[ProcessSlot]> + AsMut<[ProcessSlot]> + ?Sized> ProcessStorage for T {}
+
 impl Default for ProcessSlot {
     fn default() -> Self {
         Self::EMPTY
@@ -222,9 +229,8 @@ const fn next_counter(n: u32) -> u32 {
 /// It follows the crate's contract ([`crate`], "The contract"); what is
 /// particular to it:
 ///
-/// **Storage**: `S` is the caller's, any `AsRef<[ProcessSlot]> +
-/// AsMut<[ProcessSlot]>`: a `&mut [ProcessSlot]` (as smoltcp's socket
-/// set), an array, a `Vec`. Its length is the most processes the table
+/// **Storage**: `S` is the caller's, any [`ProcessStorage`]: a `&mut
+/// [ProcessSlot]` (as smoltcp's socket set), an array, a `Vec`. Its length is the most processes the table
 /// holds, chosen at run time. See [`ProcessSlot`] and the crate's front
 /// page ("Sizes") for the bytes each size takes. Nothing is allocated.
 ///
@@ -292,7 +298,7 @@ pub struct LocalCoordinator<S> {
     unexpected: u32,
 }
 
-impl<S: AsRef<[ProcessSlot]> + AsMut<[ProcessSlot]>> LocalCoordinator<S> {
+impl<S: ProcessStorage> LocalCoordinator<S> {
     /// An idle coordinator with an empty process table in `storage` (every
     /// slot is emptied), for at most `storage`'s length of processes.
     #[must_use]

@@ -31,7 +31,7 @@ fn bytes<'a, M: Message<'a>>(m: &M) -> heapless::Vec<u8, MAX_MESSAGE_LEN> {
 }
 
 /// A JOB_STATE from the global coordinator, through the bytes boundary.
-fn job_state<S: AsRef<[ProcessSlot]> + AsMut<[ProcessSlot]>>(
+fn job_state<S: ProcessStorage>(
     lc: &mut LocalCoordinator<S>,
     now: Instant,
     job: &JobState<'_>,
@@ -40,9 +40,7 @@ fn job_state<S: AsRef<[ProcessSlot]> + AsMut<[ProcessSlot]>>(
 }
 
 /// The next action, with a throwaway buffer for messages.
-fn poll<S: AsRef<[ProcessSlot]> + AsMut<[ProcessSlot]>>(
-    lc: &mut LocalCoordinator<S>,
-) -> Option<Action> {
+fn poll<S: ProcessStorage>(lc: &mut LocalCoordinator<S>) -> Option<Action> {
     lc.poll_action(&mut [0; MAX_MESSAGE_LEN])
 }
 

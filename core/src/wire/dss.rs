@@ -396,12 +396,13 @@ impl Sink for SliceSink<'_> {
         let available = self.buf.len();
         let end = self.len.saturating_add(bytes.len());
         match self.buf.get_mut(self.len..end) {
-            Some(dst) => {
+            // The length check lets the compiler drop copy_from_slice's panic.
+            Some(dst) if dst.len() == bytes.len() => {
                 dst.copy_from_slice(bytes);
                 self.len = end;
                 Ok(())
             }
-            None => Err(EmitError::TooSmall {
+            _ => Err(EmitError::TooSmall {
                 needed: end,
                 available,
             }),

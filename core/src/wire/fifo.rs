@@ -153,8 +153,7 @@ impl OptionsFrame {
     /// The encoded frame.
     pub fn to_bytes(&self) -> FrameBytes {
         let o = self.options;
-        let mut words: heapless::Vec<i32, 9> = heapless::Vec::new();
-        let base = [
+        let flags = [
             o.all_migrating,
             o.migrating,
             o.term,
@@ -162,13 +161,18 @@ impl OptionsFrame {
             o.inc_prep_only,
             o.inc_recover_only,
         ];
-        // Capacities are exact for the longest frame, so these pushes cannot fail.
-        words.extend(base.into_iter().map(i32::from));
-        if let Some(d) = o.debugger {
-            words.extend([d.attach, d.detach].into_iter().map(i32::from));
+        let debugger = o.debugger.map(|d| [d.attach, d.detach]);
+        let mut out = FrameBytes::new();
+        // The capacity is the longest frame's: no word is ever left out.
+        let words = flags
+            .into_iter()
+            .chain(debugger.into_iter().flatten())
+            .map(i32::from)
+            .chain(core::iter::once(self.handle as i32));
+        for w in words {
+            let _ = out.extend_from_slice(&w.to_ne_bytes());
         }
-        let _ = words.push(self.handle as i32);
-        words.iter().flat_map(|w| w.to_ne_bytes()).collect()
+        out
     }
 
     /// The field names in frame order (for tools that print frames).

@@ -47,15 +47,16 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 use snapc_core::global::{
-    self, Command as GcCommand, Config as GcConfig, GlobalCoordinator, OpKind, Placement, Report,
-    Snapshot,
+    self, Command as GcCommand, Config as GcConfig, GlobalCoordinator, GlobalDeadlines, NodeSlot,
+    OpKind, Placement, Report, Snapshot,
 };
-use snapc_core::local::{self, LocalCoordinator, Outcome, ProcessResult};
+use snapc_core::local::{self, LocalCoordinator, ProcessOutcome, ProcessResult, ProcessSlot};
 use snapc_core::time::Duration as CoreDuration;
 use snapc_core::wire::{
-    CkptState, CrState, FromGc, JobOptions, Message, OpEvent, OpResponse, OrtedState, ProcessName,
-    Request, RequestOp, StateCode, ToDaemon, ToGc,
+    CkptState, CrState, FromGc, Message, OpEvent, OpResponse, OrtedState, ProcessName, Request,
+    RequestOp, StateCode, ToDaemon,
 };
+use snapc_core::{MAX_MESSAGE_LEN, MessageBuf};
 use snapc_posix::fifo::PipeDir;
 use snapc_posix::lcio::FifoIo;
 use snapc_posix::link::{FrameReader, Tag, encode_frame};
@@ -109,7 +110,11 @@ fn report_dropped_output() {
     }
 }
 
-type Gc = GlobalCoordinator<OneNode, 1, 8>;
+/// The job's global coordinator: one node, this one.
+type Gc = GlobalCoordinator<OneNode, [NodeSlot; 1]>;
+
+/// The node's local coordinator, with one slot per rank of the job.
+type Lc = LocalCoordinator<Vec<ProcessSlot>>;
 
 /// Every rank on this node.
 #[derive(Debug, Clone, Copy)]
@@ -206,8 +211,8 @@ struct Daemon {
     jobid: u32,
     paths: JobPaths,
     store: JobStore,
-    lc: Box<LocalCoordinator<MAX_RANKS>>,
-    gc: Box<Gc>,
+    lc: Lc,
+    gc: Gc,
     io: FifoIo,
     wire: VecDeque<Wire>,
     ranks: Vec<RankProc>,
@@ -340,19 +345,21 @@ impl Daemon {
             GcConfig {
                 jobid,
                 nranks: opts.nranks,
-                deadlines: global::Deadlines::default(),
+                deadlines: GlobalDeadlines::default(),
             },
             OneNode(opts.nranks),
+            [NodeSlot::EMPTY],
         );
         let io = FifoIo::new(pipe_dir, Signal::SIGUSR1, opts.timeout, Instant::now());
+        let nranks = opts.nranks as usize;
         let mut d = Self {
             next_interval: opts.interval.map(|i| Instant::now() + i),
             opts,
             jobid,
             paths,
             store,
-            lc: Box::new(LocalCoordinator::new(config)),
-            gc: Box::new(gc),
+            lc: LocalCoordinator::new(config, vec![ProcessSlot::EMPTY; nranks]),
+            gc,
             io,
             wire: VecDeque::new(),
             ranks: Vec::new(),

@@ -9,23 +9,6 @@ pub(super) enum Wire {
     ToLc(Vec<u8>),
 }
 
-/// A GC action without borrows.
-pub(super) enum GcOut {
-    Job {
-        bytes: Vec<u8>,
-        state: CkptState,
-        detail: Option<(u32, JobOptions)>,
-    },
-    ToRank(u32, FromGc<'static>),
-    Established(Snapshot),
-    Migrate,
-    Restart {
-        seq_num: i32,
-        handle: String,
-    },
-    Finished(Report<1>),
-}
-
 /// The operation the daemon follows.
 pub(super) struct Op {
     pub(super) kind: &'static str,
@@ -42,18 +25,6 @@ pub(super) struct Op {
     /// What the FIFO side knows of a rank's failure beyond the machine's
     /// outcome (EMFILE, a stopped or exited process), by rank.
     pub(super) notes: BTreeMap<u32, String>,
-}
-
-pub(super) fn emit<'a, M: Message<'a>>(m: &M) -> Vec<u8> {
-    let mut buf = vec![0u8; m.buffer_len()];
-    match m.emit(&mut buf) {
-        Ok(n) => buf.truncate(n),
-        Err(e) => {
-            log::error!("encoding failed: {e}");
-            buf.clear();
-        }
-    }
-    buf
 }
 
 pub(super) fn ms(d: CoreDuration) -> f64 {
@@ -78,10 +49,10 @@ pub(super) fn timings_json(t: &local::Timings) -> Value {
     })
 }
 
-pub(super) fn outcome_name(o: Outcome) -> String {
+pub(super) fn outcome_name(o: ProcessOutcome) -> String {
     match o {
-        Outcome::State(s) => s.name().to_string(),
-        Outcome::Failed(f) => format!("failed: {f}"),
+        ProcessOutcome::State(s) => s.name().to_string(),
+        ProcessOutcome::Failed(f) => format!("failed: {f}"),
     }
 }
 
@@ -89,21 +60,22 @@ impl Daemon {
     /// Carries out every action of both machines and delivers the messages
     /// between them until nothing moves.
     pub(super) fn pump(&mut self) {
+        let mut out: MessageBuf = [0; MAX_MESSAGE_LEN];
         loop {
             let mut moved = false;
-            while let Some(a) = self.lc.poll_action() {
+            while let Some(a) = self.lc.poll_action(&mut out) {
                 moved = true;
                 match self.io.execute(&mut self.lc, a) {
-                    Some(local::Action::SendToGc(o)) => {
-                        self.wire.push_back(Wire::ToGc(emit(&ToGc::OrtedState(o))));
+                    Some(local::Action::SendToGc { len }) => {
+                        self.wire.push_back(Wire::ToGc(out[..len].to_vec()));
                     }
                     Some(local::Action::Report(r)) => self.on_report(r),
                     _ => {}
                 }
             }
-            while let Some(out) = self.poll_gc() {
+            while let Some(action) = self.gc.poll_action(&mut out) {
                 moved = true;
-                self.on_gc(out);
+                self.on_gc(action, &out);
             }
             if let Some(msg) = self.wire.pop_front() {
                 moved = true;
@@ -115,62 +87,49 @@ impl Daemon {
         }
     }
 
-    pub(super) fn poll_gc(&mut self) -> Option<GcOut> {
-        Some(match self.gc.poll_action()? {
-            global::Action::JobState(js) => GcOut::Job {
-                bytes: emit(&FromGc::JobState(js)),
-                state: js.state.state,
-                detail: js.detail.map(|d| (d.handle, d.options)),
-            },
-            global::Action::ToRank { vpid, msg } => GcOut::ToRank(vpid, msg),
-            global::Action::Established(s) => GcOut::Established(s),
-            global::Action::Migrate { .. } => GcOut::Migrate,
-            global::Action::Restart { seq_num, handle } => GcOut::Restart {
-                seq_num,
-                handle: handle.to_string(),
-            },
-            global::Action::Finished(r) => GcOut::Finished(r),
-        })
-    }
-
     pub(super) fn deliver(&mut self, msg: Wire) {
         let now = self.io.now();
         match msg {
-            Wire::ToGc(bytes) => match ToGc::parse(&bytes) {
-                Ok(ToGc::OrtedState(o)) => {
-                    if let Err(e) = self.gc.handle_orted_state(now, 0, o) {
-                        log::warn!("ORTED_STATE refused: {e}");
-                    }
+            Wire::ToGc(bytes) => {
+                if let Err(e) = self.gc.handle_lc_message(now, 0, &bytes) {
+                    log::warn!("ORTED_STATE refused: {e}");
                 }
-                other => log::error!("LC to GC: unexpected {other:?}"),
-            },
-            Wire::ToLc(bytes) => match FromGc::parse(&bytes) {
-                Ok(FromGc::JobState(js)) => {
-                    if let Err(e) = self.lc.handle_job_state(now, &js) {
-                        log::warn!("JOB_STATE ignored: {e}");
-                    }
+            }
+            Wire::ToLc(bytes) => {
+                if let Err(e) = self.lc.handle_gc_message(now, &bytes) {
+                    log::warn!("JOB_STATE refused: {e}");
                 }
-                other => log::error!("GC to LC: unexpected {other:?}"),
-            },
+            }
         }
     }
 
+    /// The LC's report when the daemon answers for it (it was not started).
     pub(super) fn answer_for_lc(&mut self, state: CkptState) {
         let o = OrtedState {
             quick: true,
             state: StateCode::plain(state),
         };
-        self.wire.push_back(Wire::ToGc(emit(&ToGc::OrtedState(o))));
+        let mut buf: MessageBuf = [0; MAX_MESSAGE_LEN];
+        match o.emit(&mut buf) {
+            Ok(n) => self.wire.push_back(Wire::ToGc(buf[..n].to_vec())),
+            Err(e) => log::error!("ORTED_STATE: {e}"),
+        }
     }
 
-    pub(super) fn on_gc(&mut self, out: GcOut) {
+    pub(super) fn on_gc(&mut self, action: global::Action, out: &MessageBuf) {
         let now = self.io.now();
-        match out {
-            GcOut::Job {
-                bytes,
-                state,
-                detail,
-            } => {
+        match action {
+            global::Action::SendToLcs { len } => {
+                let bytes = out[..len].to_vec();
+                let (state, detail) = match FromGc::parse(&bytes) {
+                    Ok(FromGc::JobState(js)) => {
+                        (js.state.state, js.detail.map(|d| (d.handle, d.options)))
+                    }
+                    other => {
+                        log::error!("GC to LCs: not a JOB_STATE: {other:?}");
+                        return;
+                    }
+                };
                 if let (CkptState::Running, Some((handle, options))) = (state, detail) {
                     let kind = if options.inc_recover_only {
                         "quiesce_end"
@@ -217,32 +176,45 @@ impl Daemon {
                 }
                 self.wire.push_back(Wire::ToLc(bytes));
             }
-            GcOut::ToRank(vpid, mut msg) => {
+            global::Action::SendToRank { vpid, len } => {
                 let failed = self
                     .op
                     .as_ref()
                     .is_some_and(|o| o.error.is_some() || o.published.is_none());
-                if let FromGc::OpResponse(OpResponse {
-                    op_event: OpEvent::Checkpoint,
-                    op_state: Some(0),
-                }) = msg
-                    && failed
-                {
-                    msg = FromGc::OpResponse(OpResponse {
+                let done = matches!(
+                    FromGc::parse(&out[..len]),
+                    Ok(FromGc::OpResponse(OpResponse {
+                        op_event: OpEvent::Checkpoint,
+                        op_state: Some(OpResponse::DONE),
+                    }))
+                );
+                if done && failed {
+                    // The GC established a snapshot the store could not
+                    // publish: the rank hears that its checkpoint failed.
+                    let failure = FromGc::OpResponse(OpResponse {
                         op_event: OpEvent::Checkpoint,
                         op_state: Some(OpResponse::FAILED),
                     });
+                    let mut buf: MessageBuf = [0; MAX_MESSAGE_LEN];
+                    match failure.emit(&mut buf) {
+                        Ok(n) => self.send_rank(vpid, Tag::SnapcFull, &buf[..n]),
+                        Err(e) => log::error!("OP response: {e}"),
+                    }
+                } else {
+                    self.send_rank(vpid, Tag::SnapcFull, &out[..len]);
                 }
-                let bytes = emit(&msg);
-                self.send_rank(vpid, Tag::SnapcFull, &bytes);
             }
-            GcOut::Established(s) => self.establish(&s),
-            GcOut::Migrate => {
+            global::Action::Established(s) => self.establish(&s),
+            global::Action::Migrate { .. } => {
                 self.log("migration is not supported on one node: refused");
                 let _ = self.gc.handle_migration_done(now, false);
             }
-            GcOut::Restart { seq_num, handle } => self.begin_restart(seq_num, &handle),
-            GcOut::Finished(r) => self.finish(&r),
+            global::Action::Restart { seq_num } => {
+                let handle = self.gc.restart_handle().to_string();
+                self.begin_restart(seq_num, &handle);
+            }
+            global::Action::Finished(r) => self.finish(&r),
+            other => log::error!("a GC action this daemon does not know: {other:?}"),
         }
     }
 
@@ -280,7 +252,10 @@ impl Daemon {
         op.gc_seq = Some(s.seq);
         let complete = (0..nranks).all(|r| {
             op.results.get(&r).is_some_and(|p| {
-                matches!(p.outcome, Outcome::State(CrState::Continue | CrState::Term))
+                matches!(
+                    p.outcome,
+                    ProcessOutcome::State(CrState::Continue | CrState::Term)
+                )
             })
         });
         if !complete {
@@ -330,7 +305,7 @@ impl Daemon {
         }
     }
 
-    pub(super) fn finish(&mut self, r: &Report<1>) {
+    pub(super) fn finish(&mut self, r: &Report) {
         if matches!(r.kind, OpKind::Restart) {
             self.finish_restart(r);
             return;
@@ -362,7 +337,9 @@ impl Daemon {
                 .results
                 .values()
                 .filter_map(|p| match p.outcome {
-                    Outcome::State(CrState::Continue | CrState::Term | CrState::Running) => None,
+                    ProcessOutcome::State(CrState::Continue | CrState::Term | CrState::Running) => {
+                        None
+                    }
                     // With what the machine alone cannot say (EMFILE, ...).
                     o => Some(match op.notes.get(&p.name.vpid) {
                         Some(e) => format!("rank {}: {} ({e})", p.name.vpid, outcome_name(o)),

@@ -345,7 +345,7 @@ impl Daemon {
     }
 
     /// The GC's report of a restart: logged, and kept as the last result.
-    pub(super) fn finish_restart(&mut self, r: &Report<1>) {
+    pub(super) fn finish_restart(&mut self, r: &Report) {
         let o = self.restart_outcome.take().unwrap_or(RestartOutcome {
             seq: r.seq.and_then(|s| u64::try_from(s).ok()),
             dir: None,

@@ -171,7 +171,17 @@ impl Daemon {
             jobid: self.jobid,
             request: Request::Init,
         };
-        if let Err(e) = self.gc.handle_request(self.io.now(), 0, &init) {
+        // Rank 0's INIT, sent for the job once every rank is there.
+        let mut buf: MessageBuf = [0; MAX_MESSAGE_LEN];
+        let taken = init
+            .emit(&mut buf)
+            .map_err(|e| e.to_string())
+            .and_then(|n| {
+                self.gc
+                    .handle_rank_message(self.io.now(), 0, &buf[..n])
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = taken {
             log::warn!("INIT: {e}");
         }
         self.log(format!("all {} ranks connected", self.opts.nranks));
@@ -358,7 +368,9 @@ impl Daemon {
         };
         match tag {
             Tag::Snapc => match ToDaemon::parse(payload) {
-                Ok(ToDaemon::LocalFinish(f)) => self.lc.handle_local_finish(now, pid, &f),
+                Ok(ToDaemon::LocalFinish(_)) => {
+                    let _ = self.lc.handle_process_message(now, pid, payload);
+                }
                 Ok(ToDaemon::LocalUpdate(u)) => {
                     let own = u.name.vpid == rank
                         && u.name.jobid == self.jobid
@@ -371,7 +383,7 @@ impl Daemon {
                                 u.name.jobid, u.name.vpid, u.pid
                             ),
                         );
-                    } else if let Err(e) = self.lc.handle_local_update(now, &u) {
+                    } else if let Err(e) = self.lc.handle_process_message(now, pid, payload) {
                         self.warn_limited(
                             "rank-message",
                             format_args!("rank {rank}: LOCAL_UPDATE: {e}"),
@@ -383,7 +395,7 @@ impl Daemon {
                 Err(e) => self.warn_limited("rank-message", format_args!("rank {rank}: {e}")),
             },
             Tag::SnapcFull => {
-                if let Err(e) = self.gc.handle_request_bytes(now, rank, payload) {
+                if let Err(e) = self.gc.handle_rank_message(now, rank, payload) {
                     self.warn_limited(
                         "rank-message",
                         format_args!("rank {rank}: request refused: {e}"),
