@@ -1,6 +1,6 @@
 /*
  * ompi_vectors: reference byte vectors for the snapc coordination messages
- * (PROTOCOL.md section 5), encoded by Open MPI's own DSS library.
+ * (docs/PROTOCOL.md section 5), encoded by Open MPI's own DSS library.
  *
  * Every message is packed into a fresh opal_buffer_t with one opal_dss.pack
  * call per payload field, exactly as Open MPI's snapc/full component does, so
@@ -34,7 +34,7 @@
 #include "opal/runtime/opal.h"
 #include "opal/util/error.h"
 
-/* ---- protocol constants (PROTOCOL.md section 2) ------------------------- */
+/* ---- protocol constants (docs/PROTOCOL.md section 2) ------------------------- */
 
 enum { CMD_JOB_STATE = 1, CMD_JOB_STATE_QUICK = 2, CMD_ORTED_STATE = 3,
        CMD_ORTED_STATE_QUICK = 4, CMD_REQUEST_OP = 8 };

@@ -143,7 +143,7 @@ fn typed_decoding_of_open_mpi_bytes() {
             .unwrap_or_else(|| panic!("no vector {name}"))
     };
 
-    // The worked examples of PROTOCOL.md §6.
+    // The worked examples of docs/PROTOCOL.md §6.
     let init = find("request-op-init-spec-example");
     assert_eq!(
         init.bytes,

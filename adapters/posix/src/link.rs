@@ -1,6 +1,6 @@
 //! The Unix-socket link between a rank and its node daemon.
 //!
-//! The payloads are the DSS messages of PROTOCOL.md §5, byte for byte; the
+//! The payloads are the DSS messages of docs/PROTOCOL.md §5, byte for byte; the
 //! transport is ours (Open MPI used its runtime's messaging). Each frame is a
 //! big-endian `u32` length (of what follows), a tag byte saying which
 //! coordinator the message is for or from, and the payload:

@@ -1,4 +1,4 @@
-//! The checkpoint signal (PROTOCOL.md §3): a handler that only sets the
+//! The checkpoint signal (docs/PROTOCOL.md §3): a handler that only sets the
 //! core's lock-free flag, installed with a check for handlers already there.
 //!
 //! Runtimes and language runtimes often own SIGUSR1 or SIGUSR2 already.

@@ -1,4 +1,4 @@
-//! The application API with a node daemon: the messages of PROTOCOL.md §5 go
+//! The application API with a node daemon: the messages of docs/PROTOCOL.md §5 go
 //! over the daemon socket, and a daemon that misbehaves or vanishes ends the
 //! request with an error, never a hang. A fake daemon plays the other side.
 //!

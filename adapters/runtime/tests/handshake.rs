@@ -1,5 +1,5 @@
 //! Real processes, real signals: the `counter` example against a local
-//! coordinator written here from PROTOCOL.md §4 (raw host-order ints), and the
+//! coordinator written here from docs/PROTOCOL.md §4 (raw host-order ints), and the
 //! misbehaviours a local coordinator or a hostile neighbour can produce.
 //! After each test the process is alive where it should be and nothing is
 //! left in the pipe directory.

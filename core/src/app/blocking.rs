@@ -383,3 +383,204 @@ fn write_failure<E: embedded_io::Error>(e: WriteError<E>) -> IoError {
         _ => IoError::Failed,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use crate::app::{CheckpointFlag, Config, Wait, WaitFailure};
+    use crate::time::Duration;
+    use crate::wire::fifo::{self, OptionsFrame};
+    use crate::wire::{CkptResponse, ProcessName};
+    use core::convert::Infallible;
+    use embedded_io::{ErrorType, Read, ReadReady, Write};
+    use std::vec::Vec;
+
+    /// A scripted local coordinator: its bytes, and how the stream behaves
+    /// once they are used up.
+    struct Script {
+        from_lc: Vec<u8>,
+        to_lc: Vec<u8>,
+        /// After the script: EOF (true) or nothing ever ready (false).
+        eof: bool,
+        /// Writes accept nothing.
+        full: bool,
+    }
+
+    impl ErrorType for Script {
+        type Error = Infallible;
+    }
+
+    impl Read for Script {
+        fn read(&mut self, buf: &mut [u8]) -> Result<usize, Infallible> {
+            // One byte at a time: frames arrive in pieces.
+            match (self.from_lc.is_empty(), buf.first_mut()) {
+                (false, Some(b)) => {
+                    *b = self.from_lc.remove(0);
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    impl ReadReady for Script {
+        fn read_ready(&mut self) -> Result<bool, Infallible> {
+            Ok(!self.from_lc.is_empty() || self.eof)
+        }
+    }
+
+    impl Write for Script {
+        fn write(&mut self, buf: &[u8]) -> Result<usize, Infallible> {
+            if self.full {
+                return Ok(0);
+            }
+            self.to_lc.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> Result<(), Infallible> {
+            Ok(())
+        }
+    }
+
+    struct Process {
+        clock: Instant,
+        script: Option<Script>,
+        waits: u32,
+        outcomes: Vec<Outcome>,
+    }
+
+    impl Host for Process {
+        type Channel = Script;
+        fn now(&mut self) -> Instant {
+            self.clock
+        }
+        fn wait(&mut self, until: Option<Instant>) {
+            // Time passes only here: straight to the deadline.
+            self.waits += 1;
+            self.clock = until.unwrap_or(self.clock + Duration::from_secs(1));
+        }
+        fn open(&mut self, _names: &ChannelNames) -> Result<Script, IoError> {
+            self.script.take().ok_or(IoError::Failed)
+        }
+        fn prepare(&mut self) -> PrepareResult {
+            PrepareResult::Ready
+        }
+        fn checkpoint(&mut self, _handle: u32, _options: &FifoOptions) -> CheckpointResult {
+            CheckpointResult::Continue
+        }
+        fn recover(&mut self, _state: CrState) -> Result<(), HostError> {
+            Ok(())
+        }
+        fn sstore(&mut self, _op: &SstoreOp) -> Result<(), HostError> {
+            Ok(())
+        }
+        fn sstore_global(&mut self, _handle: u32) -> (Option<i32>, Option<Reference>) {
+            (None, None)
+        }
+        fn send_to_daemon(&mut self, _message: &[u8]) {}
+        fn report(&mut self, outcome: &Outcome) {
+            self.outcomes.push(outcome.clone());
+        }
+    }
+
+    fn options() -> Vec<u8> {
+        OptionsFrame {
+            options: FifoOptions::default(),
+            handle: 3,
+        }
+        .to_bytes()
+        .to_vec()
+    }
+
+    fn run(from_lc: Vec<u8>, eof: bool, full: bool) -> (HandshakeReport, Process) {
+        let flag: &'static CheckpointFlag = std::boxed::Box::leak(std::boxed::Box::default());
+        let name = ProcessName { jobid: 1, vpid: 2 };
+        let mut app = AppCoordinator::new(Config::new(77, name, false), flag);
+        let mut process = Process {
+            clock: Instant::from_secs(10),
+            script: Some(Script {
+                from_lc,
+                to_lc: Vec::new(),
+                eof,
+                full,
+            }),
+            waits: 0,
+            outcomes: Vec::new(),
+        };
+        flag.request();
+        let report = run_handshake(&mut app, &mut process).expect("a handshake ended");
+        assert!(app.is_idle(), "the machine is idle again");
+        assert!(
+            matches!(process.outcomes.last(), Some(Outcome::Handshake(_))),
+            "the host saw the report"
+        );
+        (report, process)
+    }
+
+    #[test]
+    fn nothing_pending_runs_nothing() {
+        let flag = CheckpointFlag::new();
+        let name = ProcessName { jobid: 1, vpid: 2 };
+        let mut app = AppCoordinator::new(Config::new(77, name, false), &flag);
+        let mut process = Process {
+            clock: Instant::ZERO,
+            script: None,
+            waits: 0,
+            outcomes: Vec::new(),
+        };
+        assert_eq!(run_handshake(&mut app, &mut process), None);
+        assert!(process.outcomes.is_empty());
+    }
+
+    #[test]
+    fn frames_in_pieces_make_a_whole_handshake() {
+        let mut from_lc = options();
+        from_lc.extend_from_slice(&fifo::GO_AHEAD);
+        from_lc.extend_from_slice(&fifo::RELEASE);
+        let (report, _) = run(from_lc, false, false);
+        assert_eq!(report.error, None);
+        assert_eq!((report.handle, report.state), (3, CrState::Continue));
+        assert_eq!(report.response, CkptResponse::Start);
+    }
+
+    #[test]
+    fn a_silent_local_coordinator_ends_at_the_read_deadline() {
+        let (report, process) = run(options(), false, false);
+        let e = report.error.expect("an error");
+        assert_eq!((e.wait, e.failure), (Wait::GoAhead, WaitFailure::Deadline));
+        assert_eq!(process.waits, 1, "one wait, straight to the deadline");
+    }
+
+    #[test]
+    fn a_vanished_local_coordinator_is_peer_gone() {
+        let (report, _) = run(options(), true, false);
+        let e = report.error.expect("an error");
+        assert_eq!((e.wait, e.failure), (Wait::GoAhead, WaitFailure::PeerGone));
+    }
+
+    #[test]
+    fn a_stream_that_takes_nothing_is_peer_gone() {
+        let (report, _) = run(options(), false, true);
+        let e = report.error.expect("an error");
+        assert_eq!((e.wait, e.failure), (Wait::Response, WaitFailure::PeerGone));
+    }
+
+    #[test]
+    fn a_channel_that_cannot_open_fails_the_open() {
+        let flag = CheckpointFlag::new();
+        let name = ProcessName { jobid: 1, vpid: 2 };
+        let mut app = AppCoordinator::new(Config::new(77, name, false), &flag);
+        let mut process = Process {
+            clock: Instant::ZERO,
+            script: None,
+            waits: 0,
+            outcomes: Vec::new(),
+        };
+        flag.request();
+        let report = run_handshake(&mut app, &mut process).expect("a handshake ended");
+        let e = report.error.expect("an error");
+        assert_eq!((e.wait, e.failure), (Wait::Open, WaitFailure::Io));
+    }
+}
