@@ -99,8 +99,8 @@
 //!
 //! ## Sizes
 //!
-//! Checked by tests (`core/tests/storage.rs`); 32-bit figures for
-//! thumbv7em.
+//! The 64-bit figures are checked by `core/tests/storage.rs`; the 32-bit
+//! ones were measured for thumbv7em.
 //!
 //! | | 64-bit | 32-bit |
 //! |---|---|---|

@@ -4,8 +4,9 @@
 //! Nothing in snapc-core reads a clock: adapters pass `now` into every
 //! `handle_*` call (a monotonic clock on POSIX, a virtual one in simulation).
 //! All arithmetic saturates, so no input can make it panic or wrap: an
-//! instant plus a huge duration is [`Instant::MAX`] ("never"), and the time
-//! from a later instant to an earlier one is [`Duration::ZERO`].
+//! instant plus a huge duration is [`Instant::MAX`], and the time from a
+//! later instant to an earlier one is [`Duration::ZERO`]. "No deadline" is
+//! never an instant: every machine's `poll_timeout` says it with `None`.
 
 use core::fmt;
 use core::ops::{Add, AddAssign, Sub, SubAssign};
@@ -23,7 +24,7 @@ pub struct Duration(u64);
 impl Instant {
     /// The origin.
     pub const ZERO: Self = Self(0);
-    /// The latest representable instant; used as "never".
+    /// The latest representable instant (where additions saturate).
     pub const MAX: Self = Self(u64::MAX);
 
     /// The instant `micros` microseconds after the origin.

@@ -485,6 +485,15 @@ mod tests {
         }
     }
 
+    fn process(script: Option<Script>) -> Process {
+        Process {
+            clock: Instant::from_secs(10),
+            script,
+            waits: 0,
+            outcomes: Vec::new(),
+        }
+    }
+
     fn options() -> Vec<u8> {
         OptionsFrame {
             options: FifoOptions::default(),
@@ -498,17 +507,12 @@ mod tests {
         let flag: &'static CheckpointFlag = std::boxed::Box::leak(std::boxed::Box::default());
         let name = ProcessName { jobid: 1, vpid: 2 };
         let mut app = AppCoordinator::new(Config::new(77, name, false), flag);
-        let mut process = Process {
-            clock: Instant::from_secs(10),
-            script: Some(Script {
-                from_lc,
-                to_lc: Vec::new(),
-                eof,
-                full,
-            }),
-            waits: 0,
-            outcomes: Vec::new(),
-        };
+        let mut process = process(Some(Script {
+            from_lc,
+            to_lc: Vec::new(),
+            eof,
+            full,
+        }));
         flag.request();
         let report = run_handshake(&mut app, &mut process).expect("a handshake ended");
         assert!(app.is_idle(), "the machine is idle again");
@@ -524,12 +528,7 @@ mod tests {
         let flag = CheckpointFlag::new();
         let name = ProcessName { jobid: 1, vpid: 2 };
         let mut app = AppCoordinator::new(Config::new(77, name, false), &flag);
-        let mut process = Process {
-            clock: Instant::ZERO,
-            script: None,
-            waits: 0,
-            outcomes: Vec::new(),
-        };
+        let mut process = process(None);
         assert_eq!(run_handshake(&mut app, &mut process), None);
         assert!(process.outcomes.is_empty());
     }
@@ -572,12 +571,7 @@ mod tests {
         let flag = CheckpointFlag::new();
         let name = ProcessName { jobid: 1, vpid: 2 };
         let mut app = AppCoordinator::new(Config::new(77, name, false), &flag);
-        let mut process = Process {
-            clock: Instant::ZERO,
-            script: None,
-            waits: 0,
-            outcomes: Vec::new(),
-        };
+        let mut process = process(None);
         flag.request();
         let report = run_handshake(&mut app, &mut process).expect("a handshake ended");
         let e = report.error.expect("an error");

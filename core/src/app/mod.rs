@@ -267,8 +267,9 @@ impl Req {
 /// only unbounded states are idle, quiesced (the application decides when
 /// the quiesce ends) and awaiting termination.
 ///
-/// **Storage**: none but itself: `size_of::<AppCoordinator>()` is 2 248
-/// bytes on 64-bit targets (checked by a test); nothing is allocated.
+/// **Storage**: none but itself: `size_of::<AppCoordinator>()` is 2,232
+/// bytes on 64-bit targets (checked by a test), 1,912 on 32-bit ones;
+/// nothing is allocated.
 #[derive(Debug)]
 pub struct AppCoordinator<'f> {
     flag: &'f CheckpointFlag,

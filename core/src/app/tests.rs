@@ -1772,3 +1772,32 @@ fn refusal_before_the_own_handshake_ends_the_request() {
     assert!(app.is_idle());
     assert_eq!(app.poll_timeout(), None);
 }
+
+#[test]
+fn request_into_any_sink_writes_the_same_bytes() {
+    let long = "h".repeat(3000);
+    let requests = [
+        Request::Init,
+        Request::Restart {
+            seq_num: 4,
+            handle: Some(&long),
+        },
+    ];
+    for request in requests {
+        let (_flag, mut a, host) = rig(true);
+        let (_flag, mut b, _) = rig(true);
+        let mut out = vec![0u8; 4096];
+        let n = a.request(host.now, request, &mut out).unwrap();
+        let mut sink: heapless::Vec<u8, 4096> = heapless::Vec::new();
+        assert_eq!(b.request_into(host.now, request, &mut sink), Ok(n));
+        assert_eq!(&sink[..], &out[..n]);
+    }
+    // A sink that cannot take it refuses the request; nothing waits.
+    let (_flag, mut app, host) = rig(true);
+    let mut small: heapless::Vec<u8, 8> = heapless::Vec::new();
+    assert!(matches!(
+        app.request_into(host.now, Request::Checkpoint, &mut small),
+        Err(InputError::Encode(_))
+    ));
+    assert!(app.is_idle());
+}

@@ -109,6 +109,7 @@ impl<const M: usize> MigrationPlan<M> {
 /// Why a preference table was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum MigrateError {
     /// The table has no entries.
     Empty,

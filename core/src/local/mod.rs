@@ -84,7 +84,7 @@ struct Proc {
 /// The caller owns the storage, one slot per process the coordinator may
 /// hold, and chooses its length at run time: a `[ProcessSlot; N]`, a
 /// `&mut [ProcessSlot]` into a static or a stack array, a `Vec` or a boxed
-/// slice. [`ProcessSlot::SIZE`] bytes each (376 on 64-bit targets, 328 on
+/// slice. [`ProcessSlot::SIZE`] bytes each (264 on 64-bit targets, 248 on
 /// 32-bit ones), aligned to [`ProcessSlot::ALIGN`]. A slot's content is
 /// private; [`LocalCoordinator::new`] empties every slot it is given, so
 /// storage may be reused. Storage built from raw bytes (a C caller's
