@@ -729,3 +729,35 @@ fn a_checkpoint_asked_for_as_the_job_starts_waits_for_its_ranks() {
     assert_eq!(env.snapshots("slow"), vec![0]);
     env.assert_clean();
 }
+
+#[test]
+fn a_rank_stopped_during_a_checkpoint_is_named_with_its_state() {
+    let env = Env::new();
+    let steps = steps_for(20.0);
+    let job = env.run(
+        "halt",
+        2,
+        &[],
+        &["--steps", &steps, "--pace-us", PACE],
+        &[("COUNTER_STALL", "1000")],
+    );
+    let status = env.ready(&job);
+    let (code, started) = env.checkpoint("halt", &["--no-wait"]);
+    assert_eq!(code, 0, "{started}");
+    kill(pid_of(&status, 1), Signal::SIGSTOP);
+    let done = wait_status(&env, "halt", "done with the checkpoint", |s| {
+        s["in_progress"].is_null() && !s["last_result"].is_null()
+    });
+    let fin = &done["last_result"];
+    assert_eq!(fin["ok"], false, "{fin}");
+    let err = fin["error"].as_str().unwrap();
+    assert!(err.contains("rank 1") && err.contains("stopped"), "{err}");
+    assert_eq!(done["state"], "stopped", "{done}");
+    let (code, _, text) = env.cmd(&["resume", "--job", "halt"]);
+    assert_eq!(code, 0, "{text}");
+    let (code, _, text) = env.cmd(&["stop", "--job", "halt"]);
+    assert_eq!(code, 0, "{text}");
+    job.finish(Duration::from_secs(30));
+    assert!(env.snapshots("halt").is_empty());
+    env.assert_clean();
+}
