@@ -367,6 +367,12 @@ fn usage_errors_exit_2_and_failures_1() {
         2,
         "one daemon runs at most 256",
     );
+    expect(
+        &env,
+        &["run", "-n", "1", "--grace", "1e19", "--", "true"],
+        2,
+        "--grace must be a positive number of seconds, at most",
+    );
     expect(&env, &["checkpoint"], 1, "no job is running");
     expect(
         &env,
