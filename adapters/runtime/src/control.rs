@@ -312,23 +312,30 @@ impl Client {
         // command at once) may not listen yet.
         let appear_by = Instant::now() + JOB_START_WAIT;
         let mut stream = loop {
-            match UnixStream::connect(&paths.ctl) {
+            let e = match UnixStream::connect(&paths.ctl) {
                 Ok(s) => break s,
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::NotFound && Instant::now() < appear_by =>
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => {
-                    return Err(if remove_stale(&dir, job) {
-                        format!("job {job}: its daemon is gone (removed its stale sockets)")
-                    } else if e.kind() == std::io::ErrorKind::NotFound {
-                        no_such_job(job)
-                    } else {
-                        format!("job {job}: {}: {e}", paths.ctl.display())
-                    });
-                }
+                Err(e) => e,
+            };
+            let refused = e.kind() == std::io::ErrorKind::ConnectionRefused;
+            let missing = e.kind() == std::io::ErrorKind::NotFound;
+            // Refused by a socket whose daemon is gone: stale.
+            if (refused || !missing) && remove_stale(&dir, job) {
+                return Err(format!(
+                    "job {job}: its daemon is gone (removed its stale sockets)"
+                ));
             }
+            // Not there yet, or bound and not listening yet.
+            if (missing || refused) && Instant::now() < appear_by {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            return Err(if missing && remove_stale(&dir, job) {
+                format!("job {job}: its daemon is gone (removed its stale sockets)")
+            } else if missing {
+                no_such_job(job)
+            } else {
+                format!("job {job}: {}: {e}", paths.ctl.display())
+            });
         };
         stream
             .set_write_timeout(Some(Duration::from_secs(5)))
