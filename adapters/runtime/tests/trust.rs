@@ -258,7 +258,7 @@ fn planted_symlinks_in_the_store_are_never_followed() {
     ] {
         std::os::unix::fs::symlink(&victim, staging.join(name)).unwrap();
     }
-    let (code, fin) = env.checkpoint("plant", &["--wait"]);
+    let (code, fin) = env.checkpoint("plant", &["--wait", "--timeout", "120"]);
     assert_eq!(code, 0, "{fin}");
     assert_eq!(std::fs::read(&victim).unwrap(), b"mine");
     assert_eq!(mode(&victim), 0o600);
@@ -288,7 +288,7 @@ fn snapshots_are_private_whatever_the_umask() {
     }
     let job = Env::spawn_cmd("um", c);
     env.ready(&job);
-    let (code, fin) = env.checkpoint("um", &["--wait"]);
+    let (code, fin) = env.checkpoint("um", &["--wait", "--timeout", "120"]);
     assert_eq!(code, 0, "{fin}");
     let (code, out) = job.finish(Duration::from_secs(60));
     assert_eq!(code, 0, "{out:?}");
@@ -360,7 +360,7 @@ fn a_client_short_of_fds_removes_nothing() {
         .map(|e| e.file_name())
         .collect();
     assert_eq!(before, after);
-    let (code, fin) = env.checkpoint("fds", &["--wait"]);
+    let (code, fin) = env.checkpoint("fds", &["--wait", "--timeout", "120"]);
     assert_eq!(code, 0, "the job is still reachable: {fin}");
     let (code, out) = job.finish(Duration::from_secs(60));
     assert_eq!(code, 0, "{out:?}");
@@ -379,7 +379,7 @@ fn sequence_numbers_do_not_run_out_at_u32_max() {
     let counter = counter_args(2.0);
     let job = env.run("big", 1, &[], &strs(&counter), &[]);
     env.ready(&job);
-    let (code, fin) = env.checkpoint("big", &["--wait"]);
+    let (code, fin) = env.checkpoint("big", &["--wait", "--timeout", "120"]);
     assert_eq!(code, 0, "{fin}");
     let next = u64::from(u32::MAX) + 1;
     assert_eq!(fin["seq"], next, "{fin}");
@@ -495,7 +495,7 @@ fn idle_control_connections_do_not_wedge_the_daemon() {
     assert!(idle.len() > 300, "{} connected", idle.len());
     let (code, _, text) = env.cmd(&["status", "--job", "flood"]);
     assert_eq!(code, 0, "{text}");
-    let (code, fin) = env.checkpoint("flood", &["--wait"]);
+    let (code, fin) = env.checkpoint("flood", &["--wait", "--timeout", "120"]);
     assert_eq!(code, 0, "{fin}");
     assert!(open_fds(daemon) <= limit, "within its limit");
     // The ones still held are dropped once their line is overdue.
@@ -545,7 +545,7 @@ fn stray_signals_do_not_end_the_daemon() {
     // answered; once that times out, checkpoints work.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let (code, fin) = env.checkpoint("sig", &["--wait"]);
+        let (code, fin) = env.checkpoint("sig", &["--wait", "--timeout", "120"]);
         if code == 0 {
             break;
         }
@@ -613,7 +613,7 @@ fn a_hung_or_stopped_rank_fails_the_checkpoint_within_bounds() {
         &[("COUNTER_SLOW", "1:60000")],
     );
     env.ready(&job);
-    let (code, fin) = env.checkpoint("hung", &["--wait"]);
+    let (code, fin) = env.checkpoint("hung", &["--wait", "--timeout", "120"]);
     assert_ne!(code, 0, "{fin}");
     let err = fin["error"].as_str().unwrap_or_default();
     assert!(
@@ -659,7 +659,7 @@ fn a_hung_or_stopped_rank_fails_the_checkpoint_within_bounds() {
         err.contains("rank 1") && err.contains(&format!("pid {rank1} is stopped")),
         "{fin}"
     );
-    let (code, fin) = env.checkpoint("stopped", &["--wait"]);
+    let (code, fin) = env.checkpoint("stopped", &["--wait", "--timeout", "120"]);
     assert_eq!(code, 0, "once it runs again: {fin}");
     let (code, out) = job.finish(Duration::from_secs(60));
     assert_eq!(code, 0, "{out:?}");
@@ -727,7 +727,7 @@ fn abort_ends_a_checkpoint_in_progress() {
     let (code, _, text) = env.cmd(&["abort", "--job", "ab"]);
     assert_ne!(code, 0, "nothing left to abort: {text}");
     assert!(text.contains("nothing to abort"), "{text}");
-    let (code, fin) = env.checkpoint("ab", &["--wait"]);
+    let (code, fin) = env.checkpoint("ab", &["--wait", "--timeout", "120"]);
     assert_eq!(code, 0, "{fin}");
     let (code, out) = job.finish(Duration::from_secs(60));
     assert_eq!(code, 0, "{out:?}");
@@ -795,7 +795,7 @@ fn a_stalled_output_reader_costs_output_not_coordination() {
         std::thread::sleep(Duration::from_millis(50));
     }
     for _ in 0..2 {
-        let (code, fin) = env.checkpoint("stall", &["--wait"]);
+        let (code, fin) = env.checkpoint("stall", &["--wait", "--timeout", "120"]);
         assert_eq!(code, 0, "{fin}");
     }
     let status = env.status("stall").unwrap();
@@ -873,7 +873,7 @@ fn file_descriptor_limits_are_raised_checked_and_named() {
     let args = env.run_args("fd12", 12, &[], &strs(&counter));
     let job = Env::spawn_cmd("fd12", snapc_in("-Sn 64", &args));
     let status = env.ready(&job);
-    let (code, fin) = env.checkpoint("fd12", &["--wait"]);
+    let (code, fin) = env.checkpoint("fd12", &["--wait", "--timeout", "120"]);
     assert_eq!(code, 0, "{fin}");
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", pid_of(&status, 0))).unwrap();
     let line = limits
@@ -897,14 +897,14 @@ fn file_descriptor_limits_are_raised_checked_and_named() {
     };
     // Room for the control connection, none for the checkpoint's work.
     prlimit(open_fds(daemon) + 1);
-    let (code, fin) = env.checkpoint("emfile", &["--wait"]);
+    let (code, fin) = env.checkpoint("emfile", &["--wait", "--timeout", "120"]);
     assert_ne!(code, 0, "{fin}");
     assert!(
         fin.to_string().contains("Too many open files"),
         "EMFILE is named: {fin}"
     );
     prlimit(4096);
-    let (code, fin) = env.checkpoint("emfile", &["--wait"]);
+    let (code, fin) = env.checkpoint("emfile", &["--wait", "--timeout", "120"]);
     assert_eq!(code, 0, "{fin}");
     let (code, out) = job.finish(Duration::from_secs(60));
     assert_eq!(code, 0, "{out:?}");

@@ -319,7 +319,10 @@ impl Daemon {
         // Why a rank could not write its snapshot is in its own log; a full
         // store is worth saying here (before the discard frees space).
         let full = (checkpoint && !ok).then(|| self.store.full()).flatten();
-        if checkpoint && !ok {
+        // A failed operation's snapshot directory goes at once (a quiesce's
+        // stays until the daemon's end: its ranks write their attributes
+        // there as they tear down).
+        if !ok && !matches!(r.kind, OpKind::QuiesceEnd) {
             self.store.discard(op.handle);
         }
         match r.kind {
