@@ -79,6 +79,10 @@ pub struct Snapshot {
     pub options: FifoOptions,
 }
 
+/// The longest an application request's wait for the daemon goes without
+/// looking at the checkpoint flag.
+const SIGNAL_CHECK: Duration = Duration::from_millis(2);
+
 /// Configuration, from code or from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -366,8 +370,8 @@ pub struct Snapc<H: Hooks> {
     snapshot_root: Option<PathBuf>,
     /// This process's rank.
     rank: u32,
-    /// Signals ignored by the flag when the release was read.
-    ignored_at_release: Option<u32>,
+    /// Signals the flag had ignored when the final state was written.
+    ignored_at_final: Option<u32>,
     /// Ends the process when the daemon closes the link.
     _close_watch: Option<crate::link::CloseWatch>,
 }
@@ -452,7 +456,7 @@ impl<H: Hooks> Snapc<H> {
             send_timeout: config.timeout,
             snapshot_root: config.snapshot_root,
             rank: config.rank,
-            ignored_at_release: None,
+            ignored_at_final: None,
         })
     }
 
@@ -640,9 +644,12 @@ impl<H: Hooks> Snapc<H> {
     }
 
     /// Waits for a message from the daemon until the machine's next
-    /// deadline (a signal cuts the wait short) and hands it over.
+    /// deadline, at most [`SIGNAL_CHECK`] at a time, and hands it over.
     fn await_daemon(&mut self) {
-        let deadline = self.deadline();
+        // A signal cuts the wait short, unless it came just before the wait
+        // began (or went to another thread): the flag is looked at again
+        // soon after, since the coordinator signals only once.
+        let deadline = self.deadline().min(Instant::now() + SIGNAL_CHECK);
         let Some(link) = self.link.as_mut() else {
             return;
         };
@@ -735,7 +742,14 @@ impl<H: Hooks> Snapc<H> {
                     }
                 };
                 match result {
-                    Ok(()) => note(self.machine.handle_write_done(self.now())),
+                    Ok(()) => {
+                        if frame == Frame::FinalState {
+                            // This handshake's coordinator sends no signal
+                            // from here on: one that comes is the next's.
+                            self.ignored_at_final = Some(CHECKPOINT_FLAG.ignored());
+                        }
+                        note(self.machine.handle_write_done(self.now()))
+                    }
                     Err(e) => self.io_failed(&e),
                 }
             }
@@ -784,11 +798,10 @@ impl<H: Hooks> Snapc<H> {
                 self.flush_attributes();
                 self.snapshot_dir = None;
                 note(self.machine.handle_teardown_done(self.now()));
-                // A signal that came after the release was for the next
-                // handshake (this one's coordinator sends none after the
-                // final state): the flag ignored it while this one ended,
-                // so it is taken up now instead of being lost.
-                if let Some(before) = self.ignored_at_release.take()
+                // A signal that came after the final state was for the next
+                // handshake: the flag ignored it while this one ended, so it
+                // is taken up now instead of being lost.
+                if let Some(before) = self.ignored_at_final.take()
                     && CHECKPOINT_FLAG.ignored() != before
                 {
                     CHECKPOINT_FLAG.request();
@@ -805,14 +818,12 @@ impl<H: Hooks> Snapc<H> {
         }
     }
 
-    /// The release is read: the handshake's names may now be taken for
-    /// ending by other coordinators (the application's lock goes), and
-    /// signals from here on belong to the next handshake.
+    /// The release is read: the handshake is ending, its names may be
+    /// taken for ending by other coordinators (the application's lock goes).
     fn released(&mut self) {
         if let Some(ch) = &self.channel {
             ch.release_app_lock();
         }
-        self.ignored_at_release = Some(CHECKPOINT_FLAG.ignored());
     }
 
     /// Stable storage: the daemon's staging directory

@@ -34,12 +34,13 @@
 //!   not earlier than it. Opening them claims the handshake
 //!   ([`Channel::open_local_checked`]); another coordinator's claim fails
 //!   this one before anything is written.
-//! - One signal per handshake. It is repeated only while the process has no
-//!   names at all, is alive, not stopped, handles the signal and has no
-//!   delivery pending, after [`RESIGNAL_AFTER`], then four and sixteen
-//!   times that ([`RESIGNAL_MAX`] repeats): for processes (not snapc's,
-//!   which keep a signal that lands during their teardown) that drop a
-//!   signal arriving while they finish their previous handshake.
+//! - One signal per handshake. It is repeated only when it waited for an
+//!   earlier handshake's names to go (the process may have dropped it while
+//!   finishing that one: snapc's keep it, others may not), and only while
+//!   the process still has no names at all, is alive, not stopped, handles
+//!   the signal and has no delivery of it pending: after
+//!   [`RESIGNAL_AFTER`], then four and sixteen times that
+//!   ([`RESIGNAL_MAX`] repeats).
 
 use crate::fifo::{Channel, FifoError, FileKey, PipeDir, file_key};
 use crate::target::{self, State};
@@ -56,9 +57,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// How long after the signal a process with no FIFO names, alive, running
-/// and handling the signal, may be signalled again (then four and sixteen
-/// times that).
+/// How long after a signal that waited for an earlier handshake's names a
+/// process with no FIFO names, alive, running and handling the signal, may
+/// be signalled again (then four and sixteen times that).
 pub const RESIGNAL_AFTER: Duration = Duration::from_millis(250);
 
 /// The most times one handshake's signal is repeated.
@@ -150,6 +151,10 @@ struct Signalled {
     wall: (i64, i64),
     /// The process's FIFOs that existed at the signal.
     before: Vec<FileKey>,
+    /// The signal waited for an earlier handshake's names to go: the
+    /// process may have dropped it while finishing that one, so it may be
+    /// repeated.
+    may_be_missed: bool,
     resignals: u32,
     next_resignal: Instant,
     /// While names that are not this handshake's exist: when to look at
@@ -164,7 +169,8 @@ impl Watch {
             WatchStage::Pending => Some(now),
             WatchStage::Deferred { next_check, .. } => Some(*next_check),
             WatchStage::Signalled(s) => {
-                let resignal = (s.resignals < RESIGNAL_MAX).then_some(s.next_resignal);
+                let resignal =
+                    (s.may_be_missed && s.resignals < RESIGNAL_MAX).then_some(s.next_resignal);
                 [resignal, s.next_check].into_iter().flatten().min()
             }
         }
@@ -524,9 +530,18 @@ impl FifoIo {
         let mut scan = std::mem::take(&mut self.rescan) || self.notify.is_none();
         if let Some(n) = &self.notify {
             // Consumed before the scan: a name created after it leaves the
-            // fd readable for the caller's next poll.
-            while matches!(n.read_events(), Ok(events) if !events.is_empty()) {
-                scan = true;
+            // fd readable for the caller's next poll. A name leaving
+            // matters only to a signal that waits for names to go.
+            let deferred = self
+                .watches
+                .values()
+                .any(|w| matches!(w.stage, WatchStage::Deferred { .. }));
+            let arrivals = AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO;
+            while let Ok(events) = n.read_events() {
+                if events.is_empty() {
+                    break;
+                }
+                scan |= deferred || events.iter().any(|e| e.mask.intersects(arrivals));
             }
         }
         scan = scan
@@ -586,6 +601,7 @@ impl FifoIo {
         };
         let pid = w.pid;
         let names = found.get(&pid).map_or(&[][..], Vec::as_slice);
+        let deferred = matches!(w.stage, WatchStage::Deferred { .. });
         let unheld_since = match &w.stage {
             WatchStage::Pending => None,
             WatchStage::Deferred {
@@ -610,7 +626,7 @@ impl FifoIo {
                     };
                 }
             }
-            Verdict::Signal => self.send_signal(lc, slot, pid, wall, now),
+            Verdict::Signal => self.send_signal(lc, slot, pid, names, wall, now, deferred),
         }
     }
 
@@ -623,7 +639,8 @@ impl FifoIo {
         now: Instant,
     ) -> Verdict {
         let sig = self.signal.as_str();
-        match target::state(pid) {
+        let status = target::status(pid);
+        match status.state {
             State::Gone => {
                 return Verdict::Fail(IoError::PeerGone, format!("pid {pid} does not exist"));
             }
@@ -638,7 +655,7 @@ impl FifoIo {
             }
             State::Alive(_) => {}
         }
-        if target::handles(pid, self.signal) == Some(false) {
+        if status.handles(self.signal) == Some(false) {
             return Verdict::Fail(
                 IoError::Failed,
                 format!("pid {pid} does not handle {sig}: not a snapc process"),
@@ -714,19 +731,22 @@ impl FifoIo {
         }
     }
 
+    /// Signals `pid`, whose names at the last scan were `names` (those that
+    /// still exist are not this handshake's); `after_wait`: the signal
+    /// waited for an earlier handshake's names to go.
+    #[allow(clippy::too_many_arguments)]
     fn send_signal<S: ProcessStorage>(
         &mut self,
         lc: &mut LocalCoordinator<S>,
         slot: SlotId,
         pid: u32,
+        names: &[FifoName],
         wall: (i64, i64),
         now: Instant,
+        after_wait: bool,
     ) {
-        let before: Vec<FileKey> = names_by_pid(&self.pipe_dir)
-            .unwrap_or_default()
-            .get(&pid)
-            .into_iter()
-            .flatten()
+        let before: Vec<FileKey> = names
+            .iter()
             .filter_map(|n| file_key(&self.pipe_dir.fifo_path(*n)).map(|(k, _, _)| k))
             .collect();
         match kill(Pid::from_raw(pid as i32), self.signal) {
@@ -736,6 +756,7 @@ impl FifoIo {
                     w.stage = WatchStage::Signalled(Signalled {
                         wall,
                         before,
+                        may_be_missed: after_wait,
                         resignals: 0,
                         next_resignal: now + RESIGNAL_AFTER,
                         next_check: None,
@@ -782,6 +803,14 @@ impl FifoIo {
             let _ = lc.handle_fifos_exist(self.now(), slot);
             return;
         }
+        let fresh = |n: &FifoName| {
+            file_key(&self.pipe_dir.fifo_path(*n))
+                .is_some_and(|(key, ctime, _)| !s.before.contains(&key) && ctime >= s.wall)
+        };
+        // Only new names: a pair being created; the next name wakes us.
+        if names.iter().all(fresh) && !names.is_empty() {
+            return;
+        }
         if !names.is_empty() {
             if s.next_check.is_some_and(|t| t > now) {
                 return;
@@ -822,15 +851,17 @@ impl FifoIo {
             }
             return;
         }
-        if s.resignals >= RESIGNAL_MAX || s.next_resignal > now {
+        if !s.may_be_missed || s.resignals >= RESIGNAL_MAX || s.next_resignal > now {
             return;
         }
-        // No names at all: repeat the signal only to a live, running process
-        // that handles it and has taken the last one.
-        let takes = matches!(target::state(pid), State::Alive(_))
-            && target::handles(pid, self.signal) != Some(false);
-        let pending = target::pending(pid, self.signal);
-        let resend = takes && !pending && kill(Pid::from_raw(pid as i32), self.signal).is_ok();
+        // No names at all after a signal sent as an earlier handshake ended:
+        // repeat it, only to a live, running process that handles it and
+        // has taken the last one.
+        let status = target::status(pid);
+        let takes = matches!(status.state, State::Alive(_))
+            && status.handles(self.signal) != Some(false)
+            && !status.pending(self.signal);
+        let resend = takes && kill(Pid::from_raw(pid as i32), self.signal).is_ok();
         if let Some(Watch {
             stage: WatchStage::Signalled(s),
             ..

@@ -27,11 +27,22 @@ pub enum State {
     Gone,
 }
 
+/// A `/proc` file, read with a buffer its usual size fits in: `/proc`
+/// reports no size, and reading it in growing small pieces costs a system
+/// call each (a coordinator reads one per process per checkpoint).
+fn read_proc(path: &str, size: usize) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(size);
+    std::fs::File::open(path).ok()?.read_to_end(&mut buf).ok()?;
+    Some(buf)
+}
+
 /// The state of `pid`.
 pub fn state(pid: u32) -> State {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    let Some(stat) = read_proc(&format!("/proc/{pid}/stat"), 1024) else {
         return State::Gone;
     };
+    let stat = String::from_utf8_lossy(&stat);
     // The state follows the parenthesised command name, which may itself
     // hold parentheses and spaces.
     match stat
@@ -45,14 +56,58 @@ pub fn state(pid: u32) -> State {
     }
 }
 
-/// One hexadecimal signal mask line of `/proc/<pid>/status` (`SigCgt`,
-/// `SigPnd`, ...).
-fn status_mask(pid: u32, key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|line| {
-        let value = line.strip_prefix(key)?.strip_prefix(':')?;
-        u64::from_str_radix(value.trim(), 16).ok()
-    })
+/// What `/proc/<pid>/status` says of a process's state and signals, read
+/// once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// Its state.
+    pub state: State,
+    /// Signals with a handler (`SigCgt`), if known.
+    caught: Option<u64>,
+    /// Signals pending for it or its threads (`SigPnd | ShdPnd`).
+    pending: u64,
+}
+
+impl Status {
+    /// Whether it has a handler for `signal`; `None` when it cannot be told.
+    pub fn handles(&self, signal: Signal) -> Option<bool> {
+        self.caught.map(|m| m & bit(signal) != 0)
+    }
+
+    /// Whether `signal` was sent and not yet delivered (it has not run
+    /// since, or blocks it).
+    pub fn pending(&self, signal: Signal) -> bool {
+        self.pending & bit(signal) != 0
+    }
+}
+
+/// The status of `pid` (state [`State::Gone`] when there is none).
+pub fn status(pid: u32) -> Status {
+    let Some(text) = read_proc(&format!("/proc/{pid}/status"), 4096) else {
+        return Status {
+            state: State::Gone,
+            caught: None,
+            pending: 0,
+        };
+    };
+    let text = String::from_utf8_lossy(&text);
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    let mask = |key: &str| field(key).and_then(|v| u64::from_str_radix(v, 16).ok());
+    let state = match field("State").and_then(|v| v.chars().next()) {
+        Some('T' | 't') => State::Stopped,
+        Some('Z' | 'X' | 'x') => State::Exited,
+        Some(c) => State::Alive(c),
+        None => State::Gone,
+    };
+    Status {
+        state,
+        caught: mask("SigCgt"),
+        pending: mask("SigPnd").unwrap_or(0) | mask("ShdPnd").unwrap_or(0),
+    }
 }
 
 fn bit(signal: Signal) -> u64 {
@@ -63,21 +118,13 @@ fn bit(signal: Signal) -> u64 {
 /// Whether `pid` has a handler for `signal` (`SigCgt`); `None` when it
 /// cannot be told.
 pub fn handles(pid: u32, signal: Signal) -> Option<bool> {
-    status_mask(pid, "SigCgt").map(|m| m & bit(signal) != 0)
-}
-
-/// Whether `signal` is still pending for `pid` (sent, not yet delivered:
-/// the process has not run since, or blocks it).
-pub fn pending(pid: u32, signal: Signal) -> bool {
-    ["SigPnd", "ShdPnd"]
-        .iter()
-        .any(|k| status_mask(pid, k).is_some_and(|m| m & bit(signal) != 0))
+    status(pid).handles(signal)
 }
 
 /// The command line of `pid`, its arguments joined by spaces (at most 100
 /// characters).
 pub fn command(pid: u32) -> Option<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let raw = read_proc(&format!("/proc/{pid}/cmdline"), 1024)?;
     let text: String = raw
         .split(|b| *b == 0)
         .filter(|a| !a.is_empty())
@@ -102,13 +149,24 @@ pub fn who(pid: u32) -> String {
     }
 }
 
-/// The value of `name` in the environment `pid` started with.
-pub fn environ_var(pid: u32, name: &str) -> Option<OsString> {
-    let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    let prefix = format!("{name}=");
-    raw.split(|b| *b == 0)
-        .find_map(|entry| entry.strip_prefix(prefix.as_bytes()))
-        .map(|v| OsString::from_vec(v.to_vec()))
+/// The environment `pid` started with (`None`: it cannot be read).
+pub fn environ(pid: u32) -> Option<Environ> {
+    read_proc(&format!("/proc/{pid}/environ"), 16384).map(Environ)
+}
+
+/// A process's environment, as `/proc/<pid>/environ` holds it.
+#[derive(Debug, Clone)]
+pub struct Environ(Vec<u8>);
+
+impl Environ {
+    /// The value of `name`, if set.
+    pub fn var(&self, name: &str) -> Option<OsString> {
+        let prefix = format!("{name}=");
+        self.0
+            .split(|b| *b == 0)
+            .find_map(|entry| entry.strip_prefix(prefix.as_bytes()))
+            .map(|v| OsString::from_vec(v.to_vec()))
+    }
 }
 
 /// A file's identity: device and inode.
@@ -193,11 +251,12 @@ pub fn fd_holders(files: &[FileKey], skip: &[u32]) -> Vec<u32> {
 /// A short description of `pid`'s state for error messages, e.g. "pid 12
 /// is stopped" or "pid 12 is running (S) and handles SIGUSR1".
 pub fn describe(pid: u32, signal: Signal) -> String {
-    match state(pid) {
+    let st = status(pid);
+    match st.state {
         State::Gone => format!("pid {pid} is gone"),
         State::Exited => format!("pid {pid} has exited"),
         State::Stopped => format!("pid {pid} is stopped"),
-        State::Alive(c) => match handles(pid, signal) {
+        State::Alive(c) => match st.handles(signal) {
             Some(true) => format!("pid {pid} is running ({c}) and handles {}", signal.as_str()),
             Some(false) => format!(
                 "pid {pid} is running ({c}) but does not handle {}",
@@ -217,10 +276,15 @@ mod tests {
         let me = std::process::id();
         assert!(matches!(state(me), State::Alive(_)));
         assert!(command(me).is_some());
+        let env = environ(me).unwrap();
+        assert_eq!(env.var("PATH"), std::env::var_os("PATH"));
+        assert_eq!(env.var("SNAPC_NO_SUCH_VARIABLE"), None);
         assert!(who(me).starts_with(&format!("pid {me} (")));
         assert!(describe(me, Signal::SIGUSR1).starts_with(&format!("pid {me} is running")));
         // A pid above the kernel's limit never exists.
         assert_eq!(state(u32::MAX), State::Gone);
+        assert_eq!(status(u32::MAX).state, State::Gone);
+        assert!(matches!(status(me).state, State::Alive(_)));
         assert_eq!(handles(u32::MAX, Signal::SIGUSR1), None);
         assert_eq!(
             describe(u32::MAX, Signal::SIGUSR1),

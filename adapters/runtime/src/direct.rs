@@ -135,8 +135,6 @@ struct Driver {
     io: FifoIo,
     req: DirectRequest,
     results: HashMap<u32, DirectResult>,
-    /// Where each process would put its snapshot, most specific first.
-    places: HashMap<u32, Vec<PathBuf>>,
     done: bool,
 }
 
@@ -219,6 +217,17 @@ impl Driver {
             Outcome::Failed(f) => (None, Some(self.explain(r.pid, f, note))),
         };
         let n = self.io.names_of(r.slot).map(|names| names.n);
+        // Looked for now: the process synced it before its final state and
+        // is still alive (`term` ends it after its release).
+        let (snapshot, snapshot_note) = match error {
+            None if !self.req.prep_only => {
+                match locate_snapshot(r.pid, self.req.handle, self.req.store.as_deref()) {
+                    Ok(p) => (Some(p), None),
+                    Err(note) => (None, Some(note)),
+                }
+            }
+            _ => (None, None),
+        };
         self.results.insert(
             r.pid,
             DirectResult {
@@ -227,8 +236,8 @@ impl Driver {
                 state,
                 error,
                 timings: r.timings,
-                snapshot: None,
-                snapshot_note: None,
+                snapshot,
+                snapshot_note,
             },
         );
     }
@@ -266,30 +275,6 @@ impl Driver {
             }
             (_, Some(n)) => n,
             (f, None) => f.to_string(),
-        }
-    }
-
-    /// Names each completed process's snapshot if it is where the process
-    /// was expected to write it.
-    fn locate_snapshots(&mut self) {
-        if self.req.prep_only {
-            return;
-        }
-        for r in self.results.values_mut() {
-            if !r.completed() {
-                continue;
-            }
-            let places = self.places.get(&r.pid).map_or(&[][..], Vec::as_slice);
-            r.snapshot = places.iter().find(|p| p.is_dir()).cloned();
-            if r.snapshot.is_none() {
-                r.snapshot_note = Some(match places.first() {
-                    Some(p) => format!(
-                        "nothing at {}: the process did not say where it saved its snapshot",
-                        p.display()
-                    ),
-                    None => "the process did not say where it saved its snapshot".into(),
-                });
-            }
         }
     }
 
@@ -337,17 +322,11 @@ pub fn checkpoint(req: DirectRequest) -> Result<Vec<DirectResult>, DirectError> 
         req.timeout,
         Instant::now(),
     );
-    let places = req
-        .pids
-        .iter()
-        .map(|&pid| (pid, snapshot_places(pid, req.handle, req.store.as_deref())))
-        .collect();
     let mut driver = Driver {
         lc: LocalCoordinator::new(config, vec![ProcessSlot::EMPTY; req.pids.len()]),
         io,
         req,
         results: HashMap::new(),
-        places,
         done: false,
     };
     for (rank, &pid) in driver.req.pids.iter().enumerate() {
@@ -399,7 +378,6 @@ pub fn checkpoint(req: DirectRequest) -> Result<Vec<DirectResult>, DirectError> 
             driver.lc.handle_timeout(now);
         }
     }
-    driver.locate_snapshots();
     Ok(driver
         .req
         .pids
@@ -418,14 +396,25 @@ pub fn checkpoint(req: DirectRequest) -> Result<Vec<DirectResult>, DirectError> 
         .collect())
 }
 
-/// Where a snapc process `pid` puts its snapshot for `handle`, most specific
-/// first: under a daemon's staging root, in the store its environment
-/// names, in `store`. Read before the checkpoint (a process terminated by
-/// it has no environment left to read).
-fn snapshot_places(pid: u32, handle: u32, store: Option<&std::path::Path>) -> Vec<PathBuf> {
+/// The snapshot a snapc process `pid` wrote for `handle`: in `store` (the
+/// caller's idea of its standalone store), else where its environment says
+/// (a daemon's staging root, its own `SNAPC_STORE`); else why none is named.
+fn locate_snapshot(
+    pid: u32,
+    handle: u32,
+    store: Option<&std::path::Path>,
+) -> Result<PathBuf, String> {
+    let standalone =
+        |s: &std::path::Path| snapc_posix::app::standalone_snapshot_dir(s, handle, pid);
+    let first = store.map(standalone);
+    if let Some(p) = first.as_ref().filter(|p| p.is_dir()) {
+        return Ok(p.clone());
+    }
+    let env = target::environ(pid);
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
     let var = |name: &str| {
-        target::environ_var(pid, name)
+        env.as_ref()
+            .and_then(|e| e.var(name))
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .map(|p| match &cwd {
@@ -433,21 +422,21 @@ fn snapshot_places(pid: u32, handle: u32, store: Option<&std::path::Path>) -> Ve
                 _ => p,
             })
     };
-    let mut places = Vec::new();
-    if let Some(root) = var("SNAPC_SNAPSHOT_ROOT") {
-        let rank = target::environ_var(pid, "SNAPC_RANK")
+    let staged = var("SNAPC_SNAPSHOT_ROOT").map(|root| {
+        let rank = var("SNAPC_RANK")
             .and_then(|r| r.to_str()?.parse().ok())
             .unwrap_or(0);
-        places.push(snapc_posix::sstore::staged_rank_dir(&root, handle, rank));
+        snapc_posix::sstore::staged_rank_dir(&root, handle, rank)
+    });
+    let own = var("SNAPC_STORE").map(|s| standalone(&s));
+    if let Some(p) = staged.into_iter().chain(own).find(|p| p.is_dir()) {
+        return Ok(p);
     }
-    for s in var("SNAPC_STORE")
-        .into_iter()
-        .chain(store.map(PathBuf::from))
-    {
-        let p = snapc_posix::app::standalone_snapshot_dir(&s, handle, pid);
-        if !places.contains(&p) {
-            places.push(p);
-        }
-    }
-    places
+    Err(match first {
+        Some(p) => format!(
+            "nothing at {}: the process did not say where it saved its snapshot",
+            p.display()
+        ),
+        None => "the process did not say where it saved its snapshot".into(),
+    })
 }

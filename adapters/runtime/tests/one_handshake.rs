@@ -496,6 +496,23 @@ fn a_signal_that_lands_during_the_teardown_is_kept() {
 }
 
 #[test]
+fn a_signal_during_the_release_wait_is_kept() {
+    // The next coordinator's signal can come while the process still waits
+    // for the release the last one already wrote: kept, not lost.
+    let p = counter(&[]);
+    let ch = up_to_release(&p, 0, 1, true);
+    p.signal();
+    ch.tx.write_all(&ints(&[0]), soon(5000)).unwrap();
+    drop(ch);
+    p.line("checkpoint n=0 handle=1 state=CONTINUE");
+    let ch = up_to_release(&p, 1, 2, false);
+    ch.tx.write_all(&ints(&[0]), soon(5000)).unwrap();
+    drop(ch);
+    p.line("checkpoint n=1 handle=2 state=CONTINUE");
+    p.expect_clean(&[]);
+}
+
+#[test]
 fn a_process_that_never_answers_gets_few_signals() {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (pipes, store) = (dirs.0.path(), dirs.1.path());
@@ -510,12 +527,8 @@ fn a_process_that_never_answers_gets_few_signals() {
     assert!(error.contains(&pipes.display().to_string()), "{error}");
     assert!(error.contains("handles SIGUSR1"), "{error}");
     settle();
-    let signals = sh.count("usr1");
-    // Once, then only a few repeats: never one every few milliseconds.
-    assert!(
-        (1..=1 + snapc_posix::lcio::RESIGNAL_MAX as usize).contains(&signals),
-        "{signals} signals"
-    );
+    // Once: nothing says it missed the signal.
+    assert_eq!(sh.count("usr1"), 1);
 }
 
 #[test]
@@ -626,14 +639,15 @@ fn a_target_that_stops_or_exits_while_awaited_is_named_at_once() {
 }
 
 /// A process that speaks the FIFO protocol as Open MPI's ranks do (no lock;
-/// host-order ints; it saves through its own store, so nothing appears in
-/// snapc's) and prints `checkpoint N` after each.
+/// host-order ints; a signal during a handshake ignored; it saves through
+/// its own store, so nothing appears in snapc's) and prints `checkpoint N`
+/// after each.
 const FOREIGN_RANK: &str = r#"
-n=0; go=0
-trap 'go=1' USR1
+n=0; go=0; busy=0
+trap '[ $busy = 1 ] || go=1' USR1
 while :; do
   if [ $go = 1 ]; then
-    go=0
+    go=0; busy=1
     r=$PIPES/opal_cr_prog_read.$$_$n; w=$PIPES/opal_cr_prog_write.$$_$n
     mkfifo -m 600 $r $w
     exec 3<>$r
@@ -646,7 +660,7 @@ while :; do
     exec 3>&- 4>&-
     rm -f $r $w
     echo "checkpoint $n"
-    n=$((n+1))
+    n=$((n+1)); busy=0
   fi
   sleep 0.01
 done
@@ -688,7 +702,11 @@ fn snapshot_paths_are_named_only_where_they_exist() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("no snapshot path: "), "{text}");
+    assert!(
+        text.contains("no snapshot path: "),
+        "{text} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
