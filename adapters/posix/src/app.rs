@@ -733,6 +733,13 @@ impl<H: Hooks> Snapc<H> {
                 }
             }
             Action::Write { frame, bytes } => {
+                if frame == Frame::FinalState {
+                    // This handshake's coordinator sends no signal from the
+                    // final state on (it reads it as soon as it is written):
+                    // one that comes is the next handshake's. Counted from
+                    // before the write, which wakes the coordinator.
+                    self.ignored_at_final = Some(CHECKPOINT_FLAG.ignored());
+                }
                 let result = match self.channel.as_ref() {
                     Some(ch) => ch.tx.write_all(&bytes, self.deadline()),
                     None => {
@@ -742,14 +749,7 @@ impl<H: Hooks> Snapc<H> {
                     }
                 };
                 match result {
-                    Ok(()) => {
-                        if frame == Frame::FinalState {
-                            // This handshake's coordinator sends no signal
-                            // from here on: one that comes is the next's.
-                            self.ignored_at_final = Some(CHECKPOINT_FLAG.ignored());
-                        }
-                        note(self.machine.handle_write_done(self.now()))
-                    }
+                    Ok(()) => note(self.machine.handle_write_done(self.now())),
                     Err(e) => self.io_failed(&e),
                 }
             }

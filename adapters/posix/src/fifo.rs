@@ -10,9 +10,11 @@
 //! - Opens, reads and writes never block without a deadline: every fd is
 //!   non-blocking and waits go through `poll`. Short transfers continue, EINTR
 //!   retries, EOF and EPIPE mean the peer is gone.
-//! - A [`Channel`] unlinks the FIFOs it created and closes its fds when
-//!   dropped, whatever ended the handshake; it unlinks a name only while it
-//!   still refers to the FIFO this side created or checked.
+//! - A [`Channel`] closes its fds when dropped, whatever ended the
+//!   handshake; the application's side also unlinks the FIFOs it created,
+//!   a name only while it still refers to the FIFO it created or checked.
+//!   The coordinator's side leaves them to the process (they tell the next
+//!   coordinator that it is still ending its handshake).
 //! - One handshake, one coordinator: each side holds an advisory `flock`
 //!   on the FIFO it reads, taken as soon as it has opened it. The
 //!   application's lock on `prog_read` says "this handshake is live" until
@@ -498,8 +500,12 @@ pub enum Side {
     Local,
 }
 
-/// Both FIFOs of one handshake, from one side. Dropping it closes both fds and
-/// unlinks both names (if they still refer to these FIFOs).
+/// Both FIFOs of one handshake, from one side. Dropping it closes both fds;
+/// the application's side also unlinks both names (if they still refer to
+/// these FIFOs). The local coordinator's side leaves them to the process,
+/// which removes them at its teardown: names that outlive the coordinator
+/// tell the next one that the process is still ending that handshake
+/// ([`remove_names`](Self::remove_names) for a process that is gone).
 #[derive(Debug)]
 pub struct Channel {
     /// What this side reads.
@@ -508,6 +514,8 @@ pub struct Channel {
     pub tx: FifoEnd,
     /// The bound on each blocking `embedded-io` call.
     io_timeout: Duration,
+    /// Unlink the names when dropped (the application's side).
+    owner: bool,
 }
 
 /// The default bound on one blocking `embedded-io` call on a [`Channel`]:
@@ -556,6 +564,7 @@ impl Channel {
             rx,
             tx,
             io_timeout: IO_TIMEOUT,
+            owner: true,
         })
     }
 
@@ -619,6 +628,7 @@ impl Channel {
             rx,
             tx,
             io_timeout: IO_TIMEOUT,
+            owner: false,
         })
     }
 
@@ -741,10 +751,20 @@ impl embedded_io::WriteReady for Channel {
     }
 }
 
-impl Drop for Channel {
-    fn drop(&mut self) {
+impl Channel {
+    /// Unlinks both names if they still refer to these FIFOs: for a
+    /// coordinator whose process is gone and cannot remove them itself.
+    pub fn remove_names(&self) {
         for end in [&self.rx, &self.tx] {
             unlink_if_same(&end.path, end.id);
+        }
+    }
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        if self.owner {
+            self.remove_names();
         }
     }
 }

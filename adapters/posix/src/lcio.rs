@@ -449,7 +449,12 @@ impl FifoIo {
                 self.stops.insert(slot, pid);
             }
             Action::Close { slot } => {
-                self.channels.remove(&slot);
+                // The names are the process's to remove, unless it is gone.
+                if let (Some(ch), Some(pid)) = (self.channels.remove(&slot), self.pids.get(&slot))
+                    && matches!(target::state(*pid), State::Gone | State::Exited)
+                {
+                    ch.remove_names();
+                }
                 self.watches.remove(&slot);
                 self.reads.remove(&slot);
                 self.stops.remove(&slot);
