@@ -75,21 +75,26 @@ pub const DEFER_CHECK: Duration = Duration::from_millis(50);
 /// How often awaited processes are checked for having exited or stopped.
 pub const LIVENESS: Duration = Duration::from_millis(200);
 
+/// The default bound of a process's own checkpoint work: from the go-ahead
+/// to its final state (its prepare, its checkpoint hook writing the
+/// snapshot, and its store steps). Snapshots of large jobs take minutes; a
+/// protocol step takes milliseconds, so the two have separate bounds.
+pub const DEFAULT_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
 /// The local coordinator's configuration with every wait on a process
-/// bounded by `timeout`: its FIFOs (the names, opening, each write, the
-/// response), its final state after the go-ahead (which covers the
-/// application's own prepare and checkpoint: a job whose snapshots take
-/// longer needs a longer timeout) and its stop. The verdict and the
+/// bounded: its FIFOs (the names, opening, each write, the response) and its
+/// stop by `timeout`, its final state after the go-ahead (the application's
+/// own prepare and checkpoint) by `checkpoint_timeout`. The verdict and the
 /// quiesced wait keep their defaults (the global coordinator answers the
 /// verdict; a quiesce lasts as long as its user wants).
-pub fn local_config(timeout: Duration) -> LocalConfig {
+pub fn local_config(timeout: Duration, checkpoint_timeout: Duration) -> LocalConfig {
     let t = CoreDuration::from(timeout);
     let mut config = LocalConfig::default();
     config.deadlines.fifos = t;
     config.deadlines.open = t;
     config.deadlines.write = t;
     config.deadlines.response = t;
-    config.deadlines.final_state = t;
+    config.deadlines.final_state = CoreDuration::from(checkpoint_timeout);
     config.deadlines.stop = t;
     config
 }

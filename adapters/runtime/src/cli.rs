@@ -138,9 +138,14 @@ struct DaemonArgs {
     /// Keep the K latest complete snapshots, remove older ones (K >= 1).
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
     keep: Option<u64>,
-    /// Deadline of each wait on a rank's FIFOs, in seconds.
+    /// Deadline of each protocol step with a rank (its FIFOs appearing,
+    /// opening, each write, its response, a stop), in seconds.
     #[arg(long, default_value_t = 10.0, value_name = "S")]
     timeout: f64,
+    /// Bound of a rank's own checkpoint work (its prepare and checkpoint
+    /// hooks writing the snapshot), in seconds.
+    #[arg(long, default_value_t = 1800.0, value_name = "S")]
+    checkpoint_timeout: f64,
     /// When the job is ended (a signal, `snapc stop`, a failed rank): how
     /// long ranks get between SIGTERM and SIGKILL, in seconds.
     #[arg(long, default_value_t = 10.0, value_name = "S")]
@@ -163,6 +168,7 @@ impl DaemonArgs {
             .map(|v| seconds(v, "--interval"))
             .transpose()?;
         opts.timeout = seconds(self.timeout, "--timeout")?;
+        opts.checkpoint_timeout = seconds(self.checkpoint_timeout, "--checkpoint-timeout")?;
         opts.grace = seconds(self.grace, "--grace")?;
         opts.connect_timeout = seconds(self.connect_timeout, "--connect-timeout")?;
         opts.keep = self.keep.map(|k| usize::try_from(k).unwrap_or(usize::MAX));
@@ -275,6 +281,10 @@ struct CheckpointArgs {
     /// the checkpoint itself goes on).
     #[arg(long, value_name = "S")]
     timeout: Option<f64>,
+    /// With --pid, the bound of each process's own checkpoint work (its
+    /// prepare and checkpoint hooks), in seconds (default 1800).
+    #[arg(long, value_name = "S", requires = "pids")]
+    checkpoint_timeout: Option<f64>,
     /// The processes' pipe directory (default: as the processes compute it).
     #[arg(long, value_name = "D", requires = "pids")]
     pipe_dir: Option<std::path::PathBuf>,
@@ -931,6 +941,10 @@ fn checkpoint(args: CheckpointArgs) -> Outcome {
         prep_only: args.prep_only,
         hold,
         timeout,
+        checkpoint_timeout: match args.checkpoint_timeout {
+            Some(s) => seconds(s, "--checkpoint-timeout")?,
+            None => snapc_posix::lcio::DEFAULT_CHECKPOINT_TIMEOUT,
+        },
         pipe_dir,
         signal,
         handle,

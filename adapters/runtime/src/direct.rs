@@ -55,8 +55,11 @@ pub struct DirectRequest {
     pub prep_only: bool,
     /// How long to hold prepared processes (with `prep_only`).
     pub hold: Duration,
-    /// The deadline of each wait on a process.
+    /// The deadline of each protocol wait on a process.
     pub timeout: Duration,
+    /// The bound of each process's own checkpoint work (go-ahead to final
+    /// state).
+    pub checkpoint_timeout: Duration,
     /// The processes' pipe directory.
     pub pipe_dir: PipeDir,
     /// The checkpoint signal.
@@ -79,6 +82,7 @@ impl DirectRequest {
             prep_only: false,
             hold: Duration::ZERO,
             timeout: Duration::from_secs(10),
+            checkpoint_timeout: snapc_posix::lcio::DEFAULT_CHECKPOINT_TIMEOUT,
             pipe_dir,
             signal: Signal::SIGUSR1,
             handle,
@@ -315,7 +319,7 @@ impl Driver {
 
 /// Checkpoints every process of `req` concurrently; one result per pid, in the order given.
 pub fn checkpoint(req: DirectRequest) -> Result<Vec<DirectResult>, DirectError> {
-    let config = snapc_posix::lcio::local_config(req.timeout);
+    let config = snapc_posix::lcio::local_config(req.timeout, req.checkpoint_timeout);
     let io = FifoIo::new(
         req.pipe_dir.clone(),
         req.signal,

@@ -596,8 +596,9 @@ fn a_rank_whose_daemon_link_closes_ends_itself() {
     assert_eq!(status.signal(), Some(15), "{status:?}");
 }
 
-/// 6: `--timeout` bounds every wait of a checkpoint: a rank hung in its
-/// checkpoint (after the go-ahead) fails it at the timeout, a stopped rank
+/// 6: `--timeout` and `--checkpoint-timeout` bound every wait of a
+/// checkpoint: a rank hung in its checkpoint (after the go-ahead) fails it
+/// at the checkpoint timeout, a stopped rank
 /// fails it at once (whatever the timeout), and the other ranks are
 /// released and go on.
 #[test]
@@ -608,7 +609,7 @@ fn a_hung_or_stopped_rank_fails_the_checkpoint_within_bounds() {
     let job = env.run(
         "hung",
         2,
-        &["--timeout", "2"],
+        &["--timeout", "2", "--checkpoint-timeout", "2"],
         &strs(&counter),
         &[("COUNTER_SLOW", "1:60000")],
     );
@@ -630,7 +631,7 @@ fn a_hung_or_stopped_rank_fails_the_checkpoint_within_bounds() {
     let job = env.run(
         "stopped",
         2,
-        &["--timeout", "600"],
+        &["--timeout", "600", "--checkpoint-timeout", "600"],
         &strs(&counter),
         &[("COUNTER_SLOW", "1:2000")],
     );
@@ -682,7 +683,7 @@ fn abort_ends_a_checkpoint_in_progress() {
     let job = env.run(
         "ab",
         2,
-        &["--timeout", "600"],
+        &["--timeout", "600", "--checkpoint-timeout", "600"],
         &strs(&counter),
         &[("COUNTER_SLOW", "1:3000")],
     );

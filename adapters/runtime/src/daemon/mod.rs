@@ -148,6 +148,9 @@ pub struct RunOptions {
     /// The deadline of each wait on a rank's FIFOs (signal to names, open,
     /// each write, the response).
     pub timeout: Duration,
+    /// The bound of a rank's own checkpoint work (go-ahead to final state:
+    /// its prepare and checkpoint hooks).
+    pub checkpoint_timeout: Duration,
     /// How long ranks get between SIGTERM and SIGKILL when the job is ended.
     pub grace: Duration,
     /// How long ranks get to connect to the daemon before it reports them
@@ -169,6 +172,7 @@ impl RunOptions {
             cwd: None,
             restart_from: None,
             timeout: DEFAULT_TIMEOUT,
+            checkpoint_timeout: snapc_posix::lcio::DEFAULT_CHECKPOINT_TIMEOUT,
             grace: DEFAULT_GRACE,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
@@ -340,7 +344,7 @@ impl Daemon {
         let store = JobStore::open(&opts.store, &opts.job)
             .map_err(|e| RunError::Invalid(format!("snapshot store: {e}")))?;
         let jobid = ((std::process::id() & 0x7fff) << 16) | 1;
-        let config = snapc_posix::lcio::local_config(opts.timeout);
+        let config = snapc_posix::lcio::local_config(opts.timeout, opts.checkpoint_timeout);
         let gc = GlobalCoordinator::new(
             GcConfig {
                 jobid,
