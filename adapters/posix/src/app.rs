@@ -105,10 +105,17 @@ pub struct Config {
     pub daemon_socket: Option<PathBuf>,
     /// The job id (`SNAPC_JOBID`, default 0).
     pub jobid: u32,
-    /// This process's rank (`SNAPC_RANK`, default 0).
+    /// This process's rank: `SNAPC_RANK`, else the launcher's
+    /// (`OMPI_COMM_WORLD_RANK`, `PMIX_RANK`, `SLURM_PROCID`, `PMI_RANK`:
+    /// [`crate::join::RANK_VARS`]); default 0.
     pub rank: u32,
-    /// A snapshot to restart from (`SNAPC_RESTART_DIR`).
+    /// A snapshot to restart from (`SNAPC_RESTART_DIR`; else, when
+    /// `SNAPC_RESTART_SNAPSHOT` names a whole snapshot, its `rank-<rank>/`).
     pub restart_dir: Option<PathBuf>,
+    /// The job's secret (`SNAPC_JOB_SECRET`): a rank that a launcher
+    /// started joins its daemon with it ([`crate::join`]). A daemon that
+    /// forked its ranks sets none.
+    pub job_secret: Option<crate::join::Secret>,
     /// The daemon's staging directory for this job's snapshots
     /// (`SNAPC_SNAPSHOT_ROOT`); standalone snapshot paths when unset.
     pub snapshot_root: Option<PathBuf>,
@@ -170,6 +177,7 @@ impl Default for Config {
             jobid: 0,
             rank: 0,
             restart_dir: None,
+            job_secret: None,
             snapshot_root: None,
             request_timeout: None,
             end_with_daemon: false,
@@ -233,15 +241,40 @@ impl Config {
             c.daemon_socket = Some(v.into());
             c.end_with_daemon = true;
         }
-        for (var, field) in [("SNAPC_JOBID", &mut c.jobid), ("SNAPC_RANK", &mut c.rank)] {
-            if let Some(v) = get(var) {
-                *field = v
-                    .parse()
-                    .map_err(|_| bad(var, &v, "not a non-negative integer".into()))?;
+        if let Some(v) = get("SNAPC_JOBID") {
+            c.jobid = v
+                .parse()
+                .map_err(|_| bad("SNAPC_JOBID", &v, "not a non-negative integer".into()))?;
+        }
+        let rank = crate::join::rank_from(&get)
+            .map_err(|(var, v)| bad(var, &v, "not a non-negative integer".into()))?;
+        if let Some((r, _)) = rank {
+            c.rank = r;
+        }
+        if let Some(v) = get(crate::join::SECRET_VAR) {
+            c.job_secret = Some(crate::join::Secret::new(v.into_bytes()).ok_or_else(|| {
+                bad(
+                    crate::join::SECRET_VAR,
+                    "(not shown)",
+                    format!("at most {} bytes", crate::join::MAX_SECRET),
+                )
+            })?);
+            if rank.is_none() && c.daemon_socket.is_some() {
+                return Err(bad(
+                    "SNAPC_RANK",
+                    "",
+                    format!(
+                        "a rank that joins its daemon needs its rank: one of {} (set by the launcher)",
+                        crate::join::RANK_VARS.join(", ")
+                    ),
+                ));
             }
         }
         if let Some(v) = get("SNAPC_RESTART_DIR") {
             c.restart_dir = Some(v.into());
+        } else if let Some(v) = get(crate::join::RESTART_SNAPSHOT_VAR) {
+            // A launcher cannot give each rank its own directory.
+            c.restart_dir = Some(PathBuf::from(v).join(format!("rank-{}", c.rank)));
         }
         Ok(c)
     }
@@ -460,9 +493,19 @@ impl<H: Hooks> Snapc<H> {
         })
     }
 
-    /// Connects to the daemon; a restarted process tells it its new pid.
+    /// Connects to the daemon (joining it with the job's secret when a
+    /// launcher started this process); a restarted process tells it its
+    /// new pid.
     fn connect(path: &Path, config: &Config, app: &AppConfig) -> Result<DaemonLink, LinkError> {
         let mut link = DaemonLink::connect(path)?;
+        if let Some(secret) = &config.job_secret {
+            let hello = crate::join::Hello {
+                rank: config.rank,
+                pid: app.pid,
+                secret: secret.as_bytes(),
+            };
+            crate::join::join(&mut link, &hello, Instant::now() + config.timeout)?;
+        }
         if config.restart_dir.is_some() {
             let update = ToDaemon::LocalUpdate(LocalUpdate {
                 name: app.name,
@@ -543,6 +586,7 @@ impl<H: Hooks> Snapc<H> {
                 }
             }
             Ok(Some((Tag::SnapcFull, bytes))) => note(self.machine.handle_gc_message(now, &bytes)),
+            Ok(Some((Tag::Join, _))) => log::debug!("ignored a join frame after joining"),
             Ok(None) => {}
             Err(e) => {
                 log::warn!("{e}");
@@ -657,8 +701,8 @@ impl<H: Hooks> Snapc<H> {
             Ok(Some((Tag::SnapcFull, bytes))) => {
                 note(self.machine.handle_gc_message(self.now(), &bytes))
             }
-            Ok(Some((Tag::Snapc, bytes))) => log::debug!(
-                "ignored a {}-byte SNAPC message from the daemon",
+            Ok(Some((tag @ (Tag::Snapc | Tag::Join), bytes))) => log::debug!(
+                "ignored a {}-byte {tag:?} message from the daemon",
                 bytes.len()
             ),
             Ok(None) => {}

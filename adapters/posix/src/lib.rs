@@ -3,7 +3,8 @@
 //! What an application (or a Rust runtime) links to take part in snapc's
 //! checkpoints on a POSIX system: the application API ([`app`]), the
 //! handshake FIFOs and their private directory ([`fifo`]), the checkpoint
-//! signal ([`signal`]), the rank's link to its node daemon ([`link`]), the
+//! signal ([`signal`]), the rank's link to its node daemon ([`link`]) and
+//! how a rank that a launcher started joins it ([`join`]), the
 //! rank's side of the snapshot store ([`sstore`], [`store`]), the FIFO
 //! half of a local coordinator ([`lcio`]) and what it reads of the
 //! processes it coordinates ([`target`]).
@@ -13,6 +14,7 @@
 
 pub mod app;
 pub mod fifo;
+pub mod join;
 pub mod lcio;
 pub mod link;
 pub mod signal;

@@ -9,6 +9,9 @@
 //! | len: u32 BE | tag: u8 | payload: len - 1 bytes |
 //! ```
 //!
+//! Tags 1 and 2 carry Open MPI's messages; tag 3 is snapc's own, a rank
+//! joining a daemon that did not start it ([`crate::join`]).
+//!
 //! Frames over [`MAX_FRAME`] bytes are refused rather than buffered.
 
 use nix::errno::Errno;
@@ -29,6 +32,9 @@ pub enum Tag {
     Snapc = 1,
     /// The global coordinator: REQUEST_OP, its answers, FIN_ACK.
     SnapcFull = 2,
+    /// A rank joining its daemon and the daemon's answer (snapc's own,
+    /// [`crate::join`]).
+    Join = 3,
 }
 
 impl Tag {
@@ -36,6 +42,7 @@ impl Tag {
         match b {
             1 => Some(Self::Snapc),
             2 => Some(Self::SnapcFull),
+            3 => Some(Self::Join),
             _ => None,
         }
     }
@@ -56,6 +63,10 @@ pub enum LinkError {
     /// A frame that is not ours.
     #[error("daemon socket: malformed frame: {0}")]
     Malformed(String),
+    /// The daemon refused this process as a rank of its job
+    /// ([`crate::join`]), and why.
+    #[error("daemon socket: refused: {0}")]
+    Refused(String),
 }
 
 /// Encodes one frame.

@@ -56,6 +56,18 @@ pub fn state(pid: u32) -> State {
     }
 }
 
+/// When `pid` started, in clock ticks since boot (`/proc/<pid>/stat`'s
+/// 22nd field): with the pid, it names one process, so that a pid used
+/// again by another process is told apart.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = read_proc(&format!("/proc/{pid}/stat"), 1024)?;
+    let stat = String::from_utf8_lossy(&stat);
+    // Fields after the command name: state is the 3rd field, start time
+    // the 22nd.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// What `/proc/<pid>/status` says of a process's state and signals, read
 /// once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -45,7 +45,8 @@ enum Command {
     Demo(DemoArgs),
     /// Launch a job: a node daemon (local and global coordinator) and N
     /// ranks of PROGRAM with the SNAPC_* environment, supervised; exits with
-    /// the ranks' worst status. SIGINT, SIGTERM or SIGHUP end the job
+    /// the ranks' worst status. With --launcher (implied for mpirun, srun
+    /// ...) PROGRAM is started once and the N ranks it starts join. SIGINT, SIGTERM or SIGHUP end the job
     /// (SIGCONT and SIGTERM to the ranks, SIGKILL after --grace; a second
     /// one kills them at once).
     Run(RunArgs),
@@ -114,6 +115,13 @@ struct RunArgs {
     /// The snapshot store (default: SNAPC_STORE, else snapc-store-<uid> in the temp dir).
     #[arg(long, value_name = "DIR")]
     store: Option<std::path::PathBuf>,
+    /// PROGRAM is a launcher (`mpirun -np N ./app`, `srun ...`): it is
+    /// started once, with the job's secret in its environment, and the N
+    /// ranks it starts join the daemon; the job ends when it exits, with
+    /// its status. Implied when PROGRAM is named mpirun, mpiexec, orterun,
+    /// prterun, srun or prun.
+    #[arg(long)]
+    launcher: bool,
     #[command(flatten)]
     daemon: DaemonArgs,
     /// The program and its arguments.
@@ -509,7 +517,9 @@ fn run(args: RunArgs) -> ExitCode {
     let job = args
         .job
         .unwrap_or_else(|| format!("job-{}", std::process::id()));
+    let launcher = args.launcher || crate::daemon::is_launcher(&args.program[0]);
     let mut opts = crate::daemon::RunOptions::new(job, args.n, absolute(store), args.program);
+    opts.launcher = launcher;
     if let Err(e) = args.daemon.apply(&mut opts) {
         return conclude(Err(e), false);
     }

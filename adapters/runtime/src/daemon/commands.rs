@@ -57,7 +57,11 @@ impl Daemon {
         !self.initialized
             && !self.aborting
             && self.restarting.is_none()
-            && self.ranks.iter().all(|r| r.state == RankState::Running)
+            && self
+                .ranks
+                .iter()
+                .all(|r| matches!(r.state, RankState::Running | RankState::Waiting))
+            && (self.launcher.is_none() || self.launcher_running())
             && self.stopped().is_empty()
             && self.unconnected(true).is_none()
     }
@@ -68,7 +72,9 @@ impl Daemon {
         let missing: Vec<u32> = (0..self.ranks.len() as u32)
             .filter(|&i| {
                 let r = &self.ranks[i as usize];
-                r.state == RankState::Running && r.conn.is_none() && !r.updated
+                matches!(r.state, RankState::Running | RankState::Waiting)
+                    && r.conn.is_none()
+                    && !r.updated
             })
             .collect();
         let since = self
@@ -82,13 +88,18 @@ impl Daemon {
             return None;
         }
         let who = rank_list(&missing);
-        Some(if late {
-            format!(
+        Some(match (late, self.opts.launcher) {
+            (true, false) => format!(
                 "{who} never connected to the daemon (waited {:.0} s): is the program linked with snapc?",
                 self.opts.connect_timeout.as_secs_f64()
-            )
-        } else {
-            format!("{who} not connected to the daemon yet")
+            ),
+            (true, true) => format!(
+                "{who} never joined the daemon (waited {:.0} s): does the launcher start {} ranks with its environment, and do they link snapc?",
+                self.opts.connect_timeout.as_secs_f64(),
+                self.opts.nranks
+            ),
+            (false, false) => format!("{who} not connected to the daemon yet"),
+            (false, true) => format!("{who} not joined yet"),
         })
     }
 
@@ -131,8 +142,18 @@ impl Daemon {
         if let Some(r) = &self.restarting {
             return Err(format!("the job is restarting from snapshot {}", r.seq));
         }
+        if let Some(l) = self
+            .launcher
+            .as_ref()
+            .filter(|l| l.state != RankState::Running)
+        {
+            return Err(format!(
+                "the launcher has {}: the job cannot be checkpointed",
+                l.state.name()
+            ));
+        }
         for (rank, r) in self.ranks.iter().enumerate() {
-            if r.state != RankState::Running {
+            if r.state.ended() {
                 return Err(format!(
                     "rank {rank} has {}: the job cannot be checkpointed",
                     r.state.name()
@@ -401,8 +422,12 @@ impl Daemon {
             "store": self.store.root(),
             "state": self.job_state(),
             "ranks": self.ranks.iter().enumerate().map(|(i, r)| json!({
-                "rank": i, "pid": r.pid, "state": r.state_name(), "connected": r.conn.is_some(),
+                "rank": i, "pid": (r.pid != 0).then_some(r.pid), "state": r.state_name(),
+                "connected": r.conn.is_some(),
             })).collect::<Vec<_>>(),
+            "launcher": self.launcher.as_ref().map(|l| json!({
+                "pid": l.pid, "state": l.state.name(), "program": self.opts.argv.first(),
+            })),
             "checkpointable": self.ready().is_ok(),
             "not_checkpointable": self.ready().err(),
             "quiesced": self.quiesced,

@@ -20,6 +20,15 @@
 //! connected) is accepted; its messages are taken as that rank's, whatever
 //! they claim. The control socket accepts this user's processes.
 //!
+//! With a launcher (`snapc run --launcher -- mpirun ...`) the daemon starts
+//! one process, the launcher, with a random job secret in its environment;
+//! the ranks it starts, wherever they sit in its process tree, join by
+//! sending the secret and their rank first (`admission.rs`,
+//! [`snapc_posix::join`]). Supervision then follows the launcher: its exit
+//! ends the job with its status (an error naming the ranks that never
+//! joined, if some did not), and a joined rank whose link closes and whose
+//! process ended is reported by rank.
+//!
 //! The job is checkpointable once every rank connected (the daemon then
 //! sends the GC the job's INIT on rank 0's behalf; a rank may also send it).
 //! A rank that dies (a signal or a non-zero exit) ends the job as mpirun
@@ -36,8 +45,9 @@
 //! restart before anything is touched, and the job goes on.
 //!
 //! The parts: `supervise.rs` (launch, output, reaping), `sockets.rs` (the
-//! ranks' and control connections), `pump.rs` (the LC and GC and the
-//! store), `commands.rs` (control requests, intervals), `restart.rs`.
+//! ranks' and control connections), `admission.rs` (ranks that join),
+//! `pump.rs` (the LC and GC and the store), `commands.rs` (control
+//! requests, intervals), `restart.rs`.
 
 use crate::control::JobPaths;
 use crate::snapstore::{self, JobStore};
@@ -70,6 +80,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod admission;
 mod commands;
 mod pump;
 mod restart;
@@ -80,8 +91,10 @@ use pump::{Op, Wire};
 pub use restart::restart_options;
 use restart::{RestartOutcome, RestartStep, Restarting};
 use sockets::Conn;
-pub use supervise::rank_list;
-use supervise::{Ending, OutPipe, RankProc, RankState, install_stop_handlers, print_lines};
+use supervise::{
+    Ending, LauncherProc, OutPipe, RankProc, RankState, install_stop_handlers, print_lines,
+};
+pub use supervise::{LAUNCHERS, is_launcher, rank_list};
 
 /// The most ranks one daemon runs.
 pub const MAX_RANKS: usize = 256;
@@ -156,6 +169,10 @@ pub struct RunOptions {
     /// How long ranks get to connect to the daemon before it reports them
     /// (a program that does not link snapc never does).
     pub connect_timeout: Duration,
+    /// `argv` is a launcher (mpirun, srun): it is started once, and the
+    /// ranks it starts join the daemon with the job's secret
+    /// ([`snapc_posix::join`]); supervision follows the launcher.
+    pub launcher: bool,
 }
 
 impl RunOptions {
@@ -175,6 +192,7 @@ impl RunOptions {
             checkpoint_timeout: snapc_posix::lcio::DEFAULT_CHECKPOINT_TIMEOUT,
             grace: DEFAULT_GRACE,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            launcher: false,
         }
     }
 }
@@ -220,6 +238,11 @@ struct Daemon {
     io: FifoIo,
     wire: VecDeque<Wire>,
     ranks: Vec<RankProc>,
+    /// The launcher, when the ranks join (`--launcher`).
+    launcher: Option<LauncherProc>,
+    /// The job's secret, when its ranks join: in the launcher's
+    /// environment, never on a command line, in a snapshot or in a log.
+    secret: Option<snapc_posix::join::Secret>,
     outs: Vec<OutPipe>,
     rank_listener: UnixListener,
     ctl_listener: UnixListener,
@@ -356,6 +379,11 @@ impl Daemon {
         );
         let io = FifoIo::new(pipe_dir, Signal::SIGUSR1, opts.timeout, Instant::now());
         let nranks = opts.nranks as usize;
+        let secret = if opts.launcher {
+            Some(admission::new_secret().map_err(RunError::Invalid)?)
+        } else {
+            None
+        };
         let mut d = Self {
             next_interval: opts.interval.map(|i| Instant::now() + i),
             opts,
@@ -367,6 +395,8 @@ impl Daemon {
             io,
             wire: VecDeque::new(),
             ranks: Vec::new(),
+            launcher: None,
+            secret,
             outs: Vec::new(),
             rank_listener,
             ctl_listener,
@@ -395,7 +425,12 @@ impl Daemon {
         if let Err(e) = d.launch() {
             d.terminate_ranks(Signal::SIGKILL);
             for r in &mut d.ranks {
-                let _ = r.child.wait();
+                if let Some(c) = r.child.as_mut() {
+                    let _ = c.wait();
+                }
+            }
+            if let Some(l) = d.launcher.as_mut() {
+                let _ = l.child.wait();
             }
             d.store.close();
             return Err(e);
@@ -433,20 +468,26 @@ impl Daemon {
         }
         self.drain_outputs();
         // The rank whose failure ended the job, not the ones terminated
-        // because of it; else the end a user asked for; else the ranks' worst.
+        // because of it; else the end a user asked for; else the
+        // launcher's, or the ranks' worst.
         self.first_failure
             .or(self.ending.and_then(|e| e.requested))
-            .unwrap_or_else(|| {
-                self.ranks
+            .unwrap_or_else(|| match &self.launcher {
+                Some(l) => l.state.status(),
+                None => self
+                    .ranks
                     .iter()
                     .map(|r| r.state.status())
                     .max()
-                    .unwrap_or(0)
+                    .unwrap_or(0),
             })
     }
 
     fn finished(&mut self) -> bool {
-        if self.restarting.is_some() || self.ranks.iter().any(|r| r.state == RankState::Running) {
+        if self.restarting.is_some()
+            || self.launcher_running()
+            || self.ranks.iter().any(|r| r.state == RankState::Running)
+        {
             return false;
         }
         let since = *self.all_gone_at.get_or_insert_with(Instant::now);

@@ -286,7 +286,7 @@ impl Daemon {
         let meta = json!({
             "job": self.opts.job, "jobid": self.jobid, "seq": seq, "gc_seq": s.seq,
             "handle": s.handle, "reference": s.reference.as_str(), "nranks": nranks,
-            "argv": self.opts.argv,
+            "argv": self.opts.argv, "launcher": self.opts.launcher,
             "cwd": self.opts.cwd.clone().or_else(|| std::env::current_dir().ok()),
             "created_unix_ms": unix_ms(),
             "duration_ms": op.started.elapsed().as_secs_f64() * 1000.0,

@@ -151,6 +151,11 @@ fn checked_restart_options(path: &std::path::Path) -> Result<RunOptions, String>
         return Err(format!("{}: {why}", dir.path().display()));
     }
     let mut opts = RunOptions::new(job, nranks, store_path, argv);
+    // Ranks that joined through a launcher rejoin through it.
+    opts.launcher = meta
+        .get("launcher")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
     opts.cwd = meta
         .get("cwd")
         .and_then(serde_json::Value::as_str)
@@ -189,6 +194,7 @@ impl Daemon {
             dir.display()
         ));
         self.opts.argv = opts.argv;
+        self.opts.launcher = opts.launcher;
         self.opts.cwd = opts.cwd;
         self.opts.restart_from = opts.restart_from;
         let now = Instant::now();
@@ -247,7 +253,9 @@ impl Daemon {
             return;
         };
         let now = Instant::now();
-        let running = |d: &Self| d.ranks.iter().any(|p| p.state == RankState::Running);
+        let running = |d: &Self| {
+            d.launcher_running() || d.ranks.iter().any(|p| p.state == RankState::Running)
+        };
         match r.step {
             RestartStep::Stopping {
                 kill_at,
@@ -275,7 +283,7 @@ impl Daemon {
                     .ranks
                     .iter()
                     .enumerate()
-                    .find(|(_, p)| p.state != RankState::Running && !p.updated)
+                    .find(|(_, p)| p.state.ended() && !p.updated)
                 {
                     let why = format!("rank {rank} {} before it reported", p.state.name());
                     self.restart_failed(why);
@@ -295,12 +303,12 @@ impl Daemon {
                     let _ = self.gc.handle_restart_done(self.io.now(), true);
                     self.pump();
                 } else if now >= deadline {
-                    let missing: Vec<usize> = (0..self.ranks.len())
-                        .filter(|&i| !self.ranks[i].updated)
+                    let missing: Vec<u32> = (0..self.ranks.len() as u32)
+                        .filter(|&i| !self.ranks[i as usize].updated)
                         .collect();
                     self.restart_failed(format!(
-                        "ranks {missing:?} did not report their pid within {:?}",
-                        self.opts.timeout
+                        "{} did not report their pid in time",
+                        rank_list(&missing)
                     ));
                 }
             }
@@ -310,11 +318,17 @@ impl Daemon {
     /// Every old rank is gone: the new ones start from the snapshot.
     pub(super) fn relaunch(&mut self) {
         self.ranks.clear();
+        // A launcher starts its ranks in its own time (mpirun takes a second).
+        let within = if self.opts.launcher {
+            self.opts.timeout.max(self.opts.connect_timeout)
+        } else {
+            self.opts.timeout
+        };
         match self.launch() {
             Ok(()) => {
                 if let Some(r) = self.restarting.as_mut() {
                     r.step = RestartStep::Starting {
-                        deadline: Instant::now() + self.opts.timeout,
+                        deadline: Instant::now() + within,
                     };
                 }
             }

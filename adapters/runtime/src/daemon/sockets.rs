@@ -3,9 +3,15 @@
 
 use super::*;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ConnKind {
     Rank(u32),
     Control,
+    /// A process on the ranks' socket of a job whose ranks join; its hello
+    /// is awaited ([`super::admission`]).
+    Joining {
+        pid: u32,
+    },
 }
 
 pub(super) struct Conn {
@@ -137,6 +143,14 @@ impl Daemon {
             let Some((pid, uid)) = self.peer(&stream) else {
                 continue;
             };
+            if self.opts.launcher {
+                if uid == self.euid {
+                    self.accept_joining(stream, pid);
+                } else {
+                    self.refused(pid, &format!("uid {uid} is not this job's user"));
+                }
+                continue;
+            }
             let rank = self
                 .ranks
                 .iter()
@@ -184,7 +198,12 @@ impl Daemon {
         if let Err(e) = taken {
             log::warn!("INIT: {e}");
         }
-        self.log(format!("all {} ranks connected", self.opts.nranks));
+        let how = if self.opts.launcher {
+            "joined"
+        } else {
+            "connected"
+        };
+        self.log(format!("all {} ranks {how}", self.opts.nranks));
     }
 
     pub(super) fn accept_controls(&mut self) {
@@ -256,21 +275,30 @@ impl Daemon {
     }
 
     /// Drops the control connections that did not send their request line
-    /// in time; the earliest such deadline still to come.
+    /// in time, and refuses the processes that did not say hello in time
+    /// on the ranks' socket; the earliest such deadline still to come.
     pub(super) fn expire_controls(&mut self) -> Option<Instant> {
         let now = Instant::now();
         let mut expired = Vec::new();
+        let mut silent = Vec::new();
         let mut next: Option<Instant> = None;
         for (id, c) in &self.conns {
-            if !matches!(c.kind, ConnKind::Control) || c.requested {
-                continue;
-            }
-            let at = c.since + CONTROL_LINE_DEADLINE;
-            if at <= now {
-                expired.push(*id);
-            } else {
+            let at = match c.kind {
+                ConnKind::Control if !c.requested => c.since + CONTROL_LINE_DEADLINE,
+                ConnKind::Joining { .. } => c.since + super::admission::JOIN_DEADLINE,
+                _ => continue,
+            };
+            if at > now {
                 next = Some(next.map_or(at, |n| n.min(at)));
+            } else if let ConnKind::Joining { pid } = c.kind {
+                silent.push((*id, pid));
+            } else {
+                expired.push(*id);
             }
+        }
+        for (id, pid) in silent {
+            let within = super::admission::JOIN_DEADLINE;
+            self.refuse(id, pid, format!("it sent no hello within {within:?}"));
         }
         if !expired.is_empty() {
             self.warn_limited(
@@ -302,31 +330,46 @@ impl Daemon {
                 return;
             }
             Ok(0) | Err(_) => {
+                if let ConnKind::Joining { pid } = c.kind {
+                    self.conns.remove(&id);
+                    self.refused(pid, "it closed its connection without a hello");
+                    return;
+                }
                 self.drop_conn(id);
                 return;
             }
             Ok(n) => n,
         };
         match c.kind {
-            ConnKind::Rank(rank) => {
+            ConnKind::Rank(_) | ConnKind::Joining { .. } => {
                 c.frames.push(&chunk[..n]);
-                let mut frames = Vec::new();
-                let mut bad = false;
-                while let Some(f) = c.frames.next_frame() {
-                    match f {
-                        Ok(f) => frames.push(f),
-                        Err(e) => {
-                            bad = true;
-                            self.warn_limited("frame", format_args!("rank {rank}: {e}"));
-                            break;
+                // Frame by frame: a hello admits the connection as a rank,
+                // and what follows it is that rank's.
+                loop {
+                    let Some(c) = self.conns.get_mut(&id) else {
+                        return;
+                    };
+                    let kind = c.kind;
+                    let frame = match c.frames.next_frame() {
+                        None => return,
+                        Some(f) => f,
+                    };
+                    match (kind, frame) {
+                        (ConnKind::Rank(rank), Ok((tag, payload))) => {
+                            self.rank_message(rank, tag, &payload);
                         }
+                        (ConnKind::Joining { pid }, Ok((tag, payload))) => {
+                            self.hello(id, pid, tag, &payload);
+                        }
+                        (ConnKind::Joining { pid }, Err(e)) => {
+                            return self.refuse(id, pid, format!("not a snapc rank: {e}"));
+                        }
+                        (_, Err(e)) => {
+                            self.warn_limited("frame", format_args!("{kind:?}: {e}"));
+                            return self.drop_conn(id);
+                        }
+                        (ConnKind::Control, Ok(_)) => return,
                     }
-                }
-                for (tag, payload) in frames {
-                    self.rank_message(rank, tag, &payload);
-                }
-                if bad {
-                    self.drop_conn(id);
                 }
             }
             ConnKind::Control => {
@@ -394,6 +437,10 @@ impl Daemon {
                 }
                 Err(e) => self.warn_limited("rank-message", format_args!("rank {rank}: {e}")),
             },
+            Tag::Join => self.warn_limited(
+                "rank-message",
+                format_args!("rank {rank}: a hello after joining, ignored"),
+            ),
             Tag::SnapcFull => {
                 if let Err(e) = self.gc.handle_rank_message(now, rank, payload) {
                     self.warn_limited(

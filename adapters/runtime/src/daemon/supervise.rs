@@ -62,15 +62,23 @@ pub(super) fn install_stop_handlers() {
     }
 }
 
-/// Run in each rank between fork and exec (async-signal-safe calls only):
-/// the rank dies with the daemon (SIGKILL when the daemon's thread that
-/// launched it ends, checked against a daemon that died before), gets the
-/// signal dispositions and the file limit it would have had without the
-/// daemon.
-fn rank_pre_exec(daemon: i32, nofile: Option<(u64, u64)>) -> std::io::Result<()> {
+/// Run in each rank (or the launcher) between fork and exec
+/// (async-signal-safe calls only): it dies with the daemon (SIGKILL when
+/// the daemon's thread that launched it ends, checked against a daemon
+/// that died before), gets the signal dispositions and the file limit it
+/// would have had without the daemon; a launcher gets a process group of
+/// its own.
+fn rank_pre_exec(daemon: i32, nofile: Option<(u64, u64)>, launcher: bool) -> std::io::Result<()> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
     if nix::unistd::getppid().as_raw() != daemon {
         return Err(std::io::Error::other("the daemon is gone"));
+    }
+    if launcher {
+        // A signal sent to the daemon's process group (a batch system's
+        // SIGUSR1, say) must not reach the launcher: mpirun forwards
+        // SIGUSR1 to its ranks, which would take it for a checkpoint that
+        // no coordinator runs. The daemon ends the launcher itself.
+        nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
     }
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     for sig in IGNORED {
@@ -86,26 +94,47 @@ fn rank_pre_exec(daemon: i32, nofile: Option<(u64, u64)>) -> std::io::Result<()>
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum RankState {
+    /// Started by a launcher and not joined yet.
+    Waiting,
     Running,
     Exited(i32),
     Signalled(i32),
+    /// Joined through a launcher, and its process ended (its status is
+    /// its launcher's to know).
+    Gone,
 }
 
 impl RankState {
     pub(super) fn name(self) -> String {
         match self {
+            Self::Waiting => "not joined".into(),
             Self::Running => "running".into(),
             Self::Exited(c) => format!("exited({c})"),
             Self::Signalled(s) => format!("killed({})", signal_name(s)),
+            Self::Gone => "gone".into(),
         }
     }
 
     /// The exit status this contributes to the job's.
     pub(super) fn status(self) -> i32 {
         match self {
-            Self::Running => 0,
+            Self::Waiting | Self::Running | Self::Gone => 0,
             Self::Exited(c) => c,
             Self::Signalled(s) => 128 + s,
+        }
+    }
+
+    /// It has ended (a process that was started and is no more).
+    pub(super) fn ended(self) -> bool {
+        matches!(self, Self::Exited(_) | Self::Signalled(_) | Self::Gone)
+    }
+
+    fn of(status: std::process::ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(c), _) => Self::Exited(c),
+            (None, Some(s)) => Self::Signalled(s),
+            (None, None) => Self::Exited(255),
         }
     }
 }
@@ -115,17 +144,48 @@ pub(super) fn signal_name(s: i32) -> String {
 }
 
 pub(super) struct RankProc {
+    /// 0 until a rank started by a launcher joined.
     pub(super) pid: u32,
     pub(super) started: Instant,
-    pub(super) child: Child,
+    /// The process, when this daemon forked it (not when a launcher did).
+    pub(super) child: Option<Child>,
+    /// When a joined rank's process started (`/proc`): its pid is signalled
+    /// only while it still names that process.
+    pub(super) start_time: Option<u64>,
     pub(super) state: RankState,
     pub(super) conn: Option<u64>,
     /// It reported its pid with LOCAL_UPDATE (a restarted rank does).
     pub(super) updated: bool,
 }
 
+/// The launcher of a job whose ranks join (`snapc run --launcher`):
+/// supervision follows it.
+pub(super) struct LauncherProc {
+    pub(super) pid: u32,
+    pub(super) child: Child,
+    pub(super) state: RankState,
+}
+
+/// Program names taken for launchers: their ranks join the daemon
+/// rather than being the program itself (`snapc run -- mpirun ...`).
+pub const LAUNCHERS: [&str; 6] = ["mpirun", "mpiexec", "orterun", "prterun", "srun", "prun"];
+
+/// Whether `program` is named as a launcher ([`LAUNCHERS`], also with a
+/// suffix such as Debian's `mpirun.openmpi`).
+pub fn is_launcher(program: &str) -> bool {
+    let name = std::path::Path::new(program)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(program);
+    let base = name.split('.').next().unwrap_or(name);
+    LAUNCHERS.contains(&base)
+}
+
 pub(super) struct OutPipe {
-    pub(super) rank: u32,
+    /// Its rank's output (printed with a `[rank]` prefix), or the
+    /// launcher's (printed as it is: it already carries the ranks'
+    /// output as the launcher formats it).
+    pub(super) rank: Option<u32>,
     pub(super) stderr: bool,
     pub(super) file: File,
     /// Bytes read and not printed yet (an unfinished line).
@@ -142,6 +202,21 @@ impl RankProc {
     /// Alive but stopped (SIGSTOP, `checkpoint --stop`, a debugger).
     pub(super) fn stopped(&self) -> bool {
         self.state == RankState::Running && snapc_posix::lcio::is_stopped(self.pid)
+    }
+
+    /// Whether its pid still names the process that joined (a forked
+    /// rank's pid is ours until we reap it).
+    pub(super) fn same_process(&self) -> bool {
+        self.pid != 0
+            && (self.child.is_some()
+                || snapc_posix::target::start_time(self.pid) == self.start_time)
+    }
+
+    /// Sends `sig` if it is still the same process.
+    pub(super) fn signal(&self, sig: Signal) {
+        if self.state == RankState::Running && self.same_process() {
+            let _ = kill(Pid::from_raw(self.pid as i32), sig);
+        }
     }
 
     /// Its state as `status` shows it.
@@ -178,69 +253,88 @@ pub fn rank_list(ranks: &[u32]) -> String {
 }
 
 impl Daemon {
-    pub(super) fn launch(&mut self) -> Result<(), RunError> {
-        let argv = self.opts.argv.clone();
-        for rank in 0..self.opts.nranks {
-            let mut cmd = Command::new(&argv[0]);
-            cmd.args(&argv[1..])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .env("SNAPC_JOB", &self.opts.job)
-                .env("SNAPC_JOBID", self.jobid.to_string())
-                .env("SNAPC_RANK", rank.to_string())
-                .env("SNAPC_NRANKS", self.opts.nranks.to_string())
-                .env("SNAPC_DAEMON_SOCKET", &self.paths.sock)
-                .env("SNAPC_PIPE_DIR", &self.paths.pipes)
-                .env("SNAPC_STORE", &self.opts.store)
-                .env("SNAPC_SNAPSHOT_ROOT", self.store.staging())
-                // Long enough for every rank's handshake under this
-                // daemon's deadlines: a rank never gives up on a release
-                // that is still to come.
-                .env(
-                    "SNAPC_RELEASE_TIMEOUT",
-                    snapc_posix::lcio::release_wait(self.lc.config())
-                        .as_secs_f64()
-                        .to_string(),
-                )
-                .env_remove("SNAPC_SIGNAL")
-                .env_remove("SNAPC_RESTART_DIR");
-            if let Some(dir) = &self.opts.restart_from {
-                cmd.env("SNAPC_RESTART_DIR", dir.join(format!("rank-{rank}")));
-            }
-            if let Some(cwd) = &self.opts.cwd {
-                cmd.current_dir(cwd);
-            }
+    /// The program with the environment every process of the job gets:
+    /// each rank (forked), or the launcher (whose ranks inherit it).
+    fn command(&self, launcher: bool) -> Command {
+        let argv = &self.opts.argv;
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("SNAPC_JOB", &self.opts.job)
+            .env("SNAPC_JOBID", self.jobid.to_string())
+            .env("SNAPC_NRANKS", self.opts.nranks.to_string())
+            .env("SNAPC_DAEMON_SOCKET", &self.paths.sock)
+            .env("SNAPC_PIPE_DIR", &self.paths.pipes)
+            .env("SNAPC_STORE", &self.opts.store)
+            .env("SNAPC_SNAPSHOT_ROOT", self.store.staging())
+            // Long enough for every rank's handshake under this
+            // daemon's deadlines: a rank never gives up on a release
+            // that is still to come.
+            .env(
+                "SNAPC_RELEASE_TIMEOUT",
+                snapc_posix::lcio::release_wait(self.lc.config())
+                    .as_secs_f64()
+                    .to_string(),
+            )
             // The ranks' own handshake deadline follows the daemon's.
-            cmd.env(
+            .env(
                 "SNAPC_TIMEOUT",
                 format!("{}", self.opts.timeout.as_secs_f64()),
-            );
-            let daemon = i32::try_from(std::process::id()).unwrap_or(0);
-            let nofile = crate::fds::original();
-            // SAFETY: rank_pre_exec makes async-signal-safe calls only.
-            unsafe {
-                use std::os::unix::process::CommandExt;
-                cmd.pre_exec(move || rank_pre_exec(daemon, nofile));
+            )
+            .env_remove("SNAPC_SIGNAL")
+            .env_remove("SNAPC_RANK")
+            .env_remove("SNAPC_RESTART_DIR")
+            .env_remove(snapc_posix::join::SECRET_VAR)
+            .env_remove(snapc_posix::join::RESTART_SNAPSHOT_VAR);
+        if let Some(cwd) = &self.opts.cwd {
+            cmd.current_dir(cwd);
+        }
+        let daemon = i32::try_from(std::process::id()).unwrap_or(0);
+        let nofile = crate::fds::original();
+        // SAFETY: rank_pre_exec makes async-signal-safe calls only.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || rank_pre_exec(daemon, nofile, launcher));
+        }
+        cmd
+    }
+
+    /// Reads a started process's stdout and stderr.
+    fn take_outputs(&mut self, child: &mut Child, rank: Option<u32>) {
+        for (pipe, stderr) in [
+            (child.stdout.take().map(OwnedFd::from), false),
+            (child.stderr.take().map(OwnedFd::from), true),
+        ] {
+            if let Some(fd) = pipe {
+                self.outs.push(OutPipe {
+                    rank,
+                    stderr,
+                    file: File::from(fd),
+                    buf: Vec::new(),
+                    scanned: 0,
+                });
+            }
+        }
+    }
+
+    pub(super) fn launch(&mut self) -> Result<(), RunError> {
+        if self.opts.launcher {
+            return self.launch_launcher();
+        }
+        let argv = self.opts.argv.clone();
+        for rank in 0..self.opts.nranks {
+            let mut cmd = self.command(false);
+            cmd.env("SNAPC_RANK", rank.to_string());
+            if let Some(dir) = &self.opts.restart_from {
+                cmd.env("SNAPC_RESTART_DIR", dir.join(format!("rank-{rank}")));
             }
             let mut child = cmd
                 .spawn()
                 .map_err(io_err(format!("starting rank {rank}: {}", argv[0])))?;
             let pid = child.id();
-            for (pipe, stderr) in [
-                (child.stdout.take().map(OwnedFd::from), false),
-                (child.stderr.take().map(OwnedFd::from), true),
-            ] {
-                if let Some(fd) = pipe {
-                    self.outs.push(OutPipe {
-                        rank,
-                        stderr,
-                        file: File::from(fd),
-                        buf: Vec::new(),
-                        scanned: 0,
-                    });
-                }
-            }
+            self.take_outputs(&mut child, Some(rank));
             let name = ProcessName {
                 jobid: self.jobid,
                 vpid: rank,
@@ -251,7 +345,8 @@ impl Daemon {
             self.ranks.push(RankProc {
                 pid,
                 started: Instant::now(),
-                child,
+                child: Some(child),
+                start_time: None,
                 state: RankState::Running,
                 conn: None,
                 updated: false,
@@ -265,6 +360,58 @@ impl Daemon {
             "job {} (jobid {:#x}): {} ranks started{from}; control socket {}",
             self.opts.job,
             self.jobid,
+            self.opts.nranks,
+            self.paths.ctl.display()
+        ));
+        Ok(())
+    }
+
+    /// Starts the launcher, with the job's secret in its environment (never
+    /// on its command line) and, on a restart, the snapshot each rank finds
+    /// its own directory in; its N ranks are awaited.
+    fn launch_launcher(&mut self) -> Result<(), RunError> {
+        let mut cmd = self.command(true);
+        if let Some(secret) = &self.secret {
+            cmd.env(
+                snapc_posix::join::SECRET_VAR,
+                <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(secret.as_bytes()),
+            );
+        }
+        if let Some(dir) = &self.opts.restart_from {
+            cmd.env(snapc_posix::join::RESTART_SNAPSHOT_VAR, dir);
+        }
+        let mut child = cmd.spawn().map_err(io_err(format!(
+            "starting the launcher {}",
+            self.opts.argv[0]
+        )))?;
+        let pid = child.id();
+        self.take_outputs(&mut child, None);
+        self.launcher = Some(LauncherProc {
+            pid,
+            child,
+            state: RankState::Running,
+        });
+        let now = Instant::now();
+        self.ranks = (0..self.opts.nranks)
+            .map(|_| RankProc {
+                pid: 0,
+                started: now,
+                child: None,
+                start_time: None,
+                state: RankState::Waiting,
+                conn: None,
+                updated: false,
+            })
+            .collect();
+        let from = match &self.opts.restart_from {
+            Some(d) => format!(" from {}", d.display()),
+            None => String::new(),
+        };
+        self.log(format!(
+            "job {} (jobid {:#x}): launcher {} (pid {pid}) started{from}; its {} ranks join with the job's secret; control socket {}",
+            self.opts.job,
+            self.jobid,
+            self.opts.argv[0],
             self.opts.nranks,
             self.paths.ctl.display()
         ));
@@ -307,19 +454,34 @@ impl Daemon {
                 ..
             })
         );
+        // A launcher that ended has seen its ranks end: those whose link is
+        // not read as closed yet are looked at now too.
+        let launcher_ended = self.poll_launcher();
         for (rank, r) in self.ranks.iter_mut().enumerate() {
             if r.state != RankState::Running {
                 continue;
             }
-            let Ok(Some(status)) = r.child.try_wait() else {
+            let ended = match r.child.as_mut() {
+                Some(child) => match child.try_wait() {
+                    Ok(Some(status)) => Some(RankState::of(status)),
+                    _ => None,
+                },
+                // Joined through a launcher: not ours to reap. Its link
+                // closes when it ends; then its pid is watched until it no
+                // longer names that process.
+                None if r.conn.is_none() || launcher_ended => {
+                    let gone = matches!(
+                        snapc_posix::target::state(r.pid),
+                        snapc_posix::target::State::Gone | snapc_posix::target::State::Exited
+                    ) || snapc_posix::target::start_time(r.pid) != r.start_time;
+                    gone.then_some(RankState::Gone)
+                }
+                None => None,
+            };
+            let Some(state) = ended else {
                 continue;
             };
-            use std::os::unix::process::ExitStatusExt;
-            r.state = match (status.code(), status.signal()) {
-                (Some(c), _) => RankState::Exited(c),
-                (None, Some(s)) => RankState::Signalled(s),
-                (None, None) => RankState::Exited(255),
-            };
+            r.state = state;
             let name = ProcessName {
                 jobid: self.jobid,
                 vpid: rank as u32,
@@ -328,8 +490,13 @@ impl Daemon {
             if let Some(id) = r.conn.take() {
                 self.conns.remove(&id);
             }
-            let state = r.state;
             let pid = r.pid;
+            if state == RankState::Gone {
+                // The launcher decides what a rank's end means for the job.
+                log::info!(target: crate::logging::TARGET,
+                    "rank {rank} (pid {pid}) is gone: its link closed and its process ended");
+                continue;
+            }
             log::info!(target: crate::logging::TARGET, "rank {rank} (pid {pid}) {}", state.name());
             if state.status() != 0 && died.is_none() && !self.aborting && !stopping {
                 died = Some(rank);
@@ -341,18 +508,92 @@ impl Daemon {
         {
             self.end_job(&format!("rank {rank} failed"), None);
         }
+        if launcher_ended {
+            self.launcher_ended(stopping);
+        }
     }
 
-    /// Sends `sig` to every rank still running; SIGTERM goes with SIGCONT,
-    /// so that a stopped rank gets it too.
+    /// Whether the launcher ended now (it is reaped).
+    fn poll_launcher(&mut self) -> bool {
+        let Some(l) = self.launcher.as_mut() else {
+            return false;
+        };
+        if l.state != RankState::Running {
+            return false;
+        }
+        let Ok(Some(status)) = l.child.try_wait() else {
+            return false;
+        };
+        l.state = RankState::of(status);
+        true
+    }
+
+    /// The launcher's end: the job's end, with its status. Before every
+    /// rank joined it is an error saying which never did; ranks it left
+    /// running are terminated. A restart's own termination of it is not
+    /// an end.
+    fn launcher_ended(&mut self, stopping: bool) {
+        let Some((pid, state)) = self.launcher.as_ref().map(|l| (l.pid, l.state)) else {
+            return;
+        };
+        let program = self.opts.argv[0].clone();
+        if stopping {
+            self.log(format!(
+                "launcher (pid {pid}) {} for the restart",
+                state.name()
+            ));
+            return;
+        }
+        if self.restarting.is_some() {
+            self.restart_failed(format!(
+                "the launcher {program} (pid {pid}) {} before every rank reported",
+                state.name()
+            ));
+            return;
+        }
+        let waiting: Vec<u32> = (0..self.ranks.len() as u32)
+            .filter(|&i| self.ranks[i as usize].state == RankState::Waiting)
+            .collect();
+        if !waiting.is_empty() && !self.aborting {
+            let why = format!(
+                "the launcher {program} (pid {pid}) {} before every rank joined: {} never joined (the job has {} ranks)",
+                state.name(),
+                rank_list(&waiting),
+                self.opts.nranks
+            );
+            log::error!(target: crate::logging::TARGET, "{why}");
+            self.first_failure.get_or_insert(if state.status() != 0 {
+                state.status()
+            } else {
+                1
+            });
+            self.end_job("the launcher exited", None);
+            return;
+        }
+        self.log(format!("launcher {program} (pid {pid}) {}", state.name()));
+        if !self.running().is_empty() {
+            self.end_job("the launcher exited with ranks left", None);
+        }
+    }
+
+    /// Sends `sig` to every rank still running (and to the launcher); SIGTERM
+    /// goes with SIGCONT, so that a stopped rank gets it too.
     pub(super) fn terminate_ranks(&self, sig: Signal) {
         for r in &self.ranks {
-            if r.state == RankState::Running {
-                let pid = Pid::from_raw(r.pid as i32);
-                let _ = kill(pid, sig);
-                if sig == Signal::SIGTERM {
-                    let _ = kill(pid, Signal::SIGCONT);
-                }
+            r.signal(sig);
+            if sig == Signal::SIGTERM {
+                r.signal(Signal::SIGCONT);
+            }
+        }
+        if let Some(l) = self
+            .launcher
+            .as_ref()
+            .filter(|l| l.state == RankState::Running)
+        {
+            let pid = Pid::from_raw(l.pid as i32);
+            let _ = kill(pid, sig);
+            if sig == Signal::SIGTERM {
+                let _ = kill(pid, Signal::SIGCONT);
             }
         }
     }
@@ -362,6 +603,13 @@ impl Daemon {
         (0..self.ranks.len() as u32)
             .filter(|&i| self.ranks[i as usize].state == RankState::Running)
             .collect()
+    }
+
+    /// Whether the launcher still runs.
+    pub(super) fn launcher_running(&self) -> bool {
+        self.launcher
+            .as_ref()
+            .is_some_and(|l| l.state == RankState::Running)
     }
 
     /// Ends the job as mpirun does: SIGCONT and SIGTERM to every rank,
@@ -385,14 +633,14 @@ impl Daemon {
             });
             let _ = self.gc.handle_restart_done(self.io.now(), false);
         }
-        let running = self.running();
+        let running = !self.running().is_empty() || self.launcher_running();
         let grace = self.opts.grace;
         self.ending = Some(Ending {
-            requested: requested.filter(|_| !running.is_empty()),
+            requested: requested.filter(|_| running),
             kill_at: Instant::now() + grace,
             killed: false,
         });
-        if running.is_empty() {
+        if !running {
             return;
         }
         self.log(format!(
@@ -408,8 +656,16 @@ impl Daemon {
         if let Some(e) = self.ending.as_mut() {
             e.killed = true;
         }
-        if !running.is_empty() {
-            self.log(format!("{why}: SIGKILL to {}", rank_list(&running)));
+        let launcher = self.launcher_running();
+        if !running.is_empty() || launcher {
+            let mut whom = Vec::new();
+            if launcher {
+                whom.push("the launcher".to_string());
+            }
+            if !running.is_empty() {
+                whom.push(rank_list(&running));
+            }
+            self.log(format!("{why}: SIGKILL to {}", whom.join(" and ")));
             self.terminate_ranks(Signal::SIGKILL);
         }
     }
@@ -450,7 +706,10 @@ pub(super) fn print_lines(o: &mut OutPipe) {
             _ => break,
         };
         let text = String::from_utf8_lossy(o.buf.get(start..end).unwrap_or_default());
-        let line = format!("[{}] {text}\n", o.rank);
+        let line = match o.rank {
+            Some(rank) => format!("[{rank}] {text}\n"),
+            None => format!("{text}\n"),
+        };
         if o.stderr {
             crate::out::err_bytes(line.as_bytes());
         } else {
@@ -465,4 +724,27 @@ pub(super) fn print_lines(o: &mut OutPipe) {
     }
     o.buf.drain(..start);
     o.scanned = o.buf.len();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_launcher;
+
+    #[test]
+    fn launchers_are_known_by_name() {
+        for p in [
+            "mpirun",
+            "/usr/bin/mpirun",
+            "mpirun.openmpi",
+            "mpiexec.hydra",
+            "srun",
+            "orterun",
+            "prterun",
+        ] {
+            assert!(is_launcher(p), "{p}");
+        }
+        for p in ["./heat", "mpirun-wrapper", "/opt/srunner", "counter"] {
+            assert!(!is_launcher(p), "{p}");
+        }
+    }
 }

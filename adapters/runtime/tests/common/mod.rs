@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses its own part
 
 pub mod jobs;
+pub mod mpi;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;

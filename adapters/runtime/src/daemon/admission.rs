@@ -1,0 +1,158 @@
+//! Ranks that a launcher started (`snapc run --launcher -- mpirun ...`)
+//! join the job: each connects to the ranks' socket, and its first frame
+//! is a hello with its rank, its pid and the job's secret
+//! ([`snapc_posix::join`]). The daemon admits it when it is this user's
+//! process (SO_PEERCRED), holds the secret (compared in constant time),
+//! says the pid the kernel gives, and claims a rank of the job that no
+//! other process holds; anything else is refused with the reason (sent to
+//! the process, and logged once per process).
+
+use super::sockets::ConnKind;
+use super::*;
+use snapc_posix::join::{Answer, Hello, Secret};
+use subtle::ConstantTimeEq;
+
+/// How long a connection on the ranks' socket may take to send its hello.
+pub(super) const JOIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A new job secret: 32 bytes of the system's randomness, in hexadecimal
+/// (an environment variable holds it).
+pub(super) fn new_secret() -> Result<Secret, String> {
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw).map_err(|e| format!("the job's secret: no randomness: {e}"))?;
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    Secret::new(hex.into_bytes()).ok_or_else(|| "the job's secret".to_string())
+}
+
+impl Daemon {
+    /// A connection from this user's process `pid` on the ranks' socket of
+    /// a job whose ranks join: it has [`JOIN_DEADLINE`] to say hello.
+    pub(super) fn accept_joining(&mut self, stream: UnixStream, pid: u32) {
+        self.add_conn(stream, ConnKind::Joining { pid });
+    }
+
+    /// The first frame of joining connection `id` (from `pid`).
+    pub(super) fn hello(&mut self, id: u64, pid: u32, tag: Tag, payload: &[u8]) {
+        let job = self.opts.job.clone();
+        if tag != Tag::Join {
+            return self.refuse(
+                id,
+                pid,
+                format!("its first frame ({tag:?}) is not a hello with job {job}'s secret"),
+            );
+        }
+        let hello = match Hello::parse(payload) {
+            Ok(h) => h,
+            Err(e) => return self.refuse(id, pid, format!("malformed hello: {e}")),
+        };
+        let holds = self
+            .secret
+            .as_ref()
+            .is_some_and(|s| bool::from(s.as_bytes().ct_eq(hello.secret)));
+        if !holds {
+            return self.refuse(id, pid, format!("it does not hold job {job}'s secret"));
+        }
+        if hello.pid != pid {
+            return self.refuse(
+                id,
+                pid,
+                format!(
+                    "its hello says pid {}, the kernel says pid {pid}: a rank must run in the daemon's pid namespace",
+                    hello.pid
+                ),
+            );
+        }
+        let rank = hello.rank;
+        let n = self.opts.nranks;
+        if rank >= n {
+            return self.refuse(
+                id,
+                pid,
+                format!(
+                    "rank {rank} is out of range: job {job} has {n} ranks (0 to {})",
+                    n - 1
+                ),
+            );
+        }
+        if self.aborting {
+            return self.refuse(id, pid, format!("job {job} is ending"));
+        }
+        let other = self
+            .ranks
+            .iter()
+            .position(|r| r.pid == pid && r.state == RankState::Running);
+        if let Some(other) = other.filter(|&o| o != rank as usize) {
+            return self.refuse(
+                id,
+                pid,
+                format!("pid {pid} already joined job {job} as rank {other}"),
+            );
+        }
+        let Some(r) = self.ranks.get(rank as usize) else {
+            return;
+        };
+        // The same process again, after its link closed.
+        let rejoin =
+            r.state == RankState::Running && r.pid == pid && r.conn.is_none() && r.same_process();
+        if !rejoin && r.state != RankState::Waiting {
+            let why = format!(
+                "rank {rank} already joined job {job} (pid {}, {})",
+                r.pid,
+                r.state.name()
+            );
+            return self.refuse(id, pid, why);
+        }
+        if !rejoin {
+            let name = ProcessName {
+                jobid: self.jobid,
+                vpid: rank,
+            };
+            if let Err(e) = self.lc.add_process(name, pid) {
+                return self.refuse(id, pid, format!("rank {rank}: {e}"));
+            }
+        }
+        let admitted = encode_frame(Tag::Join, &Answer::Admitted.encode())
+            .ok()
+            .zip(self.conns.get_mut(&id))
+            .is_some_and(|(frame, c)| c.stream.write_all(&frame).is_ok());
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.kind = ConnKind::Rank(rank);
+        }
+        if let Some(r) = self.ranks.get_mut(rank as usize) {
+            r.pid = pid;
+            r.state = RankState::Running;
+            r.start_time = snapc_posix::target::start_time(pid);
+            r.conn = Some(id);
+        }
+        self.log(format!("rank {rank} joined (pid {pid})"));
+        if !admitted {
+            // Gone already: its link is closed, the reaping sees to it.
+            self.drop_conn(id);
+            return;
+        }
+        self.maybe_init();
+    }
+
+    /// Refuses joining connection `id`: the reason goes to the process and
+    /// to the log (a few lines per window), and the connection is closed.
+    pub(super) fn refuse(&mut self, id: u64, pid: u32, why: String) {
+        if let (Ok(frame), Some(c)) = (
+            encode_frame(Tag::Join, &Answer::Refused(why.clone()).encode()),
+            self.conns.get_mut(&id),
+        ) {
+            let _ = c.stream.write_all(&frame);
+        }
+        self.conns.remove(&id);
+        self.refused(pid, &why);
+    }
+
+    /// Logs a process refused on the ranks' socket.
+    pub(super) fn refused(&mut self, pid: u32, why: &str) {
+        let job = self.opts.job.clone();
+        let who = snapc_posix::target::who(pid);
+        self.warn_limited(
+            "refused",
+            format_args!("refused {who} on job {job}'s ranks' socket: {why}"),
+        );
+    }
+}
