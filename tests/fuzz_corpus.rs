@@ -2,10 +2,7 @@
 //! checks the fuzz targets run, on stable Rust, so that `cargo test` guards
 //! every crash ever found and every seed.
 
-#[path = "../fuzz/src/checks.rs"]
-#[allow(dead_code)]
-mod checks;
-
+use snapc_oracles as checks;
 use std::path::Path;
 
 #[test]

@@ -1,7 +1,7 @@
 //! The app coordinator driven by arbitrary inputs in any order (see
-//! `snapc_fuzz::checks::app_machine` for what is checked).
+//! `snapc_oracles::oracles::app::app_machine` for what is checked).
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(
-    |s: snapc_fuzz::checks::AppScenario| snapc_fuzz::checks::app_machine(&s)
+    |s: snapc_oracles::generators::app::AppScenario| snapc_oracles::oracles::app::app_machine(&s)
 );

@@ -1,4 +1,4 @@
-//! Any bytes: no panic, and what is accepted re-encodes exactly (see `snapc_fuzz::checks::decode_to_gc`).
+//! Any bytes: no panic, and what is accepted re-encodes exactly (see `snapc_oracles::oracles::wire::decode_to_gc`).
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| snapc_fuzz::checks::decode_to_gc(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| snapc_oracles::oracles::wire::decode_to_gc(data));

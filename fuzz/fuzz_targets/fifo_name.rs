@@ -1,4 +1,4 @@
-//! Any bytes: no panic, and what is accepted re-encodes exactly (see `snapc_fuzz::checks::fifo_name`).
+//! Any bytes: no panic, and what is accepted re-encodes exactly (see `snapc_oracles::oracles::wire::fifo_name`).
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| snapc_fuzz::checks::fifo_name(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| snapc_oracles::oracles::wire::fifo_name(data));

@@ -2,4 +2,6 @@
 //! and reject every strict prefix.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|d: snapc_fuzz::checks::Described| snapc_fuzz::checks::round_trip(&d));
+libfuzzer_sys::fuzz_target!(|d: snapc_oracles::generators::wire::Described| {
+    snapc_oracles::oracles::wire::round_trip(&d);
+});

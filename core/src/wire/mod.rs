@@ -6,6 +6,8 @@
 //! derived `buffer_len` / `emit` / `emit_vec` of the [`Message`] trait, so the
 //! encoded length and the encoded bytes come from one description.
 
+#[cfg(feature = "arbitrary")]
+pub mod arb;
 pub mod consts;
 pub mod dss;
 mod error;
