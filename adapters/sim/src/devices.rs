@@ -2,11 +2,13 @@
 //! (what a healthy machine does) and a fault-injecting decorator wrapping
 //! it; [`Devices::new`] builds the plain ones and wraps only those whose
 //! faults the scenario enables, so a run without faults takes the same code
-//! path through the world as one with them.
+//! path through the world as one with them. Each call names what it is
+//! about (the rank, the route, the step), which the random devices ignore
+//! and scripted ones ([`crate::script`]) answer from their script.
 
 use crate::rng::Rng;
 use crate::scenario::Faults;
-use snapc_core::app::{CheckpointResult, PrepareResult};
+use snapc_core::app::{self, CheckpointResult, FrameKind, PrepareResult};
 use snapc_core::time::Duration;
 
 /// When a device answers, if ever.
@@ -28,11 +30,26 @@ fn us(n: u64) -> Duration {
 
 // ---- the message transport ----
 
+/// Where a message travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// A rank's REQUEST_OP to the global coordinator.
+    RankToGc(usize),
+    /// An answer of the global coordinator to a rank.
+    GcToRank(usize),
+    /// ORTED_STATE from a local coordinator.
+    LcToGc(usize),
+    /// JOB_STATE to a local coordinator.
+    GcToLc(usize),
+    /// LOCAL_FINISH or LOCAL_UPDATE from a rank to its node daemon.
+    RankToLc(usize),
+}
+
 /// The transport of DSS messages between the coordinators.
 pub trait Link {
-    /// When each copy of one message arrives, from now: none is a loss,
-    /// two a duplicate.
-    fn deliveries(&mut self, rng: &mut Rng) -> Vec<Duration>;
+    /// When each copy of one message on `route` arrives, from now: none is
+    /// a loss, two a duplicate.
+    fn deliveries(&mut self, rng: &mut Rng, route: Route) -> Vec<Duration>;
 }
 
 /// A healthy network: one copy, after a small latency.
@@ -40,7 +57,7 @@ pub trait Link {
 pub struct Network;
 
 impl Link for Network {
-    fn deliveries(&mut self, rng: &mut Rng) -> Vec<Duration> {
+    fn deliveries(&mut self, rng: &mut Rng, _: Route) -> Vec<Duration> {
         vec![rng.duration(us(20), us(500))]
     }
 }
@@ -58,8 +75,8 @@ pub struct FaultyLink<L> {
 }
 
 impl<L: Link> Link for FaultyLink<L> {
-    fn deliveries(&mut self, rng: &mut Rng) -> Vec<Duration> {
-        let mut out = self.inner.deliveries(rng);
+    fn deliveries(&mut self, rng: &mut Rng, route: Route) -> Vec<Duration> {
+        let mut out = self.inner.deliveries(rng, route);
         if rng.chance(self.drop) {
             return Vec::new();
         }
@@ -166,18 +183,54 @@ impl<S: SignalDevice> SignalDevice for Stormy<S> {
 
 // ---- the application ----
 
-/// The application behind the hooks.
+/// A step of the handshake at which a process may vanish (just before it
+/// carries it out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Creating and opening its FIFOs.
+    Open,
+    /// Reading a frame.
+    Read(FrameKind),
+    /// Writing a frame.
+    Write(FrameKind),
+    /// The prepare hook.
+    Prepare,
+    /// The checkpointer.
+    Checkpoint,
+    /// The recover hook.
+    Recover,
+}
+
+impl Step {
+    /// The step an action of the app coordinator is, if any.
+    pub fn of(a: &app::Action) -> Option<Self> {
+        use app::Action as A;
+        Some(match a {
+            A::OpenChannel { .. } => Self::Open,
+            A::Read { frame, .. } => Self::Read(*frame),
+            A::Write { frame, .. } => Self::Write(*frame),
+            A::Prepare => Self::Prepare,
+            A::Checkpoint { .. } => Self::Checkpoint,
+            A::Recover { .. } => Self::Recover,
+            _ => return None,
+        })
+    }
+}
+
+/// The application behind the hooks of rank `v`.
 pub trait Application {
     /// From the signal to the next progress point.
-    fn progress_delay(&mut self, rng: &mut Rng) -> Duration;
+    fn progress_delay(&mut self, rng: &mut Rng, v: usize) -> Duration;
+    /// From a prepare that answered "not now" to the next progress point.
+    fn not_now_delay(&mut self, rng: &mut Rng, v: usize) -> Duration;
     /// The prepare hook.
-    fn prepare(&mut self, rng: &mut Rng) -> Answer<PrepareResult>;
-    /// The checkpointer; a `Restart` carries pid 0 (the world picks one).
-    fn checkpoint(&mut self, rng: &mut Rng) -> Answer<CheckpointResult>;
+    fn prepare(&mut self, rng: &mut Rng, v: usize) -> Answer<PrepareResult>;
+    /// The checkpointer; a `Restart` with pid 0 lets the world pick one.
+    fn checkpoint(&mut self, rng: &mut Rng, v: usize) -> Answer<CheckpointResult>;
     /// The recover hook.
-    fn recover(&mut self, rng: &mut Rng) -> Answer<bool>;
-    /// Whether the process crashes before this handshake action.
-    fn crashes(&mut self, rng: &mut Rng) -> bool;
+    fn recover(&mut self, rng: &mut Rng, v: usize) -> Answer<bool>;
+    /// Whether the process crashes before this handshake step.
+    fn crashes(&mut self, rng: &mut Rng, v: usize, step: Step) -> bool;
 }
 
 /// A well-behaved application.
@@ -185,19 +238,22 @@ pub trait Application {
 pub struct WellBehaved;
 
 impl Application for WellBehaved {
-    fn progress_delay(&mut self, rng: &mut Rng) -> Duration {
+    fn progress_delay(&mut self, rng: &mut Rng, _: usize) -> Duration {
         rng.duration(us(100), ms(50))
     }
-    fn prepare(&mut self, rng: &mut Rng) -> Answer<PrepareResult> {
+    fn not_now_delay(&mut self, rng: &mut Rng, _: usize) -> Duration {
+        rng.duration(ms(10), Duration::from_secs(30))
+    }
+    fn prepare(&mut self, rng: &mut Rng, _: usize) -> Answer<PrepareResult> {
         Answer::After(rng.duration(us(100), ms(20)), PrepareResult::Ready)
     }
-    fn checkpoint(&mut self, rng: &mut Rng) -> Answer<CheckpointResult> {
+    fn checkpoint(&mut self, rng: &mut Rng, _: usize) -> Answer<CheckpointResult> {
         Answer::After(rng.duration(ms(1), ms(200)), CheckpointResult::Continue)
     }
-    fn recover(&mut self, rng: &mut Rng) -> Answer<bool> {
+    fn recover(&mut self, rng: &mut Rng, _: usize) -> Answer<bool> {
         Answer::After(rng.duration(us(100), ms(20)), true)
     }
-    fn crashes(&mut self, _: &mut Rng) -> bool {
+    fn crashes(&mut self, _: &mut Rng, _: usize, _: Step) -> bool {
         false
     }
 }
@@ -226,8 +282,8 @@ impl<A: Application> FaultyApplication<A> {
 }
 
 impl<A: Application> Application for FaultyApplication<A> {
-    fn progress_delay(&mut self, rng: &mut Rng) -> Duration {
-        let d = self.inner.progress_delay(rng);
+    fn progress_delay(&mut self, rng: &mut Rng, v: usize) -> Duration {
+        let d = self.inner.progress_delay(rng, v);
         if rng.chance(self.faults.slow_hook) {
             // A process busy far from its progress point: past the LC's wait.
             d + rng.duration(Duration::ZERO, Duration::from_secs(60))
@@ -235,8 +291,11 @@ impl<A: Application> Application for FaultyApplication<A> {
             d
         }
     }
-    fn prepare(&mut self, rng: &mut Rng) -> Answer<PrepareResult> {
-        let a = match self.inner.prepare(rng) {
+    fn not_now_delay(&mut self, rng: &mut Rng, v: usize) -> Duration {
+        self.inner.not_now_delay(rng, v)
+    }
+    fn prepare(&mut self, rng: &mut Rng, v: usize) -> Answer<PrepareResult> {
+        let a = match self.inner.prepare(rng, v) {
             Answer::After(d, _) if rng.chance(self.faults.stall) => {
                 Answer::After(d, PrepareResult::NotNow)
             }
@@ -247,8 +306,8 @@ impl<A: Application> Application for FaultyApplication<A> {
         };
         self.slow(rng, a)
     }
-    fn checkpoint(&mut self, rng: &mut Rng) -> Answer<CheckpointResult> {
-        let a = match self.inner.checkpoint(rng) {
+    fn checkpoint(&mut self, rng: &mut Rng, v: usize) -> Answer<CheckpointResult> {
+        let a = match self.inner.checkpoint(rng, v) {
             Answer::After(d, _) if rng.chance(self.faults.ckpt_error) => {
                 Answer::After(d, CheckpointResult::Error)
             }
@@ -262,21 +321,30 @@ impl<A: Application> Application for FaultyApplication<A> {
         };
         self.slow(rng, a)
     }
-    fn recover(&mut self, rng: &mut Rng) -> Answer<bool> {
-        let a = self.inner.recover(rng);
+    fn recover(&mut self, rng: &mut Rng, v: usize) -> Answer<bool> {
+        let a = self.inner.recover(rng, v);
         self.slow(rng, a)
     }
-    fn crashes(&mut self, rng: &mut Rng) -> bool {
-        self.inner.crashes(rng) || rng.chance(self.faults.crash)
+    fn crashes(&mut self, rng: &mut Rng, v: usize, step: Step) -> bool {
+        self.inner.crashes(rng, v, step) || rng.chance(self.faults.crash)
     }
 }
 
 // ---- stable storage ----
 
+/// An sstore call that the application waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageCall {
+    /// Where the snapshot goes.
+    Location,
+    /// The snapshot made durable.
+    Sync,
+}
+
 /// Stable storage (the answered sstore calls: location, sync).
 pub trait Storage {
-    /// One call.
-    fn call(&mut self, rng: &mut Rng) -> Answer<bool>;
+    /// One call of rank `v`.
+    fn call(&mut self, rng: &mut Rng, v: usize, call: StorageCall) -> Answer<bool>;
 }
 
 /// A healthy store.
@@ -284,7 +352,7 @@ pub trait Storage {
 pub struct Disk;
 
 impl Storage for Disk {
-    fn call(&mut self, rng: &mut Rng) -> Answer<bool> {
+    fn call(&mut self, rng: &mut Rng, _: usize, _: StorageCall) -> Answer<bool> {
         Answer::After(rng.duration(us(50), ms(30)), true)
     }
 }
@@ -302,8 +370,8 @@ pub struct FlakyDisk<S> {
 }
 
 impl<S: Storage> Storage for FlakyDisk<S> {
-    fn call(&mut self, rng: &mut Rng) -> Answer<bool> {
-        match self.inner.call(rng) {
+    fn call(&mut self, rng: &mut Rng, v: usize, call: StorageCall) -> Answer<bool> {
+        match self.inner.call(rng, v, call) {
             _ if rng.chance(self.hang) => Answer::Never,
             Answer::After(d, _) if rng.chance(self.fail) => Answer::After(d, false),
             Answer::After(d, ok) if rng.chance(self.slow) => Answer::After(
@@ -317,12 +385,25 @@ impl<S: Storage> Storage for FlakyDisk<S> {
 
 // ---- the runtime ----
 
-/// The runtime's part: stopping processes, migrations, restarts.
+/// What the runtime is asked to carry out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeOp {
+    /// A migration.
+    Migrate,
+    /// A restart.
+    Restart,
+}
+
+/// The runtime's part: stopping processes, terminating them, migrations,
+/// restarts.
 pub trait Runtime {
-    /// Whether and when a process reports stopped (`stop`).
-    fn stopped(&mut self, rng: &mut Rng) -> Answer<()>;
+    /// Whether and when rank `v` reports stopped (`stop`).
+    fn stopped(&mut self, rng: &mut Rng, v: usize) -> Answer<()>;
     /// Whether and when a migration or restart is reported done, and how.
-    fn done(&mut self, rng: &mut Rng) -> Answer<bool>;
+    fn done(&mut self, rng: &mut Rng, op: RuntimeOp) -> Answer<bool>;
+    /// Whether and when the runtime ends rank `v`, which awaits its
+    /// termination.
+    fn terminates(&mut self, rng: &mut Rng, v: usize) -> Answer<()>;
 }
 
 /// A healthy runtime.
@@ -330,11 +411,14 @@ pub trait Runtime {
 pub struct Launcher;
 
 impl Runtime for Launcher {
-    fn stopped(&mut self, rng: &mut Rng) -> Answer<()> {
+    fn stopped(&mut self, rng: &mut Rng, _: usize) -> Answer<()> {
         Answer::After(rng.duration(ms(1), ms(20)), ())
     }
-    fn done(&mut self, rng: &mut Rng) -> Answer<bool> {
+    fn done(&mut self, rng: &mut Rng, _: RuntimeOp) -> Answer<bool> {
         Answer::After(rng.duration(ms(100), Duration::from_secs(2)), true)
+    }
+    fn terminates(&mut self, _: &mut Rng, _: usize) -> Answer<()> {
+        Answer::After(ms(100), ())
     }
 }
 
@@ -347,14 +431,17 @@ pub struct FaultyRuntime<R> {
 }
 
 impl<R: Runtime> Runtime for FaultyRuntime<R> {
-    fn stopped(&mut self, rng: &mut Rng) -> Answer<()> {
-        match self.inner.stopped(rng) {
+    fn stopped(&mut self, rng: &mut Rng, v: usize) -> Answer<()> {
+        match self.inner.stopped(rng, v) {
             _ if rng.chance(self.fail) => Answer::Never,
             a => a,
         }
     }
-    fn done(&mut self, rng: &mut Rng) -> Answer<bool> {
-        match self.inner.done(rng) {
+    fn terminates(&mut self, rng: &mut Rng, v: usize) -> Answer<()> {
+        self.inner.terminates(rng, v)
+    }
+    fn done(&mut self, rng: &mut Rng, op: RuntimeOp) -> Answer<bool> {
+        match self.inner.done(rng, op) {
             _ if rng.chance(self.fail / 2.0) => Answer::Never,
             Answer::After(d, _) if rng.chance(self.fail) => Answer::After(d, false),
             a => a,

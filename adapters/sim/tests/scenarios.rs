@@ -1,17 +1,37 @@
-//! The in-memory harness: one global coordinator, two local coordinators and
-//! three application processes per node, wired through channels that carry
-//! the real bytes on a virtual clock (see `world.rs`), running the complete
-//! scenarios of issue 3.
+//! The choreography, step by step, with the exact bytes on every channel:
+//! scripted scenarios on the simulator's world (`snapc_sim::script`), one
+//! global coordinator, two local coordinators and three application
+//! processes per node, on a virtual clock.
 #![allow(clippy::needless_range_loop)]
 
-mod world;
+use snapc_sim::core::app::{
+    CheckpointResult, FrameKind, PrepareResult, Wait, WaitFailure as Failure,
+};
+use snapc_sim::core::global::{self, Command};
+use snapc_sim::core::local::{self, Stage};
+use snapc_sim::core::time::Duration;
+use snapc_sim::core::wire::{CrState, List, MigrateEntry, OpEvent, Request};
+use snapc_sim::devices::Step;
+use snapc_sim::script::{Hook, Scripted, Topology};
 
-use snapc_core::app::{CheckpointResult, PrepareResult, Wait, WaitFailure as Failure};
-use snapc_core::global::{self, Command};
-use snapc_core::local::{self, Stage};
-use snapc_core::time::Duration;
-use snapc_core::wire::{CrState, List, MigrateEntry, OpEvent, Request};
-use world::{JOBID, KillAt, NODES, NRANKS, PER_NODE, World, pid_of};
+type World = Scripted;
+
+const JOBID: u32 = 0x1234_0001;
+const NODES: usize = 2;
+const PER_NODE: usize = 3;
+const NRANKS: usize = NODES * PER_NODE;
+
+fn pid_of(v: usize) -> u32 {
+    1000 + v as u32
+}
+
+/// The job of `Topology::default()` (job 0x12340001, two nodes of three
+/// ranks), each rank set up by `setup`.
+fn world(
+    setup: impl Fn(usize, &mut snapc_sim::core::app::Config, &mut snapc_sim::script::Script),
+) -> World {
+    Scripted::new(Topology::default(), setup)
+}
 
 /// Bytes from a hex string with spaces and `|` as separators.
 fn h(s: &str) -> Vec<u8> {
@@ -60,18 +80,16 @@ fn fifo(pid: u32, n: u32, dir: &str) -> String {
 }
 
 /// The leader's CHECKPOINT, run until the job is idle again.
-fn checkpoint(w: &mut World) -> snapc_core::app::RequestReport {
-    let before = w.ranks[0].requests().len();
+fn checkpoint(w: &mut World) -> snapc_sim::core::app::RequestReport {
+    let before = w.requests(0).len();
     w.request(0, Request::Checkpoint).unwrap();
-    w.run_until("checkpoint", |w| {
-        w.idle() && w.ranks[0].requests().len() > before
-    });
+    w.run_until("checkpoint", |w| w.idle() && w.requests(0).len() > before);
     w.last_request(0).unwrap()
 }
 
 fn assert_all_lc_results(w: &World, from: &[usize], state: CrState) {
     for lc in 0..NODES {
-        let results = &w.lc_results[lc][from[lc]..];
+        let results = &w.record().lc_results[lc][from[lc]..];
         assert_eq!(results.len(), PER_NODE, "lc{lc}: {results:?}");
         for r in results {
             assert_eq!(
@@ -84,12 +102,12 @@ fn assert_all_lc_results(w: &World, from: &[usize], state: CrState) {
 }
 
 fn lc_counts(w: &World) -> Vec<usize> {
-    w.lc_results.iter().map(Vec::len).collect()
+    w.record().lc_results.iter().map(Vec::len).collect()
 }
 
 #[test]
 fn checkpoint_and_continue() {
-    let mut w = World::new(|_, _, _| {});
+    let mut w = world(|_, _, _| {});
     // INIT from rank 0 only.
     assert_eq!(
         w.sent("rank0->gc"),
@@ -131,51 +149,51 @@ fn checkpoint_and_continue() {
             w.sent(&format!("rank{v}->lc{node}")),
             vec![h(LOCAL_FINISH_CONTINUE)]
         );
-        let hs = w.ranks[v].handshakes();
+        let hs = w.handshakes(v);
         assert_eq!(hs.len(), 1);
         assert_eq!(hs[0].state, CrState::Continue);
         assert_eq!(hs[0].error, None);
         assert_eq!(hs[0].handle, 1);
         assert!(hs[0].stages.checkpoint.is_some() && hs[0].stages.release_wait.is_some());
-        assert_eq!(w.ranks[v].recovered_with, vec![CrState::Continue]);
-        assert_eq!(w.ranks[v].app.names().n, 1);
-        assert_eq!(w.lcs[node].process(world::name_of(v)).unwrap().n, 1);
+        assert_eq!(w.record().recovered_with[v], vec![CrState::Continue]);
+        assert_eq!(w.app(v).names().n, 1);
+        assert_eq!(w.lc(node).process(w.name_of(v)).unwrap().n, 1);
     }
     assert_all_lc_results(&w, &counts, CrState::Continue);
-    assert_eq!(w.global.get(&1), Some(&(0, reference(0))));
-    let rep = w.gc_reports.last().unwrap();
+    assert_eq!(w.established().get(&1), Some(&(0, reference(0))));
+    let rep = w.record().gc_reports.last().unwrap();
     assert!(rep.ok && rep.kind == global::OpKind::Checkpoint && rep.seq == Some(0));
-    assert!(w.refused.is_empty(), "{:?}", w.refused);
+    assert!(w.record().refused.is_empty(), "{:?}", w.record().refused);
 }
 
 #[test]
 fn five_in_a_row() {
-    let mut w = World::new(|_, _, _| {});
+    let mut w = world(|_, _, _| {});
     for k in 0..5u32 {
         let r = checkpoint(&mut w);
         assert_eq!(r.error, None, "checkpoint {k}: {r:?}");
         assert_eq!(r.seq_num, k as i32);
         assert_eq!(r.reference.as_str(), reference(k));
-        assert_eq!(w.global.get(&(k + 1)), Some(&(k, reference(k))));
+        assert_eq!(w.established().get(&(k + 1)), Some(&(k, reference(k))));
         for v in 0..NRANKS {
             // Handshake k used the names _k, with handle k + 1.
             assert_eq!(
                 w.sent(&fifo(pid_of(v), k, "lc->app"))[0],
                 ints(&[0, 0, 0, 0, 0, 0, k as i32 + 1])
             );
-            assert_eq!(w.ranks[v].app.names().n, k + 1);
+            assert_eq!(w.app(v).names().n, k + 1);
             let node = v / PER_NODE;
-            assert_eq!(w.lcs[node].process(world::name_of(v)).unwrap().n, k + 1);
+            assert_eq!(w.lc(node).process(w.name_of(v)).unwrap().n, k + 1);
         }
     }
     assert_eq!(w.sent("gc->rank0"), vec![h(OP_CHECKPOINT_DONE); 5]);
-    assert!(w.refused.is_empty(), "{:?}", w.refused);
+    assert!(w.record().refused.is_empty(), "{:?}", w.record().refused);
 }
 
 #[test]
 fn restart_reports_local_update_and_resets_the_counter() {
     const NEW_PID: u32 = 7004;
-    let mut w = World::new(|v, _, s| {
+    let mut w = world(|v, _, s| {
         if v == 4 {
             s.checkpoint
                 .push_back(CheckpointResult::Restart { pid: NEW_PID });
@@ -191,14 +209,14 @@ fn restart_reports_local_update_and_resets_the_counter() {
             "00000001 04 | 00000001 12340001 00000004 | 00000001 0e 00001b5c"
         )]
     );
-    assert_eq!(w.ranks[4].recovered_with, vec![CrState::Restart]);
-    assert_eq!(w.ranks[4].app.config().pid, NEW_PID);
-    assert_eq!(w.ranks[4].app.names().pid, NEW_PID);
-    assert_eq!(w.ranks[4].app.names().n, 0);
-    let info = w.lcs[1].process(world::name_of(4)).unwrap();
+    assert_eq!(w.record().recovered_with[4], vec![CrState::Restart]);
+    assert_eq!(w.app(4).config().pid, NEW_PID);
+    assert_eq!(w.app(4).names().pid, NEW_PID);
+    assert_eq!(w.app(4).names().n, 0);
+    let info = w.lc(1).process(w.name_of(4)).unwrap();
     assert_eq!((info.pid, info.n), (NEW_PID, 0));
     // The LC learnt of the restart during the handshake it ran with the old pid.
-    assert!(w.lc_results[1].iter().any(|r| r.pid == pid_of(4)
+    assert!(w.record().lc_results[1].iter().any(|r| r.pid == pid_of(4)
         && r.outcome == local::ProcessOutcome::Failed(local::ProcessFailure::Restarted)));
     // The next checkpoint uses the new pid's names from 0.
     let r = checkpoint(&mut w);
@@ -207,12 +225,12 @@ fn restart_reports_local_update_and_resets_the_counter() {
         w.sent(&fifo(NEW_PID, 0, "app->lc")),
         vec![ints(&[0]), ints(&[4])]
     );
-    assert_eq!(w.ranks[4].app.names().n, 1);
+    assert_eq!(w.app(4).names().n, 1);
 }
 
 #[test]
 fn term_terminates_every_process_after_the_checkpoint() {
-    let mut w = World::new(|_, _, _| {});
+    let mut w = world(|_, _, _| {});
     w.command(Command::Checkpoint {
         term: true,
         stop: false,
@@ -230,17 +248,17 @@ fn term_terminates_every_process_after_the_checkpoint() {
             w.sent(&fifo(pid_of(v), 0, "lc->app"))[0],
             ints(&[0, 0, 1, 0, 0, 0, 1])
         );
-        assert!(w.ranks[v].awaiting_termination, "rank {v}");
-        assert!(w.ranks[v].app.is_terminating());
+        assert!(w.awaiting_termination(v), "rank {v}");
+        assert!(w.app(v).is_terminating());
     }
-    let rep = w.gc_reports.last().unwrap();
+    let rep = w.record().gc_reports.last().unwrap();
     assert!(rep.ok && rep.requester == global::Requester::Runtime);
-    assert_eq!(w.global.get(&1), Some(&(0, reference(0))));
+    assert_eq!(w.established().get(&1), Some(&(0, reference(0))));
 }
 
 #[test]
 fn stop_waits_for_every_process_to_stop() {
-    let mut w = World::new(|_, _, _| {});
+    let mut w = world(|_, _, _| {});
     let counts = lc_counts(&w);
     w.command(Command::Checkpoint {
         term: false,
@@ -260,26 +278,26 @@ fn stop_waits_for_every_process_to_stop() {
     }
     assert_all_lc_results(&w, &counts, CrState::Continue);
     for lc in 0..NODES {
-        for r in &w.lc_results[lc][counts[lc]..] {
+        for r in &w.record().lc_results[lc][counts[lc]..] {
             assert!(r.timings.stop.is_some(), "{r:?}");
         }
     }
-    assert!(w.gc_reports.last().unwrap().ok);
+    assert!(w.record().gc_reports.last().unwrap().ok);
 }
 
 #[test]
 fn stop_without_the_process_stopping_fails_that_process_only() {
-    let mut w = World::new(|v, _, s| s.never_stops = v == 2);
+    let mut w = world(|v, _, s| s.never_stops = v == 2);
     w.command(Command::Checkpoint {
         term: false,
         stop: true,
     })
     .unwrap();
     w.run_until("stop", |w| w.idle());
-    assert!(w.lc_results[0].iter().any(|r| r.pid == pid_of(2)
+    assert!(w.record().lc_results[0].iter().any(|r| r.pid == pid_of(2)
         && r.outcome
             == local::ProcessOutcome::Failed(local::ProcessFailure::Timeout(Stage::Stop))));
-    assert!(!w.gc_reports.last().unwrap().ok);
+    assert!(!w.record().gc_reports.last().unwrap().ok);
     assert_eq!(w.sent("lc0->gc"), vec![h(ORTED_ERROR), h(ORTED_RECOVERED)]);
     assert_eq!(
         w.sent("lc1->gc"),
@@ -297,7 +315,7 @@ fn quiesce_start(w: &mut World) {
     }
     w.run_until("quiesce start", |w| {
         w.quiesced()
-            && (0..NRANKS).all(|v| w.ranks[v].app.is_quiesced())
+            && (0..NRANKS).all(|v| w.app(v).is_quiesced())
             && (0..NRANKS).all(|v| {
                 w.last_request(v)
                     .is_some_and(|r| r.op == OpEvent::QuiesceStart)
@@ -307,7 +325,7 @@ fn quiesce_start(w: &mut World) {
 
 #[test]
 fn quiesce_start_checkpoint_end() {
-    let mut w = World::new(|_, _, _| {});
+    let mut w = world(|_, _, _| {});
     quiesce_start(&mut w);
     assert_eq!(
         w.sent("rank0->gc")[1],
@@ -334,7 +352,7 @@ fn quiesce_start_checkpoint_end() {
             vec![ints(&[0, 0, 0, 0, 1, 0, 1]), ints(&[0])]
         );
         assert_eq!(w.last_request(v).unwrap().error, None);
-        assert_eq!(w.ranks[v].checkpoints, 0);
+        assert_eq!(w.record().checkpoints[v], 0);
     }
     // Quiesce checkpoint: every rank checkpoints without a handshake.
     for v in (0..NRANKS).rev() {
@@ -358,8 +376,8 @@ fn quiesce_start_checkpoint_end() {
             (r.seq_num, r.reference.as_str()),
             (0, reference(0).as_str())
         );
-        assert_eq!(w.ranks[v].checkpoints, 1);
-        assert!(w.ranks[v].app.is_quiesced());
+        assert_eq!(w.record().checkpoints[v], 1);
+        assert!(w.app(v).is_quiesced());
     }
     // No JOB_STATE for the quiesce checkpoint.
     assert_eq!(w.sent("gc->lc0").len(), 2);
@@ -395,8 +413,8 @@ fn quiesce_start_checkpoint_end() {
         );
         assert_eq!(w.sent(&fifo(pid, 0, "lc->app"))[2..], [ints(&[0])]);
         assert_eq!(w.last_request(v).unwrap().error, None);
-        assert_eq!(w.ranks[v].recovered_with, vec![CrState::Continue]);
-        assert_eq!(w.ranks[v].app.names().n, 1);
+        assert_eq!(w.record().recovered_with[v], vec![CrState::Continue]);
+        assert_eq!(w.app(v).names().n, 1);
     }
     assert!(w.sent("gc->rank0").is_empty());
     // The quiesce end records no snapshot; the next checkpoint gets seq 1.
@@ -414,7 +432,7 @@ const MIGRATE_TABLE: [MigrateEntry<'static>; 1] = [MigrateEntry {
 
 #[test]
 fn migrate_moves_the_target_and_the_job_goes_on() {
-    let mut w = World::new(|_, _, _| {});
+    let mut w = world(|_, _, _| {});
     w.request(0, Request::Migrate(List::Items(&MIGRATE_TABLE)))
         .unwrap();
     w.run_until("migrate", |w| {
@@ -422,9 +440,9 @@ fn migrate_moves_the_target_and_the_job_goes_on() {
     });
     let r = w.last_request(0).unwrap();
     assert_eq!(r.error, None, "{r:?}");
-    assert_eq!(w.migrations.len(), 1);
-    assert_eq!(w.migrations[0].2.len(), 1);
-    assert_eq!(w.migrations[0].2[0].vpid, 4);
+    assert_eq!(w.record().migrations.len(), 1);
+    assert_eq!(w.record().migrations[0].2.len(), 1);
+    assert_eq!(w.record().migrations[0].2[0].vpid, 4);
     // The target: all_migrating and migrating, no release, no LOCAL_FINISH.
     assert_eq!(
         w.sent(&fifo(pid_of(4), 0, "lc->app")),
@@ -435,17 +453,23 @@ fn migrate_moves_the_target_and_the_job_goes_on() {
         vec![ints(&[0]), ints(&[4])]
     );
     assert!(w.sent("rank4->lc1").is_empty());
-    assert!(w.ranks[4].awaiting_termination);
-    assert_eq!(w.ranks[4].checkpoints, 1);
+    assert_eq!(w.record().checkpoints[4], 1);
+    // The runtime restored it from the snapshot on node 0, its preferred
+    // host: a new process there.
+    assert_eq!(w.node_of(4), 0);
+    let moved = w.pid_of(4);
+    assert_ne!(moved, pid_of(4));
+    assert_eq!(w.lc(0).process(w.name_of(4)).unwrap().pid, moved);
+    assert!(w.lc(1).process(w.name_of(4)).is_none());
     // The others: skip the checkpoint, released, recover as restarting.
     for v in [0, 1, 2, 3, 5] {
         assert_eq!(
             w.sent(&fifo(pid_of(v), 0, "lc->app")),
             vec![ints(&[1, 0, 0, 0, 0, 0, 1]), ints(&[0]), ints(&[0])]
         );
-        assert_eq!(w.ranks[v].checkpoints, 0);
-        assert_eq!(w.ranks[v].recovered_with, vec![CrState::Restart]);
-        assert!(w.handles[&1].skip.contains(&v));
+        assert_eq!(w.record().checkpoints[v], 0);
+        assert_eq!(w.record().recovered_with[v], vec![CrState::Restart]);
+        assert!(w.record().skipped[&1].contains(&v));
     }
     assert_eq!(
         w.sent("gc->rank0"),
@@ -453,13 +477,12 @@ fn migrate_moves_the_target_and_the_job_goes_on() {
             "00000001 08 | 00000001 09 00000006 | 00000001 09 00000000"
         )]
     );
-    // The runtime moved rank 4 to node 0; the next checkpoint works.
-    w.respawn(4, 0, 8004);
+    // The next checkpoint works, with the moved process.
     let r = checkpoint(&mut w);
     assert_eq!(r.error, None, "{r:?}");
     assert_eq!(r.seq_num, 1);
     assert_eq!(
-        w.sent(&fifo(8004, 0, "app->lc")),
+        w.sent(&fifo(moved, 0, "app->lc")),
         vec![ints(&[0]), ints(&[4])]
     );
 }
@@ -480,7 +503,7 @@ fn migrate_with_conflicting_preferences_is_answered_minus_one() {
             off_node: true,
         },
     ];
-    let mut w = World::new(|_, _, _| {});
+    let mut w = world(|_, _, _| {});
     w.request(0, Request::Migrate(List::Items(&table))).unwrap();
     w.run_until("migrate refused", |w| {
         w.idle() && w.last_request(0).is_some_and(|r| r.op == OpEvent::Migrate)
@@ -509,7 +532,7 @@ fn migrate_with_conflicting_preferences_is_answered_minus_one() {
 
 #[test]
 fn stall_then_resume() {
-    let mut w = World::new(|v, _, s| {
+    let mut w = world(|v, _, s| {
         if v == 1 {
             s.prepare
                 .extend([PrepareResult::NotNow, PrepareResult::NotNow]);
@@ -523,7 +546,7 @@ fn stall_then_resume() {
         vec![ints(&[0]), ints(&[4])]
     );
     assert_eq!(w.sent("signal lc0->1001").len(), 1);
-    let hs = w.ranks[1].handshakes();
+    let hs = w.handshakes(1);
     assert!(hs[0].stages.prepare.unwrap() >= Duration::from_secs(2));
 }
 
@@ -531,22 +554,22 @@ fn stall_then_resume() {
 fn in_progress_and_null_answers() {
     // Rank 2 has no checkpointer: NULL. Rank 5 awaits termination from a
     // previous `term` checkpoint: IN_PROGRESS.
-    let mut w = World::new(|v, c, _| c.checkpointer = v != 2);
+    let mut w = world(|v, c, _| c.checkpointer = v != 2);
     let r = checkpoint(&mut w);
     assert_eq!(r.error.map(|e| e.failure), Some(Failure::Rejected(-1)));
     assert_eq!(w.sent(&fifo(pid_of(2), 0, "app->lc")), vec![ints(&[2])]);
-    assert!(w.lc_results[0].iter().any(|r| r.pid == pid_of(2)
+    assert!(w.record().lc_results[0].iter().any(|r| r.pid == pid_of(2)
         && r.outcome
             == local::ProcessOutcome::Failed(local::ProcessFailure::Refused(
-                snapc_core::wire::CkptResponse::Null
+                snapc_sim::core::wire::CkptResponse::Null
             ))));
     assert_eq!(w.sent("lc0->gc"), vec![h(ORTED_ERROR), h(ORTED_RECOVERED)]);
     assert_eq!(w.sent("gc->rank0"), vec![h(OP_CHECKPOINT_FAILED)]);
     // The NULL handshake moved both counters on.
-    assert_eq!(w.ranks[2].app.names().n, 1);
-    assert_eq!(w.lcs[0].process(world::name_of(2)).unwrap().n, 1);
+    assert_eq!(w.app(2).names().n, 1);
+    assert_eq!(w.lc(0).process(w.name_of(2)).unwrap().n, 1);
 
-    let mut w = World::new(|_, _, _| {});
+    let mut w = world(|_, _, _| {});
     w.command(Command::Checkpoint {
         term: true,
         stop: false,
@@ -562,17 +585,17 @@ fn in_progress_and_null_answers() {
     let r = checkpoint(&mut w);
     assert_eq!(r.error.map(|e| e.failure), Some(Failure::Rejected(-1)));
     assert_eq!(w.sent(&fifo(pid_of(5), 1, "app->lc")), vec![ints(&[1])]);
-    assert!(w.lc_results[1].iter().any(|r| r.pid == pid_of(5)
+    assert!(w.record().lc_results[1].iter().any(|r| r.pid == pid_of(5)
         && r.outcome
             == local::ProcessOutcome::Failed(local::ProcessFailure::Refused(
-                snapc_core::wire::CkptResponse::InProgress
+                snapc_sim::core::wire::CkptResponse::InProgress
             ))));
 }
 
 /// A process vanishes at `at`; the rest of the job goes on, its LC reports
 /// the failure, the GC answers -1, and the next checkpoint works.
-fn vanish(at: Option<KillAt>) {
-    let mut w = World::new(|v, _, s| {
+fn vanish(at: Option<Step>) {
+    let mut w = world(|v, _, s| {
         if v == 4 {
             s.kill_at = at;
         }
@@ -598,7 +621,7 @@ fn vanish(at: Option<KillAt>) {
         vec![h(ORTED_FINISHED), h(ORTED_RECOVERED)],
         "{at:?}"
     );
-    let failed: Vec<_> = w.lc_results[1][counts[1]..]
+    let failed: Vec<_> = w.record().lc_results[1][counts[1]..]
         .iter()
         .filter(|r| matches!(r.outcome, local::ProcessOutcome::Failed(_)))
         .collect();
@@ -606,13 +629,13 @@ fn vanish(at: Option<KillAt>) {
     assert_eq!(failed[0].pid, pid_of(4));
     // Every other process finished its handshake cleanly.
     for v in [0, 1, 2, 3, 5] {
-        let hs = w.ranks[v].handshakes();
+        let hs = w.handshakes(v);
         assert_eq!(hs.len(), 1, "{at:?} rank {v}");
         assert_eq!(hs[0].error, None, "{at:?} rank {v}");
-        assert_eq!(w.ranks[v].recovered_with, vec![CrState::Continue]);
+        assert_eq!(w.record().recovered_with[v], vec![CrState::Continue]);
     }
     // The runtime removes the dead process; the next checkpoint works.
-    w.lcs[1].remove_process(w.now, world::name_of(4)).unwrap();
+    w.remove_from_job(4);
     let r = checkpoint(&mut w);
     assert_eq!(r.error, None, "{at:?}: {r:?}");
     assert_eq!(r.seq_num, 1);
@@ -626,13 +649,13 @@ fn peer_vanishes_before_the_signal() {
 #[test]
 fn peer_vanishes_at_each_step_of_the_handshake() {
     for at in [
-        KillAt::Open,
-        KillAt::ReadOptions,
-        KillAt::WriteResponse,
-        KillAt::ReadGoAhead,
-        KillAt::Prepare,
-        KillAt::Checkpoint,
-        KillAt::WriteFinal,
+        Step::Open,
+        Step::Read(FrameKind::Options),
+        Step::Write(FrameKind::Response),
+        Step::Read(FrameKind::GoAhead),
+        Step::Prepare,
+        Step::Checkpoint,
+        Step::Write(FrameKind::FinalState),
     ] {
         vanish(Some(at));
     }
@@ -641,15 +664,15 @@ fn peer_vanishes_at_each_step_of_the_handshake() {
 #[test]
 fn peer_vanishes_after_its_final_state() {
     // Its result is in: the checkpoint succeeds without it.
-    for at in [KillAt::ReadRelease, KillAt::Recover] {
-        let mut w = World::new(|v, _, s| {
+    for at in [Step::Read(FrameKind::Release), Step::Recover] {
+        let mut w = world(|v, _, s| {
             if v == 4 {
                 s.kill_at = Some(at);
             }
         });
         let r = checkpoint(&mut w);
         assert_eq!(r.error, None, "{at:?}: {r:?}");
-        w.lcs[1].remove_process(w.now, world::name_of(4)).unwrap();
+        w.remove_from_job(4);
         let r = checkpoint(&mut w);
         assert_eq!(r.error, None, "{at:?}: {r:?}");
     }
@@ -657,7 +680,7 @@ fn peer_vanishes_after_its_final_state() {
 
 #[test]
 fn fin_during_a_checkpoint_is_acknowledged_after_it() {
-    let mut w = World::new(|v, _, s| {
+    let mut w = world(|v, _, s| {
         if v == 3 {
             s.hook_time = Duration::from_secs(30);
         }
@@ -668,7 +691,7 @@ fn fin_during_a_checkpoint_is_acknowledged_after_it() {
     })
     .unwrap();
     w.advance(Duration::from_secs(5));
-    assert!(w.gc.is_busy());
+    assert!(w.gc().is_busy());
     w.request(0, Request::Fin).unwrap();
     assert_eq!(
         w.sent("rank0->gc")[1],
@@ -683,19 +706,31 @@ fn fin_during_a_checkpoint_is_acknowledged_after_it() {
         vec![h("00000001 08 | 00000001 09 00000003")]
     );
     // FIN_ACK went out after the checkpoint ended, not before.
-    let ack = w.log.iter().position(|r| r.chan == "gc->rank0").unwrap();
-    let recovered = w.log.iter().rposition(|r| r.chan == "lc1->gc").unwrap();
+    let ack = w
+        .record()
+        .log
+        .iter()
+        .position(|r| r.chan == "gc->rank0")
+        .unwrap();
+    let recovered = w
+        .record()
+        .log
+        .iter()
+        .rposition(|r| r.chan == "lc1->gc")
+        .unwrap();
     assert!(ack > recovered);
-    assert!(w.log[ack].at >= w.log[recovered].at);
-    assert!(w.log[ack].at >= snapc_core::time::Instant::from_secs(120));
-    assert!(w.gc_reports[0].ok && w.gc_reports[0].kind == global::OpKind::Checkpoint);
-    assert!(w.gc.is_finished());
-    assert!(w.ranks.iter().all(|r| r.handshakes().len() == 1));
+    assert!(w.record().log[ack].at >= w.record().log[recovered].at);
+    assert!(w.record().log[ack].at >= snapc_sim::core::time::Instant::from_secs(120));
+    assert!(
+        w.record().gc_reports[0].ok && w.record().gc_reports[0].kind == global::OpKind::Checkpoint
+    );
+    assert!(w.gc().is_finished());
+    assert!((0..NRANKS).all(|v| w.handshakes(v).len() == 1));
 }
 
 #[test]
 fn application_checkpoint_from_the_leader_reads_seq_and_reference() {
-    let mut w = World::new(|_, _, _| {});
+    let mut w = world(|_, _, _| {});
     let _ = checkpoint(&mut w);
     let r = checkpoint(&mut w);
     assert_eq!(r.error, None);
@@ -709,13 +744,13 @@ fn application_checkpoint_from_the_leader_reads_seq_and_reference() {
     assert_eq!(w.request(3, Request::Checkpoint).unwrap(), 0);
     w.settle();
     assert_eq!(w.last_request(3).unwrap().op, OpEvent::Checkpoint);
-    assert!(!w.gc.is_busy());
+    assert!(!w.gc().is_busy());
 }
 
 #[test]
 fn a_long_checkpoint_succeeds_with_the_default_deadlines() {
     // Twenty minutes in rank 3's checkpointer: within every default wait.
-    let mut w = World::new(|v, _, s| {
+    let mut w = world(|v, _, s| {
         if v == 3 {
             s.hook_time = Duration::from_secs(400);
         }
@@ -730,33 +765,33 @@ fn a_long_checkpoint_succeeds_with_the_default_deadlines() {
 #[test]
 fn deadline_lc_waits_for_the_fifos() {
     // Rank 4 reaches its progress point only after the LC gave up (20 s).
-    let mut w = World::new(|v, _, s| {
+    let mut w = world(|v, _, s| {
         if v == 4 {
-            s.progress_delay = Some(Duration::from_secs(30));
+            s.progress_delay = Duration::from_secs(30);
         }
     });
     let r = checkpoint(&mut w);
     assert_eq!(r.error.map(|e| e.failure), Some(Failure::Rejected(-1)));
-    assert!(w.lc_results[1].iter().any(|r| r.pid == pid_of(4)
+    assert!(w.record().lc_results[1].iter().any(|r| r.pid == pid_of(4)
         && r.outcome
             == local::ProcessOutcome::Failed(local::ProcessFailure::Timeout(Stage::Fifos))));
     // Its late handshake found no peer and ended at the app's open deadline.
-    let hs = w.ranks[4].handshakes();
+    let hs = w.handshakes(4);
     assert_eq!(hs.len(), 1);
     assert_eq!(
         hs[0].error.map(|e| (e.wait, e.failure)),
         Some((Wait::Open, Failure::Deadline))
     );
     // Both counters moved past handshake 0; the next checkpoint works.
-    assert_eq!(w.ranks[4].app.names().n, 1);
-    assert_eq!(w.lcs[1].process(world::name_of(4)).unwrap().n, 1);
-    w.ranks[4].script.progress_delay = Some(Duration::from_millis(1));
+    assert_eq!(w.app(4).names().n, 1);
+    assert_eq!(w.lc(1).process(w.name_of(4)).unwrap().n, 1);
+    w.controls().ranks[4].progress_delay = Duration::from_millis(1);
     let r = checkpoint(&mut w);
     assert_eq!(r.error, None, "{r:?}");
 }
 
-fn hung(hook: world::Hook) -> World {
-    let mut w = World::new(|v, _, s| {
+fn hung(hook: Hook) -> World {
+    let mut w = world(|v, _, s| {
         if v == 4 {
             s.hang = Some(hook);
         }
@@ -768,12 +803,7 @@ fn hung(hook: world::Hook) -> World {
 
 #[test]
 fn deadline_app_hooks_before_the_final_state() {
-    for hook in [
-        world::Hook::Location,
-        world::Hook::Prepare,
-        world::Hook::Checkpoint,
-        world::Hook::Sync,
-    ] {
+    for hook in [Hook::Location, Hook::Prepare, Hook::Checkpoint, Hook::Sync] {
         let mut w = hung(hook);
         let r = w.last_request(0).unwrap();
         assert_eq!(
@@ -781,10 +811,10 @@ fn deadline_app_hooks_before_the_final_state() {
             Some(Failure::Rejected(-1)),
             "{hook:?}"
         );
-        let hs = w.ranks[4].handshakes();
+        let hs = w.handshakes(4);
         assert!(hs[0].error.is_some(), "{hook:?}");
         assert!(
-            w.lc_results[1].iter().any(|r| r.pid == pid_of(4)
+            w.record().lc_results[1].iter().any(|r| r.pid == pid_of(4)
                 && matches!(
                     r.outcome,
                     local::ProcessOutcome::Failed(_) | local::ProcessOutcome::State(CrState::Error)
@@ -800,10 +830,10 @@ fn deadline_app_hooks_before_the_final_state() {
 fn deadline_app_recover_hook() {
     // The result was in: the checkpoint succeeds, the app reports the
     // recover deadline, and the next checkpoint works.
-    let mut w = hung(world::Hook::Recover);
+    let mut w = hung(Hook::Recover);
     let r = w.last_request(0).unwrap();
     assert_eq!(r.error, None, "{r:?}");
-    let hs = w.ranks[4].handshakes();
+    let hs = w.handshakes(4);
     assert_eq!(
         hs[0].error.map(|e| (e.wait, e.failure)),
         Some((Wait::Recover, Failure::Deadline))
@@ -814,13 +844,13 @@ fn deadline_app_recover_hook() {
 
 #[test]
 fn deadline_gc_waits_for_an_lc_and_lc_waits_for_the_verdict() {
-    let mut w = World::new(|_, _, _| {});
+    let mut w = world(|_, _, _| {});
     // The GC's verdict is lost: each LC releases at its deadline and
     // reports ERROR.
-    w.pass_to_lcs = Some(1);
+    w.controls().lose_job_states_after(Some(1));
     w.request(0, Request::Checkpoint).unwrap();
     w.run_until("lost verdict", |w| w.idle() && w.last_request(0).is_some());
-    w.pass_to_lcs = None;
+    w.controls().lose_job_states_after(None);
     for lc in 0..NODES {
         assert_eq!(
             w.sent(&format!("lc{lc}->gc")),
@@ -833,9 +863,9 @@ fn deadline_gc_waits_for_an_lc_and_lc_waits_for_the_verdict() {
         Some(Failure::Rejected(-1)),
         "{r:?}"
     );
-    assert!(w.global.is_empty(), "no snapshot recorded");
+    assert!(w.established().is_empty(), "no snapshot recorded");
     for v in 0..NRANKS {
-        assert_eq!(w.ranks[v].handshakes()[0].error, None);
+        assert_eq!(w.handshakes(v)[0].error, None);
     }
     let r = checkpoint(&mut w);
     assert_eq!(r.error, None, "{r:?}");
@@ -843,8 +873,8 @@ fn deadline_gc_waits_for_an_lc_and_lc_waits_for_the_verdict() {
 
 #[test]
 fn deadline_gc_waits_for_the_runtime() {
-    let mut w = World::new(|_, _, _| {});
-    w.runtime_answers = false;
+    let mut w = world(|_, _, _| {});
+    w.controls().runtime_answers = false;
     w.request(0, Request::Migrate(List::Items(&MIGRATE_TABLE)))
         .unwrap();
     w.run_until("migrate", |w| {
@@ -857,7 +887,7 @@ fn deadline_gc_waits_for_the_runtime() {
         "{r:?}"
     );
     assert_eq!(
-        w.gc_reports.last().unwrap().failure,
+        w.record().gc_reports.last().unwrap().failure,
         Some(global::OperationFailure::RuntimeTimeout)
     );
     for lc in 0..NODES {
@@ -867,21 +897,21 @@ fn deadline_gc_waits_for_the_runtime() {
 
 #[test]
 fn deadline_app_waits_for_the_op_response() {
-    let mut w = World::new(|_, _, _| {});
-    w.mute_to_ranks = true;
+    let mut w = world(|_, _, _| {});
+    w.controls().mute_to_ranks = true;
     let r = checkpoint(&mut w);
     assert_eq!(
         r.error.map(|e| (e.wait, e.failure)),
         Some((Wait::OpResponse, Failure::Deadline))
     );
-    w.mute_to_ranks = false;
+    w.controls().mute_to_ranks = false;
     let r = checkpoint(&mut w);
     assert_eq!(r.error, None, "{r:?}");
 }
 
 #[test]
 fn deadline_fin_while_quiesced() {
-    let mut w = World::new(|_, _, _| {});
+    let mut w = world(|_, _, _| {});
     quiesce_start(&mut w);
     w.request(0, Request::Fin).unwrap();
     w.run_until("fin", |w| {
@@ -893,5 +923,5 @@ fn deadline_fin_while_quiesced() {
         Some((Wait::FinAck, Failure::Deadline))
     );
     assert!(w.sent("gc->rank0").is_empty());
-    assert!(!w.gc.is_finished());
+    assert!(!w.gc().is_finished());
 }
