@@ -4,10 +4,7 @@
 //! the cluster goes down again. Skips without root and Slurm (fails instead
 //! with SNAPC_REQUIRE_SLURM=1).
 
-#[path = "cluster/fixture.rs"]
-mod cluster;
-
-use cluster::Cluster;
+use snapc_test_cluster::Cluster;
 
 #[test]
 fn three_nodes_run_srun_and_an_mpi_job() {

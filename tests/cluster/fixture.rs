@@ -1,13 +1,11 @@
 //! The test-cluster fixture: a real Slurm (slurmctld, one slurmd per node,
 //! munge) on this machine, each node in a network, UTS and mount namespace of
 //! its own, brought up by `tests/cluster/up.sh` and removed by `down.sh`
-//! (see tests/cluster/README.md). Plain Rust, std only; a test file takes it
-//! in with
+//! (see tests/cluster/README.md). Plain Rust, std only: the crate
+//! `snapc-test-cluster`, which a test crate takes as a dev-dependency:
 //!
-//! ```ignore
-//! #[path = "cluster/fixture.rs"] // from the workspace root's tests/
-//! mod cluster;
-//! let Some(c) = cluster::Cluster::up(3) else { return };
+//! ```no_run
+//! let Some(c) = snapc_test_cluster::Cluster::up(3) else { return };
 //! ```
 //!
 //! Without root or Slurm, `Cluster::up` prints why it skips and returns
