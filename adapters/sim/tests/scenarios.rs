@@ -5,7 +5,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use snapc_sim::core::app::{
-    CheckpointResult, FrameKind, PrepareResult, Wait, WaitFailure as Failure,
+    CheckpointResult, FrameKind, PrepareResult, RequestReport, Wait, WaitFailure as Failure,
 };
 use snapc_sim::core::global::{self, Command};
 use snapc_sim::core::local::{self, Stage};
@@ -23,6 +23,15 @@ const NRANKS: usize = NODES * PER_NODE;
 
 fn pid_of(v: usize) -> u32 {
     1000 + v as u32
+}
+
+/// The job with rank `rank`'s script set by `script`.
+fn world_with(rank: usize, script: impl Fn(&mut snapc_sim::script::Script)) -> World {
+    world(|v, _, s| {
+        if v == rank {
+            script(s)
+        }
+    })
 }
 
 /// The job of `Topology::default()` (job 0x12340001, two nodes of three
@@ -80,11 +89,30 @@ fn fifo(pid: u32, n: u32, dir: &str) -> String {
 }
 
 /// The leader's CHECKPOINT, run until the job is idle again.
-fn checkpoint(w: &mut World) -> snapc_sim::core::app::RequestReport {
+fn checkpoint(w: &mut World) -> RequestReport {
     let before = w.requests(0).len();
     w.request(0, Request::Checkpoint).unwrap();
     w.run_until("checkpoint", |w| w.idle() && w.requests(0).len() > before);
     w.last_request(0).unwrap()
+}
+
+/// The leader's MIGRATE of `table`, run until it is answered and the job
+/// is idle again.
+fn migrate(w: &mut World, table: &[MigrateEntry<'_>]) -> RequestReport {
+    w.request(0, Request::Migrate(List::Items(table))).unwrap();
+    w.run_until("migrate", |w| {
+        w.idle() && w.last_request(0).is_some_and(|r| r.op == OpEvent::Migrate)
+    });
+    w.last_request(0).unwrap()
+}
+
+/// The request failed at the GC: op_state -1.
+fn assert_rejected(r: &RequestReport, what: &str) {
+    assert_eq!(
+        r.error.map(|e| e.failure),
+        Some(Failure::Rejected(-1)),
+        "{what} {r:?}"
+    );
 }
 
 fn assert_all_lc_results(w: &World, from: &[usize], state: CrState) {
@@ -193,11 +221,9 @@ fn five_in_a_row() {
 #[test]
 fn restart_reports_local_update_and_resets_the_counter() {
     const NEW_PID: u32 = 7004;
-    let mut w = world(|v, _, s| {
-        if v == 4 {
-            s.checkpoint
-                .push_back(CheckpointResult::Restart { pid: NEW_PID });
-        }
+    let mut w = world_with(4, |s| {
+        s.checkpoint
+            .push_back(CheckpointResult::Restart { pid: NEW_PID })
     });
     let _ = checkpoint(&mut w);
     // Rank 4 is the restarted copy: no final state, LOCAL_UPDATE with its
@@ -433,12 +459,7 @@ const MIGRATE_TABLE: [MigrateEntry<'static>; 1] = [MigrateEntry {
 #[test]
 fn migrate_moves_the_target_and_the_job_goes_on() {
     let mut w = world(|_, _, _| {});
-    w.request(0, Request::Migrate(List::Items(&MIGRATE_TABLE)))
-        .unwrap();
-    w.run_until("migrate", |w| {
-        w.idle() && w.last_request(0).is_some_and(|r| r.op == OpEvent::Migrate)
-    });
-    let r = w.last_request(0).unwrap();
+    let r = migrate(&mut w, &MIGRATE_TABLE);
     assert_eq!(r.error, None, "{r:?}");
     assert_eq!(w.record().migrations.len(), 1);
     assert_eq!(w.record().migrations[0].2.len(), 1);
@@ -504,16 +525,8 @@ fn migrate_with_conflicting_preferences_is_answered_minus_one() {
         },
     ];
     let mut w = world(|_, _, _| {});
-    w.request(0, Request::Migrate(List::Items(&table))).unwrap();
-    w.run_until("migrate refused", |w| {
-        w.idle() && w.last_request(0).is_some_and(|r| r.op == OpEvent::Migrate)
-    });
-    let r = w.last_request(0).unwrap();
-    assert_eq!(
-        r.error.map(|e| e.failure),
-        Some(Failure::Rejected(-1)),
-        "{r:?}"
-    );
+    let r = migrate(&mut w, &table);
+    assert_rejected(&r, "");
     assert!(
         r.elapsed < Duration::from_secs(1),
         "answered at once: {r:?}"
@@ -532,11 +545,9 @@ fn migrate_with_conflicting_preferences_is_answered_minus_one() {
 
 #[test]
 fn stall_then_resume() {
-    let mut w = world(|v, _, s| {
-        if v == 1 {
-            s.prepare
-                .extend([PrepareResult::NotNow, PrepareResult::NotNow]);
-        }
+    let mut w = world_with(1, |s| {
+        s.prepare
+            .extend([PrepareResult::NotNow, PrepareResult::NotNow])
     });
     let r = checkpoint(&mut w);
     assert_eq!(r.error, None, "{r:?}");
@@ -556,7 +567,7 @@ fn in_progress_and_null_answers() {
     // previous `term` checkpoint: IN_PROGRESS.
     let mut w = world(|v, c, _| c.checkpointer = v != 2);
     let r = checkpoint(&mut w);
-    assert_eq!(r.error.map(|e| e.failure), Some(Failure::Rejected(-1)));
+    assert_rejected(&r, "");
     assert_eq!(w.sent(&fifo(pid_of(2), 0, "app->lc")), vec![ints(&[2])]);
     assert!(w.record().lc_results[0].iter().any(|r| r.pid == pid_of(2)
         && r.outcome
@@ -583,7 +594,7 @@ fn in_progress_and_null_answers() {
         }
     }
     let r = checkpoint(&mut w);
-    assert_eq!(r.error.map(|e| e.failure), Some(Failure::Rejected(-1)));
+    assert_rejected(&r, "");
     assert_eq!(w.sent(&fifo(pid_of(5), 1, "app->lc")), vec![ints(&[1])]);
     assert!(w.record().lc_results[1].iter().any(|r| r.pid == pid_of(5)
         && r.outcome
@@ -595,21 +606,13 @@ fn in_progress_and_null_answers() {
 /// A process vanishes at `at`; the rest of the job goes on, its LC reports
 /// the failure, the GC answers -1, and the next checkpoint works.
 fn vanish(at: Option<Step>) {
-    let mut w = world(|v, _, s| {
-        if v == 4 {
-            s.kill_at = at;
-        }
-    });
+    let mut w = world_with(4, |s| s.kill_at = at);
     if at.is_none() {
         w.kill(4);
     }
     let counts = lc_counts(&w);
     let r = checkpoint(&mut w);
-    assert_eq!(
-        r.error.map(|e| e.failure),
-        Some(Failure::Rejected(-1)),
-        "{at:?}: {r:?}"
-    );
+    assert_rejected(&r, &format!("{at:?}:"));
     assert_eq!(w.sent("gc->rank0"), vec![h(OP_CHECKPOINT_FAILED)], "{at:?}");
     assert_eq!(
         w.sent("lc1->gc"),
@@ -665,11 +668,7 @@ fn peer_vanishes_at_each_step_of_the_handshake() {
 fn peer_vanishes_after_its_final_state() {
     // Its result is in: the checkpoint succeeds without it.
     for at in [Step::Read(FrameKind::Release), Step::Recover] {
-        let mut w = world(|v, _, s| {
-            if v == 4 {
-                s.kill_at = Some(at);
-            }
-        });
+        let mut w = world_with(4, |s| s.kill_at = Some(at));
         let r = checkpoint(&mut w);
         assert_eq!(r.error, None, "{at:?}: {r:?}");
         w.remove_from_job(4);
@@ -680,11 +679,7 @@ fn peer_vanishes_after_its_final_state() {
 
 #[test]
 fn fin_during_a_checkpoint_is_acknowledged_after_it() {
-    let mut w = world(|v, _, s| {
-        if v == 3 {
-            s.hook_time = Duration::from_secs(30);
-        }
-    });
+    let mut w = world_with(3, |s| s.hook_time = Duration::from_secs(30));
     w.command(Command::Checkpoint {
         term: false,
         stop: false,
@@ -750,11 +745,7 @@ fn application_checkpoint_from_the_leader_reads_seq_and_reference() {
 #[test]
 fn a_long_checkpoint_succeeds_with_the_default_deadlines() {
     // Twenty minutes in rank 3's checkpointer: within every default wait.
-    let mut w = world(|v, _, s| {
-        if v == 3 {
-            s.hook_time = Duration::from_secs(400);
-        }
-    });
+    let mut w = world_with(3, |s| s.hook_time = Duration::from_secs(400));
     let r = checkpoint(&mut w);
     assert_eq!(r.error, None, "{r:?}");
     assert!(r.elapsed >= Duration::from_secs(1200));
@@ -765,13 +756,9 @@ fn a_long_checkpoint_succeeds_with_the_default_deadlines() {
 #[test]
 fn deadline_lc_waits_for_the_fifos() {
     // Rank 4 reaches its progress point only after the LC gave up (20 s).
-    let mut w = world(|v, _, s| {
-        if v == 4 {
-            s.progress_delay = Duration::from_secs(30);
-        }
-    });
+    let mut w = world_with(4, |s| s.progress_delay = Duration::from_secs(30));
     let r = checkpoint(&mut w);
-    assert_eq!(r.error.map(|e| e.failure), Some(Failure::Rejected(-1)));
+    assert_rejected(&r, "");
     assert!(w.record().lc_results[1].iter().any(|r| r.pid == pid_of(4)
         && r.outcome
             == local::ProcessOutcome::Failed(local::ProcessFailure::Timeout(Stage::Fifos))));
@@ -791,11 +778,7 @@ fn deadline_lc_waits_for_the_fifos() {
 }
 
 fn hung(hook: Hook) -> World {
-    let mut w = world(|v, _, s| {
-        if v == 4 {
-            s.hang = Some(hook);
-        }
-    });
+    let mut w = world_with(4, |s| s.hang = Some(hook));
     let r = checkpoint(&mut w);
     let _ = r;
     w
@@ -806,11 +789,7 @@ fn deadline_app_hooks_before_the_final_state() {
     for hook in [Hook::Location, Hook::Prepare, Hook::Checkpoint, Hook::Sync] {
         let mut w = hung(hook);
         let r = w.last_request(0).unwrap();
-        assert_eq!(
-            r.error.map(|e| e.failure),
-            Some(Failure::Rejected(-1)),
-            "{hook:?}"
-        );
+        assert_rejected(&r, &format!("{hook:?}:"));
         let hs = w.handshakes(4);
         assert!(hs[0].error.is_some(), "{hook:?}");
         assert!(
@@ -858,11 +837,7 @@ fn deadline_gc_waits_for_an_lc_and_lc_waits_for_the_verdict() {
         );
     }
     let r = w.last_request(0).unwrap();
-    assert_eq!(
-        r.error.map(|e| e.failure),
-        Some(Failure::Rejected(-1)),
-        "{r:?}"
-    );
+    assert_rejected(&r, "");
     assert!(w.established().is_empty(), "no snapshot recorded");
     for v in 0..NRANKS {
         assert_eq!(w.handshakes(v)[0].error, None);
@@ -875,17 +850,8 @@ fn deadline_gc_waits_for_an_lc_and_lc_waits_for_the_verdict() {
 fn deadline_gc_waits_for_the_runtime() {
     let mut w = world(|_, _, _| {});
     w.controls().runtime_answers = false;
-    w.request(0, Request::Migrate(List::Items(&MIGRATE_TABLE)))
-        .unwrap();
-    w.run_until("migrate", |w| {
-        w.idle() && w.last_request(0).is_some_and(|r| r.op == OpEvent::Migrate)
-    });
-    let r = w.last_request(0).unwrap();
-    assert_eq!(
-        r.error.map(|e| e.failure),
-        Some(Failure::Rejected(-1)),
-        "{r:?}"
-    );
+    let r = migrate(&mut w, &MIGRATE_TABLE);
+    assert_rejected(&r, "");
     assert_eq!(
         w.record().gc_reports.last().unwrap().failure,
         Some(global::OperationFailure::RuntimeTimeout)

@@ -18,10 +18,7 @@ pub mod generators;
 pub mod oracles;
 
 use arbitrary::{Arbitrary, Unstructured};
-use generators::app::AppScenario;
-use generators::global::GlobalScenario;
-use generators::local::LocalScenario;
-use generators::wire::{Described, DescribedFrames};
+use generators::wire::Described;
 use oracles::{app, global, local, wire};
 
 /// Runs the named target's check on one input, as libFuzzer would.
@@ -33,34 +30,24 @@ pub fn run(target: &str, data: &[u8]) -> bool {
         "decode_to_daemon" => wire::decode_to_daemon(data),
         "fifo_frames" => wire::fifo_frames(data),
         "fifo_name" => wire::fifo_name(data),
-        "roundtrip_messages" => {
-            if let Ok(d) = Described::arbitrary_take_rest(Unstructured::new(data)) {
-                wire::round_trip(&d);
-            }
-        }
-        "roundtrip_frames" => {
-            if let Ok(d) = DescribedFrames::arbitrary_take_rest(Unstructured::new(data)) {
-                wire::round_trip_frames(&d);
-            }
-        }
-        "app_machine" => {
-            if let Ok(s) = AppScenario::arbitrary_take_rest(Unstructured::new(data)) {
-                app::app_machine(&s);
-            }
-        }
-        "local_machine" => {
-            if let Ok(s) = LocalScenario::arbitrary_take_rest(Unstructured::new(data)) {
-                local::local_machine(&s);
-            }
-        }
-        "global_machine" => {
-            if let Ok(s) = GlobalScenario::arbitrary_take_rest(Unstructured::new(data)) {
-                global::global_machine(&s);
-            }
-        }
+        "roundtrip_messages" => structured(data, |d: &Described<'_>| {
+            wire::round_trip(d);
+        }),
+        "roundtrip_frames" => structured(data, wire::round_trip_frames),
+        "app_machine" => structured(data, app::app_machine),
+        "local_machine" => structured(data, local::local_machine),
+        "global_machine" => structured(data, global::global_machine),
         _ => return false,
     }
     true
+}
+
+/// A structure-aware target: the input as libFuzzer's `fuzz_target!` makes
+/// it (`arbitrary_take_rest`), checked if it is one.
+fn structured<'a, T: Arbitrary<'a>>(data: &'a [u8], check: impl FnOnce(&T)) {
+    if let Ok(t) = T::arbitrary_take_rest(Unstructured::new(data)) {
+        check(&t);
+    }
 }
 
 /// Every target `run` knows.

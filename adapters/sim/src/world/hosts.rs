@@ -285,6 +285,7 @@ impl World {
         self.after_rank(v);
     }
 
+    /// A hook's answer: the process is out of the hook.
     fn hook_input(
         &mut self,
         v: usize,
@@ -292,13 +293,10 @@ impl World {
         what: &str,
         f: impl FnOnce(&mut AppCoordinator<'static>, Instant) -> Result<(), app::InputError>,
     ) {
-        if !self.live(v, g) {
-            return;
+        if self.live(v, g) {
+            self.ranks[v].in_hook = false;
         }
-        self.ranks[v].in_hook = false;
-        let r = f(&mut self.ranks[v].app, self.now);
-        self.refused(what, r);
-        self.after_rank(v);
+        self.app_input(v, g, what, f);
     }
 
     fn lc_input<E: std::fmt::Debug>(

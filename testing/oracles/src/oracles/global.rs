@@ -31,6 +31,17 @@ fn gc_request(
     m.handle_rank_message(now, from, &buf[..n])
 }
 
+/// LC `lc` reports the state the model expects, which the machine takes.
+fn gc_expected(m: &mut Gc, model: &mut GcModel, now: Instant, lc: usize) {
+    let state = model.expected();
+    let report = OrtedState {
+        quick: true,
+        state: StateCode::plain(state),
+    };
+    gc_orted(m, now, lc, report).expect("an LC's report is taken");
+    model.reported(lc, state);
+}
+
 /// An ORTED_STATE from LC `lc`, through the machine's bytes boundary.
 fn gc_orted(m: &mut Gc, now: Instant, lc: usize, msg: OrtedState) -> Result<(), GcInputError> {
     let mut buf = [0u8; 16];
@@ -575,34 +586,11 @@ pub fn global_machine(s: &GlobalScenario) {
                 model.reported(lc, msg.state.state);
             }
             GlobalInput::Expected(lc) => {
-                let lc = usize::from(*lc) % GC_LCS;
-                let state = model.expected();
-                gc_orted(
-                    &mut m,
-                    now,
-                    lc,
-                    OrtedState {
-                        quick: true,
-                        state: StateCode::plain(state),
-                    },
-                )
-                .expect("an LC's report is taken");
-                model.reported(lc, state);
+                gc_expected(&mut m, &mut model, now, usize::from(*lc) % GC_LCS);
             }
             GlobalInput::AllExpected => {
                 for lc in 0..GC_LCS {
-                    let state = model.expected();
-                    gc_orted(
-                        &mut m,
-                        now,
-                        lc,
-                        OrtedState {
-                            quick: true,
-                            state: StateCode::plain(state),
-                        },
-                    )
-                    .expect("an LC's report is taken");
-                    model.reported(lc, state);
+                    gc_expected(&mut m, &mut model, now, lc);
                     gc_drain(&mut m, &mut model, nranks);
                 }
             }

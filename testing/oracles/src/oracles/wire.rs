@@ -139,6 +139,21 @@ fn round_trip_one<'a, M: Message<'a> + PartialEq + std::fmt::Debug>(
     assert!(M::parse(buf).is_err(), "one byte more parsed");
 }
 
+/// `m` round trips as its own type, and wrapped as its channel's message.
+fn both<'a, M, W>(
+    m: M,
+    wrap: impl FnOnce(M) -> W,
+    part: &'a mut Vec<u8>,
+    buf: &'a mut Vec<u8>,
+    optional_tail: usize,
+) where
+    M: Message<'a> + PartialEq + std::fmt::Debug + Copy,
+    W: Message<'a> + PartialEq + std::fmt::Debug,
+{
+    round_trip_one(&m, part, optional_tail);
+    round_trip_one(&wrap(m), buf, optional_tail);
+}
+
 /// Target `roundtrip_messages` (and the property tests): the message `d`
 /// describes, encoded on its channel (and as its own type where it has
 /// one), round trips as [`round_trip_one`] checks. Returns the channel and
@@ -166,13 +181,11 @@ pub fn round_trip(d: &Described<'_>) -> (Channel, Vec<u8>) {
                 jobid: *jobid,
                 request,
             };
-            round_trip_one(&m, &mut part, 0);
-            round_trip_one(&ToGc::RequestOp(m), &mut buf, 0);
+            both(m, ToGc::RequestOp, &mut part, &mut buf, 0);
             Channel::ToGc
         }
         Described::Orted(m) => {
-            round_trip_one(m, &mut part, 0);
-            round_trip_one(&ToGc::OrtedState(*m), &mut buf, 0);
+            both(*m, ToGc::OrtedState, &mut part, &mut buf, 0);
             Channel::ToGc
         }
         Described::Response(m) if m.op_event == OpEvent::FinAck => {
@@ -180,8 +193,7 @@ pub fn round_trip(d: &Described<'_>) -> (Channel, Vec<u8>) {
             Channel::FromGc
         }
         Described::Response(m) => {
-            round_trip_one(m, &mut part, 0);
-            round_trip_one(&FromGc::OpResponse(*m), &mut buf, 0);
+            both(*m, FromGc::OpResponse, &mut part, &mut buf, 0);
             Channel::FromGc
         }
         Described::FinAck => {
@@ -202,20 +214,17 @@ pub fn round_trip(d: &Described<'_>) -> (Channel, Vec<u8>) {
                     migrating: migrating.as_ref().map(|_| List::Items(procs)),
                 }),
             };
-            round_trip_one(&m, &mut part, 0);
-            round_trip_one(&FromGc::JobState(m), &mut buf, 0);
+            both(m, FromGc::JobState, &mut part, &mut buf, 0);
             Channel::FromGc
         }
         Described::Finish(m) => {
-            round_trip_one(m, &mut part, 0);
-            round_trip_one(&ToDaemon::LocalFinish(*m), &mut buf, 0);
+            both(*m, ToDaemon::LocalFinish, &mut part, &mut buf, 0);
             Channel::ToDaemon
         }
         Described::Update(m) => {
             // Without its optional debug flag the message is whole (6 bytes shorter).
             let tail = if m.debug.is_some() { 6 } else { 0 };
-            round_trip_one(m, &mut part, tail);
-            round_trip_one(&ToDaemon::LocalUpdate(*m), &mut buf, tail);
+            both(*m, ToDaemon::LocalUpdate, &mut part, &mut buf, tail);
             Channel::ToDaemon
         }
     };
