@@ -237,6 +237,10 @@
 )]
 #![warn(missing_docs)]
 
+// `arbitrary`'s derive names std (fuzzing and property tests only).
+#[cfg(feature = "arbitrary")]
+extern crate std;
+
 #[cfg(all(feature = "defmt", feature = "log"))]
 compile_error!("snapc-core: enable at most one of the `defmt` and `log` features");
 

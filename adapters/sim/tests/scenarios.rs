@@ -96,6 +96,13 @@ fn checkpoint(w: &mut World) -> RequestReport {
     w.last_request(0).unwrap()
 }
 
+/// The runtime's own checkpoint with these options, run until the job is
+/// idle again.
+fn runtime_checkpoint(w: &mut World, term: bool, stop: bool) {
+    w.command(Command::Checkpoint { term, stop }).unwrap();
+    w.run_until("the runtime's checkpoint", |w| w.idle());
+}
+
 /// The leader's MIGRATE of `table`, run until it is answered and the job
 /// is idle again.
 fn migrate(w: &mut World, table: &[MigrateEntry<'_>]) -> RequestReport {
@@ -257,12 +264,7 @@ fn restart_reports_local_update_and_resets_the_counter() {
 #[test]
 fn term_terminates_every_process_after_the_checkpoint() {
     let mut w = world(|_, _, _| {});
-    w.command(Command::Checkpoint {
-        term: true,
-        stop: false,
-    })
-    .unwrap();
-    w.run_until("term", |w| w.idle());
+    runtime_checkpoint(&mut w, true, false);
     for lc in 0..NODES {
         assert_eq!(
             w.sent(&format!("gc->lc{lc}"))[0],
@@ -286,12 +288,7 @@ fn term_terminates_every_process_after_the_checkpoint() {
 fn stop_waits_for_every_process_to_stop() {
     let mut w = world(|_, _, _| {});
     let counts = lc_counts(&w);
-    w.command(Command::Checkpoint {
-        term: false,
-        stop: true,
-    })
-    .unwrap();
-    w.run_until("stop", |w| w.idle());
+    runtime_checkpoint(&mut w, false, true);
     for v in 0..NRANKS {
         assert_eq!(
             w.sent(&fifo(pid_of(v), 0, "lc->app"))[0],
@@ -314,12 +311,7 @@ fn stop_waits_for_every_process_to_stop() {
 #[test]
 fn stop_without_the_process_stopping_fails_that_process_only() {
     let mut w = world(|v, _, s| s.never_stops = v == 2);
-    w.command(Command::Checkpoint {
-        term: false,
-        stop: true,
-    })
-    .unwrap();
-    w.run_until("stop", |w| w.idle());
+    runtime_checkpoint(&mut w, false, true);
     assert!(w.record().lc_results[0].iter().any(|r| r.pid == pid_of(2)
         && r.outcome
             == local::ProcessOutcome::Failed(local::ProcessFailure::Timeout(Stage::Stop))));
@@ -581,12 +573,7 @@ fn in_progress_and_null_answers() {
     assert_eq!(w.lc(0).process(w.name_of(2)).unwrap().n, 1);
 
     let mut w = world(|_, _, _| {});
-    w.command(Command::Checkpoint {
-        term: true,
-        stop: false,
-    })
-    .unwrap();
-    w.run_until("term", |w| w.idle());
+    runtime_checkpoint(&mut w, true, false);
     // The runtime has not terminated rank 5 yet; everyone else was replaced.
     for v in 0..NRANKS {
         if v != 5 {

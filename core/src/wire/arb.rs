@@ -2,19 +2,20 @@
 //! feature), for fuzzing and property tests: every value built here is one
 //! the protocol can carry, so it encodes, and decodes back equal.
 //!
-//! The layouts consume bytes in field order, one byte per enum (its index
-//! modulo the number of values), so a stored fuzz input keeps meaning the
-//! same value. Messages that carry lists (REQUEST_OP's MIGRATE table,
+//! Plain structs derive `Arbitrary` where they are defined (their fields in
+//! order); here are the values with rules: the enums (one byte each, the
+//! index modulo the number of values, so a stored fuzz input keeps meaning
+//! the same value), the OP response (`op_state` only where the event
+//! carries one), strings (no NUL, within their field), the FIFO options
+//! (the frame's eight words, then whether the debugger's two are carried)
+//! and FIFO names (C `int` pids and counters). Messages that carry lists (REQUEST_OP's MIGRATE table,
 //! JOB_STATE's migrating processes) borrow their items; their owned form
 //! (the items in a `Vec`) belongs to the caller.
 
 use super::MAX_HOST_LEN;
 use super::consts::{CkptResponse, CkptState, CrState, OpEvent};
-use super::fifo::{Debugger, FifoOptions, OptionsFrame};
-use super::message::{
-    JobOptions, LocalFinish, LocalUpdate, MigrateEntry, OpResponse, OrtedState, ProcessName,
-    StateCode,
-};
+use super::fifo::FifoOptions;
+use super::message::{MigrateEntry, OpResponse};
 use super::names::ChannelNames;
 use arbitrary::{Arbitrary, Result, Unstructured};
 
@@ -62,24 +63,6 @@ macro_rules! by_index {
 
 by_index!(CkptResponse, CkptState, CrState, OpEvent);
 
-impl<'a> Arbitrary<'a> for StateCode {
-    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
-        Ok(Self {
-            state: CkptState::arbitrary(u)?,
-            notify: bool::arbitrary(u)?,
-        })
-    }
-}
-
-impl<'a> Arbitrary<'a> for ProcessName {
-    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
-        Ok(Self {
-            jobid: u32::arbitrary(u)?,
-            vpid: u32::arbitrary(u)?,
-        })
-    }
-}
-
 impl<'a> Arbitrary<'a> for MigrateEntry<'a> {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
         Ok(Self {
@@ -87,15 +70,6 @@ impl<'a> Arbitrary<'a> for MigrateEntry<'a> {
             host: optional_text(u, MAX_HOST_LEN)?,
             vpid_pref: i32::arbitrary(u)?,
             off_node: bool::arbitrary(u)?,
-        })
-    }
-}
-
-impl<'a> Arbitrary<'a> for OrtedState {
-    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
-        Ok(Self {
-            quick: bool::arbitrary(u)?,
-            state: StateCode::arbitrary(u)?,
         })
     }
 }
@@ -112,77 +86,12 @@ impl<'a> Arbitrary<'a> for OpResponse {
     }
 }
 
-impl<'a> Arbitrary<'a> for JobOptions {
-    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
-        Ok(Self {
-            term: bool::arbitrary(u)?,
-            stop: bool::arbitrary(u)?,
-            inc_prep_only: bool::arbitrary(u)?,
-            inc_recover_only: bool::arbitrary(u)?,
-        })
-    }
-}
-
-impl<'a> Arbitrary<'a> for LocalFinish {
-    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
-        Ok(Self {
-            cr_state: CrState::arbitrary(u)?,
-        })
-    }
-}
-
-impl<'a> Arbitrary<'a> for LocalUpdate {
-    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
-        Ok(Self {
-            name: ProcessName::arbitrary(u)?,
-            pid: i32::arbitrary(u)?,
-            debug: Option::<bool>::arbitrary(u)?,
-        })
-    }
-}
-
-impl<'a> Arbitrary<'a> for Debugger {
-    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
-        Ok(Self {
-            attach: bool::arbitrary(u)?,
-            detach: bool::arbitrary(u)?,
-        })
-    }
-}
-
 /// The eight words of the frame in order (the debugger's two among them),
 /// then whether the debugger fields are carried.
 impl<'a> Arbitrary<'a> for FifoOptions {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
-        let [
-            all_migrating,
-            migrating,
-            term,
-            stop,
-            inc_prep_only,
-            inc_recover_only,
-            attach,
-            detach,
-        ] = <[bool; 8]>::arbitrary(u)?;
-        let debug = bool::arbitrary(u)?;
-        Ok(Self {
-            all_migrating,
-            migrating,
-            term,
-            stop,
-            inc_prep_only,
-            inc_recover_only,
-            debugger: debug.then_some(Debugger { attach, detach }),
-        })
-    }
-}
-
-impl<'a> Arbitrary<'a> for OptionsFrame {
-    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
-        Ok(Self {
-            options: FifoOptions::arbitrary(u)?,
-            handle: u32::arbitrary(u)?,
-        })
+        let words = <[bool; 8]>::arbitrary(u)?;
+        Ok(Self::from_words(words, bool::arbitrary(u)?))
     }
 }
 

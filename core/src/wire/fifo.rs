@@ -30,6 +30,7 @@ pub type FrameBytes = heapless::Vec<u8, MAX_FRAME_LEN>;
 /// The debugger fields, present only when both sides are built with checkpoint debugging.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Debugger {
     /// Attach a debugger before the checkpoint.
     pub attach: bool,
@@ -57,9 +58,36 @@ pub struct FifoOptions {
     pub debugger: Option<Debugger>,
 }
 
+impl FifoOptions {
+    /// The options from the frame's eight words in order (the debugger's
+    /// two last), the debugger's carried when `debug`.
+    pub(crate) fn from_words(words: [bool; 8], debug: bool) -> Self {
+        let [
+            all_migrating,
+            migrating,
+            term,
+            stop,
+            inc_prep_only,
+            inc_recover_only,
+            attach,
+            detach,
+        ] = words;
+        Self {
+            all_migrating,
+            migrating,
+            term,
+            stop,
+            inc_prep_only,
+            inc_recover_only,
+            debugger: debug.then_some(Debugger { attach, detach }),
+        }
+    }
+}
+
 /// Step 1: the options followed by the sstore handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct OptionsFrame {
     /// The options.
     pub options: FifoOptions,
@@ -114,26 +142,8 @@ impl OptionsFrame {
             *flag = words.next().and_then(ne_i32).is_some_and(|v| v != 0);
         }
         let handle = words.next().and_then(ne_i32).unwrap_or_default() as u32;
-        let [
-            all_migrating,
-            migrating,
-            term,
-            stop,
-            inc_prep_only,
-            inc_recover_only,
-            attach,
-            detach,
-        ] = flags;
         Ok(Self {
-            options: FifoOptions {
-                all_migrating,
-                migrating,
-                term,
-                stop,
-                inc_prep_only,
-                inc_recover_only,
-                debugger: debug.then_some(Debugger { attach, detach }),
-            },
+            options: FifoOptions::from_words(flags, debug),
             handle,
         })
     }

@@ -116,6 +116,7 @@ fn op_event(r: &mut Reader<'_>) -> Result<OpEvent, DecodeError> {
 /// A process name: job id and rank (vpid).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ProcessName {
     /// The job.
     pub jobid: u32,
@@ -295,6 +296,7 @@ impl<'a> Message<'a> for RequestOp<'a> {
 /// the notification encoding (131072 + state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct StateCode {
     /// The state.
     pub state: CkptState,
@@ -355,6 +357,7 @@ impl From<CkptState> for StateCode {
 /// ORTED_STATE: a local coordinator's aggregated state, to the global coordinator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct OrtedState {
     /// The quick form (command 4) rather than the long one (3); same payload.
     pub quick: bool,
@@ -449,6 +452,7 @@ impl<'a> Message<'a> for OpResponse {
 /// The options of a checkpoint, as the global coordinator sends them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct JobOptions {
     /// Terminate after the checkpoint.
     pub term: bool,
@@ -572,6 +576,7 @@ impl<'a> Message<'a> for JobState<'a> {
 /// LOCAL_FINISH: an app coordinator ended its handshake with this state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct LocalFinish {
     /// The process's final state.
     pub cr_state: CrState,
@@ -605,6 +610,7 @@ impl<'a> Message<'a> for LocalFinish {
 /// LOCAL_UPDATE: a restarted process reports its new pid to the node daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct LocalUpdate {
     /// The process.
     pub name: ProcessName,
