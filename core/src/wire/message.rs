@@ -13,7 +13,7 @@
 
 use super::MAX_HOST_LEN;
 use super::consts::{CkptState, CrState, FullCmd, NOTIFY_BASE, OpEvent, SnapcCmd};
-use super::dss::{Counter, Encoder, Reader, Sink, SliceSink};
+use super::dss::{Counter, Encoder, Failure, Measure, Reader, Rejected, Sink, SliceSink};
 use super::error::{DecodeError, EmitError, ErrorKind};
 use super::list::{Item, List};
 
@@ -29,6 +29,7 @@ pub trait Message<'a>: Sized {
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError>;
 
     /// The encoded length in bytes.
+    #[inline]
     fn buffer_len(&self) -> usize {
         let mut e = Encoder::new(Counter(0));
         // An unencodable value is reported by `emit`; its length is moot.
@@ -38,18 +39,21 @@ pub trait Message<'a>: Sized {
 
     /// Writes the message at the start of `buf`; returns the length written.
     /// On [`EmitError::TooSmall`] the buffer's content is unspecified.
+    #[inline]
     fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
-        let available = buf.len();
-        let mut e = Encoder::new(SliceSink::new(buf));
-        match self.encode(&mut e) {
-            Ok(()) => Ok(e.into_inner().len()),
-            // One pass when it fits; the length is computed only when it did not.
-            Err(EmitError::TooSmall { .. }) => Err(EmitError::TooSmall {
-                needed: self.buffer_len(),
-                available,
-            }),
-            Err(other) => Err(other),
-        }
+        // Measured first (a constant for most messages once inlined), the
+        // writes go into a slice of exactly that length, where the bounds
+        // checks at known offsets fold away.
+        let mut measure = Encoder::new(Measure(0));
+        // Whatever cannot be encoded is reported by the encoding below.
+        let _ = self.encode(&mut measure);
+        let len = measure.into_inner().0;
+        let Some(out) = buf.get_mut(..len) else {
+            return emit_too_small(self, buf);
+        };
+        let mut e = Encoder::new(SliceSink::new(out));
+        self.encode(&mut e)?;
+        Ok(e.into_inner().len())
     }
 
     /// Appends the message to `out`; on error `out` is left as it was.
@@ -70,13 +74,114 @@ pub trait Message<'a>: Sized {
     }
 }
 
-/// Reads the command byte, hands the rest to `body`, and rejects trailing bytes.
-#[inline]
-fn parse_whole<'a, T>(
+/// A message's layout after its command byte, decoded with errors of type
+/// `E`.
+///
+/// [`Message::parse`] decodes in two passes of this one description (see
+/// [`Failure`]): first with [`Rejected`], which costs nothing to build or
+/// move, and only if that fails again with [`DecodeError`] to name the field
+/// and offset. A channel's parse picks the kind by its command byte first,
+/// so that each kind's first pass is its own small function.
+trait Decode<'a>: Sized {
+    /// Everything after the command byte `cmd`; the caller rejects trailing bytes.
+    fn body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E>;
+}
+
+/// Both passes over `bytes`, the first with `body` (`T`'s or one of its kinds').
+#[inline(always)]
+fn two_pass<'a, T: Decode<'a>>(
     bytes: &'a [u8],
-    body: impl FnOnce(u8, &mut Reader<'a>) -> Result<T, DecodeError>,
+    body: impl FnOnce(u8, &mut Reader<'a, Rejected>) -> Result<T, Rejected>,
 ) -> Result<T, DecodeError> {
-    let mut r = Reader::new(bytes);
+    match parse_whole(bytes, body) {
+        Ok(value) => Ok(value),
+        Err(Rejected) => explain(bytes),
+    }
+}
+
+/// [`two_pass`] as a function of its own, for one kind of a channel.
+#[inline(never)]
+fn two_pass_kind<'a, T: Decode<'a>>(
+    bytes: &'a [u8],
+    body: impl FnOnce(u8, &mut Reader<'a, Rejected>) -> Result<T, Rejected>,
+) -> Result<T, DecodeError> {
+    two_pass(bytes, body)
+}
+
+/// Decodes the long, rarer part of a message in a function of its own, so
+/// that the common path stays small (no registers to save, no result to
+/// merge). The reader goes by value: a reader whose address is taken would
+/// live in memory on every path.
+#[inline(always)]
+fn apart<'a, T, E: Failure>(
+    r: &mut Reader<'a, E>,
+    part: impl FnOnce(&mut Reader<'a, E>) -> Result<T, E>,
+) -> Result<T, E> {
+    #[inline(never)]
+    fn outlined<'a, T, E: Failure>(
+        mut r: Reader<'a, E>,
+        part: impl FnOnce(&mut Reader<'a, E>) -> Result<T, E>,
+    ) -> Result<(T, Reader<'a, E>), E> {
+        let value = part(&mut r)?;
+        Ok((value, r))
+    }
+    let (value, rest) = outlined(r.clone(), part)?;
+    *r = rest;
+    Ok(value)
+}
+
+/// The second pass: the same layout, with errors that say what and where.
+#[cold]
+#[inline(never)]
+fn explain<'a, T: Decode<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
+    parse_whole(bytes, T::body)
+}
+
+/// The command byte when the input starts with a well-formed one; the kind's
+/// own pass reads it again.
+#[inline(always)]
+fn peek_command(bytes: &[u8]) -> Option<u8> {
+    let (count, rest) = bytes.split_first_chunk::<4>()?;
+    match rest.first() {
+        Some(&cmd) if u32::from_be_bytes(*count) == 1 => Some(cmd),
+        _ => None,
+    }
+}
+
+/// Command bytes, for matching the byte itself.
+const REQUEST_OP: u8 = FullCmd::RequestOp.code();
+const JOB_STATE: u8 = FullCmd::UpdateJobState.code();
+const JOB_STATE_QUICK: u8 = FullCmd::UpdateJobStateQuick.code();
+const ORTED_STATE: u8 = FullCmd::UpdateOrtedState.code();
+const ORTED_STATE_QUICK: u8 = FullCmd::UpdateOrtedStateQuick.code();
+const LOCAL_FINISH: u8 = SnapcCmd::LocalFinish.code();
+const LOCAL_UPDATE: u8 = SnapcCmd::LocalUpdate.code();
+
+/// [`Message::emit`] into a buffer too small for the message: the error the
+/// encoding meets first (a value it cannot encode before the end of the
+/// buffer, else [`EmitError::TooSmall`] with the whole length).
+#[cold]
+#[inline(never)]
+fn emit_too_small<'a, M: Message<'a>>(m: &M, buf: &mut [u8]) -> Result<usize, EmitError> {
+    let available = buf.len();
+    let mut e = Encoder::new(SliceSink::new(buf));
+    match m.encode(&mut e) {
+        Ok(()) => Ok(e.into_inner().len()),
+        Err(EmitError::TooSmall { .. }) => Err(EmitError::TooSmall {
+            needed: m.buffer_len(),
+            available,
+        }),
+        Err(other) => Err(other),
+    }
+}
+
+/// Reads the command byte, hands the rest to `body`, and rejects trailing bytes.
+#[inline(always)]
+fn parse_whole<'a, T, E: Failure>(
+    bytes: &'a [u8],
+    body: impl FnOnce(u8, &mut Reader<'a, E>) -> Result<T, E>,
+) -> Result<T, E> {
+    let mut r = Reader::start(bytes);
     let cmd = r.uint8("command")?;
     let value = body(cmd, &mut r)?;
     r.finish()?;
@@ -84,20 +189,23 @@ fn parse_whole<'a, T>(
 }
 
 /// The error for a command byte at offset 4 (after its count).
-fn command_error(cmd: u8, known: bool) -> DecodeError {
+#[inline]
+fn command_error<E: Failure>(cmd: u8, known: bool) -> E {
     let kind = if known {
         ErrorKind::UnexpectedCommand(cmd)
     } else {
         ErrorKind::UnknownCommand(cmd)
     };
-    DecodeError::new(4, "command", kind)
+    E::new(4, "command", kind)
 }
 
-fn full_command_error(cmd: u8) -> DecodeError {
+#[inline]
+fn full_command_error<E: Failure>(cmd: u8) -> E {
     command_error(cmd, FullCmd::from_code(cmd).is_some())
 }
 
-fn expect_cmd(cmd: u8, expected: FullCmd) -> Result<(), DecodeError> {
+#[inline]
+fn expect_cmd<E: Failure>(cmd: u8, expected: FullCmd) -> Result<(), E> {
     if cmd == expected.code() {
         Ok(())
     } else {
@@ -106,11 +214,10 @@ fn expect_cmd(cmd: u8, expected: FullCmd) -> Result<(), DecodeError> {
 }
 
 #[inline]
-fn op_event(r: &mut Reader<'_>) -> Result<OpEvent, DecodeError> {
+fn op_event<E: Failure>(r: &mut Reader<'_, E>) -> Result<OpEvent, E> {
     let at = r.position();
     let code = r.int("op_event")?;
-    OpEvent::from_code(code)
-        .ok_or_else(|| DecodeError::new(at, "op_event", ErrorKind::UnknownOpEvent(code)))
+    OpEvent::from_code(code).ok_or_else(|| E::new(at, "op_event", ErrorKind::UnknownOpEvent(code)))
 }
 
 /// A process name: job id and rank (vpid).
@@ -124,10 +231,12 @@ pub struct ProcessName {
 }
 
 impl<'a> Item<'a> for ProcessName {
-    fn decode(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+    #[inline]
+    fn decode<E: Failure>(r: &mut Reader<'a, E>) -> Result<Self, E> {
         r.name("process name")
     }
 
+    #[inline(always)]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         e.name(*self)
     }
@@ -148,7 +257,8 @@ pub struct MigrateEntry<'a> {
 }
 
 impl<'a> Item<'a> for MigrateEntry<'a> {
-    fn decode(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+    #[inline]
+    fn decode<E: Failure>(r: &mut Reader<'a, E>) -> Result<Self, E> {
         Ok(Self {
             vpid: r.int("migrate vpid")?,
             host: r.string("host preference", MAX_HOST_LEN)?,
@@ -157,6 +267,7 @@ impl<'a> Item<'a> for MigrateEntry<'a> {
         })
     }
 
+    #[inline]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         e.int(self.vpid)?;
         e.string(self.host, MAX_HOST_LEN, "host preference")?;
@@ -199,6 +310,7 @@ pub enum Request<'a> {
 impl Request<'_> {
     /// The request for an event that carries no arguments; `None` for
     /// RESTART and MIGRATE, which do.
+    #[inline]
     pub const fn without_args(event: OpEvent) -> Option<Request<'static>> {
         Some(match event {
             OpEvent::None => Request::None,
@@ -214,6 +326,7 @@ impl Request<'_> {
     }
 
     /// The request's `op_event`.
+    #[inline]
     pub const fn op_event(&self) -> OpEvent {
         match self {
             Self::None => OpEvent::None,
@@ -241,36 +354,43 @@ pub struct RequestOp<'a> {
 }
 
 impl<'a> RequestOp<'a> {
-    #[inline]
-    fn decode_body(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+    #[inline(always)]
+    fn decode_body<E: Failure>(r: &mut Reader<'a, E>) -> Result<Self, E> {
         let jobid = r.uint32("jobid")?;
         let request = match op_event(r)? {
-            OpEvent::Restart => Request::Restart {
-                seq_num: r.int("seq_num")?,
-                handle: r.string("global_handle", MAX_HANDLE_LEN)?,
-            },
-            OpEvent::Migrate => {
+            OpEvent::Restart => apart(r, |r| {
+                Ok(Request::Restart {
+                    seq_num: r.int("seq_num")?,
+                    handle: r.string("global_handle", MAX_HANDLE_LEN)?,
+                })
+            })?,
+            OpEvent::Migrate => apart(r, |r| {
                 let at = r.position();
                 let n = r.int("migrate count")?;
-                let n = usize::try_from(n).map_err(|_| {
-                    DecodeError::new(at, "migrate count", ErrorKind::NegativeCount(n))
-                })?;
-                Request::Migrate(List::decode(r, n)?)
-            }
+                let n = usize::try_from(n)
+                    .map_err(|_| E::new(at, "migrate count", ErrorKind::NegativeCount(n)))?;
+                Ok(Request::Migrate(List::decode(r, n)?))
+            })?,
             event => Request::without_args(event).unwrap_or(Request::None),
         };
         Ok(Self { jobid, request })
     }
 }
 
+impl<'a> Decode<'a> for RequestOp<'a> {
+    #[inline(always)]
+    fn body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        expect_cmd(cmd, FullCmd::RequestOp)?;
+        Self::decode_body(r)
+    }
+}
+
 impl<'a> Message<'a> for RequestOp<'a> {
     fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        parse_whole(bytes, |cmd, r| {
-            expect_cmd(cmd, FullCmd::RequestOp)?;
-            Self::decode_body(r)
-        })
+        two_pass(bytes, Self::body)
     }
 
+    #[inline]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         e.uint8(FullCmd::RequestOp.code())?;
         e.uint32(self.jobid)?;
@@ -312,6 +432,7 @@ impl StateCode {
     }
 
     /// The wire integer.
+    #[inline]
     pub const fn code(self) -> i32 {
         if self.notify {
             NOTIFY_BASE + self.state.code()
@@ -321,28 +442,22 @@ impl StateCode {
     }
 
     /// The state for a wire integer, either encoding.
+    #[inline(always)]
     pub const fn from_code(code: i32) -> Option<Self> {
-        if let Some(state) = CkptState::from_code(code) {
-            return Some(Self {
-                state,
-                notify: false,
-            });
-        }
-        match CkptState::from_code(code.wrapping_sub(NOTIFY_BASE)) {
-            Some(state) => Some(Self {
-                state,
-                notify: true,
-            }),
+        // Every plain code is below the base, so one conversion decides.
+        let notify = code >= NOTIFY_BASE;
+        let plain = if notify { code - NOTIFY_BASE } else { code };
+        match CkptState::from_code(plain) {
+            Some(state) => Some(Self { state, notify }),
             None => None,
         }
     }
 
-    #[inline]
-    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    #[inline(always)]
+    fn decode<E: Failure>(r: &mut Reader<'_, E>) -> Result<Self, E> {
         let at = r.position();
         let code = r.int("state")?;
-        Self::from_code(code)
-            .ok_or_else(|| DecodeError::new(at, "state", ErrorKind::UnknownState(code)))
+        Self::from_code(code).ok_or_else(|| E::new(at, "state", ErrorKind::UnknownState(code)))
     }
 }
 
@@ -363,8 +478,8 @@ pub struct OrtedState {
 }
 
 impl OrtedState {
-    #[inline]
-    fn decode_body(cmd: u8, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    #[inline(always)]
+    fn decode_body<E: Failure>(cmd: u8, r: &mut Reader<'_, E>) -> Result<Self, E> {
         let quick = match FullCmd::from_code(cmd) {
             Some(FullCmd::UpdateOrtedState) => false,
             Some(FullCmd::UpdateOrtedStateQuick) => true,
@@ -377,11 +492,19 @@ impl OrtedState {
     }
 }
 
+impl<'a> Decode<'a> for OrtedState {
+    #[inline(always)]
+    fn body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        Self::decode_body(cmd, r)
+    }
+}
+
 impl<'a> Message<'a> for OrtedState {
     fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        parse_whole(bytes, Self::decode_body)
+        two_pass(bytes, Self::body)
     }
 
+    #[inline]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         let cmd = if self.quick {
             FullCmd::UpdateOrtedStateQuick
@@ -413,8 +536,8 @@ impl OpResponse {
     /// Outcome code for a failed operation.
     pub const FAILED: i32 = -1;
 
-    #[inline]
-    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    #[inline(always)]
+    fn decode_body<E: Failure>(r: &mut Reader<'_, E>) -> Result<Self, E> {
         let op_event = op_event(r)?;
         let op_state = if op_event.carries_op_state() {
             Some(r.int("op_state")?)
@@ -425,14 +548,20 @@ impl OpResponse {
     }
 }
 
+impl<'a> Decode<'a> for OpResponse {
+    #[inline(always)]
+    fn body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        expect_cmd(cmd, FullCmd::RequestOp)?;
+        Self::decode_body(r)
+    }
+}
+
 impl<'a> Message<'a> for OpResponse {
     fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        parse_whole(bytes, |cmd, r| {
-            expect_cmd(cmd, FullCmd::RequestOp)?;
-            Self::decode_body(r)
-        })
+        two_pass(bytes, Self::body)
     }
 
+    #[inline]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         e.uint8(FullCmd::RequestOp.code())?;
         e.int(self.op_event.code())?;
@@ -485,8 +614,8 @@ pub struct JobState<'a> {
 }
 
 impl<'a> JobState<'a> {
-    #[inline]
-    fn decode_body(cmd: u8, r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+    #[inline(always)]
+    fn decode_body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
         let quick = match FullCmd::from_code(cmd) {
             Some(FullCmd::UpdateJobState) => false,
             Some(FullCmd::UpdateJobStateQuick) => true,
@@ -513,7 +642,7 @@ impl<'a> JobState<'a> {
             let n = r.size("process count")?;
             // A count beyond the address space cannot fit in the buffer either.
             let n = usize::try_from(n).map_err(|_| {
-                DecodeError::new(
+                E::new(
                     at,
                     "process count",
                     ErrorKind::Truncated {
@@ -538,11 +667,19 @@ impl<'a> JobState<'a> {
     }
 }
 
+impl<'a> Decode<'a> for JobState<'a> {
+    #[inline(always)]
+    fn body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        Self::decode_body(cmd, r)
+    }
+}
+
 impl<'a> Message<'a> for JobState<'a> {
     fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        parse_whole(bytes, Self::decode_body)
+        two_pass(bytes, Self::body)
     }
 
+    #[inline]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         let cmd = if self.detail.is_some() {
             FullCmd::UpdateJobState
@@ -578,24 +715,30 @@ pub struct LocalFinish {
 }
 
 impl LocalFinish {
-    #[inline]
-    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    #[inline(always)]
+    fn decode_body<E: Failure>(r: &mut Reader<'_, E>) -> Result<Self, E> {
         let at = r.position();
         let code = r.int("cr_state")?;
         let cr_state = CrState::from_code(code)
-            .ok_or_else(|| DecodeError::new(at, "cr_state", ErrorKind::UnknownCrState(code)))?;
+            .ok_or_else(|| E::new(at, "cr_state", ErrorKind::UnknownCrState(code)))?;
         Ok(Self { cr_state })
+    }
+}
+
+impl<'a> Decode<'a> for LocalFinish {
+    #[inline(always)]
+    fn body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        expect_snapc_cmd(cmd, SnapcCmd::LocalFinish)?;
+        Self::decode_body(r)
     }
 }
 
 impl<'a> Message<'a> for LocalFinish {
     fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        parse_whole(bytes, |cmd, r| {
-            expect_snapc_cmd(cmd, SnapcCmd::LocalFinish)?;
-            Self::decode_body(r)
-        })
+        two_pass(bytes, Self::body)
     }
 
+    #[inline]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         e.uint8(SnapcCmd::LocalFinish.code())?;
         e.int(self.cr_state.code())
@@ -615,8 +758,8 @@ pub struct LocalUpdate {
 }
 
 impl LocalUpdate {
-    #[inline]
-    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    #[inline(always)]
+    fn decode_body<E: Failure>(r: &mut Reader<'_, E>) -> Result<Self, E> {
         let name = r.name("process name")?;
         let pid = r.pid("pid")?;
         let debug = if r.remaining() > 0 {
@@ -628,14 +771,20 @@ impl LocalUpdate {
     }
 }
 
+impl<'a> Decode<'a> for LocalUpdate {
+    #[inline(always)]
+    fn body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        expect_snapc_cmd(cmd, SnapcCmd::LocalUpdate)?;
+        Self::decode_body(r)
+    }
+}
+
 impl<'a> Message<'a> for LocalUpdate {
     fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        parse_whole(bytes, |cmd, r| {
-            expect_snapc_cmd(cmd, SnapcCmd::LocalUpdate)?;
-            Self::decode_body(r)
-        })
+        two_pass(bytes, Self::body)
     }
 
+    #[inline]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         e.uint8(SnapcCmd::LocalUpdate.code())?;
         e.name(self.name)?;
@@ -647,11 +796,13 @@ impl<'a> Message<'a> for LocalUpdate {
     }
 }
 
-fn snapc_command_error(cmd: u8) -> DecodeError {
+#[inline]
+fn snapc_command_error<E: Failure>(cmd: u8) -> E {
     command_error(cmd, SnapcCmd::from_code(cmd).is_some())
 }
 
-fn expect_snapc_cmd(cmd: u8, expected: SnapcCmd) -> Result<(), DecodeError> {
+#[inline]
+fn expect_snapc_cmd<E: Failure>(cmd: u8, expected: SnapcCmd) -> Result<(), E> {
     if cmd == expected.code() {
         Ok(())
     } else {
@@ -669,17 +820,41 @@ pub enum ToGc<'a> {
     OrtedState(OrtedState),
 }
 
-impl<'a> Message<'a> for ToGc<'a> {
-    fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        parse_whole(bytes, |cmd, r| match FullCmd::from_code(cmd) {
-            Some(FullCmd::RequestOp) => RequestOp::decode_body(r).map(Self::RequestOp),
-            Some(FullCmd::UpdateOrtedState | FullCmd::UpdateOrtedStateQuick) => {
-                OrtedState::decode_body(cmd, r).map(Self::OrtedState)
-            }
-            _ => Err(full_command_error(cmd)),
-        })
+impl<'a> ToGc<'a> {
+    #[inline(always)]
+    fn request<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        RequestOp::body(cmd, r).map(Self::RequestOp)
     }
 
+    #[inline(always)]
+    fn orted_state<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        OrtedState::body(cmd, r).map(Self::OrtedState)
+    }
+}
+
+impl<'a> Decode<'a> for ToGc<'a> {
+    #[inline(always)]
+    fn body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        match FullCmd::from_code(cmd) {
+            Some(FullCmd::RequestOp) => Self::request(cmd, r),
+            Some(FullCmd::UpdateOrtedState | FullCmd::UpdateOrtedStateQuick) => {
+                Self::orted_state(cmd, r)
+            }
+            _ => Err(full_command_error(cmd)),
+        }
+    }
+}
+
+impl<'a> Message<'a> for ToGc<'a> {
+    fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        match peek_command(bytes) {
+            Some(REQUEST_OP) => two_pass(bytes, Self::request),
+            Some(ORTED_STATE | ORTED_STATE_QUICK) => two_pass(bytes, Self::orted_state),
+            _ => explain(bytes),
+        }
+    }
+
+    #[inline]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         match self {
             Self::RequestOp(m) => m.encode(e),
@@ -700,23 +875,45 @@ pub enum FromGc<'a> {
     JobState(JobState<'a>),
 }
 
-impl<'a> Message<'a> for FromGc<'a> {
-    fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        parse_whole(bytes, |cmd, r| match FullCmd::from_code(cmd) {
-            Some(FullCmd::RequestOp) => Ok(match OpResponse::decode_body(r)? {
-                OpResponse {
-                    op_event: OpEvent::FinAck,
-                    ..
-                } => Self::FinAck,
-                response => Self::OpResponse(response),
-            }),
-            Some(FullCmd::UpdateJobState | FullCmd::UpdateJobStateQuick) => {
-                JobState::decode_body(cmd, r).map(Self::JobState)
-            }
-            _ => Err(full_command_error(cmd)),
+impl<'a> FromGc<'a> {
+    #[inline(always)]
+    fn answer<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        Ok(match OpResponse::body(cmd, r)? {
+            OpResponse {
+                op_event: OpEvent::FinAck,
+                ..
+            } => Self::FinAck,
+            response => Self::OpResponse(response),
         })
     }
 
+    #[inline(always)]
+    fn job_state<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        JobState::body(cmd, r).map(Self::JobState)
+    }
+}
+
+impl<'a> Decode<'a> for FromGc<'a> {
+    #[inline(always)]
+    fn body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        match FullCmd::from_code(cmd) {
+            Some(FullCmd::RequestOp) => Self::answer(cmd, r),
+            Some(FullCmd::UpdateJobState | FullCmd::UpdateJobStateQuick) => Self::job_state(cmd, r),
+            _ => Err(full_command_error(cmd)),
+        }
+    }
+}
+
+impl<'a> Message<'a> for FromGc<'a> {
+    fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        match peek_command(bytes) {
+            Some(REQUEST_OP) => two_pass(bytes, Self::answer),
+            Some(JOB_STATE | JOB_STATE_QUICK) => two_pass_kind(bytes, Self::job_state),
+            _ => explain(bytes),
+        }
+    }
+
+    #[inline]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         match self {
             Self::OpResponse(m) => m.encode(e),
@@ -740,15 +937,39 @@ pub enum ToDaemon {
     LocalUpdate(LocalUpdate),
 }
 
-impl<'a> Message<'a> for ToDaemon {
-    fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        parse_whole(bytes, |cmd, r| match SnapcCmd::from_code(cmd) {
-            Some(SnapcCmd::LocalFinish) => LocalFinish::decode_body(r).map(Self::LocalFinish),
-            Some(SnapcCmd::LocalUpdate) => LocalUpdate::decode_body(r).map(Self::LocalUpdate),
-            _ => Err(snapc_command_error(cmd)),
-        })
+impl ToDaemon {
+    #[inline(always)]
+    fn finish<E: Failure>(cmd: u8, r: &mut Reader<'_, E>) -> Result<Self, E> {
+        LocalFinish::body(cmd, r).map(Self::LocalFinish)
     }
 
+    #[inline(always)]
+    fn update<E: Failure>(cmd: u8, r: &mut Reader<'_, E>) -> Result<Self, E> {
+        LocalUpdate::body(cmd, r).map(Self::LocalUpdate)
+    }
+}
+
+impl<'a> Decode<'a> for ToDaemon {
+    #[inline(always)]
+    fn body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        match SnapcCmd::from_code(cmd) {
+            Some(SnapcCmd::LocalFinish) => Self::finish(cmd, r),
+            Some(SnapcCmd::LocalUpdate) => Self::update(cmd, r),
+            _ => Err(snapc_command_error(cmd)),
+        }
+    }
+}
+
+impl<'a> Message<'a> for ToDaemon {
+    fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        match peek_command(bytes) {
+            Some(LOCAL_FINISH) => two_pass_kind(bytes, Self::finish),
+            Some(LOCAL_UPDATE) => two_pass_kind(bytes, Self::update),
+            _ => explain(bytes),
+        }
+    }
+
+    #[inline]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         match self {
             Self::LocalFinish(m) => m.encode(e),
