@@ -34,6 +34,9 @@ pub trait Failure: Sized + sealed::Sealed {
     /// The error returned as soon as a field's fast check fails, for an
     /// error type that does not say what was wrong; `None` to find out.
     const BARE: Option<Self>;
+    /// Whether fields take their fast path first (all but the tests' reader
+    /// that checks the fast paths against the careful ones).
+    const FAST: bool = true;
     /// The error for `field` at `offset`.
     fn new(offset: usize, field: &'static str, kind: ErrorKind) -> Self;
 }
@@ -42,6 +45,22 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for super::DecodeError {}
     impl Sealed for super::Rejected {}
+    #[cfg(test)]
+    impl Sealed for super::CarefulOnly {}
+}
+
+/// The careful path of every field alone, to hold the fast paths against.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CarefulOnly(pub DecodeError);
+
+#[cfg(test)]
+impl Failure for CarefulOnly {
+    const BARE: Option<Self> = None;
+    const FAST: bool = false;
+    fn new(offset: usize, field: &'static str, kind: ErrorKind) -> Self {
+        Self(DecodeError::new(offset, field, kind))
+    }
 }
 
 impl Failure for DecodeError {
@@ -184,6 +203,9 @@ impl<'a, E: Failure> Reader<'a, E> {
     /// field's careful path then names the error.
     #[inline(always)]
     fn fast<const N: usize, const M: usize>(&mut self, type_byte: Option<u8>) -> Option<[u8; N]> {
+        if !E::FAST {
+            return None;
+        }
         let field = self.buf.get(self.pos..)?.first_chunk::<M>()?;
         let (count, rest) = field.split_first_chunk::<4>()?;
         if u32::from_be_bytes(*count) != 1 {
@@ -370,6 +392,9 @@ impl<'a, E: Failure> Reader<'a, E> {
     /// accepts, and then the reader is past it.
     #[inline(always)]
     fn string_fast(&mut self, max_len: usize) -> Option<Option<&'a str>> {
+        if !E::FAST {
+            return None;
+        }
         let rest = self.buf.get(self.pos..)?;
         let (count, rest) = rest.split_first_chunk::<4>()?;
         let (len, rest) = rest.split_first_chunk::<4>()?;
@@ -450,28 +475,45 @@ impl<'a, E: Failure> Reader<'a, E> {
 
 /// Whether `bytes` holds a zero byte, a word at a time (the strings here
 /// are short, where a byte loop or `memchr` costs several times more).
-#[inline]
+#[inline(always)]
 fn has_nul(bytes: &[u8]) -> bool {
     /// Non-zero exactly when some byte of the word is zero.
     #[inline(always)]
-    fn zero_byte(word: u64) -> u64 {
+    fn zero_byte(word: &[u8; 8]) -> u64 {
         const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
         const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-        word.wrapping_sub(ONES) & !word & HIGHS
+        let w = u64::from_ne_bytes(*word);
+        w.wrapping_sub(ONES) & !w & HIGHS
     }
-    let word = |w: &[u8; 8]| zero_byte(u64::from_ne_bytes(*w)) != 0;
-    let Some(last) = bytes.last_chunk::<8>() else {
+    let (Some(first), Some(last)) = (bytes.first_chunk::<8>(), bytes.last_chunk::<8>()) else {
         return bytes.contains(&0);
     };
-    // Whole words, then the last 8 bytes (overlapping the words is harmless).
+    // Words that overlap cover every byte without a loop up to 32 bytes.
+    let ends = zero_byte(first) | zero_byte(last);
+    let len = bytes.len();
+    if len <= 16 {
+        return ends != 0;
+    }
+    let inner = |at: usize| {
+        bytes
+            .get(at..)
+            .and_then(<[u8]>::first_chunk::<8>)
+            .map_or(1, zero_byte)
+    };
+    if len <= 32 {
+        return (ends | inner(8) | inner(len - 16)) != 0;
+    }
+    if ends != 0 {
+        return true;
+    }
     let mut rest = bytes;
-    while let Some((first, tail)) = rest.split_first_chunk::<8>() {
-        if word(first) {
+    while let Some((word, tail)) = rest.split_first_chunk::<8>() {
+        if zero_byte(word) != 0 {
             return true;
         }
         rest = tail;
     }
-    word(last)
+    false
 }
 
 /// Where an [`Encoder`] puts bytes.
@@ -551,18 +593,21 @@ impl<'b> SliceSink<'b> {
 impl Sink for SliceSink<'_> {
     #[inline(always)]
     fn put(&mut self, bytes: &[u8]) -> Result<(), EmitError> {
-        let available = self.buf.len();
-        let end = self.len.saturating_add(bytes.len());
-        match self.buf.get_mut(self.len..end) {
-            // The length check lets the compiler drop copy_from_slice's panic.
-            Some(dst) if dst.len() == bytes.len() => {
+        let n = bytes.len();
+        // Split so that the destination's length is `n` by construction.
+        match self
+            .buf
+            .get_mut(self.len..)
+            .and_then(|rest| rest.get_mut(..n))
+        {
+            Some(dst) => {
                 dst.copy_from_slice(bytes);
-                self.len = end;
+                self.len += n;
                 Ok(())
             }
-            _ => Err(EmitError::TooSmall {
-                needed: end,
-                available,
+            None => Err(EmitError::TooSmall {
+                needed: self.len.saturating_add(n),
+                available: self.buf.len(),
             }),
         }
     }
@@ -671,6 +716,7 @@ impl<S: Sink> Encoder<S> {
 
     /// A string, `None` for the NULL string. `max_len` bounds the encoded
     /// length (bytes plus NUL), as the decoder does.
+    #[inline(always)]
     pub fn string(
         &mut self,
         v: Option<&str>,

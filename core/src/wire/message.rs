@@ -41,19 +41,7 @@ pub trait Message<'a>: Sized {
     /// On [`EmitError::TooSmall`] the buffer's content is unspecified.
     #[inline]
     fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
-        // Measured first (a constant for most messages once inlined), the
-        // writes go into a slice of exactly that length, where the bounds
-        // checks at known offsets fold away.
-        let mut measure = Encoder::new(Measure(0));
-        // Whatever cannot be encoded is reported by the encoding below.
-        let _ = self.encode(&mut measure);
-        let len = measure.into_inner().0;
-        let Some(out) = buf.get_mut(..len) else {
-            return emit_too_small(self, buf);
-        };
-        let mut e = Encoder::new(SliceSink::new(out));
-        self.encode(&mut e)?;
-        Ok(e.into_inner().len())
+        emit_here(self, buf)
     }
 
     /// Appends the message to `out`; on error `out` is left as it was.
@@ -81,7 +69,7 @@ pub trait Message<'a>: Sized {
 /// [`Failure`]): first with [`Rejected`], which costs nothing to build or
 /// move, and only if that fails again with [`DecodeError`] to name the field
 /// and offset. A channel's parse picks the kind by its command byte first,
-/// so that each kind's first pass is its own small function.
+/// so that each kind's first pass is short and straight.
 trait Decode<'a>: Sized {
     /// Everything after the command byte `cmd`; the caller rejects trailing bytes.
     fn body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E>;
@@ -97,15 +85,6 @@ fn two_pass<'a, T: Decode<'a>>(
         Ok(value) => Ok(value),
         Err(Rejected) => explain(bytes),
     }
-}
-
-/// [`two_pass`] as a function of its own, for one kind of a channel.
-#[inline(never)]
-fn two_pass_kind<'a, T: Decode<'a>>(
-    bytes: &'a [u8],
-    body: impl FnOnce(u8, &mut Reader<'a, Rejected>) -> Result<T, Rejected>,
-) -> Result<T, DecodeError> {
-    two_pass(bytes, body)
 }
 
 /// Decodes the long, rarer part of a message in a function of its own, so
@@ -141,11 +120,8 @@ fn explain<'a, T: Decode<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
 /// own pass reads it again.
 #[inline(always)]
 fn peek_command(bytes: &[u8]) -> Option<u8> {
-    let (count, rest) = bytes.split_first_chunk::<4>()?;
-    match rest.first() {
-        Some(&cmd) if u32::from_be_bytes(*count) == 1 => Some(cmd),
-        _ => None,
-    }
+    let &[c0, c1, c2, c3, cmd] = bytes.first_chunk::<5>()?;
+    (u32::from_be_bytes([c0, c1, c2, c3]) == 1).then_some(cmd)
 }
 
 /// Command bytes, for matching the byte itself.
@@ -156,6 +132,30 @@ const ORTED_STATE: u8 = FullCmd::UpdateOrtedState.code();
 const ORTED_STATE_QUICK: u8 = FullCmd::UpdateOrtedStateQuick.code();
 const LOCAL_FINISH: u8 = SnapcCmd::LocalFinish.code();
 const LOCAL_UPDATE: u8 = SnapcCmd::LocalUpdate.code();
+
+/// [`Message::emit`]: the message is measured first (a constant for most
+/// messages once inlined), then written into a slice of exactly that
+/// length, where the bounds checks at known offsets fold away.
+#[inline(always)]
+fn emit_here<'a, M: Message<'a>>(m: &M, buf: &mut [u8]) -> Result<usize, EmitError> {
+    let mut measure = Encoder::new(Measure(0));
+    // Whatever cannot be encoded is reported by the encoding below.
+    let _ = m.encode(&mut measure);
+    let len = measure.into_inner().0;
+    let Some(out) = buf.get_mut(..len) else {
+        return emit_too_small(m, buf);
+    };
+    let mut e = Encoder::new(SliceSink::new(out));
+    m.encode(&mut e)?;
+    Ok(e.into_inner().len())
+}
+
+/// [`emit_here`] in a function of its own: a channel emits its long, rarer
+/// kinds through it, so that the short ones keep a small function.
+#[inline(never)]
+fn emit_apart<'a, M: Message<'a>>(m: &M, buf: &mut [u8]) -> Result<usize, EmitError> {
+    emit_here(m, buf)
+}
 
 /// [`Message::emit`] into a buffer too small for the message: the error the
 /// encoding meets first (a value it cannot encode before the end of the
@@ -267,7 +267,7 @@ impl<'a> Item<'a> for MigrateEntry<'a> {
         })
     }
 
-    #[inline]
+    #[inline(always)]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         e.int(self.vpid)?;
         e.string(self.host, MAX_HOST_LEN, "host preference")?;
@@ -391,6 +391,14 @@ impl<'a> Message<'a> for RequestOp<'a> {
     }
 
     #[inline]
+    fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
+        match self.request {
+            Request::Restart { .. } | Request::Migrate(_) => emit_apart(self, buf),
+            _ => emit_here(self, buf),
+        }
+    }
+
+    #[inline(always)]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         e.uint8(FullCmd::RequestOp.code())?;
         e.uint32(self.jobid)?;
@@ -504,7 +512,7 @@ impl<'a> Message<'a> for OrtedState {
         two_pass(bytes, Self::body)
     }
 
-    #[inline]
+    #[inline(always)]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         let cmd = if self.quick {
             FullCmd::UpdateOrtedStateQuick
@@ -536,6 +544,12 @@ impl OpResponse {
     /// Outcome code for a failed operation.
     pub const FAILED: i32 = -1;
 
+    /// FIN_ACK's bytes are an answer with this `op_event`.
+    const FIN_ACK: Self = Self {
+        op_event: OpEvent::FinAck,
+        op_state: None,
+    };
+
     #[inline(always)]
     fn decode_body<E: Failure>(r: &mut Reader<'_, E>) -> Result<Self, E> {
         let op_event = op_event(r)?;
@@ -561,7 +575,7 @@ impl<'a> Message<'a> for OpResponse {
         two_pass(bytes, Self::body)
     }
 
-    #[inline]
+    #[inline(always)]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         e.uint8(FullCmd::RequestOp.code())?;
         e.int(self.op_event.code())?;
@@ -601,35 +615,9 @@ pub struct JobDetail<'a> {
     pub migrating: Option<List<'a, ProcessName>>,
 }
 
-/// JOB_STATE: the global coordinator's job state, to every local coordinator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct JobState<'a> {
-    /// The job.
-    pub jobid: u32,
-    /// Its checkpoint state.
-    pub state: StateCode,
-    /// The long form's fields; `None` for the quick form.
-    pub detail: Option<JobDetail<'a>>,
-}
-
-impl<'a> JobState<'a> {
+impl<'a> JobDetail<'a> {
     #[inline(always)]
-    fn decode_body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
-        let quick = match FullCmd::from_code(cmd) {
-            Some(FullCmd::UpdateJobState) => false,
-            Some(FullCmd::UpdateJobStateQuick) => true,
-            _ => return Err(full_command_error(cmd)),
-        };
-        let jobid = r.uint32("jobid")?;
-        let state = StateCode::decode(r)?;
-        if quick {
-            return Ok(Self {
-                jobid,
-                state,
-                detail: None,
-            });
-        }
+    fn decode<E: Failure>(r: &mut Reader<'a, E>) -> Result<Self, E> {
         let handle = r.uint32("sstore handle")?;
         let options = JobOptions {
             term: r.bool("term")?,
@@ -656,13 +644,44 @@ impl<'a> JobState<'a> {
             None
         };
         Ok(Self {
+            handle,
+            options,
+            migrating,
+        })
+    }
+}
+
+/// JOB_STATE: the global coordinator's job state, to every local coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct JobState<'a> {
+    /// The job.
+    pub jobid: u32,
+    /// Its checkpoint state.
+    pub state: StateCode,
+    /// The long form's fields; `None` for the quick form.
+    pub detail: Option<JobDetail<'a>>,
+}
+
+impl<'a> JobState<'a> {
+    #[inline(always)]
+    fn decode_body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        let quick = match FullCmd::from_code(cmd) {
+            Some(FullCmd::UpdateJobState) => false,
+            Some(FullCmd::UpdateJobStateQuick) => true,
+            _ => return Err(full_command_error(cmd)),
+        };
+        let jobid = r.uint32("jobid")?;
+        let state = StateCode::decode(r)?;
+        let detail = if quick {
+            None
+        } else {
+            Some(apart(r, JobDetail::decode)?)
+        };
+        Ok(Self {
             jobid,
             state,
-            detail: Some(JobDetail {
-                handle,
-                options,
-                migrating,
-            }),
+            detail,
         })
     }
 }
@@ -680,6 +699,14 @@ impl<'a> Message<'a> for JobState<'a> {
     }
 
     #[inline]
+    fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
+        match self.detail {
+            Some(_) => emit_apart(self, buf),
+            None => emit_here(self, buf),
+        }
+    }
+
+    #[inline(always)]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         let cmd = if self.detail.is_some() {
             FullCmd::UpdateJobState
@@ -738,7 +765,7 @@ impl<'a> Message<'a> for LocalFinish {
         two_pass(bytes, Self::body)
     }
 
-    #[inline]
+    #[inline(always)]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         e.uint8(SnapcCmd::LocalFinish.code())?;
         e.int(self.cr_state.code())
@@ -784,7 +811,7 @@ impl<'a> Message<'a> for LocalUpdate {
         two_pass(bytes, Self::body)
     }
 
-    #[inline]
+    #[inline(always)]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         e.uint8(SnapcCmd::LocalUpdate.code())?;
         e.name(self.name)?;
@@ -846,6 +873,7 @@ impl<'a> Decode<'a> for ToGc<'a> {
 }
 
 impl<'a> Message<'a> for ToGc<'a> {
+    #[inline]
     fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
         match peek_command(bytes) {
             Some(REQUEST_OP) => two_pass(bytes, Self::request),
@@ -855,6 +883,14 @@ impl<'a> Message<'a> for ToGc<'a> {
     }
 
     #[inline]
+    fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
+        match self {
+            Self::RequestOp(m) => m.emit(buf),
+            Self::OrtedState(m) => m.emit(buf),
+        }
+    }
+
+    #[inline(always)]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         match self {
             Self::RequestOp(m) => m.encode(e),
@@ -905,23 +941,29 @@ impl<'a> Decode<'a> for FromGc<'a> {
 }
 
 impl<'a> Message<'a> for FromGc<'a> {
+    #[inline]
     fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
         match peek_command(bytes) {
             Some(REQUEST_OP) => two_pass(bytes, Self::answer),
-            Some(JOB_STATE | JOB_STATE_QUICK) => two_pass_kind(bytes, Self::job_state),
+            Some(JOB_STATE | JOB_STATE_QUICK) => two_pass(bytes, Self::job_state),
             _ => explain(bytes),
         }
     }
 
     #[inline]
+    fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
+        match self {
+            Self::OpResponse(m) => m.emit(buf),
+            Self::FinAck => OpResponse::FIN_ACK.emit(buf),
+            Self::JobState(m) => m.emit(buf),
+        }
+    }
+
+    #[inline(always)]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         match self {
             Self::OpResponse(m) => m.encode(e),
-            Self::FinAck => OpResponse {
-                op_event: OpEvent::FinAck,
-                op_state: None,
-            }
-            .encode(e),
+            Self::FinAck => OpResponse::FIN_ACK.encode(e),
             Self::JobState(m) => m.encode(e),
         }
     }
@@ -961,19 +1003,288 @@ impl<'a> Decode<'a> for ToDaemon {
 }
 
 impl<'a> Message<'a> for ToDaemon {
+    #[inline]
     fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
         match peek_command(bytes) {
-            Some(LOCAL_FINISH) => two_pass_kind(bytes, Self::finish),
-            Some(LOCAL_UPDATE) => two_pass_kind(bytes, Self::update),
+            Some(LOCAL_FINISH) => two_pass(bytes, Self::finish),
+            Some(LOCAL_UPDATE) => two_pass(bytes, Self::update),
             _ => explain(bytes),
         }
     }
 
     #[inline]
+    fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
+        match self {
+            Self::LocalFinish(m) => m.emit(buf),
+            Self::LocalUpdate(m) => m.emit(buf),
+        }
+    }
+
+    #[inline(always)]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         match self {
             Self::LocalFinish(m) => m.encode(e),
             Self::LocalUpdate(m) => m.encode(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::dss::CarefulOnly;
+    use core::fmt::Debug;
+
+    type Buf = heapless::Vec<u8, 512>;
+
+    const PROCS: [ProcessName; 3] = [
+        ProcessName { jobid: 7, vpid: 0 },
+        ProcessName { jobid: 7, vpid: 1 },
+        ProcessName {
+            jobid: u32::MAX,
+            vpid: 0x8000_0000,
+        },
+    ];
+    const ENTRIES: [MigrateEntry<'static>; 3] = [
+        MigrateEntry {
+            vpid: 0,
+            host: Some("node-017"),
+            vpid_pref: 1,
+            off_node: false,
+        },
+        MigrateEntry {
+            vpid: -1,
+            host: None,
+            vpid_pref: i32::MIN,
+            off_node: true,
+        },
+        MigrateEntry {
+            vpid: 2,
+            host: Some("nœud-été"),
+            vpid_pref: 0,
+            off_node: false,
+        },
+    ];
+    // Lengths around the word boundaries of the NUL search.
+    const HANDLES: [&str; 9] = [
+        "",
+        "a",
+        "seven77",
+        "eight888",
+        "nine99999",
+        "sixteen_sixteen_",
+        "seventeen_1234567",
+        "thirty-two_bytes_of_handle_text!",
+        "a handle of thirty-three bytes!!!",
+    ];
+
+    fn to_gc() -> impl Iterator<Item = ToGc<'static>> {
+        let requests = [
+            Request::None,
+            Request::Init,
+            Request::Fin,
+            Request::FinAck,
+            Request::Checkpoint,
+            Request::QuiesceStart,
+            Request::QuiesceCheckpoint,
+            Request::QuiesceEnd,
+            Request::Restart {
+                seq_num: -3,
+                handle: None,
+            },
+            Request::Migrate(List::Items(&ENTRIES)),
+            Request::Migrate(List::Items(&[])),
+        ]
+        .into_iter()
+        .chain(HANDLES.into_iter().map(|h| Request::Restart {
+            seq_num: 3,
+            handle: Some(h),
+        }));
+        requests
+            .map(|request| {
+                ToGc::RequestOp(RequestOp {
+                    jobid: 0x1234_0001,
+                    request,
+                })
+            })
+            .chain([false, true].into_iter().map(|quick| {
+                ToGc::OrtedState(OrtedState {
+                    quick,
+                    state: StateCode {
+                        state: CkptState::FinishedLocal,
+                        notify: quick,
+                    },
+                })
+            }))
+    }
+
+    fn from_gc() -> impl Iterator<Item = FromGc<'static>> {
+        let answers = OpEvent::ALL.iter().filter_map(|&op_event| {
+            (op_event != OpEvent::FinAck).then_some(FromGc::OpResponse(OpResponse {
+                op_event,
+                op_state: op_event.carries_op_state().then_some(-1),
+            }))
+        });
+        let detail = |migrating| {
+            Some(JobDetail {
+                handle: 9,
+                options: JobOptions {
+                    stop: true,
+                    inc_recover_only: true,
+                    ..JobOptions::default()
+                },
+                migrating,
+            })
+        };
+        answers.chain([FromGc::FinAck]).chain(
+            [None, detail(None), detail(Some(List::Items(&PROCS)))]
+                .into_iter()
+                .map(|detail| {
+                    FromGc::JobState(JobState {
+                        jobid: 5,
+                        state: StateCode {
+                            state: CkptState::Established,
+                            notify: true,
+                        },
+                        detail,
+                    })
+                }),
+        )
+    }
+
+    fn to_daemon() -> impl Iterator<Item = ToDaemon> {
+        [None, Some(false), Some(true)]
+            .into_iter()
+            .map(|debug| {
+                ToDaemon::LocalUpdate(LocalUpdate {
+                    name: ProcessName { jobid: 3, vpid: 4 },
+                    pid: -2,
+                    debug,
+                })
+            })
+            .chain(
+                CrState::ALL
+                    .iter()
+                    .map(|&cr_state| ToDaemon::LocalFinish(LocalFinish { cr_state })),
+            )
+    }
+
+    /// The first pass alone, the careful paths alone, and `parse`.
+    fn passes<'a, T: Decode<'a> + Message<'a>>(
+        bytes: &'a [u8],
+    ) -> (Option<T>, Result<T, DecodeError>, Result<T, DecodeError>) {
+        (
+            parse_whole::<T, Rejected>(bytes, T::body).ok(),
+            parse_whole::<T, CarefulOnly>(bytes, T::body).map_err(|e| e.0),
+            T::parse(bytes),
+        )
+    }
+
+    /// The fast paths accept exactly what the careful ones accept, with the
+    /// same value, and `parse` answers as the careful paths do.
+    fn agree<'a, T: Decode<'a> + Message<'a> + PartialEq + Debug>(bytes: &'a [u8]) {
+        let (quick, careful, parsed) = passes::<T>(bytes);
+        assert_eq!(quick.as_ref(), careful.as_ref().ok(), "{bytes:02x?}");
+        assert_eq!(parsed, careful, "{bytes:02x?}");
+    }
+
+    /// `m` decodes on the first pass to itself, and every change of one
+    /// byte, every prefix and an extra byte get the same answer from the
+    /// fast and the careful paths.
+    macro_rules! check {
+        ($t:ty, $m:expr) => {{
+            let m = $m;
+            let mut bytes = Buf::new();
+            m.emit_vec(&mut bytes).unwrap();
+            let mut changed = Buf::new();
+            for at in 0..bytes.len() {
+                for flip in [0x01, 0x80, 0xff] {
+                    changed.clone_from(&bytes);
+                    changed[at] ^= flip;
+                    agree::<$t>(&changed);
+                }
+                changed.clone_from(&bytes);
+                changed[at] = 0;
+                agree::<$t>(&changed);
+                agree::<$t>(&bytes[..at]);
+            }
+            changed.clone_from(&bytes);
+            changed.push(0).unwrap();
+            agree::<$t>(&changed);
+            let (quick, _, parsed) = passes::<$t>(&bytes);
+            assert_eq!(quick.as_ref(), Some(&m), "the first pass takes {m:?}");
+            assert_eq!(parsed.as_ref(), Ok(&m));
+        }};
+    }
+
+    #[test]
+    fn both_passes_accept_the_same_input() {
+        for m in to_gc() {
+            check!(ToGc<'_>, m);
+            if let ToGc::RequestOp(r) = m {
+                check!(RequestOp<'_>, r);
+            }
+            if let ToGc::OrtedState(o) = m {
+                check!(OrtedState, o);
+            }
+        }
+        for m in from_gc() {
+            check!(FromGc<'_>, m);
+            match m {
+                FromGc::JobState(j) => check!(JobState<'_>, j),
+                FromGc::OpResponse(o) => check!(OpResponse, o),
+                FromGc::FinAck => {}
+            }
+        }
+        for m in to_daemon() {
+            check!(ToDaemon, m);
+            match m {
+                ToDaemon::LocalFinish(f) => check!(LocalFinish, f),
+                ToDaemon::LocalUpdate(u) => check!(LocalUpdate, u),
+            }
+        }
+    }
+
+    #[test]
+    fn emit_reports_what_it_met_first() {
+        let invalid = ToGc::RequestOp(RequestOp {
+            jobid: 1,
+            request: Request::Restart {
+                seq_num: 1,
+                handle: Some("a\0b"),
+            },
+        });
+        // Room up to the string: the value is reported, as it is met first.
+        assert_eq!(
+            invalid.emit(&mut [0; 40]),
+            Err(EmitError::Invalid("global_handle"))
+        );
+        assert_eq!(
+            invalid.emit(&mut [0; 31]),
+            Err(EmitError::Invalid("global_handle"))
+        );
+        // No room for the fields before it: too small, with the length so far.
+        assert_eq!(
+            invalid.emit(&mut [0; 30]),
+            Err(EmitError::TooSmall {
+                needed: 31,
+                available: 30
+            })
+        );
+        let fine = ToGc::RequestOp(RequestOp {
+            jobid: 1,
+            request: Request::Restart {
+                seq_num: 1,
+                handle: Some("ab"),
+            },
+        });
+        assert_eq!(fine.emit(&mut [0; 42]), Ok(42));
+        assert_eq!(
+            fine.emit(&mut [0; 41]),
+            Err(EmitError::TooSmall {
+                needed: 42,
+                available: 41
+            })
+        );
     }
 }
