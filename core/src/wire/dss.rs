@@ -133,6 +133,18 @@ impl<'a, E: Failure> Reader<'a, E> {
         self.buf.len().saturating_sub(self.pos)
     }
 
+    /// The bytes not read yet.
+    #[inline(always)]
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.buf.get(self.pos..).unwrap_or_default()
+    }
+
+    /// Moves past `n` bytes that a reader over [`rest`](Self::rest) read.
+    #[inline(always)]
+    pub(crate) fn skip(&mut self, n: usize) {
+        self.pos = self.pos.saturating_add(n).min(self.buf.len());
+    }
+
     /// The input from `start` up to the current position.
     #[inline]
     pub(crate) fn consumed_since(&self, start: usize) -> &'a [u8] {

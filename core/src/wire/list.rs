@@ -32,7 +32,7 @@ pub enum List<'a, T> {
 
 impl<'a, T: Item<'a>> List<'a, T> {
     /// Decodes `len` items from `r`, validating each, and keeps their bytes.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn decode<E: Failure>(r: &mut Reader<'a, E>, len: usize) -> Result<Self, E> {
         let start = r.position();
         // Each item consumes bytes, so a huge claimed count ends in a

@@ -87,10 +87,22 @@ fn two_pass<'a, T: Decode<'a>>(
     }
 }
 
-/// Decodes the long, rarer part of a message in a function of its own, so
-/// that the common path stays small (no registers to save, no result to
-/// merge). The reader goes by value: a reader whose address is taken would
-/// live in memory on every path.
+/// [`two_pass`] in a function of its own: a channel decodes its long kinds
+/// through it, so that the short ones need no registers saved.
+#[inline(never)]
+fn two_pass_apart<'a, T: Decode<'a>>(
+    bytes: &'a [u8],
+    body: impl FnOnce(u8, &mut Reader<'a, Rejected>) -> Result<T, Rejected>,
+) -> Result<T, DecodeError> {
+    two_pass(bytes, body)
+}
+
+/// Decodes the long, rarer part of a message in a function of its own on
+/// the first pass, so that the common path stays small (no registers to
+/// save, no result to merge). The part gets a reader of its own over the rest
+/// of the input: a reader whose address is taken would live in memory on
+/// every path, and offsets from 0 keep its bounds checks constant. The
+/// second pass reads in place, so that its errors name absolute offsets.
 #[inline(always)]
 fn apart<'a, T, E: Failure>(
     r: &mut Reader<'a, E>,
@@ -98,14 +110,18 @@ fn apart<'a, T, E: Failure>(
 ) -> Result<T, E> {
     #[inline(never)]
     fn outlined<'a, T, E: Failure>(
-        mut r: Reader<'a, E>,
+        rest: &'a [u8],
         part: impl FnOnce(&mut Reader<'a, E>) -> Result<T, E>,
-    ) -> Result<(T, Reader<'a, E>), E> {
+    ) -> Result<(T, usize), E> {
+        let mut r = Reader::start(rest);
         let value = part(&mut r)?;
-        Ok((value, r))
+        Ok((value, r.position()))
     }
-    let (value, rest) = outlined(r.clone(), part)?;
-    *r = rest;
+    if E::BARE.is_none() {
+        return part(r);
+    }
+    let (value, used) = outlined(r.rest(), part)?;
+    r.skip(used);
     Ok(value)
 }
 
@@ -231,7 +247,7 @@ pub struct ProcessName {
 }
 
 impl<'a> Item<'a> for ProcessName {
-    #[inline]
+    #[inline(always)]
     fn decode<E: Failure>(r: &mut Reader<'a, E>) -> Result<Self, E> {
         r.name("process name")
     }
@@ -257,7 +273,7 @@ pub struct MigrateEntry<'a> {
 }
 
 impl<'a> Item<'a> for MigrateEntry<'a> {
-    #[inline]
+    #[inline(always)]
     fn decode<E: Failure>(r: &mut Reader<'a, E>) -> Result<Self, E> {
         Ok(Self {
             vpid: r.int("migrate vpid")?,
@@ -354,10 +370,35 @@ pub struct RequestOp<'a> {
 }
 
 impl<'a> RequestOp<'a> {
+    /// Whether `bytes` look like a request with arguments (RESTART,
+    /// MIGRATE): the op_event's value follows the command (5 bytes), the
+    /// jobid (8) and its own count and type byte (5). Only picks a path.
     #[inline(always)]
-    fn decode_body<E: Failure>(r: &mut Reader<'a, E>) -> Result<Self, E> {
+    fn has_args(bytes: &[u8]) -> bool {
+        let event = bytes.get(18..).and_then(<[u8]>::first_chunk::<4>);
+        matches!(event.map(|e| i32::from_be_bytes(*e)), Some(5 | 6))
+    }
+
+    /// The first pass of a request without arguments; one with arguments
+    /// is left to the second pass (it is routed apart before).
+    #[inline(always)]
+    fn body_without_args<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        expect_cmd(cmd, FullCmd::RequestOp)?;
+        Self::decode_body::<E, false>(r)
+    }
+
+    #[inline(always)]
+    fn decode_body<E: Failure, const ARGS: bool>(r: &mut Reader<'a, E>) -> Result<Self, E> {
         let jobid = r.uint32("jobid")?;
+        let at = r.position();
         let request = match op_event(r)? {
+            event @ (OpEvent::Restart | OpEvent::Migrate) if !ARGS => {
+                return Err(E::new(
+                    at,
+                    "op_event",
+                    ErrorKind::UnexpectedOpEvent(event.code()),
+                ));
+            }
             OpEvent::Restart => apart(r, |r| {
                 Ok(Request::Restart {
                     seq_num: r.int("seq_num")?,
@@ -381,13 +422,17 @@ impl<'a> Decode<'a> for RequestOp<'a> {
     #[inline(always)]
     fn body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
         expect_cmd(cmd, FullCmd::RequestOp)?;
-        Self::decode_body(r)
+        Self::decode_body::<E, true>(r)
     }
 }
 
 impl<'a> Message<'a> for RequestOp<'a> {
     fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        two_pass(bytes, Self::body)
+        if Self::has_args(bytes) {
+            two_pass_apart(bytes, Self::body)
+        } else {
+            two_pass(bytes, Self::body_without_args)
+        }
     }
 
     #[inline]
@@ -854,6 +899,11 @@ impl<'a> ToGc<'a> {
     }
 
     #[inline(always)]
+    fn request_without_args<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        RequestOp::body_without_args(cmd, r).map(Self::RequestOp)
+    }
+
+    #[inline(always)]
     fn orted_state<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
         OrtedState::body(cmd, r).map(Self::OrtedState)
     }
@@ -876,7 +926,8 @@ impl<'a> Message<'a> for ToGc<'a> {
     #[inline]
     fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
         match peek_command(bytes) {
-            Some(REQUEST_OP) => two_pass(bytes, Self::request),
+            Some(REQUEST_OP) if RequestOp::has_args(bytes) => two_pass_apart(bytes, Self::request),
+            Some(REQUEST_OP) => two_pass(bytes, Self::request_without_args),
             Some(ORTED_STATE | ORTED_STATE_QUICK) => two_pass(bytes, Self::orted_state),
             _ => explain(bytes),
         }
@@ -943,9 +994,14 @@ impl<'a> Decode<'a> for FromGc<'a> {
 impl<'a> Message<'a> for FromGc<'a> {
     #[inline]
     fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        match peek_command(bytes) {
-            Some(REQUEST_OP) => two_pass(bytes, Self::answer),
-            Some(JOB_STATE | JOB_STATE_QUICK) => two_pass(bytes, Self::job_state),
+        // Answers first: they are the most frequent, and FIN_ACK the shortest.
+        let cmd = peek_command(bytes);
+        if cmd == Some(REQUEST_OP) {
+            return two_pass(bytes, Self::answer);
+        }
+        match cmd {
+            Some(JOB_STATE_QUICK) => two_pass(bytes, Self::job_state),
+            Some(JOB_STATE) => two_pass_apart(bytes, Self::job_state),
             _ => explain(bytes),
         }
     }
