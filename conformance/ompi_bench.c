@@ -6,12 +6,18 @@
  * opal_dss.pack call per field, unload the bytes, release them); "unpack" is
  * what a receiver does (construct a buffer, load a copy of the bytes, one
  * opal_dss.unpack call per field, free what unpack allocated). Each is timed
- * over batches with CLOCK_MONOTONIC; the median batch is printed as
- * nanoseconds per message:
+ * over batches with CLOCK_MONOTONIC, in nanoseconds per message.
  *
- *     <message>\t<pack ns>\t<unpack ns>\t<bytes>
+ *     ompi_bench [ITERATIONS]   the median of 9 batches of each message:
+ *                               <message>\t<pack ns>\t<unpack ns>\t<bytes>
+ *     ompi_bench --serve        the message names, one a line, then an empty
+ *                               line; then for each input line "<index>
+ *                               <iterations>" one batch of that message:
+ *                               <pack ns>\t<unpack ns>\t<bytes>
  *
- * The messages and field values are the same as in bench/src/codec.rs.
+ * snapc-bench uses --serve to time its own batches and these in turn, so
+ * that both see the same machine. The messages and field values are the
+ * same as in bench/src/codec.rs.
  */
 
 #include "opal_config.h"
@@ -195,52 +201,99 @@ static int cmp_double(const void *a, const void *b)
 
 #define BATCHES 9
 
+static volatile long sink = 0;
+
+/* The encoded bytes of `k`, once, for the unpack side and the size column. */
+static uint8_t *reference(enum kind k, int32_t *len)
+{
+    opal_buffer_t ref;
+    OBJ_CONSTRUCT(&ref, opal_buffer_t);
+    pack_msg(&ref, k);
+    uint8_t *bytes = NULL;
+    CHECK(opal_dss.unload(&ref, (void **)&bytes, len));
+    OBJ_DESTRUCT(&ref);
+    return bytes;
+}
+
+/* One batch of `iters` packs then one of `iters` unpacks of `k`. */
+static void batch(enum kind k, const uint8_t *bytes, int32_t len, long iters,
+                  double *pack_ns, double *unpack_ns)
+{
+    double t0 = now_ns();
+    for (long it = 0; it < iters; it++) {
+        opal_buffer_t b;
+        OBJ_CONSTRUCT(&b, opal_buffer_t);
+        pack_msg(&b, k);
+        uint8_t *out = NULL;
+        int32_t n = 0;
+        CHECK(opal_dss.unload(&b, (void **)&out, &n));
+        sink += out[n - 1];
+        free(out);
+        OBJ_DESTRUCT(&b);
+    }
+    double t1 = now_ns();
+    for (long it = 0; it < iters; it++) {
+        opal_buffer_t b;
+        OBJ_CONSTRUCT(&b, opal_buffer_t);
+        uint8_t *copy = malloc((size_t)len);
+        memcpy(copy, bytes, (size_t)len);
+        CHECK(opal_dss.load(&b, copy, len)); /* the buffer owns copy */
+        sink += unpack_msg(&b, k);
+        OBJ_DESTRUCT(&b);
+    }
+    double t2 = now_ns();
+    *pack_ns = (t1 - t0) / (double)iters;
+    *unpack_ns = (t2 - t1) / (double)iters;
+}
+
+static int serve(void)
+{
+    uint8_t *bytes[KINDS];
+    int32_t lens[KINDS];
+    for (int k = 0; k < KINDS; k++) {
+        bytes[k] = reference((enum kind)k, &lens[k]);
+        printf("%s\n", names[k]);
+    }
+    printf("\n");
+    fflush(stdout);
+    int k;
+    long iters;
+    while (2 == scanf("%d %ld", &k, &iters)) {
+        if (k < 0 || k >= KINDS || iters <= 0) {
+            fprintf(stderr, "ompi_bench: bad request %d %ld\n", k, iters);
+            return 2;
+        }
+        double pack_ns, unpack_ns;
+        batch((enum kind)k, bytes[k], lens[k], iters, &pack_ns, &unpack_ns);
+        printf("%.2f\t%.2f\t%d\n", pack_ns, unpack_ns, lens[k]);
+        fflush(stdout);
+    }
+    for (k = 0; k < KINDS; k++) {
+        free(bytes[k]);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    long iters = argc > 1 ? atol(argv[1]) : 20000;
+    int serving = argc > 1 && 0 == strcmp(argv[1], "--serve");
+    long iters = argc > 1 && !serving ? atol(argv[1]) : 20000;
     if (iters <= 0) {
-        fprintf(stderr, "usage: ompi_bench [ITERATIONS_PER_BATCH]\n");
+        fprintf(stderr, "usage: ompi_bench [ITERATIONS_PER_BATCH | --serve]\n");
         return 2;
     }
     CHECK(opal_init_util(&argc, &argv));
-    volatile long sink = 0;
+    if (serving) {
+        int rc = serve();
+        opal_finalize_util();
+        return rc;
+    }
     for (int k = 0; k < KINDS; k++) {
-        /* The bytes once, for the unpack side and the size column. */
-        opal_buffer_t ref;
-        OBJ_CONSTRUCT(&ref, opal_buffer_t);
-        pack_msg(&ref, (enum kind)k);
-        uint8_t *bytes = NULL;
         int32_t len = 0;
-        CHECK(opal_dss.unload(&ref, (void **)&bytes, &len));
-        OBJ_DESTRUCT(&ref);
-
+        uint8_t *bytes = reference((enum kind)k, &len);
         double pack_ns[BATCHES], unpack_ns[BATCHES];
         for (int r = 0; r < BATCHES; r++) {
-            double t0 = now_ns();
-            for (long it = 0; it < iters; it++) {
-                opal_buffer_t b;
-                OBJ_CONSTRUCT(&b, opal_buffer_t);
-                pack_msg(&b, (enum kind)k);
-                uint8_t *out = NULL;
-                int32_t n = 0;
-                CHECK(opal_dss.unload(&b, (void **)&out, &n));
-                sink += out[n - 1];
-                free(out);
-                OBJ_DESTRUCT(&b);
-            }
-            double t1 = now_ns();
-            for (long it = 0; it < iters; it++) {
-                opal_buffer_t b;
-                OBJ_CONSTRUCT(&b, opal_buffer_t);
-                uint8_t *copy = malloc((size_t)len);
-                memcpy(copy, bytes, (size_t)len);
-                CHECK(opal_dss.load(&b, copy, len)); /* the buffer owns copy */
-                sink += unpack_msg(&b, (enum kind)k);
-                OBJ_DESTRUCT(&b);
-            }
-            double t2 = now_ns();
-            pack_ns[r] = (t1 - t0) / (double)iters;
-            unpack_ns[r] = (t2 - t1) / (double)iters;
+            batch((enum kind)k, bytes, len, iters, &pack_ns[r], &unpack_ns[r]);
         }
         qsort(pack_ns, BATCHES, sizeof(double), cmp_double);
         qsort(unpack_ns, BATCHES, sizeof(double), cmp_double);

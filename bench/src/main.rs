@@ -102,48 +102,7 @@ fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::FAILURE;
             }
         };
-        let _ = writeln!(md, "## Codec: snapc against Open MPI's opal_dss\n");
-        let _ = writeln!(
-            md,
-            "snapc encodes into a caller's buffer and decodes borrowing from the input (`Message::emit`, \
-         `Message::parse`, 200,000 calls a batch). Open MPI's figures are what a sender and a receiver do with \
-         `opal_dss` for the same message and values (conformance/ompi_bench.c): pack = construct a buffer, \
-         one `pack` per field, unload; unpack = construct, load a copy, one `unpack` per field (20,000 calls a batch). \
-         Both sides produce the same bytes (checked). Goal: at least 20 times faster for every message.\n"
-        );
-        let _ = writeln!(
-            md,
-            "| message | bytes | snapc encode ns | opal pack ns | ratio | snapc decode ns | opal unpack ns | ratio |"
-        );
-        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
-        let mut worst: Option<f64> = None;
-        for r in &rows {
-            let (pack, unpack) = match r.ompi {
-                Some((p, u, _)) => {
-                    let (rp, ru) = (p / r.encode_ns, u / r.decode_ns);
-                    worst = Some(worst.map_or(rp.min(ru), |w: f64| w.min(rp).min(ru)));
-                    (format!("{p:.1} | {rp:.0}x"), format!("{u:.1} | {ru:.0}x"))
-                }
-                None => ("n/a | n/a".into(), "n/a | n/a".into()),
-            };
-            let _ = writeln!(
-                md,
-                "| {} | {} | {:.1} | {pack} | {:.1} | {unpack} |",
-                r.name, r.bytes, r.encode_ns, r.decode_ns
-            );
-        }
-        match worst {
-            Some(w) => {
-                let verdict = if w >= 20.0 { "met" } else { "missed" };
-                let _ = writeln!(md, "\nSmallest ratio: {w:.0}x (goal 20x: {verdict}).\n");
-            }
-            None => {
-                let _ = writeln!(
-                    md,
-                    "\nOpen MPI's libopen-pal was not installed: no ratios in this run.\n"
-                );
-            }
-        }
+        md.push_str(&codec::section(&rows));
     }
     if want("idle") {
         // ---- idle cost ----

@@ -12,6 +12,7 @@
 
 use super::error::{DecodeError, EmitError, ErrorKind};
 use super::message::ProcessName;
+use core::marker::PhantomData;
 
 /// Type byte stored before a generic `int` (stored as INT32).
 pub const TYPE_INT: u8 = 0x09;
@@ -22,17 +23,102 @@ pub const TYPE_BOOL: u8 = 0x0c;
 /// Type byte stored before a `size_t` (stored as UINT64).
 pub const TYPE_SIZE: u8 = 0x0f;
 
-/// A strict, panic-free reader of DSS fields over a byte slice.
-#[derive(Debug, Clone)]
-pub struct Reader<'a> {
+/// How a [`Reader`] reports a malformed field.
+///
+/// A message is decoded first with [`Rejected`], an error that only says
+/// "malformed" and costs nothing to build or move, and only when that fails
+/// again with [`DecodeError`] to name the field and the offset. Both passes
+/// run the same code, so they accept exactly the same inputs and decode them
+/// to the same values.
+pub trait Failure: Sized + sealed::Sealed {
+    /// The error returned as soon as a field's fast check fails, for an
+    /// error type that does not say what was wrong; `None` to find out.
+    const BARE: Option<Self>;
+    /// Whether fields take their fast path first (all but the tests' reader
+    /// that checks the fast paths against the careful ones).
+    const FAST: bool = true;
+    /// The error for `field` at `offset`.
+    fn new(offset: usize, field: &'static str, kind: ErrorKind) -> Self;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::DecodeError {}
+    impl Sealed for super::Rejected {}
+    #[cfg(test)]
+    impl Sealed for super::CarefulOnly {}
+}
+
+/// The careful path of every field alone, to hold the fast paths against.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CarefulOnly(pub DecodeError);
+
+#[cfg(test)]
+impl Failure for CarefulOnly {
+    const BARE: Option<Self> = None;
+    const FAST: bool = false;
+    fn new(offset: usize, field: &'static str, kind: ErrorKind) -> Self {
+        Self(DecodeError::new(offset, field, kind))
+    }
+}
+
+impl Failure for DecodeError {
+    const BARE: Option<Self> = None;
+    #[inline]
+    fn new(offset: usize, field: &'static str, kind: ErrorKind) -> Self {
+        Self::new(offset, field, kind)
+    }
+}
+
+/// The first pass's error: the input is malformed, the second pass says how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejected;
+
+impl Failure for Rejected {
+    const BARE: Option<Self> = Some(Self);
+    #[inline(always)]
+    fn new(_: usize, _: &'static str, _: ErrorKind) -> Self {
+        Self
+    }
+}
+
+/// A strict, panic-free reader of DSS fields over a byte slice, reporting
+/// errors as `E` (see [`Failure`]).
+#[derive(Debug)]
+pub struct Reader<'a, E = DecodeError> {
     buf: &'a [u8],
     pos: usize,
+    failure: PhantomData<fn() -> E>,
+}
+
+impl<E> Clone for Reader<'_, E> {
+    #[inline]
+    fn clone(&self) -> Self {
+        Self {
+            buf: self.buf,
+            pos: self.pos,
+            failure: PhantomData,
+        }
+    }
 }
 
 impl<'a> Reader<'a> {
     /// A reader at the start of `buf`.
     pub const fn new(buf: &'a [u8]) -> Self {
-        Self { buf, pos: 0 }
+        Self::start(buf)
+    }
+}
+
+impl<'a, E: Failure> Reader<'a, E> {
+    /// A reader at the start of `buf`, with errors of type `E`.
+    #[inline(always)]
+    pub const fn start(buf: &'a [u8]) -> Self {
+        Self {
+            buf,
+            pos: 0,
+            failure: PhantomData,
+        }
     }
 
     /// Offset of the next byte to read.
@@ -47,20 +133,33 @@ impl<'a> Reader<'a> {
         self.buf.len().saturating_sub(self.pos)
     }
 
+    /// The bytes not read yet.
+    #[inline(always)]
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.buf.get(self.pos..).unwrap_or_default()
+    }
+
+    /// Moves past `n` bytes that a reader over [`rest`](Self::rest) read.
+    #[inline(always)]
+    pub(crate) fn skip(&mut self, n: usize) {
+        self.pos = self.pos.saturating_add(n).min(self.buf.len());
+    }
+
     /// The input from `start` up to the current position.
+    #[inline]
     pub(crate) fn consumed_since(&self, start: usize) -> &'a [u8] {
         self.buf.get(start..self.pos).unwrap_or_default()
     }
 
     #[inline]
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
+    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], E> {
         let end = self.pos.checked_add(n);
         match end.and_then(|end| self.buf.get(self.pos..end)) {
             Some(bytes) => {
                 self.pos += n;
                 Ok(bytes)
             }
-            None => Err(DecodeError::new(
+            None => Err(E::new(
                 self.pos,
                 field,
                 ErrorKind::Truncated {
@@ -72,7 +171,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], E> {
         let bytes = self.take(N, field)?;
         let mut out = [0u8; N];
         out.copy_from_slice(bytes);
@@ -80,78 +179,83 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn raw_i32(&mut self, field: &'static str) -> Result<i32, DecodeError> {
+    fn raw_i32(&mut self, field: &'static str) -> Result<i32, E> {
         Ok(i32::from_be_bytes(self.array(field)?))
     }
 
     #[inline]
-    fn raw_u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
+    fn raw_u32(&mut self, field: &'static str) -> Result<u32, E> {
         Ok(u32::from_be_bytes(self.array(field)?))
     }
 
     /// The count prefix of a `pack` call; this protocol always packs one value.
     #[inline]
-    fn count(&mut self, field: &'static str) -> Result<(), DecodeError> {
+    fn count(&mut self, field: &'static str) -> Result<(), E> {
         let at = self.pos;
         let found = self.raw_i32(field)?;
         if found != 1 {
-            return Err(DecodeError::new(
-                at,
-                field,
-                ErrorKind::Count { expected: 1, found },
-            ));
+            return Err(E::new(at, field, ErrorKind::Count { expected: 1, found }));
         }
         Ok(())
     }
 
     #[inline]
-    fn type_byte(&mut self, expected: u8, field: &'static str) -> Result<(), DecodeError> {
+    fn type_byte(&mut self, expected: u8, field: &'static str) -> Result<(), E> {
         let at = self.pos;
         let [found] = self.array::<1>(field)?;
         if found != expected {
-            return Err(DecodeError::new(
-                at,
-                field,
-                ErrorKind::TypeByte { expected, found },
-            ));
+            return Err(E::new(at, field, ErrorKind::TypeByte { expected, found }));
         }
         Ok(())
     }
 
-    /// The fast path of one field: the count (1), the type byte when there
-    /// is one, and `N` value bytes, all present and right. `None` leaves the
-    /// reader where it was; the field's careful path then names the error.
+    /// The fast path of one field of `M` bytes: the count (1), the type
+    /// byte when there is one, and `N` value bytes (`M` is `N` plus 4 or 5),
+    /// all present and right. `None` leaves the reader where it was; the
+    /// field's careful path then names the error.
     #[inline(always)]
-    fn fast<const N: usize>(&mut self, type_byte: Option<u8>) -> Option<[u8; N]> {
-        let rest = self.buf.get(self.pos..)?;
-        let (count, rest) = rest.split_first_chunk::<4>()?;
-        if *count != [0, 0, 0, 1] {
+    fn fast<const N: usize, const M: usize>(&mut self, type_byte: Option<u8>) -> Option<[u8; N]> {
+        if !E::FAST {
             return None;
         }
-        let (rest, head) = match type_byte {
+        let field = self.buf.get(self.pos..)?.first_chunk::<M>()?;
+        let (count, rest) = field.split_first_chunk::<4>()?;
+        if u32::from_be_bytes(*count) != 1 {
+            return None;
+        }
+        let value = match type_byte {
             Some(t) => match rest.split_first() {
-                Some((&b, rest)) if b == t => (rest, 5),
+                Some((&b, value)) if b == t => value,
                 _ => return None,
             },
-            None => (rest, 4),
+            None => rest,
         };
-        let value = rest.first_chunk::<N>()?;
-        self.pos += head + N;
-        Some(*value)
+        let value = <[u8; N]>::try_from(value).ok()?;
+        self.pos += M;
+        Some(value)
+    }
+
+    /// On a failed fast check: the bare error, or the careful path's answer.
+    #[inline(always)]
+    fn careful<T>(&mut self, path: impl FnOnce(&mut Self) -> Result<T, E>) -> Result<T, E> {
+        match E::BARE {
+            Some(e) => Err(e),
+            None => path(self),
+        }
     }
 
     /// A `uint8` (command bytes).
     #[inline]
-    pub fn uint8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
-        if let Some([b]) = self.fast::<1>(None) {
+    pub fn uint8(&mut self, field: &'static str) -> Result<u8, E> {
+        if let Some([b]) = self.fast::<1, 5>(None) {
             return Ok(b);
         }
-        self.uint8_careful(field)
+        self.careful(|r| r.uint8_careful(field))
     }
 
     #[cold]
     #[inline(never)]
-    fn uint8_careful(&mut self, field: &'static str) -> Result<u8, DecodeError> {
+    fn uint8_careful(&mut self, field: &'static str) -> Result<u8, E> {
         self.count(field)?;
         let [b] = self.array::<1>(field)?;
         Ok(b)
@@ -159,24 +263,24 @@ impl<'a> Reader<'a> {
 
     /// A `uint32` (the sstore handle); jobids and vpids have the same layout.
     #[inline]
-    pub fn uint32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
-        if let Some(v) = self.fast::<4>(None) {
+    pub fn uint32(&mut self, field: &'static str) -> Result<u32, E> {
+        if let Some(v) = self.fast::<4, 8>(None) {
             return Ok(u32::from_be_bytes(v));
         }
-        self.uint32_careful(field)
+        self.careful(|r| r.uint32_careful(field))
     }
 
     #[cold]
     #[inline(never)]
-    fn uint32_careful(&mut self, field: &'static str) -> Result<u32, DecodeError> {
+    fn uint32_careful(&mut self, field: &'static str) -> Result<u32, E> {
         self.count(field)?;
         self.raw_u32(field)
     }
 
     /// A process name: jobid then vpid.
     #[inline]
-    pub fn name(&mut self, field: &'static str) -> Result<ProcessName, DecodeError> {
-        if let Some(v) = self.fast::<8>(None) {
+    pub fn name(&mut self, field: &'static str) -> Result<ProcessName, E> {
+        if let Some(v) = self.fast::<8, 12>(None) {
             let (jobid, vpid) = v.split_at(4);
             if let (Ok(jobid), Ok(vpid)) = (<[u8; 4]>::try_from(jobid), <[u8; 4]>::try_from(vpid)) {
                 return Ok(ProcessName {
@@ -185,12 +289,12 @@ impl<'a> Reader<'a> {
                 });
             }
         }
-        self.name_careful(field)
+        self.careful(|r| r.name_careful(field))
     }
 
     #[cold]
     #[inline(never)]
-    fn name_careful(&mut self, field: &'static str) -> Result<ProcessName, DecodeError> {
+    fn name_careful(&mut self, field: &'static str) -> Result<ProcessName, E> {
         self.count(field)?;
         let jobid = self.raw_u32(field)?;
         let vpid = self.raw_u32(field)?;
@@ -199,16 +303,16 @@ impl<'a> Reader<'a> {
 
     /// A generic `int`.
     #[inline]
-    pub fn int(&mut self, field: &'static str) -> Result<i32, DecodeError> {
-        if let Some(v) = self.fast::<4>(Some(TYPE_INT)) {
+    pub fn int(&mut self, field: &'static str) -> Result<i32, E> {
+        if let Some(v) = self.fast::<4, 9>(Some(TYPE_INT)) {
             return Ok(i32::from_be_bytes(v));
         }
-        self.int_careful(field)
+        self.careful(|r| r.int_careful(field))
     }
 
     #[cold]
     #[inline(never)]
-    fn int_careful(&mut self, field: &'static str) -> Result<i32, DecodeError> {
+    fn int_careful(&mut self, field: &'static str) -> Result<i32, E> {
         self.count(field)?;
         self.type_byte(TYPE_INT, field)?;
         self.raw_i32(field)
@@ -217,27 +321,27 @@ impl<'a> Reader<'a> {
     /// An `int` used as a flag: 0 or 1 only, so that decoding then encoding
     /// reproduces the input.
     #[inline]
-    pub fn int_flag(&mut self, field: &'static str) -> Result<bool, DecodeError> {
+    pub fn int_flag(&mut self, field: &'static str) -> Result<bool, E> {
         let at = self.pos;
         match self.int(field)? {
             0 => Ok(false),
             1 => Ok(true),
-            v => Err(DecodeError::new(at, field, ErrorKind::InvalidFlag(v))),
+            v => Err(E::new(at, field, ErrorKind::InvalidFlag(v))),
         }
     }
 
     /// A `pid_t` (stored as UINT32, read back as the signed value it was).
     #[inline]
-    pub fn pid(&mut self, field: &'static str) -> Result<i32, DecodeError> {
-        if let Some(v) = self.fast::<4>(Some(TYPE_PID)) {
+    pub fn pid(&mut self, field: &'static str) -> Result<i32, E> {
+        if let Some(v) = self.fast::<4, 9>(Some(TYPE_PID)) {
             return Ok(i32::from_be_bytes(v));
         }
-        self.pid_careful(field)
+        self.careful(|r| r.pid_careful(field))
     }
 
     #[cold]
     #[inline(never)]
-    fn pid_careful(&mut self, field: &'static str) -> Result<i32, DecodeError> {
+    fn pid_careful(&mut self, field: &'static str) -> Result<i32, E> {
         self.count(field)?;
         self.type_byte(TYPE_PID, field)?;
         self.raw_i32(field)
@@ -245,42 +349,42 @@ impl<'a> Reader<'a> {
 
     /// A `bool`: one byte, 0 or 1.
     #[inline]
-    pub fn bool(&mut self, field: &'static str) -> Result<bool, DecodeError> {
+    pub fn bool(&mut self, field: &'static str) -> Result<bool, E> {
         let at = self.pos;
-        match self.fast::<1>(Some(TYPE_BOOL)) {
+        match self.fast::<1, 6>(Some(TYPE_BOOL)) {
             Some([0]) => return Ok(false),
             Some([1]) => return Ok(true),
             Some(_) => self.pos = at,
             None => {}
         }
-        self.bool_careful(field)
+        self.careful(|r| r.bool_careful(field))
     }
 
     #[cold]
     #[inline(never)]
-    fn bool_careful(&mut self, field: &'static str) -> Result<bool, DecodeError> {
+    fn bool_careful(&mut self, field: &'static str) -> Result<bool, E> {
         self.count(field)?;
         self.type_byte(TYPE_BOOL, field)?;
         let at = self.pos;
         match self.array::<1>(field)? {
             [0] => Ok(false),
             [1] => Ok(true),
-            [b] => Err(DecodeError::new(at, field, ErrorKind::InvalidBool(b))),
+            [b] => Err(E::new(at, field, ErrorKind::InvalidBool(b))),
         }
     }
 
     /// A `size_t` (stored as UINT64).
     #[inline]
-    pub fn size(&mut self, field: &'static str) -> Result<u64, DecodeError> {
-        if let Some(v) = self.fast::<8>(Some(TYPE_SIZE)) {
+    pub fn size(&mut self, field: &'static str) -> Result<u64, E> {
+        if let Some(v) = self.fast::<8, 13>(Some(TYPE_SIZE)) {
             return Ok(u64::from_be_bytes(v));
         }
-        self.size_careful(field)
+        self.careful(|r| r.size_careful(field))
     }
 
     #[cold]
     #[inline(never)]
-    fn size_careful(&mut self, field: &'static str) -> Result<u64, DecodeError> {
+    fn size_careful(&mut self, field: &'static str) -> Result<u64, E> {
         self.count(field)?;
         self.type_byte(TYPE_SIZE, field)?;
         Ok(u64::from_be_bytes(self.array(field)?))
@@ -288,21 +392,62 @@ impl<'a> Reader<'a> {
 
     /// A string, `None` for the NULL string. `max_len` bounds the encoded
     /// length (bytes plus NUL); the string borrows from the input.
-    pub fn string(
+    #[inline]
+    pub fn string(&mut self, field: &'static str, max_len: usize) -> Result<Option<&'a str>, E> {
+        if let Some(text) = self.string_fast(max_len) {
+            return Ok(text);
+        }
+        self.careful(|r| r.string_careful(field, max_len))
+    }
+
+    /// The fast path of a string: `Some` only for a string the careful path
+    /// accepts, and then the reader is past it.
+    #[inline(always)]
+    fn string_fast(&mut self, max_len: usize) -> Option<Option<&'a str>> {
+        if !E::FAST {
+            return None;
+        }
+        let rest = self.buf.get(self.pos..)?;
+        let (count, rest) = rest.split_first_chunk::<4>()?;
+        let (len, rest) = rest.split_first_chunk::<4>()?;
+        if u32::from_be_bytes(*count) != 1 {
+            return None;
+        }
+        // A negative length becomes huge and fails the bound.
+        let len = u32::from_be_bytes(*len) as usize;
+        if len == 0 {
+            self.pos += 8;
+            return Some(None);
+        }
+        if len > max_len {
+            return None;
+        }
+        let (&last, text) = rest.get(..len)?.split_last()?;
+        if last != 0 || has_nul(text) {
+            return None;
+        }
+        let text = core::str::from_utf8(text).ok()?;
+        self.pos += 8 + len;
+        Some(Some(text))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn string_careful(
         &mut self,
         field: &'static str,
         max_len: usize,
-    ) -> Result<Option<&'a str>, DecodeError> {
+    ) -> Result<Option<&'a str>, E> {
         self.count(field)?;
         let at = self.pos;
         let len = self.raw_i32(field)?;
         let len = match usize::try_from(len) {
             Ok(0) => return Ok(None),
             Ok(len) => len,
-            Err(_) => return Err(DecodeError::new(at, field, ErrorKind::NegativeLength(len))),
+            Err(_) => return Err(E::new(at, field, ErrorKind::NegativeLength(len))),
         };
         if len > max_len {
-            return Err(DecodeError::new(
+            return Err(E::new(
                 at,
                 field,
                 ErrorKind::StringTooLong { len, max: max_len },
@@ -311,29 +456,27 @@ impl<'a> Reader<'a> {
         let start = self.pos;
         let bytes = self.take(len, field)?;
         let Some((&last, text)) = bytes.split_last() else {
-            return Err(DecodeError::new(start, field, ErrorKind::NotTerminated));
+            return Err(E::new(start, field, ErrorKind::NotTerminated));
         };
         if last != 0 {
-            return Err(DecodeError::new(
-                start + len - 1,
-                field,
-                ErrorKind::NotTerminated,
-            ));
+            return Err(E::new(start + len - 1, field, ErrorKind::NotTerminated));
         }
-        if let Some(i) = text.iter().position(|&b| b == 0) {
-            return Err(DecodeError::new(start + i, field, ErrorKind::InteriorNul));
+        // `contains` searches a word at a time; the position only for the error.
+        if text.contains(&0) {
+            let i = text.iter().position(|&b| b == 0).unwrap_or_default();
+            return Err(E::new(start + i, field, ErrorKind::InteriorNul));
         }
         core::str::from_utf8(text)
             .map(Some)
-            .map_err(|e| DecodeError::new(start + e.valid_up_to(), field, ErrorKind::InvalidUtf8))
+            .map_err(|e| E::new(start + e.valid_up_to(), field, ErrorKind::InvalidUtf8))
     }
 
     /// Succeeds only if every byte was read.
     #[inline]
-    pub fn finish(&self) -> Result<(), DecodeError> {
+    pub fn finish(&self) -> Result<(), E> {
         match self.remaining() {
             0 => Ok(()),
-            n => Err(DecodeError::new(
+            n => Err(E::new(
                 self.pos,
                 "end of message",
                 ErrorKind::TrailingBytes(n),
@@ -342,13 +485,64 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Whether `bytes` holds a zero byte, a word at a time (the strings here
+/// are short, where a byte loop or `memchr` costs several times more).
+#[inline(always)]
+fn has_nul(bytes: &[u8]) -> bool {
+    /// Non-zero exactly when some byte of the word is zero.
+    #[inline(always)]
+    fn zero_byte(word: &[u8; 8]) -> u64 {
+        const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+        const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+        let w = u64::from_ne_bytes(*word);
+        w.wrapping_sub(ONES) & !w & HIGHS
+    }
+    let (Some(first), Some(last)) = (bytes.first_chunk::<8>(), bytes.last_chunk::<8>()) else {
+        return bytes.contains(&0);
+    };
+    // Words that overlap cover every byte without a loop up to 32 bytes.
+    let ends = zero_byte(first) | zero_byte(last);
+    let len = bytes.len();
+    if len <= 16 {
+        return ends != 0;
+    }
+    let inner = |at: usize| {
+        bytes
+            .get(at..)
+            .and_then(<[u8]>::first_chunk::<8>)
+            .map_or(1, zero_byte)
+    };
+    if len <= 32 {
+        return (ends | inner(8) | inner(len - 16)) != 0;
+    }
+    if ends != 0 {
+        return true;
+    }
+    let mut rest = bytes;
+    while let Some((word, tail)) = rest.split_first_chunk::<8>() {
+        if zero_byte(word) != 0 {
+            return true;
+        }
+        rest = tail;
+    }
+    false
+}
+
 /// Where an [`Encoder`] puts bytes.
 pub trait Sink {
+    /// Whether the sink only measures the length and drops the bytes: the
+    /// encoder then skips the checks of values that it cannot encode (an
+    /// encoding into a real sink reports them).
+    const MEASURES_ONLY: bool = false;
+
     /// Appends `bytes`, or fails without writing anything.
     fn put(&mut self, bytes: &[u8]) -> Result<(), EmitError>;
 }
 
 impl<S: Sink + ?Sized> Sink for &mut S {
+    const MEASURES_ONLY: bool = S::MEASURES_ONLY;
+
+    #[inline]
     fn put(&mut self, bytes: &[u8]) -> Result<(), EmitError> {
         (**self).put(bytes)
     }
@@ -359,7 +553,23 @@ impl<S: Sink + ?Sized> Sink for &mut S {
 pub struct Counter(pub usize);
 
 impl Sink for Counter {
-    #[inline]
+    #[inline(always)]
+    fn put(&mut self, bytes: &[u8]) -> Result<(), EmitError> {
+        self.0 = self.0.saturating_add(bytes.len());
+        Ok(())
+    }
+}
+
+/// The length a message will take, without its value checks: sizes the
+/// slice [`Message::emit`](super::Message::emit) writes into, where the
+/// checks are made.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Measure(pub usize);
+
+impl Sink for Measure {
+    const MEASURES_ONLY: bool = true;
+
+    #[inline(always)]
     fn put(&mut self, bytes: &[u8]) -> Result<(), EmitError> {
         self.0 = self.0.saturating_add(bytes.len());
         Ok(())
@@ -375,11 +585,13 @@ pub struct SliceSink<'b> {
 
 impl<'b> SliceSink<'b> {
     /// A sink writing from the start of `buf`.
+    #[inline]
     pub fn new(buf: &'b mut [u8]) -> Self {
         Self { buf, len: 0 }
     }
 
     /// Bytes written so far.
+    #[inline]
     pub const fn len(&self) -> usize {
         self.len
     }
@@ -391,20 +603,23 @@ impl<'b> SliceSink<'b> {
 }
 
 impl Sink for SliceSink<'_> {
-    #[inline]
+    #[inline(always)]
     fn put(&mut self, bytes: &[u8]) -> Result<(), EmitError> {
-        let available = self.buf.len();
-        let end = self.len.saturating_add(bytes.len());
-        match self.buf.get_mut(self.len..end) {
-            // The length check lets the compiler drop copy_from_slice's panic.
-            Some(dst) if dst.len() == bytes.len() => {
+        let n = bytes.len();
+        // Split so that the destination's length is `n` by construction.
+        match self
+            .buf
+            .get_mut(self.len..)
+            .and_then(|rest| rest.get_mut(..n))
+        {
+            Some(dst) => {
                 dst.copy_from_slice(bytes);
-                self.len = end;
+                self.len += n;
                 Ok(())
             }
-            _ => Err(EmitError::TooSmall {
-                needed: end,
-                available,
+            None => Err(EmitError::TooSmall {
+                needed: self.len.saturating_add(n),
+                available: self.buf.len(),
             }),
         }
     }
@@ -440,7 +655,7 @@ impl<S: Sink> Encoder<S> {
 
     /// One `pack` call's bytes in a single write: the count (1), the type
     /// byte for system types, the value.
-    #[inline]
+    #[inline(always)]
     fn field<const N: usize>(
         &mut self,
         type_byte: Option<u8>,
@@ -466,19 +681,19 @@ impl<S: Sink> Encoder<S> {
     }
 
     /// A `uint8`.
-    #[inline]
+    #[inline(always)]
     pub fn uint8(&mut self, v: u8) -> Result<(), EmitError> {
         self.field(None, [v])
     }
 
     /// A `uint32` (also the layout of a jobid or vpid).
-    #[inline]
+    #[inline(always)]
     pub fn uint32(&mut self, v: u32) -> Result<(), EmitError> {
         self.field(None, v.to_be_bytes())
     }
 
     /// A process name.
-    #[inline]
+    #[inline(always)]
     pub fn name(&mut self, v: ProcessName) -> Result<(), EmitError> {
         let mut value = [0u8; 8];
         let (jobid, vpid) = value.split_at_mut(4);
@@ -488,31 +703,32 @@ impl<S: Sink> Encoder<S> {
     }
 
     /// A generic `int`.
-    #[inline]
+    #[inline(always)]
     pub fn int(&mut self, v: i32) -> Result<(), EmitError> {
         self.field(Some(TYPE_INT), v.to_be_bytes())
     }
 
     /// A `pid_t`.
-    #[inline]
+    #[inline(always)]
     pub fn pid(&mut self, v: i32) -> Result<(), EmitError> {
         self.field(Some(TYPE_PID), v.to_be_bytes())
     }
 
     /// A `bool`.
-    #[inline]
+    #[inline(always)]
     pub fn bool(&mut self, v: bool) -> Result<(), EmitError> {
         self.field(Some(TYPE_BOOL), [u8::from(v)])
     }
 
     /// A `size_t`.
-    #[inline]
+    #[inline(always)]
     pub fn size(&mut self, v: u64) -> Result<(), EmitError> {
         self.field(Some(TYPE_SIZE), v.to_be_bytes())
     }
 
     /// A string, `None` for the NULL string. `max_len` bounds the encoded
     /// length (bytes plus NUL), as the decoder does.
+    #[inline(always)]
     pub fn string(
         &mut self,
         v: Option<&str>,
@@ -524,7 +740,7 @@ impl<S: Sink> Encoder<S> {
         };
         // An interior NUL or an over-long string would not decode back.
         let len = s.len() + 1;
-        if s.as_bytes().contains(&0) || len > max_len {
+        if !S::MEASURES_ONLY && (len > max_len || has_nul(s.as_bytes())) {
             return Err(EmitError::Invalid(field));
         }
         let len = i32::try_from(len).map_err(|_| EmitError::Invalid(field))?;

@@ -4,14 +4,14 @@
 //! A decoded list keeps the validated bytes and yields its items on demand; a
 //! list to encode borrows a slice of items. Both compare and iterate alike.
 
-use super::dss::{Encoder, Reader, Sink};
-use super::error::{DecodeError, EmitError};
+use super::dss::{Encoder, Failure, Reader, Sink};
+use super::error::EmitError;
 use core::fmt;
 
 /// An element of a [`List`]: one DSS layout, decoded and encoded.
 pub trait Item<'a>: Sized + Copy {
     /// Reads one item.
-    fn decode(r: &mut Reader<'a>) -> Result<Self, DecodeError>;
+    fn decode<E: Failure>(r: &mut Reader<'a, E>) -> Result<Self, E>;
     /// Writes one item.
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError>;
 }
@@ -32,7 +32,8 @@ pub enum List<'a, T> {
 
 impl<'a, T: Item<'a>> List<'a, T> {
     /// Decodes `len` items from `r`, validating each, and keeps their bytes.
-    pub(crate) fn decode(r: &mut Reader<'a>, len: usize) -> Result<Self, DecodeError> {
+    #[inline(always)]
+    pub(crate) fn decode<E: Failure>(r: &mut Reader<'a, E>, len: usize) -> Result<Self, E> {
         let start = r.position();
         // Each item consumes bytes, so a huge claimed count ends in a
         // truncation error after at most `r.remaining()` items.
@@ -46,7 +47,23 @@ impl<'a, T: Item<'a>> List<'a, T> {
     }
 
     /// Writes every item.
+    #[inline(always)]
     pub(crate) fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
+        match *self {
+            // A plain loop over the caller's items, which the compiler sees through.
+            Self::Items(items) => {
+                for item in items {
+                    item.encode(e)?;
+                }
+                Ok(())
+            }
+            Self::Encoded { .. } => self.encode_decoded(e),
+        }
+    }
+
+    /// Re-encodes a received list item by item.
+    #[inline(never)]
+    fn encode_decoded<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         self.iter().try_for_each(|item| item.encode(e))
     }
 

@@ -13,7 +13,7 @@
 
 use super::MAX_HOST_LEN;
 use super::consts::{CkptState, CrState, FullCmd, NOTIFY_BASE, OpEvent, SnapcCmd};
-use super::dss::{Counter, Encoder, Reader, Sink, SliceSink};
+use super::dss::{Counter, Encoder, Failure, Measure, Reader, Rejected, Sink, SliceSink};
 use super::error::{DecodeError, EmitError, ErrorKind};
 use super::list::{Item, List};
 
@@ -29,6 +29,7 @@ pub trait Message<'a>: Sized {
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError>;
 
     /// The encoded length in bytes.
+    #[inline]
     fn buffer_len(&self) -> usize {
         let mut e = Encoder::new(Counter(0));
         // An unencodable value is reported by `emit`; its length is moot.
@@ -38,18 +39,9 @@ pub trait Message<'a>: Sized {
 
     /// Writes the message at the start of `buf`; returns the length written.
     /// On [`EmitError::TooSmall`] the buffer's content is unspecified.
+    #[inline]
     fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
-        let available = buf.len();
-        let mut e = Encoder::new(SliceSink::new(buf));
-        match self.encode(&mut e) {
-            Ok(()) => Ok(e.into_inner().len()),
-            // One pass when it fits; the length is computed only when it did not.
-            Err(EmitError::TooSmall { .. }) => Err(EmitError::TooSmall {
-                needed: self.buffer_len(),
-                available,
-            }),
-            Err(other) => Err(other),
-        }
+        emit_here(self, buf)
     }
 
     /// Appends the message to `out`; on error `out` is left as it was.
@@ -70,13 +62,142 @@ pub trait Message<'a>: Sized {
     }
 }
 
-/// Reads the command byte, hands the rest to `body`, and rejects trailing bytes.
-#[inline]
-fn parse_whole<'a, T>(
+/// A message's layout after its command byte, decoded with errors of type
+/// `E`.
+///
+/// [`Message::parse`] decodes in two passes of this one description (see
+/// [`Failure`]): first with [`Rejected`], which costs nothing to build or
+/// move, and only if that fails again with [`DecodeError`] to name the field
+/// and offset. A channel's parse picks the kind by its command byte first,
+/// so that each kind's first pass is short and straight.
+trait Decode<'a>: Sized {
+    /// Everything after the command byte `cmd`; the caller rejects trailing bytes.
+    fn body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E>;
+}
+
+/// Both passes over `bytes`, the first with `body` (`T`'s or one of its kinds').
+#[inline(always)]
+fn two_pass<'a, T: Decode<'a>>(
     bytes: &'a [u8],
-    body: impl FnOnce(u8, &mut Reader<'a>) -> Result<T, DecodeError>,
+    body: impl FnOnce(u8, &mut Reader<'a, Rejected>) -> Result<T, Rejected>,
 ) -> Result<T, DecodeError> {
-    let mut r = Reader::new(bytes);
+    match parse_whole(bytes, body) {
+        Ok(value) => Ok(value),
+        Err(Rejected) => explain(bytes),
+    }
+}
+
+/// [`two_pass`] in a function of its own: a channel decodes its long kinds
+/// through it, so that the short ones need no registers saved.
+#[inline(never)]
+fn two_pass_apart<'a, T: Decode<'a>>(
+    bytes: &'a [u8],
+    body: impl FnOnce(u8, &mut Reader<'a, Rejected>) -> Result<T, Rejected>,
+) -> Result<T, DecodeError> {
+    two_pass(bytes, body)
+}
+
+/// Decodes the long, rarer part of a message in a function of its own on
+/// the first pass, so that the common path stays small (no registers to
+/// save, no result to merge). The part gets a reader of its own over the rest
+/// of the input: a reader whose address is taken would live in memory on
+/// every path, and offsets from 0 keep its bounds checks constant. The
+/// second pass reads in place, so that its errors name absolute offsets.
+#[inline(always)]
+fn apart<'a, T, E: Failure>(
+    r: &mut Reader<'a, E>,
+    part: impl FnOnce(&mut Reader<'a, E>) -> Result<T, E>,
+) -> Result<T, E> {
+    #[inline(never)]
+    fn outlined<'a, T, E: Failure>(
+        rest: &'a [u8],
+        part: impl FnOnce(&mut Reader<'a, E>) -> Result<T, E>,
+    ) -> Result<(T, usize), E> {
+        let mut r = Reader::start(rest);
+        let value = part(&mut r)?;
+        Ok((value, r.position()))
+    }
+    if E::BARE.is_none() {
+        return part(r);
+    }
+    let (value, used) = outlined(r.rest(), part)?;
+    r.skip(used);
+    Ok(value)
+}
+
+/// The second pass: the same layout, with errors that say what and where.
+#[cold]
+#[inline(never)]
+fn explain<'a, T: Decode<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
+    parse_whole(bytes, T::body)
+}
+
+/// The command byte when the input starts with a well-formed one; the kind's
+/// own pass reads it again.
+#[inline(always)]
+fn peek_command(bytes: &[u8]) -> Option<u8> {
+    let &[c0, c1, c2, c3, cmd] = bytes.first_chunk::<5>()?;
+    (u32::from_be_bytes([c0, c1, c2, c3]) == 1).then_some(cmd)
+}
+
+/// Command bytes, for matching the byte itself.
+const REQUEST_OP: u8 = FullCmd::RequestOp.code();
+const JOB_STATE: u8 = FullCmd::UpdateJobState.code();
+const JOB_STATE_QUICK: u8 = FullCmd::UpdateJobStateQuick.code();
+const ORTED_STATE: u8 = FullCmd::UpdateOrtedState.code();
+const ORTED_STATE_QUICK: u8 = FullCmd::UpdateOrtedStateQuick.code();
+const LOCAL_FINISH: u8 = SnapcCmd::LocalFinish.code();
+const LOCAL_UPDATE: u8 = SnapcCmd::LocalUpdate.code();
+
+/// [`Message::emit`]: the message is measured first (a constant for most
+/// messages once inlined), then written into a slice of exactly that
+/// length, where the bounds checks at known offsets fold away.
+#[inline(always)]
+fn emit_here<'a, M: Message<'a>>(m: &M, buf: &mut [u8]) -> Result<usize, EmitError> {
+    let mut measure = Encoder::new(Measure(0));
+    // Whatever cannot be encoded is reported by the encoding below.
+    let _ = m.encode(&mut measure);
+    let len = measure.into_inner().0;
+    let Some(out) = buf.get_mut(..len) else {
+        return emit_too_small(m, buf);
+    };
+    let mut e = Encoder::new(SliceSink::new(out));
+    m.encode(&mut e)?;
+    Ok(e.into_inner().len())
+}
+
+/// [`emit_here`] in a function of its own: a channel emits its long, rarer
+/// kinds through it, so that the short ones keep a small function.
+#[inline(never)]
+fn emit_apart<'a, M: Message<'a>>(m: &M, buf: &mut [u8]) -> Result<usize, EmitError> {
+    emit_here(m, buf)
+}
+
+/// [`Message::emit`] into a buffer too small for the message: the error the
+/// encoding meets first (a value it cannot encode before the end of the
+/// buffer, else [`EmitError::TooSmall`] with the whole length).
+#[cold]
+#[inline(never)]
+fn emit_too_small<'a, M: Message<'a>>(m: &M, buf: &mut [u8]) -> Result<usize, EmitError> {
+    let available = buf.len();
+    let mut e = Encoder::new(SliceSink::new(buf));
+    match m.encode(&mut e) {
+        Ok(()) => Ok(e.into_inner().len()),
+        Err(EmitError::TooSmall { .. }) => Err(EmitError::TooSmall {
+            needed: m.buffer_len(),
+            available,
+        }),
+        Err(other) => Err(other),
+    }
+}
+
+/// Reads the command byte, hands the rest to `body`, and rejects trailing bytes.
+#[inline(always)]
+fn parse_whole<'a, T, E: Failure>(
+    bytes: &'a [u8],
+    body: impl FnOnce(u8, &mut Reader<'a, E>) -> Result<T, E>,
+) -> Result<T, E> {
+    let mut r = Reader::start(bytes);
     let cmd = r.uint8("command")?;
     let value = body(cmd, &mut r)?;
     r.finish()?;
@@ -84,20 +205,23 @@ fn parse_whole<'a, T>(
 }
 
 /// The error for a command byte at offset 4 (after its count).
-fn command_error(cmd: u8, known: bool) -> DecodeError {
+#[inline]
+fn command_error<E: Failure>(cmd: u8, known: bool) -> E {
     let kind = if known {
         ErrorKind::UnexpectedCommand(cmd)
     } else {
         ErrorKind::UnknownCommand(cmd)
     };
-    DecodeError::new(4, "command", kind)
+    E::new(4, "command", kind)
 }
 
-fn full_command_error(cmd: u8) -> DecodeError {
+#[inline]
+fn full_command_error<E: Failure>(cmd: u8) -> E {
     command_error(cmd, FullCmd::from_code(cmd).is_some())
 }
 
-fn expect_cmd(cmd: u8, expected: FullCmd) -> Result<(), DecodeError> {
+#[inline]
+fn expect_cmd<E: Failure>(cmd: u8, expected: FullCmd) -> Result<(), E> {
     if cmd == expected.code() {
         Ok(())
     } else {
@@ -106,11 +230,10 @@ fn expect_cmd(cmd: u8, expected: FullCmd) -> Result<(), DecodeError> {
 }
 
 #[inline]
-fn op_event(r: &mut Reader<'_>) -> Result<OpEvent, DecodeError> {
+fn op_event<E: Failure>(r: &mut Reader<'_, E>) -> Result<OpEvent, E> {
     let at = r.position();
     let code = r.int("op_event")?;
-    OpEvent::from_code(code)
-        .ok_or_else(|| DecodeError::new(at, "op_event", ErrorKind::UnknownOpEvent(code)))
+    OpEvent::from_code(code).ok_or_else(|| E::new(at, "op_event", ErrorKind::UnknownOpEvent(code)))
 }
 
 /// A process name: job id and rank (vpid).
@@ -125,10 +248,12 @@ pub struct ProcessName {
 }
 
 impl<'a> Item<'a> for ProcessName {
-    fn decode(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+    #[inline(always)]
+    fn decode<E: Failure>(r: &mut Reader<'a, E>) -> Result<Self, E> {
         r.name("process name")
     }
 
+    #[inline(always)]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         e.name(*self)
     }
@@ -149,7 +274,8 @@ pub struct MigrateEntry<'a> {
 }
 
 impl<'a> Item<'a> for MigrateEntry<'a> {
-    fn decode(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+    #[inline(always)]
+    fn decode<E: Failure>(r: &mut Reader<'a, E>) -> Result<Self, E> {
         Ok(Self {
             vpid: r.int("migrate vpid")?,
             host: r.string("host preference", MAX_HOST_LEN)?,
@@ -158,6 +284,7 @@ impl<'a> Item<'a> for MigrateEntry<'a> {
         })
     }
 
+    #[inline(always)]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         e.int(self.vpid)?;
         e.string(self.host, MAX_HOST_LEN, "host preference")?;
@@ -200,6 +327,7 @@ pub enum Request<'a> {
 impl Request<'_> {
     /// The request for an event that carries no arguments; `None` for
     /// RESTART and MIGRATE, which do.
+    #[inline]
     pub const fn without_args(event: OpEvent) -> Option<Request<'static>> {
         Some(match event {
             OpEvent::None => Request::None,
@@ -215,6 +343,7 @@ impl Request<'_> {
     }
 
     /// The request's `op_event`.
+    #[inline]
     pub const fn op_event(&self) -> OpEvent {
         match self {
             Self::None => OpEvent::None,
@@ -242,36 +371,80 @@ pub struct RequestOp<'a> {
 }
 
 impl<'a> RequestOp<'a> {
-    #[inline]
-    fn decode_body(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+    /// Whether `bytes` look like a request with arguments (RESTART,
+    /// MIGRATE): the op_event's value follows the command (5 bytes), the
+    /// jobid (8) and its own count and type byte (5). Only picks a path.
+    #[inline(always)]
+    fn has_args(bytes: &[u8]) -> bool {
+        let event = bytes.get(18..).and_then(<[u8]>::first_chunk::<4>);
+        matches!(event.map(|e| i32::from_be_bytes(*e)), Some(5 | 6))
+    }
+
+    /// The first pass of a request without arguments; one with arguments
+    /// is left to the second pass (it is routed apart before).
+    #[inline(always)]
+    fn body_without_args<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        expect_cmd(cmd, FullCmd::RequestOp)?;
+        Self::decode_body::<E, false>(r)
+    }
+
+    #[inline(always)]
+    fn decode_body<E: Failure, const ARGS: bool>(r: &mut Reader<'a, E>) -> Result<Self, E> {
         let jobid = r.uint32("jobid")?;
+        let at = r.position();
         let request = match op_event(r)? {
-            OpEvent::Restart => Request::Restart {
-                seq_num: r.int("seq_num")?,
-                handle: r.string("global_handle", MAX_HANDLE_LEN)?,
-            },
-            OpEvent::Migrate => {
+            event @ (OpEvent::Restart | OpEvent::Migrate) if !ARGS => {
+                return Err(E::new(
+                    at,
+                    "op_event",
+                    ErrorKind::UnexpectedOpEvent(event.code()),
+                ));
+            }
+            OpEvent::Restart => apart(r, |r| {
+                Ok(Request::Restart {
+                    seq_num: r.int("seq_num")?,
+                    handle: r.string("global_handle", MAX_HANDLE_LEN)?,
+                })
+            })?,
+            OpEvent::Migrate => apart(r, |r| {
                 let at = r.position();
                 let n = r.int("migrate count")?;
-                let n = usize::try_from(n).map_err(|_| {
-                    DecodeError::new(at, "migrate count", ErrorKind::NegativeCount(n))
-                })?;
-                Request::Migrate(List::decode(r, n)?)
-            }
+                let n = usize::try_from(n)
+                    .map_err(|_| E::new(at, "migrate count", ErrorKind::NegativeCount(n)))?;
+                Ok(Request::Migrate(List::decode(r, n)?))
+            })?,
             event => Request::without_args(event).unwrap_or(Request::None),
         };
         Ok(Self { jobid, request })
     }
 }
 
+impl<'a> Decode<'a> for RequestOp<'a> {
+    #[inline(always)]
+    fn body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        expect_cmd(cmd, FullCmd::RequestOp)?;
+        Self::decode_body::<E, true>(r)
+    }
+}
+
 impl<'a> Message<'a> for RequestOp<'a> {
     fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        parse_whole(bytes, |cmd, r| {
-            expect_cmd(cmd, FullCmd::RequestOp)?;
-            Self::decode_body(r)
-        })
+        if Self::has_args(bytes) {
+            two_pass_apart(bytes, Self::body)
+        } else {
+            two_pass(bytes, Self::body_without_args)
+        }
     }
 
+    #[inline]
+    fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
+        match self.request {
+            Request::Restart { .. } | Request::Migrate(_) => emit_apart(self, buf),
+            _ => emit_here(self, buf),
+        }
+    }
+
+    #[inline(always)]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         e.uint8(FullCmd::RequestOp.code())?;
         e.uint32(self.jobid)?;
@@ -314,6 +487,7 @@ impl StateCode {
     }
 
     /// The wire integer.
+    #[inline]
     pub const fn code(self) -> i32 {
         if self.notify {
             NOTIFY_BASE + self.state.code()
@@ -323,28 +497,22 @@ impl StateCode {
     }
 
     /// The state for a wire integer, either encoding.
+    #[inline(always)]
     pub const fn from_code(code: i32) -> Option<Self> {
-        if let Some(state) = CkptState::from_code(code) {
-            return Some(Self {
-                state,
-                notify: false,
-            });
-        }
-        match CkptState::from_code(code.wrapping_sub(NOTIFY_BASE)) {
-            Some(state) => Some(Self {
-                state,
-                notify: true,
-            }),
+        // Every plain code is below the base, so one conversion decides.
+        let notify = code >= NOTIFY_BASE;
+        let plain = if notify { code - NOTIFY_BASE } else { code };
+        match CkptState::from_code(plain) {
+            Some(state) => Some(Self { state, notify }),
             None => None,
         }
     }
 
-    #[inline]
-    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    #[inline(always)]
+    fn decode<E: Failure>(r: &mut Reader<'_, E>) -> Result<Self, E> {
         let at = r.position();
         let code = r.int("state")?;
-        Self::from_code(code)
-            .ok_or_else(|| DecodeError::new(at, "state", ErrorKind::UnknownState(code)))
+        Self::from_code(code).ok_or_else(|| E::new(at, "state", ErrorKind::UnknownState(code)))
     }
 }
 
@@ -366,8 +534,8 @@ pub struct OrtedState {
 }
 
 impl OrtedState {
-    #[inline]
-    fn decode_body(cmd: u8, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    #[inline(always)]
+    fn decode_body<E: Failure>(cmd: u8, r: &mut Reader<'_, E>) -> Result<Self, E> {
         let quick = match FullCmd::from_code(cmd) {
             Some(FullCmd::UpdateOrtedState) => false,
             Some(FullCmd::UpdateOrtedStateQuick) => true,
@@ -380,11 +548,19 @@ impl OrtedState {
     }
 }
 
+impl<'a> Decode<'a> for OrtedState {
+    #[inline(always)]
+    fn body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        Self::decode_body(cmd, r)
+    }
+}
+
 impl<'a> Message<'a> for OrtedState {
     fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        parse_whole(bytes, Self::decode_body)
+        two_pass(bytes, Self::body)
     }
 
+    #[inline(always)]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         let cmd = if self.quick {
             FullCmd::UpdateOrtedStateQuick
@@ -416,8 +592,14 @@ impl OpResponse {
     /// Outcome code for a failed operation.
     pub const FAILED: i32 = -1;
 
-    #[inline]
-    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    /// FIN_ACK's bytes are an answer with this `op_event`.
+    const FIN_ACK: Self = Self {
+        op_event: OpEvent::FinAck,
+        op_state: None,
+    };
+
+    #[inline(always)]
+    fn decode_body<E: Failure>(r: &mut Reader<'_, E>) -> Result<Self, E> {
         let op_event = op_event(r)?;
         let op_state = if op_event.carries_op_state() {
             Some(r.int("op_state")?)
@@ -428,14 +610,20 @@ impl OpResponse {
     }
 }
 
+impl<'a> Decode<'a> for OpResponse {
+    #[inline(always)]
+    fn body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        expect_cmd(cmd, FullCmd::RequestOp)?;
+        Self::decode_body(r)
+    }
+}
+
 impl<'a> Message<'a> for OpResponse {
     fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        parse_whole(bytes, |cmd, r| {
-            expect_cmd(cmd, FullCmd::RequestOp)?;
-            Self::decode_body(r)
-        })
+        two_pass(bytes, Self::body)
     }
 
+    #[inline(always)]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         e.uint8(FullCmd::RequestOp.code())?;
         e.int(self.op_event.code())?;
@@ -476,35 +664,9 @@ pub struct JobDetail<'a> {
     pub migrating: Option<List<'a, ProcessName>>,
 }
 
-/// JOB_STATE: the global coordinator's job state, to every local coordinator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct JobState<'a> {
-    /// The job.
-    pub jobid: u32,
-    /// Its checkpoint state.
-    pub state: StateCode,
-    /// The long form's fields; `None` for the quick form.
-    pub detail: Option<JobDetail<'a>>,
-}
-
-impl<'a> JobState<'a> {
-    #[inline]
-    fn decode_body(cmd: u8, r: &mut Reader<'a>) -> Result<Self, DecodeError> {
-        let quick = match FullCmd::from_code(cmd) {
-            Some(FullCmd::UpdateJobState) => false,
-            Some(FullCmd::UpdateJobStateQuick) => true,
-            _ => return Err(full_command_error(cmd)),
-        };
-        let jobid = r.uint32("jobid")?;
-        let state = StateCode::decode(r)?;
-        if quick {
-            return Ok(Self {
-                jobid,
-                state,
-                detail: None,
-            });
-        }
+impl<'a> JobDetail<'a> {
+    #[inline(always)]
+    fn decode<E: Failure>(r: &mut Reader<'a, E>) -> Result<Self, E> {
         let handle = r.uint32("sstore handle")?;
         let options = JobOptions {
             term: r.bool("term")?,
@@ -517,7 +679,7 @@ impl<'a> JobState<'a> {
             let n = r.size("process count")?;
             // A count beyond the address space cannot fit in the buffer either.
             let n = usize::try_from(n).map_err(|_| {
-                DecodeError::new(
+                E::new(
                     at,
                     "process count",
                     ErrorKind::Truncated {
@@ -531,22 +693,69 @@ impl<'a> JobState<'a> {
             None
         };
         Ok(Self {
+            handle,
+            options,
+            migrating,
+        })
+    }
+}
+
+/// JOB_STATE: the global coordinator's job state, to every local coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct JobState<'a> {
+    /// The job.
+    pub jobid: u32,
+    /// Its checkpoint state.
+    pub state: StateCode,
+    /// The long form's fields; `None` for the quick form.
+    pub detail: Option<JobDetail<'a>>,
+}
+
+impl<'a> JobState<'a> {
+    #[inline(always)]
+    fn decode_body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        let quick = match FullCmd::from_code(cmd) {
+            Some(FullCmd::UpdateJobState) => false,
+            Some(FullCmd::UpdateJobStateQuick) => true,
+            _ => return Err(full_command_error(cmd)),
+        };
+        let jobid = r.uint32("jobid")?;
+        let state = StateCode::decode(r)?;
+        let detail = if quick {
+            None
+        } else {
+            Some(apart(r, JobDetail::decode)?)
+        };
+        Ok(Self {
             jobid,
             state,
-            detail: Some(JobDetail {
-                handle,
-                options,
-                migrating,
-            }),
+            detail,
         })
+    }
+}
+
+impl<'a> Decode<'a> for JobState<'a> {
+    #[inline(always)]
+    fn body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        Self::decode_body(cmd, r)
     }
 }
 
 impl<'a> Message<'a> for JobState<'a> {
     fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        parse_whole(bytes, Self::decode_body)
+        two_pass(bytes, Self::body)
     }
 
+    #[inline]
+    fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
+        match self.detail {
+            Some(_) => emit_apart(self, buf),
+            None => emit_here(self, buf),
+        }
+    }
+
+    #[inline(always)]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         let cmd = if self.detail.is_some() {
             FullCmd::UpdateJobState
@@ -583,24 +792,30 @@ pub struct LocalFinish {
 }
 
 impl LocalFinish {
-    #[inline]
-    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    #[inline(always)]
+    fn decode_body<E: Failure>(r: &mut Reader<'_, E>) -> Result<Self, E> {
         let at = r.position();
         let code = r.int("cr_state")?;
         let cr_state = CrState::from_code(code)
-            .ok_or_else(|| DecodeError::new(at, "cr_state", ErrorKind::UnknownCrState(code)))?;
+            .ok_or_else(|| E::new(at, "cr_state", ErrorKind::UnknownCrState(code)))?;
         Ok(Self { cr_state })
+    }
+}
+
+impl<'a> Decode<'a> for LocalFinish {
+    #[inline(always)]
+    fn body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        expect_snapc_cmd(cmd, SnapcCmd::LocalFinish)?;
+        Self::decode_body(r)
     }
 }
 
 impl<'a> Message<'a> for LocalFinish {
     fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        parse_whole(bytes, |cmd, r| {
-            expect_snapc_cmd(cmd, SnapcCmd::LocalFinish)?;
-            Self::decode_body(r)
-        })
+        two_pass(bytes, Self::body)
     }
 
+    #[inline(always)]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         e.uint8(SnapcCmd::LocalFinish.code())?;
         e.int(self.cr_state.code())
@@ -621,8 +836,8 @@ pub struct LocalUpdate {
 }
 
 impl LocalUpdate {
-    #[inline]
-    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    #[inline(always)]
+    fn decode_body<E: Failure>(r: &mut Reader<'_, E>) -> Result<Self, E> {
         let name = r.name("process name")?;
         let pid = r.pid("pid")?;
         let debug = if r.remaining() > 0 {
@@ -634,14 +849,20 @@ impl LocalUpdate {
     }
 }
 
+impl<'a> Decode<'a> for LocalUpdate {
+    #[inline(always)]
+    fn body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        expect_snapc_cmd(cmd, SnapcCmd::LocalUpdate)?;
+        Self::decode_body(r)
+    }
+}
+
 impl<'a> Message<'a> for LocalUpdate {
     fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        parse_whole(bytes, |cmd, r| {
-            expect_snapc_cmd(cmd, SnapcCmd::LocalUpdate)?;
-            Self::decode_body(r)
-        })
+        two_pass(bytes, Self::body)
     }
 
+    #[inline(always)]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         e.uint8(SnapcCmd::LocalUpdate.code())?;
         e.name(self.name)?;
@@ -653,11 +874,13 @@ impl<'a> Message<'a> for LocalUpdate {
     }
 }
 
-fn snapc_command_error(cmd: u8) -> DecodeError {
+#[inline]
+fn snapc_command_error<E: Failure>(cmd: u8) -> E {
     command_error(cmd, SnapcCmd::from_code(cmd).is_some())
 }
 
-fn expect_snapc_cmd(cmd: u8, expected: SnapcCmd) -> Result<(), DecodeError> {
+#[inline]
+fn expect_snapc_cmd<E: Failure>(cmd: u8, expected: SnapcCmd) -> Result<(), E> {
     if cmd == expected.code() {
         Ok(())
     } else {
@@ -675,17 +898,56 @@ pub enum ToGc<'a> {
     OrtedState(OrtedState),
 }
 
-impl<'a> Message<'a> for ToGc<'a> {
-    fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        parse_whole(bytes, |cmd, r| match FullCmd::from_code(cmd) {
-            Some(FullCmd::RequestOp) => RequestOp::decode_body(r).map(Self::RequestOp),
-            Some(FullCmd::UpdateOrtedState | FullCmd::UpdateOrtedStateQuick) => {
-                OrtedState::decode_body(cmd, r).map(Self::OrtedState)
-            }
-            _ => Err(full_command_error(cmd)),
-        })
+impl<'a> ToGc<'a> {
+    #[inline(always)]
+    fn request<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        RequestOp::body(cmd, r).map(Self::RequestOp)
     }
 
+    #[inline(always)]
+    fn request_without_args<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        RequestOp::body_without_args(cmd, r).map(Self::RequestOp)
+    }
+
+    #[inline(always)]
+    fn orted_state<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        OrtedState::body(cmd, r).map(Self::OrtedState)
+    }
+}
+
+impl<'a> Decode<'a> for ToGc<'a> {
+    #[inline(always)]
+    fn body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        match FullCmd::from_code(cmd) {
+            Some(FullCmd::RequestOp) => Self::request(cmd, r),
+            Some(FullCmd::UpdateOrtedState | FullCmd::UpdateOrtedStateQuick) => {
+                Self::orted_state(cmd, r)
+            }
+            _ => Err(full_command_error(cmd)),
+        }
+    }
+}
+
+impl<'a> Message<'a> for ToGc<'a> {
+    #[inline]
+    fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        match peek_command(bytes) {
+            Some(REQUEST_OP) if RequestOp::has_args(bytes) => two_pass_apart(bytes, Self::request),
+            Some(REQUEST_OP) => two_pass(bytes, Self::request_without_args),
+            Some(ORTED_STATE | ORTED_STATE_QUICK) => two_pass(bytes, Self::orted_state),
+            _ => explain(bytes),
+        }
+    }
+
+    #[inline]
+    fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
+        match self {
+            Self::RequestOp(m) => m.emit(buf),
+            Self::OrtedState(m) => m.emit(buf),
+        }
+    }
+
+    #[inline(always)]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         match self {
             Self::RequestOp(m) => m.encode(e),
@@ -706,31 +968,64 @@ pub enum FromGc<'a> {
     JobState(JobState<'a>),
 }
 
-impl<'a> Message<'a> for FromGc<'a> {
-    fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        parse_whole(bytes, |cmd, r| match FullCmd::from_code(cmd) {
-            Some(FullCmd::RequestOp) => Ok(match OpResponse::decode_body(r)? {
-                OpResponse {
-                    op_event: OpEvent::FinAck,
-                    ..
-                } => Self::FinAck,
-                response => Self::OpResponse(response),
-            }),
-            Some(FullCmd::UpdateJobState | FullCmd::UpdateJobStateQuick) => {
-                JobState::decode_body(cmd, r).map(Self::JobState)
-            }
-            _ => Err(full_command_error(cmd)),
+impl<'a> FromGc<'a> {
+    #[inline(always)]
+    fn answer<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        Ok(match OpResponse::body(cmd, r)? {
+            OpResponse {
+                op_event: OpEvent::FinAck,
+                ..
+            } => Self::FinAck,
+            response => Self::OpResponse(response),
         })
     }
 
+    #[inline(always)]
+    fn job_state<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        JobState::body(cmd, r).map(Self::JobState)
+    }
+}
+
+impl<'a> Decode<'a> for FromGc<'a> {
+    #[inline(always)]
+    fn body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        match FullCmd::from_code(cmd) {
+            Some(FullCmd::RequestOp) => Self::answer(cmd, r),
+            Some(FullCmd::UpdateJobState | FullCmd::UpdateJobStateQuick) => Self::job_state(cmd, r),
+            _ => Err(full_command_error(cmd)),
+        }
+    }
+}
+
+impl<'a> Message<'a> for FromGc<'a> {
+    #[inline]
+    fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        // Answers first: they are the most frequent, and FIN_ACK the shortest.
+        let cmd = peek_command(bytes);
+        if cmd == Some(REQUEST_OP) {
+            return two_pass(bytes, Self::answer);
+        }
+        match cmd {
+            Some(JOB_STATE_QUICK) => two_pass(bytes, Self::job_state),
+            Some(JOB_STATE) => two_pass_apart(bytes, Self::job_state),
+            _ => explain(bytes),
+        }
+    }
+
+    #[inline]
+    fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
+        match self {
+            Self::OpResponse(m) => m.emit(buf),
+            Self::FinAck => OpResponse::FIN_ACK.emit(buf),
+            Self::JobState(m) => m.emit(buf),
+        }
+    }
+
+    #[inline(always)]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         match self {
             Self::OpResponse(m) => m.encode(e),
-            Self::FinAck => OpResponse {
-                op_event: OpEvent::FinAck,
-                op_state: None,
-            }
-            .encode(e),
+            Self::FinAck => OpResponse::FIN_ACK.encode(e),
             Self::JobState(m) => m.encode(e),
         }
     }
@@ -746,19 +1041,312 @@ pub enum ToDaemon {
     LocalUpdate(LocalUpdate),
 }
 
-impl<'a> Message<'a> for ToDaemon {
-    fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        parse_whole(bytes, |cmd, r| match SnapcCmd::from_code(cmd) {
-            Some(SnapcCmd::LocalFinish) => LocalFinish::decode_body(r).map(Self::LocalFinish),
-            Some(SnapcCmd::LocalUpdate) => LocalUpdate::decode_body(r).map(Self::LocalUpdate),
-            _ => Err(snapc_command_error(cmd)),
-        })
+impl ToDaemon {
+    #[inline(always)]
+    fn finish<E: Failure>(cmd: u8, r: &mut Reader<'_, E>) -> Result<Self, E> {
+        LocalFinish::body(cmd, r).map(Self::LocalFinish)
     }
 
+    #[inline(always)]
+    fn update<E: Failure>(cmd: u8, r: &mut Reader<'_, E>) -> Result<Self, E> {
+        LocalUpdate::body(cmd, r).map(Self::LocalUpdate)
+    }
+}
+
+impl<'a> Decode<'a> for ToDaemon {
+    #[inline(always)]
+    fn body<E: Failure>(cmd: u8, r: &mut Reader<'a, E>) -> Result<Self, E> {
+        match SnapcCmd::from_code(cmd) {
+            Some(SnapcCmd::LocalFinish) => Self::finish(cmd, r),
+            Some(SnapcCmd::LocalUpdate) => Self::update(cmd, r),
+            _ => Err(snapc_command_error(cmd)),
+        }
+    }
+}
+
+impl<'a> Message<'a> for ToDaemon {
+    #[inline]
+    fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        match peek_command(bytes) {
+            Some(LOCAL_FINISH) => two_pass(bytes, Self::finish),
+            Some(LOCAL_UPDATE) => two_pass(bytes, Self::update),
+            _ => explain(bytes),
+        }
+    }
+
+    #[inline]
+    fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
+        match self {
+            Self::LocalFinish(m) => m.emit(buf),
+            Self::LocalUpdate(m) => m.emit(buf),
+        }
+    }
+
+    #[inline(always)]
     fn encode<S: Sink>(&self, e: &mut Encoder<S>) -> Result<(), EmitError> {
         match self {
             Self::LocalFinish(m) => m.encode(e),
             Self::LocalUpdate(m) => m.encode(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::dss::CarefulOnly;
+    use core::fmt::Debug;
+
+    type Buf = heapless::Vec<u8, 512>;
+
+    const PROCS: [ProcessName; 3] = [
+        ProcessName { jobid: 7, vpid: 0 },
+        ProcessName { jobid: 7, vpid: 1 },
+        ProcessName {
+            jobid: u32::MAX,
+            vpid: 0x8000_0000,
+        },
+    ];
+    const ENTRIES: [MigrateEntry<'static>; 3] = [
+        MigrateEntry {
+            vpid: 0,
+            host: Some("node-017"),
+            vpid_pref: 1,
+            off_node: false,
+        },
+        MigrateEntry {
+            vpid: -1,
+            host: None,
+            vpid_pref: i32::MIN,
+            off_node: true,
+        },
+        MigrateEntry {
+            vpid: 2,
+            host: Some("nœud-été"),
+            vpid_pref: 0,
+            off_node: false,
+        },
+    ];
+    // Lengths around the word boundaries of the NUL search.
+    const HANDLES: [&str; 9] = [
+        "",
+        "a",
+        "seven77",
+        "eight888",
+        "nine99999",
+        "sixteen_sixteen_",
+        "seventeen_1234567",
+        "thirty-two_bytes_of_handle_text!",
+        "a handle of thirty-three bytes!!!",
+    ];
+
+    fn to_gc() -> impl Iterator<Item = ToGc<'static>> {
+        let requests = [
+            Request::None,
+            Request::Init,
+            Request::Fin,
+            Request::FinAck,
+            Request::Checkpoint,
+            Request::QuiesceStart,
+            Request::QuiesceCheckpoint,
+            Request::QuiesceEnd,
+            Request::Restart {
+                seq_num: -3,
+                handle: None,
+            },
+            Request::Migrate(List::Items(&ENTRIES)),
+            Request::Migrate(List::Items(&[])),
+        ]
+        .into_iter()
+        .chain(HANDLES.into_iter().map(|h| Request::Restart {
+            seq_num: 3,
+            handle: Some(h),
+        }));
+        requests
+            .map(|request| {
+                ToGc::RequestOp(RequestOp {
+                    jobid: 0x1234_0001,
+                    request,
+                })
+            })
+            .chain([false, true].into_iter().map(|quick| {
+                ToGc::OrtedState(OrtedState {
+                    quick,
+                    state: StateCode {
+                        state: CkptState::FinishedLocal,
+                        notify: quick,
+                    },
+                })
+            }))
+    }
+
+    fn from_gc() -> impl Iterator<Item = FromGc<'static>> {
+        let answers = OpEvent::ALL.iter().filter_map(|&op_event| {
+            (op_event != OpEvent::FinAck).then_some(FromGc::OpResponse(OpResponse {
+                op_event,
+                op_state: op_event.carries_op_state().then_some(-1),
+            }))
+        });
+        let detail = |migrating| {
+            Some(JobDetail {
+                handle: 9,
+                options: JobOptions {
+                    stop: true,
+                    inc_recover_only: true,
+                    ..JobOptions::default()
+                },
+                migrating,
+            })
+        };
+        answers.chain([FromGc::FinAck]).chain(
+            [None, detail(None), detail(Some(List::Items(&PROCS)))]
+                .into_iter()
+                .map(|detail| {
+                    FromGc::JobState(JobState {
+                        jobid: 5,
+                        state: StateCode {
+                            state: CkptState::Established,
+                            notify: true,
+                        },
+                        detail,
+                    })
+                }),
+        )
+    }
+
+    fn to_daemon() -> impl Iterator<Item = ToDaemon> {
+        [None, Some(false), Some(true)]
+            .into_iter()
+            .map(|debug| {
+                ToDaemon::LocalUpdate(LocalUpdate {
+                    name: ProcessName { jobid: 3, vpid: 4 },
+                    pid: -2,
+                    debug,
+                })
+            })
+            .chain(
+                CrState::ALL
+                    .iter()
+                    .map(|&cr_state| ToDaemon::LocalFinish(LocalFinish { cr_state })),
+            )
+    }
+
+    /// The first pass alone, the careful paths alone, and `parse`.
+    fn passes<'a, T: Decode<'a> + Message<'a>>(
+        bytes: &'a [u8],
+    ) -> (Option<T>, Result<T, DecodeError>, Result<T, DecodeError>) {
+        (
+            parse_whole::<T, Rejected>(bytes, T::body).ok(),
+            parse_whole::<T, CarefulOnly>(bytes, T::body).map_err(|e| e.0),
+            T::parse(bytes),
+        )
+    }
+
+    /// The fast paths accept exactly what the careful ones accept, with the
+    /// same value, and `parse` answers as the careful paths do.
+    fn agree<'a, T: Decode<'a> + Message<'a> + PartialEq + Debug>(bytes: &'a [u8]) {
+        let (quick, careful, parsed) = passes::<T>(bytes);
+        assert_eq!(quick.as_ref(), careful.as_ref().ok(), "{bytes:02x?}");
+        assert_eq!(parsed, careful, "{bytes:02x?}");
+    }
+
+    /// `m` decodes on the first pass to itself, and every change of one
+    /// byte, every prefix and an extra byte get the same answer from the
+    /// fast and the careful paths.
+    macro_rules! check {
+        ($t:ty, $m:expr) => {{
+            let m = $m;
+            let mut bytes = Buf::new();
+            m.emit_vec(&mut bytes).unwrap();
+            let mut changed = Buf::new();
+            for at in 0..bytes.len() {
+                for flip in [0x01, 0x80, 0xff] {
+                    changed.clone_from(&bytes);
+                    changed[at] ^= flip;
+                    agree::<$t>(&changed);
+                }
+                changed.clone_from(&bytes);
+                changed[at] = 0;
+                agree::<$t>(&changed);
+                agree::<$t>(&bytes[..at]);
+            }
+            changed.clone_from(&bytes);
+            changed.push(0).unwrap();
+            agree::<$t>(&changed);
+            let (quick, _, parsed) = passes::<$t>(&bytes);
+            assert_eq!(quick.as_ref(), Some(&m), "the first pass takes {m:?}");
+            assert_eq!(parsed.as_ref(), Ok(&m));
+        }};
+    }
+
+    #[test]
+    fn both_passes_accept_the_same_input() {
+        for m in to_gc() {
+            check!(ToGc<'_>, m);
+            if let ToGc::RequestOp(r) = m {
+                check!(RequestOp<'_>, r);
+            }
+            if let ToGc::OrtedState(o) = m {
+                check!(OrtedState, o);
+            }
+        }
+        for m in from_gc() {
+            check!(FromGc<'_>, m);
+            match m {
+                FromGc::JobState(j) => check!(JobState<'_>, j),
+                FromGc::OpResponse(o) => check!(OpResponse, o),
+                FromGc::FinAck => {}
+            }
+        }
+        for m in to_daemon() {
+            check!(ToDaemon, m);
+            match m {
+                ToDaemon::LocalFinish(f) => check!(LocalFinish, f),
+                ToDaemon::LocalUpdate(u) => check!(LocalUpdate, u),
+            }
+        }
+    }
+
+    #[test]
+    fn emit_reports_what_it_met_first() {
+        let invalid = ToGc::RequestOp(RequestOp {
+            jobid: 1,
+            request: Request::Restart {
+                seq_num: 1,
+                handle: Some("a\0b"),
+            },
+        });
+        // Room up to the string: the value is reported, as it is met first.
+        assert_eq!(
+            invalid.emit(&mut [0; 40]),
+            Err(EmitError::Invalid("global_handle"))
+        );
+        assert_eq!(
+            invalid.emit(&mut [0; 31]),
+            Err(EmitError::Invalid("global_handle"))
+        );
+        // No room for the fields before it: too small, with the length so far.
+        assert_eq!(
+            invalid.emit(&mut [0; 30]),
+            Err(EmitError::TooSmall {
+                needed: 31,
+                available: 30
+            })
+        );
+        let fine = ToGc::RequestOp(RequestOp {
+            jobid: 1,
+            request: Request::Restart {
+                seq_num: 1,
+                handle: Some("ab"),
+            },
+        });
+        assert_eq!(fine.emit(&mut [0; 42]), Ok(42));
+        assert_eq!(
+            fine.emit(&mut [0; 41]),
+            Err(EmitError::TooSmall {
+                needed: 42,
+                available: 41
+            })
+        );
     }
 }
