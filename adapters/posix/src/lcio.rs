@@ -696,6 +696,20 @@ impl FifoIo {
         let holder = claim
             .map(|(h, _)| *h)
             .or_else(|| target::fd_holders(&keys, &[pid, me]).first().copied());
+        // The holder scans match by inode: a name unlinked meanwhile may have
+        // given its inode to someone else's file. A holder counts only if
+        // every name still is the file that was looked up.
+        let unchanged = || {
+            files
+                .iter()
+                .all(|f| file_key(&f.1).is_some_and(|(k, _, _)| k == f.2))
+        };
+        if holder.is_some() && !unchanged() {
+            return Verdict::Defer {
+                note: format!("the names of pid {pid} changed while they were checked ({listing})"),
+                unheld: false,
+            };
+        }
         if let Some(h) = holder {
             return Verdict::Fail(
                 IoError::Failed,
@@ -827,15 +841,23 @@ impl FifoIo {
             }
             // Names that are not this handshake's: another coordinator's,
             // started about when this one was. Its claim ends this one.
-            let keys: Vec<FileKey> = names
+            let files: Vec<(PathBuf, FileKey)> = names
                 .iter()
                 .filter(|n| n.kind == FifoKind::ProgWrite)
-                .filter_map(|n| file_key(&self.pipe_dir.fifo_path(*n)).map(|(k, _, _)| k))
+                .filter_map(|n| {
+                    let path = self.pipe_dir.fifo_path(*n);
+                    file_key(&path).map(|(k, _, _)| (path, k))
+                })
                 .collect();
-            if let Some((holder, _)) = target::flock_holders(&keys)
-                .into_iter()
-                .find(|(h, _)| *h != pid)
-            {
+            let keys: Vec<FileKey> = files.iter().map(|f| f.1).collect();
+            // Matched by inode: the lock counts only if its name still is
+            // that file (an unlinked name's inode may be someone else's now).
+            if let Some((holder, _)) = target::flock_holders(&keys).into_iter().find(|(h, key)| {
+                *h != pid
+                    && files.iter().any(|(path, k)| {
+                        k == key && file_key(path).is_some_and(|(now, _, _)| now == *k)
+                    })
+            }) {
                 let listing = self.listing(names.iter().copied());
                 return self.fail(
                     lc,
