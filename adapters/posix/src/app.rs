@@ -199,6 +199,21 @@ impl Config {
             .unwrap_or_else(|| self.timeout.saturating_mul(RELEASE_PER_TIMEOUT))
     }
 
+    /// The variables [`from_vars`](Self::from_vars) reads.
+    pub const VARIABLES: &[&str] = &[
+        "SNAPC_PIPE_DIR",
+        "SNAPC_SNAPSHOT_ROOT",
+        "SNAPC_SIGNAL",
+        "SNAPC_REQUEST_TIMEOUT",
+        "SNAPC_TIMEOUT",
+        "SNAPC_RELEASE_TIMEOUT",
+        "SNAPC_STORE",
+        "SNAPC_DAEMON_SOCKET",
+        "SNAPC_JOBID",
+        "SNAPC_RANK",
+        "SNAPC_RESTART_DIR",
+    ];
+
     /// The defaults, overridden by the `SNAPC_*` variables that are set.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_vars(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
@@ -306,6 +321,11 @@ pub enum StartError {
         error: LinkError,
     },
 }
+
+/// [`Snapc::progress_wait`]: no checkpoint signal came within the timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no checkpoint signal within {0:?}")]
+pub struct NoSignal(pub Duration);
 
 /// Why an application request failed.
 #[derive(Debug, thiserror::Error)]
@@ -540,6 +560,28 @@ impl<H: Hooks> Snapc<H> {
             return None;
         }
         self.progress_slow()
+    }
+
+    /// Whether a checkpoint signal has arrived and its checkpoint has not
+    /// started yet: one atomic load, nothing taken. Ranks that exchange
+    /// messages agree on it collectively (one allreduce per iteration) and
+    /// then all call [`progress_wait`](Self::progress_wait), so that none
+    /// blocks in a message exchange while another is in its handshake.
+    #[inline]
+    pub fn pending(&self) -> bool {
+        CHECKPOINT_FLAG.is_requested()
+    }
+
+    /// Waits up to `timeout` for the checkpoint signal that the ranks'
+    /// agreement says is coming, then runs it as [`progress`](Self::progress)
+    /// does. Runs at once when a signal is already pending or a checkpoint
+    /// is under way (a stalled prepare, a quiesce). The wait is woken by the
+    /// signal's handler, whichever thread the signal reaches.
+    pub fn progress_wait(&mut self, timeout: Duration) -> Result<Option<Outcome>, NoSignal> {
+        if !self.machine.is_idle() || signal::wait_requested(timeout) {
+            return Ok(self.progress_slow());
+        }
+        Err(NoSignal(timeout))
     }
 
     #[cold]
@@ -1102,6 +1144,20 @@ mod tests {
         let bad = Config::from_vars(|k| (k == "SNAPC_SIGNAL").then(|| "SIGWHAT".to_string()))
             .unwrap_err();
         assert!(bad.to_string().contains("SIGWHAT"));
+    }
+
+    #[test]
+    fn variables_lists_every_variable_read() {
+        let read = std::cell::RefCell::new(Vec::new());
+        let _ = Config::from_vars(|k| {
+            read.borrow_mut().push(k.to_string());
+            None
+        });
+        let mut read = read.into_inner();
+        read.sort();
+        let mut listed: Vec<String> = Config::VARIABLES.iter().map(|s| s.to_string()).collect();
+        listed.sort();
+        assert_eq!(read, listed);
     }
 
     #[test]

@@ -11,9 +11,11 @@ use nix::time::{ClockId, clock_gettime};
 use snapc_core::app::CheckpointFlag;
 use snapc_core::time::Instant;
 use std::ffi::c_int;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::str::FromStr;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 /// The process's checkpoint-request flag; signal handlers are process-wide, so it is too.
 pub static CHECKPOINT_FLAG: CheckpointFlag = CheckpointFlag::new();
@@ -72,8 +74,16 @@ extern "C" fn on_signal(
     info: *mut nix::libc::siginfo_t,
     ctx: *mut nix::libc::c_void,
 ) {
-    // Async-signal-safe only: a clock read, atomics, and the chained call.
+    // Async-signal-safe only: a clock read, atomics, one write(2) to wake a
+    // waiter, and the chained call.
     let _ = CHECKPOINT_FLAG.request_at(now());
+    let fd = WAKE_FD.load(Ordering::Acquire);
+    if fd >= 0 {
+        // SAFETY: write(2) is async-signal-safe; `fd` is the write end of
+        // the wake-up pipe, which is never closed once created. A full pipe
+        // (EAGAIN) already wakes the waiter.
+        let _ = unsafe { nix::libc::write(fd, [1u8].as_ptr().cast(), 1) };
+    }
     let prev = PREVIOUS.load(Ordering::Acquire);
     if prev != 0 {
         if PREVIOUS_SIGINFO.load(Ordering::Acquire) {
@@ -133,6 +143,57 @@ pub fn ignore_sigpipe() {
     {
         // SAFETY: restoring the application's own handler.
         let _ = unsafe { sigaction(Signal::SIGPIPE, &previous) };
+    }
+}
+
+/// The write end of the wake-up pipe the handler writes a byte to (-1: none yet).
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+/// The wake-up pipe (read end, write end), created by the first waiter and
+/// kept for the process's life (the handler may write to it at any time);
+/// `None` if it could not be created.
+static WAKE_PIPE: OnceLock<Option<(OwnedFd, OwnedFd)>> = OnceLock::new();
+
+/// Waits until a checkpoint request is pending ([`CheckpointFlag::is_requested`])
+/// or `timeout` has passed; returns whether one is pending.
+///
+/// The first call creates a non-blocking pipe the handler writes a byte to
+/// after setting the flag, so that the wait wakes whichever thread the
+/// signal was delivered to. Without one (no file descriptor left) it naps
+/// 1 ms at a time.
+pub fn wait_requested(timeout: Duration) -> bool {
+    use nix::fcntl::OFlag;
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let deadline = std::time::Instant::now().checked_add(timeout);
+    let pipe = WAKE_PIPE.get_or_init(|| {
+        nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+            .inspect_err(|e| log::warn!("checkpoint wake-up pipe: {e}; waiting in 1 ms naps"))
+            .ok()
+    });
+    if let Some((_, tx)) = pipe {
+        // Armed before the flag is checked: a signal from here on writes a byte.
+        WAKE_FD.store(tx.as_raw_fd(), Ordering::Release);
+    }
+    loop {
+        if CHECKPOINT_FLAG.is_requested() {
+            return true;
+        }
+        let left = deadline.map_or(Duration::from_secs(1), |d| {
+            d.saturating_duration_since(std::time::Instant::now())
+        });
+        if left.is_zero() {
+            return false;
+        }
+        match pipe {
+            Some((rx, _)) => {
+                // At most a second per poll; the loop checks the flag again.
+                let ms = u16::try_from(left.as_micros().div_ceil(1000).min(1000)).unwrap_or(1000);
+                let mut fds = [PollFd::new(rx.as_fd(), PollFlags::POLLIN)];
+                let _ = poll(&mut fds, PollTimeout::from(ms));
+                let mut drain = [0u8; 64];
+                while matches!(nix::unistd::read(rx, &mut drain), Ok(n) if n > 0) {}
+            }
+            None => std::thread::sleep(left.min(Duration::from_millis(1))),
+        }
     }
 }
 

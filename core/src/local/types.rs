@@ -80,6 +80,14 @@ pub struct SlotId {
 }
 
 impl SlotId {
+    /// A slot id from its parts, as a caller that keeps ids in its own form
+    /// (a C runtime) gives them back. An id the machine did not hand out is
+    /// refused by the input it is given to ([`InputError::NoSuchSlot`],
+    /// [`InputError::Stale`]).
+    pub const fn from_parts(index: u32, generation: u32) -> Self {
+        Self { index, generation }
+    }
+
     /// The slot's index in the caller's storage.
     pub const fn index(self) -> usize {
         self.index as usize
