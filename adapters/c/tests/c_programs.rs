@@ -18,10 +18,9 @@ use std::time::{Duration, Instant};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// What the tests run: the installed prefix, the programs built from it,
+/// What the tests run: the programs built from the installed prefix,
 /// and the `snapc` command and Rust `counter` of this workspace.
 struct Tools {
-    prefix: PathBuf,
     /// counter (C), lc_runtime, contract, contract_cc (C++), counter_static.
     bin: PathBuf,
     /// The Fortran counter, when gfortran is there.
@@ -203,7 +202,6 @@ fn build() -> Option<Tools> {
         .map(|t| PathBuf::from(t).join(if release { "release" } else { "debug" }))
         .unwrap_or(target);
     Some(Tools {
-        prefix,
         bin,
         fortran,
         snapc: target.join("snapc"),
@@ -593,7 +591,7 @@ fn c_runtime_goes_on_when_a_counter_vanishes_mid_handshake() {
     let (code, out) = rt.finish();
     assert_eq!(code, 1, "the first checkpoint failed: {out:?}");
     let gone = format!("report pid={pv} failed: process gone during the final state");
-    assert!(out.iter().any(|l| *l == gone), "{out:?}");
+    assert!(out.contains(&gone), "{out:?}");
     assert!(
         out.iter().any(|l| l.starts_with("checkpoint failed seq=0")),
         "{out:?}"

@@ -254,6 +254,8 @@ impl Placement for CPlacement {
 
 type Machine = GlobalCoordinator<CPlacement, Raw<NodeSlot>, 8>;
 
+/// The magic first, at the same place in every kind's header.
+#[repr(C)]
 struct Header {
     magic: u64,
     last_error: Option<InputError>,

@@ -292,6 +292,8 @@ const DEAD: u64 = 0;
 
 type Machine = LocalCoordinator<Raw<ProcessSlot>>;
 
+/// The magic first, at the same place in every kind's header.
+#[repr(C)]
 struct Header {
     magic: u64,
     last_error: Option<InputError>,

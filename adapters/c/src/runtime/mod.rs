@@ -23,6 +23,8 @@
 //! workspace can compile it as it is.
 
 pub mod ac;
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 pub mod gc;
 pub mod lc;
 
