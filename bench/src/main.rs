@@ -11,14 +11,16 @@
 //! of the system work it needs ([`handshake`], pipes on tmpfs and on disk);
 //! coordination time for 1 to 128 processes and the simulator's cost
 //! ([`scale`]); the size of the machines and the resident size of an
-//! application with and without snapc ([`memory`]). Timings are medians of
+//! application with and without snapc ([`memory`]); libsnapc's sizes and
+//! its safe point called from C ([`capi`]). Timings are medians of
 //! batches or percentiles of rounds; ratios compare figures taken in this
 //! one run.
 //!
 //! The processes the bench measures are this executable run again in a role
-//! ([`child`]). `--only codec,idle,handshake,scale,memory` runs some sections
+//! ([`child`]). `--only codec,idle,handshake,scale,memory,capi` runs some sections
 //! and prints them without writing BENCHMARKS.md.
 
+mod capi;
 mod child;
 mod codec;
 mod handshake;
@@ -173,6 +175,13 @@ fn main() -> std::process::ExitCode {
 
         if let Err(e) = memory::section(&mut md) {
             eprintln!("snapc-bench: memory: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    if want("capi") {
+        eprintln!("libsnapc...");
+        if let Err(e) = capi::section(&mut md, &root, scratch.path()) {
+            eprintln!("snapc-bench: capi: {e}");
             return std::process::ExitCode::FAILURE;
         }
     }

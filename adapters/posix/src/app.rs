@@ -556,10 +556,18 @@ impl<H: Hooks> Snapc<H> {
     /// and returns how it ended, if it did.
     #[inline]
     pub fn progress(&mut self) -> Option<Outcome> {
-        if !CHECKPOINT_FLAG.is_requested() && self.machine.is_idle() {
+        if self.is_idle() {
             return None;
         }
         self.progress_slow()
+    }
+
+    /// Whether [`progress`](Self::progress) has nothing to do: no signal
+    /// pending, no checkpoint or request under way. One atomic load and a
+    /// field read.
+    #[inline]
+    pub fn is_idle(&self) -> bool {
+        !CHECKPOINT_FLAG.is_requested() && self.machine.is_idle()
     }
 
     /// Whether a checkpoint signal has arrived and its checkpoint has not
