@@ -199,7 +199,8 @@ impl Config {
             .unwrap_or_else(|| self.timeout.saturating_mul(RELEASE_PER_TIMEOUT))
     }
 
-    /// The variables [`from_vars`](Self::from_vars) reads.
+    /// The variables [`from_vars`](Self::from_vars) reads (the launchers'
+    /// rank variables among them).
     pub const VARIABLES: &[&str] = &[
         "SNAPC_PIPE_DIR",
         "SNAPC_SNAPSHOT_ROOT",
@@ -211,7 +212,13 @@ impl Config {
         "SNAPC_DAEMON_SOCKET",
         "SNAPC_JOBID",
         "SNAPC_RANK",
+        "OMPI_COMM_WORLD_RANK",
+        "PMIX_RANK",
+        "SLURM_PROCID",
+        "PMI_RANK",
+        "SNAPC_JOB_SECRET",
         "SNAPC_RESTART_DIR",
+        "SNAPC_RESTART_SNAPSHOT",
     ];
 
     /// The defaults, overridden by the `SNAPC_*` variables that are set.
