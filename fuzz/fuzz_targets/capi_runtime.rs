@@ -5,7 +5,7 @@
 //! inputs on stable Rust).
 #![no_main]
 
-#[allow(dead_code, non_camel_case_types, clippy::all)]
+#[allow(dead_code, non_camel_case_types, unexpected_cfgs, clippy::all)]
 #[path = "../../adapters/c/src/runtime/mod.rs"]
 mod runtime;
 
