@@ -15,6 +15,7 @@
 # links the shared library (the .pc file adds an rpath to DIR/lib). A
 # release build unless --debug; cargo's target directory as cargo reports it.
 set -euo pipefail
+trap 'echo "install.sh: failed at line $LINENO" >&2' ERR
 here="$(cd "$(dirname "$0")" && pwd)"
 prefix=""
 profile=release
@@ -42,9 +43,13 @@ built="$target/$profile"
 version="$(cargo pkgid -p snapc-c | sed 's/.*[@#]//')"
 abi="$(sed -n 's/^pub const SNAPC_ABI_VERSION: u32 = \([0-9]*\);/\1/p' src/runtime/mod.rs)"
 
-# What a program linking the static library needs besides it, as rustc says.
-native="$(rustc --print native-static-libs --crate-type staticlib -o /dev/null - </dev/null 2>&1 |
-    sed -n 's/.*native-static-libs: //p')"
+# What a program linking the static library needs besides it, as rustc says
+# for an empty one (built in a scratch directory: rustc renames its output
+# into place, so it must never be given a device such as /dev/null).
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+native="$(printf '' | rustc --print native-static-libs --crate-type staticlib \
+    --crate-name probe -o "$scratch/libprobe.a" - 2>&1 | sed -n 's/.*native-static-libs: //p')" || true
 [ -n "$native" ] || native="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
 
 install -d "$prefix/include" "$prefix/lib/pkgconfig"
