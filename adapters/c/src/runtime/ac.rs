@@ -3,10 +3,10 @@
 //! handshake's bytes themselves (no FIFOs of snapc's, no signal handler of
 //! snapc's). Applications on POSIX use `snapc_start` instead.
 
+use super::handle::{self, Header, Kind};
 use super::{
-    E_INVAL, NO_ENTRY, OK, SNAPC_MAX_MIGRATE_ENTRIES, guard, instant, io_error, message_buf,
-    outcome_info, put, snapc_fifo_options, snapc_names, snapc_outcome, snapc_request, snapc_status,
-    write_text,
+    E_INVAL, NO_ENTRY, OK, SNAPC_MAX_MIGRATE_ENTRIES, guard, instant, io_error, outcome_info, put,
+    snapc_fifo_options, snapc_names, snapc_outcome, snapc_request, snapc_status,
 };
 use core::ffi::{c_char, c_int};
 use snapc_core::app::{
@@ -261,21 +261,50 @@ pub enum snapc_prepare_result {
     SNAPC_PREPARE_FAILED = 2,
 }
 
-const MAGIC: u64 = 0x736e_6170_635f_6163; // "snapc_ac"
-const DEAD: u64 = 0;
+/// The app coordinator's kind of handle: its flag is the shared part (a
+/// signal handler sets it during any other call).
+struct Ac;
 
-#[repr(C)]
-struct Header {
-    magic: u64,
-    flag: CheckpointFlag,
-    last_error: Option<InputError>,
-    ac: AppCoordinator<'static>,
+impl Kind for Ac {
+    const MAGIC: u64 = 0x736e_6170_635f_6163; // "snapc_ac"
+    type Shared = CheckpointFlag;
+    type Machine = AppCoordinator<'static>;
+    type Error = InputError;
+
+    fn status(e: InputError) -> c_int {
+        use snapc_status::*;
+        (match e {
+            InputError::Unexpected => SNAPC_E_UNEXPECTED,
+            InputError::Decode(_) => SNAPC_E_DECODE,
+            InputError::Unsupported(_) => SNAPC_E_INVAL,
+            InputError::Busy(_) => SNAPC_E_BUSY,
+            InputError::Encode(_) => SNAPC_E_NOSPACE,
+            _ => SNAPC_E_REFUSED,
+        }) as c_int
+    }
+}
+
+fn with(
+    ac: *mut snapc_ac,
+    f: impl FnOnce(&mut AppCoordinator<'static>) -> Result<c_int, InputError>,
+) -> c_int {
+    handle::with::<Ac, _>(ac, f)
+}
+
+fn query(ac: *const snapc_ac, f: impl FnOnce(&AppCoordinator<'static>) -> c_int) -> c_int {
+    handle::query::<Ac, _>(ac, f)
+}
+
+/// The flag of a live handle (only ever shared).
+fn flag<'a>(ac: *const snapc_ac) -> Option<&'a CheckpointFlag> {
+    // SAFETY: a live header; the flag is never borrowed mutably.
+    handle::header::<Ac, _>(ac).map(|h| unsafe { &*core::ptr::addr_of!((*h).shared) })
 }
 
 /// The bytes of storage an app coordinator needs (any alignment).
 #[unsafe(no_mangle)]
 pub extern "C" fn snapc_ac_storage_size() -> usize {
-    core::mem::size_of::<Header>() + core::mem::align_of::<Header>() - 1
+    core::mem::size_of::<Header<Ac>>() + core::mem::align_of::<Header<Ac>>() - 1
 }
 
 /// Initialises an app coordinator for `config` in `storage` (`size` bytes,
@@ -296,7 +325,7 @@ pub unsafe extern "C" fn snapc_ac_init(
         if ac.is_null() || !ac.is_aligned() || config.is_null() || !config.is_aligned() {
             return E_INVAL;
         }
-        let Some(l) = super::Layout::of::<Header>(&[]) else {
+        let Some(l) = super::Layout::of::<Header<Ac>>(&[]) else {
             return E_INVAL;
         };
         let base = match l.place(storage, size) {
@@ -305,83 +334,17 @@ pub unsafe extern "C" fn snapc_ac_init(
         };
         // SAFETY: checked for NULL and alignment; the caller's promise.
         let config = Config::from(unsafe { &*config });
-        let h = base.cast::<Header>();
-        // SAFETY: `h` is aligned and inside the caller's storage. The flag
-        // is written first; the machine borrows it for as long as the
-        // storage holds the machine (the ABI's rule: it stays in place).
+        let h = base.cast::<Header<Ac>>();
+        // SAFETY: `h` is aligned and inside the caller's storage, which
+        // stays in place (the ABI's rule) while the machine borrows the flag.
         unsafe {
-            core::ptr::addr_of_mut!((*h).magic).write(DEAD);
-            core::ptr::addr_of_mut!((*h).flag).write(CheckpointFlag::new());
-            core::ptr::addr_of_mut!((*h).last_error).write(None);
-            let flag: &'static CheckpointFlag = &*core::ptr::addr_of!((*h).flag);
-            core::ptr::addr_of_mut!((*h).ac).write(AppCoordinator::new(config, flag));
-            core::ptr::addr_of_mut!((*h).magic).write(MAGIC);
+            handle::init(h, CheckpointFlag::new(), |flag| {
+                AppCoordinator::new(config, flag)
+            });
             ac.write(h.cast());
         }
         OK
     })
-}
-
-fn header(ac: *const snapc_ac) -> Option<*mut Header> {
-    let h = ac.cast::<Header>().cast_mut();
-    if h.is_null() || !h.is_aligned() {
-        return None;
-    }
-    // SAFETY: as for the local coordinator's handles; only the magic is read.
-    (unsafe { core::ptr::addr_of!((*h).magic).read() } == MAGIC).then_some(h)
-}
-
-/// Runs `f` on the machine. Only the machine and the error fields are
-/// borrowed, never the flag, which a signal handler may use meanwhile.
-fn with(
-    ac: *mut snapc_ac,
-    f: impl FnOnce(&mut AppCoordinator<'static>) -> Result<c_int, InputError>,
-) -> c_int {
-    let Some(h) = header(ac) else {
-        return E_INVAL;
-    };
-    let r = guard(|| {
-        // SAFETY: a live header (checked); fields borrowed apart; one
-        // caller at a time.
-        let (m, err) = unsafe {
-            (
-                &mut *core::ptr::addr_of_mut!((*h).ac),
-                &mut *core::ptr::addr_of_mut!((*h).last_error),
-            )
-        };
-        match f(m) {
-            Ok(r) => r,
-            Err(e) => {
-                *err = Some(e);
-                status(e)
-            }
-        }
-    });
-    if r == super::E_PANIC {
-        // SAFETY: as above; never used again.
-        unsafe { core::ptr::addr_of_mut!((*h).magic).write(DEAD) };
-    }
-    r
-}
-
-fn query(ac: *const snapc_ac, f: impl FnOnce(&AppCoordinator<'static>) -> c_int) -> c_int {
-    match header(ac) {
-        // SAFETY: a live header (checked).
-        Some(h) => guard(|| f(unsafe { &*core::ptr::addr_of!((*h).ac) })),
-        None => E_INVAL,
-    }
-}
-
-fn status(e: InputError) -> c_int {
-    use snapc_status::*;
-    (match e {
-        InputError::Unexpected => SNAPC_E_UNEXPECTED,
-        InputError::Decode(_) => SNAPC_E_DECODE,
-        InputError::Unsupported(_) => SNAPC_E_INVAL,
-        InputError::Busy(_) => SNAPC_E_BUSY,
-        InputError::Encode(_) => SNAPC_E_NOSPACE,
-        _ => SNAPC_E_REFUSED,
-    }) as c_int
 }
 
 /// Ends the coordinator; the storage is the caller's again.
@@ -390,14 +353,7 @@ fn status(e: InputError) -> c_int {
 /// `ac` a handle from `snapc_ac_init` (or NULL).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_ac_fini(ac: *mut snapc_ac) -> c_int {
-    match header(ac) {
-        Some(h) => {
-            // SAFETY: a live header; nothing in it needs dropping.
-            unsafe { core::ptr::addr_of_mut!((*h).magic).write(DEAD) };
-            OK
-        }
-        None => E_INVAL,
-    }
+    handle::fini::<Ac, _>(ac)
 }
 
 /// Records a checkpoint request made at `now_us` (the checkpoint signal
@@ -409,12 +365,10 @@ pub unsafe extern "C" fn snapc_ac_fini(ac: *mut snapc_ac) -> c_int {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_ac_signal(ac: *const snapc_ac, now_us: u64) -> c_int {
     use snapc_flag_request::*;
-    let Some(h) = header(ac) else {
+    let Some(flag) = flag(ac) else {
         return E_INVAL;
     };
     // Atomics only: no lock, no allocation, no unwinding possible.
-    // SAFETY: a live header; the flag is only ever shared.
-    let flag = unsafe { &*core::ptr::addr_of!((*h).flag) };
     (match flag.request_at(instant(now_us)) {
         FlagRequest::Requested => SNAPC_FLAG_REQUESTED,
         FlagRequest::AlreadyRequested => SNAPC_FLAG_ALREADY_REQUESTED,
@@ -429,13 +383,7 @@ pub unsafe extern "C" fn snapc_ac_signal(ac: *const snapc_ac, now_us: u64) -> c_
 /// `ac` a handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_ac_pending(ac: *const snapc_ac) -> c_int {
-    match header(ac) {
-        // SAFETY: a live header; the flag is only ever shared.
-        Some(h) => unsafe { &*core::ptr::addr_of!((*h).flag) }
-            .is_requested()
-            .into(),
-        None => E_INVAL,
-    }
+    flag(ac).map_or(E_INVAL, |f| f.is_requested().into())
 }
 
 /// The application's progress point: acts on a pending request, or resumes
@@ -685,22 +633,17 @@ pub unsafe extern "C" fn snapc_ac_poll_action(
     out: *mut u8,
     out_len: usize,
 ) -> c_int {
-    if action.is_null() || !action.is_aligned() {
-        return E_INVAL;
-    }
     // SAFETY: the caller's promise.
-    let buf = match unsafe { message_buf(out, out_len) } {
-        Ok(b) => b,
-        Err(e) => return e,
-    };
-    with(ac, |m| {
-        let Some(a) = m.poll_action(buf) else {
-            return Ok(0);
-        };
-        // SAFETY: checked for NULL and alignment; the caller's promise.
-        unsafe { action.write(convert(a)) };
-        Ok(1)
-    })
+    unsafe {
+        handle::poll_action::<Ac, _, _, _>(
+            ac,
+            action,
+            out,
+            out_len,
+            |m, b| m.poll_action(b),
+            convert,
+        )
+    }
 }
 
 fn frame(f: FrameKind) -> c_int {
@@ -807,17 +750,8 @@ pub unsafe extern "C" fn snapc_ac_poll_timeout(
     ac: *const snapc_ac,
     deadline_us: *mut u64,
 ) -> c_int {
-    if deadline_us.is_null() || !deadline_us.is_aligned() {
-        return E_INVAL;
-    }
-    query(ac, |m| match m.poll_timeout() {
-        Some(t) => {
-            // SAFETY: checked for NULL and alignment; the caller's promise.
-            unsafe { deadline_us.write(t.as_micros()) };
-            1
-        }
-        None => 0,
-    })
+    // SAFETY: the caller's promise.
+    unsafe { handle::poll_timeout::<Ac, _>(ac, deadline_us, |m| m.poll_timeout()) }
 }
 
 /// What the app coordinator is doing (flags of `snapc_ac_state`).
@@ -884,20 +818,6 @@ pub unsafe extern "C" fn snapc_ac_last_error(
     buf: *mut c_char,
     len: usize,
 ) -> c_int {
-    if buf.is_null() || len == 0 || len > isize::MAX as usize {
-        return E_INVAL;
-    }
-    match header(ac) {
-        Some(h) => guard(|| {
-            // SAFETY: the caller's promise for `len` bytes.
-            let out = unsafe { core::slice::from_raw_parts_mut(buf, len) };
-            // SAFETY: a live header (checked).
-            let n = match unsafe { *core::ptr::addr_of!((*h).last_error) } {
-                Some(e) => write_text(out, format_args!("{e}")),
-                None => write_text(out, format_args!("")),
-            };
-            c_int::try_from(n).unwrap_or(c_int::MAX)
-        }),
-        None => E_INVAL,
-    }
+    // SAFETY: the caller's promise.
+    unsafe { handle::last_error::<Ac, _>(ac, buf, len) }
 }

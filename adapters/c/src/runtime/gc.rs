@@ -2,9 +2,8 @@
 //! the caller's storage, with the ranks' placement (for MIGRATE) kept there
 //! too.
 
-use super::{
-    E_INVAL, E_NOSPACE, Layout, OK, Raw, guard, instant, message_buf, put, snapc_status, write_text,
-};
+use super::handle::{self, Header, Kind};
+use super::{E_INVAL, E_NOSPACE, Layout, OK, Raw, guard, instant, put, snapc_status, write_text};
 use core::ffi::{c_char, c_int};
 use core::ptr::NonNull;
 use snapc_core::global::{
@@ -222,8 +221,6 @@ pub struct snapc_gc_move {
     pub with_vpid: u32,
 }
 
-const MAGIC: u64 = 0x736e_6170_635f_6763; // "snapc_gc"
-const DEAD: u64 = 0;
 const UNPLACED: u32 = u32::MAX;
 
 /// One node's host name in the caller's storage.
@@ -252,18 +249,40 @@ impl Placement for CPlacement {
     }
 }
 
-type Machine = GlobalCoordinator<CPlacement, Raw<NodeSlot>, 8>;
+/// The global coordinator's kind of handle.
+struct Gc;
 
-/// The magic first, at the same place in every kind's header.
-#[repr(C)]
-struct Header {
-    magic: u64,
-    last_error: Option<InputError>,
-    gc: Machine,
+impl Kind for Gc {
+    const MAGIC: u64 = 0x736e_6170_635f_6763; // "snapc_gc"
+    type Shared = ();
+    type Machine = GlobalCoordinator<CPlacement, Raw<NodeSlot>, 8>;
+    type Error = InputError;
+
+    fn status(e: InputError) -> c_int {
+        use snapc_status::*;
+        (match e {
+            InputError::Decode(_) => SNAPC_E_DECODE,
+            InputError::UnknownRank(_) | InputError::UnknownLc(_) => SNAPC_E_UNKNOWN,
+            InputError::Busy | InputError::FinPending => SNAPC_E_BUSY,
+            InputError::BadRestart => SNAPC_E_INVAL,
+            InputError::NotWaiting => SNAPC_E_UNEXPECTED,
+            _ => SNAPC_E_REFUSED,
+        }) as c_int
+    }
+}
+
+type Machine = <Gc as Kind>::Machine;
+
+fn with(gc: *mut snapc_gc, f: impl FnOnce(&mut Machine) -> Result<c_int, InputError>) -> c_int {
+    handle::with::<Gc, _>(gc, f)
+}
+
+fn query(gc: *const snapc_gc, f: impl FnOnce(&Machine) -> c_int) -> c_int {
+    handle::query::<Gc, _>(gc, f)
 }
 
 fn layout(n_nodes: usize, n_ranks: u32) -> Option<Layout> {
-    Layout::of::<Header>(&[
+    Layout::of::<Header<Gc>>(&[
         (NodeSlot::SIZE, NodeSlot::ALIGN, n_nodes),
         (4, 4, usize::try_from(n_ranks).ok()?),
         (
@@ -352,76 +371,20 @@ pub unsafe extern "C" fn snapc_gc_init(
                 len: n_nodes,
             },
         };
-        let header = base.cast::<Header>();
+        let header = base.cast::<Header<Gc>>();
+        let nodes = Raw {
+            ptr: nodes,
+            len: n_nodes,
+        };
         // SAFETY: `base` is aligned for the header and inside the storage.
         unsafe {
-            header.write(Header {
-                magic: MAGIC,
-                last_error: None,
-                gc: GlobalCoordinator::new(
-                    config,
-                    placement,
-                    Raw {
-                        ptr: nodes,
-                        len: n_nodes,
-                    },
-                ),
+            handle::init(header, (), |_| {
+                GlobalCoordinator::new(config, placement, nodes)
             });
             gc.write(header.cast());
         }
         OK
     })
-}
-
-fn header(gc: *const snapc_gc) -> Option<*mut Header> {
-    let h = gc.cast::<Header>().cast_mut();
-    if h.is_null() || !h.is_aligned() {
-        return None;
-    }
-    // SAFETY: as for the local coordinator's handles.
-    (unsafe { (*h).magic } == MAGIC).then_some(h)
-}
-
-fn with(gc: *mut snapc_gc, f: impl FnOnce(&mut Machine) -> Result<c_int, InputError>) -> c_int {
-    let Some(h) = header(gc) else {
-        return E_INVAL;
-    };
-    let r = guard(|| {
-        // SAFETY: a live header (checked); one caller at a time.
-        let h = unsafe { &mut *h };
-        match f(&mut h.gc) {
-            Ok(r) => r,
-            Err(e) => {
-                h.last_error = Some(e);
-                status(e)
-            }
-        }
-    });
-    if r == super::E_PANIC {
-        // SAFETY: as above; never used again.
-        unsafe { (*h).magic = DEAD };
-    }
-    r
-}
-
-fn query(gc: *const snapc_gc, f: impl FnOnce(&Machine) -> c_int) -> c_int {
-    match header(gc) {
-        // SAFETY: a live header (checked).
-        Some(h) => guard(|| f(unsafe { &(*h).gc })),
-        None => E_INVAL,
-    }
-}
-
-fn status(e: InputError) -> c_int {
-    use snapc_status::*;
-    (match e {
-        InputError::Decode(_) => SNAPC_E_DECODE,
-        InputError::UnknownRank(_) | InputError::UnknownLc(_) => SNAPC_E_UNKNOWN,
-        InputError::Busy | InputError::FinPending => SNAPC_E_BUSY,
-        InputError::BadRestart => SNAPC_E_INVAL,
-        InputError::NotWaiting => SNAPC_E_UNEXPECTED,
-        _ => SNAPC_E_REFUSED,
-    }) as c_int
 }
 
 /// Ends the coordinator; the storage is the caller's again.
@@ -430,14 +393,7 @@ fn status(e: InputError) -> c_int {
 /// `gc` a handle from `snapc_gc_init` (or NULL).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_gc_fini(gc: *mut snapc_gc) -> c_int {
-    match header(gc) {
-        Some(h) => {
-            // SAFETY: a live header; nothing in it needs dropping.
-            unsafe { (*h).magic = DEAD };
-            OK
-        }
-        None => E_INVAL,
-    }
+    handle::fini::<Gc, _>(gc)
 }
 
 /// Names the host of node `node` (`len` bytes of UTF-8, at most
@@ -611,22 +567,17 @@ pub unsafe extern "C" fn snapc_gc_poll_action(
     out: *mut u8,
     out_len: usize,
 ) -> c_int {
-    if action.is_null() || !action.is_aligned() {
-        return E_INVAL;
-    }
     // SAFETY: the caller's promise.
-    let buf = match unsafe { message_buf(out, out_len) } {
-        Ok(b) => b,
-        Err(e) => return e,
-    };
-    with(gc, |m| {
-        let Some(a) = m.poll_action(buf) else {
-            return Ok(0);
-        };
-        // SAFETY: checked for NULL and alignment; the caller's promise.
-        unsafe { action.write(convert(a)) };
-        Ok(1)
-    })
+    unsafe {
+        handle::poll_action::<Gc, _, _, _>(
+            gc,
+            action,
+            out,
+            out_len,
+            |m, b| m.poll_action(b),
+            convert,
+        )
+    }
 }
 
 fn report(r: &Report) -> snapc_gc_report {
@@ -745,17 +696,8 @@ pub unsafe extern "C" fn snapc_gc_poll_timeout(
     gc: *const snapc_gc,
     deadline_us: *mut u64,
 ) -> c_int {
-    if deadline_us.is_null() || !deadline_us.is_aligned() {
-        return E_INVAL;
-    }
-    query(gc, |m| match m.poll_timeout() {
-        Some(t) => {
-            // SAFETY: checked for NULL and alignment; the caller's promise.
-            unsafe { deadline_us.write(t.as_micros()) };
-            1
-        }
-        None => 0,
-    })
+    // SAFETY: the caller's promise.
+    unsafe { handle::poll_timeout::<Gc, _>(gc, deadline_us, |m| m.poll_timeout()) }
 }
 
 /// What the coordinator is doing (flags of `snapc_gc_state`).
@@ -909,20 +851,6 @@ pub unsafe extern "C" fn snapc_gc_last_error(
     buf: *mut c_char,
     len: usize,
 ) -> c_int {
-    if buf.is_null() || len == 0 || len > isize::MAX as usize {
-        return E_INVAL;
-    }
-    match header(gc) {
-        Some(h) => guard(|| {
-            // SAFETY: the caller's promise for `len` bytes.
-            let out = unsafe { core::slice::from_raw_parts_mut(buf, len) };
-            // SAFETY: a live header (checked).
-            let n = match unsafe { (*h).last_error } {
-                Some(e) => write_text(out, format_args!("{e}")),
-                None => write_text(out, format_args!("")),
-            };
-            c_int::try_from(n).unwrap_or(c_int::MAX)
-        }),
-        None => E_INVAL,
-    }
+    // SAFETY: the caller's promise.
+    unsafe { handle::last_error::<Gc, _>(gc, buf, len) }
 }

@@ -1,9 +1,10 @@
 //! `snapc_lc_*`: the local coordinator (the node daemon's side of the FIFO
 //! handshake for one job's processes on one node) in the caller's storage.
 
+use super::handle::{self, Header, Kind};
 use super::{
-    E_INVAL, E_NOSPACE, Layout, OK, Raw, guard, instant, io_error, message_buf, put, snapc_name,
-    snapc_names, snapc_status, write_text,
+    E_INVAL, E_NOSPACE, Layout, OK, Raw, guard, instant, io_error, put, snapc_name, snapc_names,
+    snapc_status, write_text,
 };
 use core::ffi::{c_char, c_int};
 use core::ptr::NonNull;
@@ -287,21 +288,44 @@ pub struct snapc_lc_action {
     pub report: snapc_lc_report,
 }
 
-const MAGIC: u64 = 0x736e_6170_635f_6c63; // "snapc_lc"
-const DEAD: u64 = 0;
+/// The local coordinator's kind of handle.
+struct Lc;
 
-type Machine = LocalCoordinator<Raw<ProcessSlot>>;
+impl Kind for Lc {
+    const MAGIC: u64 = 0x736e_6170_635f_6c63; // "snapc_lc"
+    type Shared = ();
+    type Machine = LocalCoordinator<Raw<ProcessSlot>>;
+    type Error = InputError;
 
-/// The magic first, at the same place in every kind's header.
-#[repr(C)]
-struct Header {
-    magic: u64,
-    last_error: Option<InputError>,
-    lc: Machine,
+    fn status(e: InputError) -> c_int {
+        use snapc_status::*;
+        (match e {
+            InputError::Decode(_) | InputError::MissingDetail => SNAPC_E_DECODE,
+            InputError::NoSuchSlot => SNAPC_E_NO_SLOT,
+            InputError::Stale => SNAPC_E_STALE,
+            InputError::Unexpected | InputError::DoesNotFit { .. } => SNAPC_E_UNEXPECTED,
+            InputError::Full => SNAPC_E_FULL,
+            InputError::Duplicate => SNAPC_E_DUPLICATE,
+            InputError::UnknownProcess => SNAPC_E_UNKNOWN,
+            InputError::BadPid => SNAPC_E_INVAL,
+            _ => SNAPC_E_REFUSED,
+        }) as c_int
+    }
+}
+
+fn with(
+    lc: *mut snapc_lc,
+    f: impl FnOnce(&mut <Lc as Kind>::Machine) -> Result<c_int, InputError>,
+) -> c_int {
+    handle::with::<Lc, _>(lc, f)
+}
+
+fn query(lc: *const snapc_lc, f: impl FnOnce(&<Lc as Kind>::Machine) -> c_int) -> c_int {
+    handle::query::<Lc, _>(lc, f)
 }
 
 fn layout(n_procs: usize) -> Option<Layout> {
-    Layout::of::<Header>(&[(ProcessSlot::SIZE, ProcessSlot::ALIGN, n_procs)])
+    Layout::of::<Header<Lc>>(&[(ProcessSlot::SIZE, ProcessSlot::ALIGN, n_procs)])
 }
 
 /// The bytes of storage a local coordinator for `n_procs` processes needs
@@ -353,76 +377,16 @@ pub unsafe extern "C" fn snapc_lc_init(
         let Some(ptr) = NonNull::new(slots) else {
             return E_INVAL;
         };
-        let header = base.cast::<Header>();
+        let header = base.cast::<Header<Lc>>();
         // SAFETY: `base` is aligned for the header and inside the storage.
         unsafe {
-            header.write(Header {
-                magic: MAGIC,
-                last_error: None,
-                lc: LocalCoordinator::new(config, Raw { ptr, len: n_procs }),
+            handle::init(header, (), |_| {
+                LocalCoordinator::new(config, Raw { ptr, len: n_procs })
             });
             lc.write(header.cast());
         }
         OK
     })
-}
-
-/// The header behind a handle, if it is a live local coordinator.
-fn header(lc: *const snapc_lc) -> Option<*mut Header> {
-    let h = lc.cast::<Header>().cast_mut();
-    if h.is_null() || !h.is_aligned() {
-        return None;
-    }
-    // SAFETY: a non-NULL, aligned handle is the caller's promise of a
-    // storage that `snapc_lc_init` filled; the magic tells it apart from
-    // another kind's or a finished one.
-    (unsafe { (*h).magic } == MAGIC).then_some(h)
-}
-
-/// Runs `f` on the machine; a refused input is kept for `snapc_lc_last_error`.
-fn with(lc: *mut snapc_lc, f: impl FnOnce(&mut Machine) -> Result<c_int, InputError>) -> c_int {
-    let Some(h) = header(lc) else {
-        return E_INVAL;
-    };
-    let r = guard(|| {
-        // SAFETY: a live header (checked); one caller at a time (the ABI's rule).
-        let h = unsafe { &mut *h };
-        match f(&mut h.lc) {
-            Ok(r) => r,
-            Err(e) => {
-                h.last_error = Some(e);
-                status(e)
-            }
-        }
-    });
-    if r == super::E_PANIC {
-        // SAFETY: as above; the machine may be inconsistent: never used again.
-        unsafe { (*h).magic = DEAD };
-    }
-    r
-}
-
-fn query(lc: *const snapc_lc, f: impl FnOnce(&Machine) -> c_int) -> c_int {
-    match header(lc) {
-        // SAFETY: a live header (checked).
-        Some(h) => guard(|| f(unsafe { &(*h).lc })),
-        None => E_INVAL,
-    }
-}
-
-fn status(e: InputError) -> c_int {
-    use snapc_status::*;
-    (match e {
-        InputError::Decode(_) | InputError::MissingDetail => SNAPC_E_DECODE,
-        InputError::NoSuchSlot => SNAPC_E_NO_SLOT,
-        InputError::Stale => SNAPC_E_STALE,
-        InputError::Unexpected | InputError::DoesNotFit { .. } => SNAPC_E_UNEXPECTED,
-        InputError::Full => SNAPC_E_FULL,
-        InputError::Duplicate => SNAPC_E_DUPLICATE,
-        InputError::UnknownProcess => SNAPC_E_UNKNOWN,
-        InputError::BadPid => SNAPC_E_INVAL,
-        _ => SNAPC_E_REFUSED,
-    }) as c_int
 }
 
 fn name(n: snapc_name) -> ProcessName {
@@ -439,14 +403,7 @@ fn name(n: snapc_name) -> ProcessName {
 /// `lc` must be a handle from `snapc_lc_init` (or NULL).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_lc_fini(lc: *mut snapc_lc) -> c_int {
-    match header(lc) {
-        Some(h) => {
-            // SAFETY: a live header; nothing in it needs dropping.
-            unsafe { (*h).magic = DEAD };
-            OK
-        }
-        None => E_INVAL,
-    }
+    handle::fini::<Lc, _>(lc)
 }
 
 /// Adds a local process (it takes part from the next checkpoint) and
@@ -684,22 +641,17 @@ pub unsafe extern "C" fn snapc_lc_poll_action(
     out: *mut u8,
     out_len: usize,
 ) -> c_int {
-    if action.is_null() || !action.is_aligned() {
-        return E_INVAL;
-    }
     // SAFETY: the caller's promise.
-    let buf = match unsafe { message_buf(out, out_len) } {
-        Ok(b) => b,
-        Err(e) => return e,
-    };
-    with(lc, |m| {
-        let Some(a) = m.poll_action(buf) else {
-            return Ok(0);
-        };
-        // SAFETY: checked for NULL and alignment; the caller's promise.
-        unsafe { action.write(convert(a)) };
-        Ok(1)
-    })
+    unsafe {
+        handle::poll_action::<Lc, _, _, _>(
+            lc,
+            action,
+            out,
+            out_len,
+            |m, b| m.poll_action(b),
+            convert,
+        )
+    }
 }
 
 fn empty_report() -> snapc_lc_report {
@@ -841,17 +793,8 @@ pub unsafe extern "C" fn snapc_lc_poll_timeout(
     lc: *const snapc_lc,
     deadline_us: *mut u64,
 ) -> c_int {
-    if deadline_us.is_null() || !deadline_us.is_aligned() {
-        return E_INVAL;
-    }
-    query(lc, |m| match m.poll_timeout() {
-        Some(t) => {
-            // SAFETY: checked for NULL and alignment; the caller's promise.
-            unsafe { deadline_us.write(t.as_micros()) };
-            1
-        }
-        None => 0,
-    })
+    // SAFETY: the caller's promise.
+    unsafe { handle::poll_timeout::<Lc, _>(lc, deadline_us, |m| m.poll_timeout()) }
 }
 
 /// What the coordinator does as a whole.
@@ -909,10 +852,13 @@ pub unsafe extern "C" fn snapc_lc_len(lc: *const snapc_lc) -> c_int {
 /// `lc` a handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_lc_unexpected_inputs(lc: *const snapc_lc) -> i64 {
-    match header(lc) {
-        // SAFETY: a live header (checked).
-        Some(h) => i64::from(unsafe { &(*h).lc }.unexpected_inputs()),
-        None => i64::from(E_INVAL),
+    let mut n = 0;
+    match query(lc, |m| {
+        n = m.unexpected_inputs();
+        OK
+    }) {
+        OK => i64::from(n),
+        e => i64::from(e),
     }
 }
 
@@ -927,22 +873,8 @@ pub unsafe extern "C" fn snapc_lc_last_error(
     buf: *mut c_char,
     len: usize,
 ) -> c_int {
-    if buf.is_null() || len == 0 || len > isize::MAX as usize {
-        return E_INVAL;
-    }
-    match header(lc) {
-        Some(h) => guard(|| {
-            // SAFETY: the caller's promise for `len` bytes.
-            let out = unsafe { core::slice::from_raw_parts_mut(buf, len) };
-            // SAFETY: a live header (checked).
-            let n = match unsafe { (*h).last_error } {
-                Some(e) => write_text(out, format_args!("{e}")),
-                None => write_text(out, format_args!("")),
-            };
-            c_int::try_from(n).unwrap_or(c_int::MAX)
-        }),
-        None => E_INVAL,
-    }
+    // SAFETY: the caller's promise.
+    unsafe { handle::last_error::<Lc, _>(lc, buf, len) }
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub mod ac;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
 pub mod gc;
+mod handle;
 pub mod lc;
 
 use core::ffi::{c_char, c_int};
