@@ -102,6 +102,14 @@ struct DemoArgs {
     /// Steps each rank computes.
     #[arg(long, default_value_t = 3_000_000)]
     steps: u64,
+    /// The same story with an MPI program: the heat stencil built with
+    /// mpicc against the installed libsnapc (pkg-config snapc), launched
+    /// by mpirun; each snapshot's iteration is checked on every rank.
+    #[arg(long)]
+    mpi: bool,
+    /// Iterations of the heat stencil (--mpi).
+    #[arg(long, default_value_t = 15_000)]
+    iters: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -620,17 +628,29 @@ fn print_status(v: &Value) {
         s("nranks"),
         s("store")
     );
+    if let Some(l) = v.get("launcher").filter(|x| !x.is_null()) {
+        crate::outln!(
+            "  launcher {} pid {} {}",
+            l["program"].as_str().unwrap_or("?"),
+            l["pid"],
+            l["state"].as_str().unwrap_or("?")
+        );
+    }
     for r in v
         .get("ranks")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
     {
+        let state = r["state"].as_str().unwrap_or("?");
+        if r["pid"].is_null() {
+            crate::outln!("  rank {} {state}", r["rank"]);
+            continue;
+        }
         crate::outln!(
-            "  rank {} pid {} {}{}",
+            "  rank {} pid {} {state}{}",
             r["rank"],
             r["pid"],
-            r["state"].as_str().unwrap_or("?"),
             if r["connected"].as_bool() == Some(true) {
                 ""
             } else {
@@ -1151,6 +1171,9 @@ pub fn main() -> ExitCode {
         Command::Stop(args) => conclude(stop(&args), args.job.json),
         Command::Interval(args) => conclude(interval(&args), args.job.json),
         Command::Abort(args) => conclude(abort(&args), args.json),
+        Command::Demo(args) if args.mpi => {
+            crate::mpi_demo::main(args.store, args.ranks, args.iters)
+        }
         Command::Demo(args) => crate::demo::main(args.store, args.ranks, args.steps),
         Command::Counter { args } => crate::counter::main_with_args(args),
         Command::Wire(cmd) => conclude(wire(cmd), false),

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 /// Microseconds each rank sleeps after a slice of 2 000 steps.
 const PACE_US: u64 = 2_000;
 
-struct Job {
+pub(crate) struct Job {
     child: Child,
     lines: Receiver<String>,
     out: Vec<String>,
@@ -36,7 +36,7 @@ struct Job {
 impl Job {
     /// Why the job ended early, from its exit status and the daemon's last
     /// log lines.
-    fn ended(&mut self) -> Option<String> {
+    pub(crate) fn ended(&mut self) -> Option<String> {
         let status = self.child.try_wait().ok()??;
         let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
         let tail: Vec<&str> = log
@@ -54,7 +54,7 @@ impl Job {
     }
 
     /// Collects output lines until the job exits (or `deadline`).
-    fn finish(mut self, deadline: Instant) -> Result<(i32, Vec<String>), String> {
+    pub(crate) fn finish(mut self, deadline: Instant) -> Result<(i32, Vec<String>), String> {
         loop {
             match self.child.try_wait() {
                 Ok(Some(status)) => {
@@ -83,14 +83,14 @@ impl Job {
     }
 }
 
-struct Demo {
-    exe: PathBuf,
-    run_dir: PathBuf,
-    verbose: bool,
+pub(crate) struct Demo {
+    pub(crate) exe: PathBuf,
+    pub(crate) run_dir: PathBuf,
+    pub(crate) verbose: bool,
 }
 
 impl Demo {
-    fn snapc(&self) -> Command {
+    pub(crate) fn snapc(&self) -> Command {
         let mut c = Command::new(&self.exe);
         c.env("SNAPC_RUN_DIR", &self.run_dir)
             .env_remove("SNAPC_DAEMON_SOCKET")
@@ -98,9 +98,15 @@ impl Demo {
         c
     }
 
-    fn spawn(&self, args: &[String]) -> Result<Job, String> {
-        let mut child = self
-            .snapc()
+    pub(crate) fn spawn(&self, args: &[String]) -> Result<Job, String> {
+        self.spawn_env(args, &[])
+    }
+
+    /// [`Demo::spawn`] with more environment.
+    pub(crate) fn spawn_env(&self, args: &[String], env: &[(&str, &str)]) -> Result<Job, String> {
+        let mut cmd = self.snapc();
+        cmd.envs(env.iter().copied());
+        let mut child = cmd
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -138,7 +144,7 @@ impl Demo {
     }
 
     /// Runs a `snapc ... --json` command to its end; its JSON document.
-    fn json(&self, args: &[&str]) -> Result<Value, String> {
+    pub(crate) fn json(&self, args: &[&str]) -> Result<Value, String> {
         let out = self
             .snapc()
             .args(args)
@@ -148,7 +154,64 @@ impl Demo {
         serde_json::from_slice(&out.stdout).map_err(|e| format!("snapc {}: {e}", args.join(" ")))
     }
 
-    fn status(&self, job: &str) -> Option<Value> {
+    /// Waits until every rank of `job` connected (or joined), at most
+    /// `within`; its status. `length` names the option that makes the
+    /// job longer, should it end first.
+    pub(crate) fn wait_ready(
+        &self,
+        job: &str,
+        main: &mut Job,
+        within: Duration,
+        length: &str,
+    ) -> Result<Value, String> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.status(job).filter(|s| s["checkpointable"] == true) {
+                return Ok(s);
+            }
+            if let Some(why) = main.ended() {
+                return Err(format!(
+                    "the job ended before it could be checkpointed ({why}); with {length} it may be too short"
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the job's ranks did not all connect within {} s: {}",
+                    within.as_secs(),
+                    self.status(job)
+                        .and_then(|s| s["not_checkpointable"].as_str().map(str::to_string))
+                        .unwrap_or_else(|| "its daemon does not answer".into())
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Checkpoint `i` of `job` (`snapc checkpoint --json`): its result, or
+    /// why it failed (the job's end, if it ended).
+    pub(crate) fn checkpoint(
+        &self,
+        job: &str,
+        main: &mut Job,
+        i: usize,
+        length: &str,
+    ) -> Result<Value, String> {
+        let fin = self.json(&["checkpoint", "--job", job, "--json"])?;
+        if fin["ok"] == true {
+            return Ok(fin);
+        }
+        if let Some(why) = main.ended() {
+            return Err(format!(
+                "the job ended before checkpoint {i} ({why}); with {length} it is too short for three checkpoints"
+            ));
+        }
+        Err(format!(
+            "checkpoint {i} failed: {}",
+            fin["error"].as_str().unwrap_or("?")
+        ))
+    }
+
+    pub(crate) fn status(&self, job: &str) -> Option<Value> {
         self.json(&["status", "--job", job, "--json"])
             .ok()
             .filter(|s| s["ok"] == true)
@@ -250,44 +313,14 @@ fn story(demo: &Demo, store: &Path, tmp: &Path, ranks: u32, steps: u64) -> Resul
     // The reference run goes alongside: the ranks mostly sleep.
     let reference = demo.spawn(&program(&tmp.join("ref"), "demo-ref"))?;
     let mut main = demo.spawn(&program(store, job))?;
-    // Wait until every rank connected.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = demo.status(job).filter(|s| s["checkpointable"] == true) {
-            break s;
-        }
-        if let Some(why) = main.ended() {
-            return Err(format!(
-                "the job ended before it could be checkpointed ({why}); with --steps {steps} it may be too short"
-            ));
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "the job's ranks did not all connect within 30 s: {}",
-                demo.status(job)
-                    .and_then(|s| s["not_checkpointable"].as_str().map(str::to_string))
-                    .unwrap_or_else(|| "its daemon does not answer".into())
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let length = format!("--steps {steps}");
+    let status = demo.wait_ready(job, &mut main, Duration::from_secs(30), &length)?;
     let started = t0.elapsed();
     crate::outln!("  started in {:.0} ms", started.as_secs_f64() * 1000.0);
     let mut snapshots = Vec::new();
     for i in 0..3 {
         std::thread::sleep(Duration::from_millis(150));
-        let fin = demo.json(&["checkpoint", "--job", job, "--json"])?;
-        if fin["ok"] != true {
-            if let Some(why) = main.ended() {
-                return Err(format!(
-                    "the job ended before checkpoint {i} ({why}); with --steps {steps} it is too short for three checkpoints"
-                ));
-            }
-            return Err(format!(
-                "checkpoint {i} failed: {}",
-                fin["error"].as_str().unwrap_or("?")
-            ));
-        }
+        let fin = demo.checkpoint(job, &mut main, i, &length)?;
         crate::outln!(
             "  checkpoint seq {}: {} bytes in {:.1} ms -> {}",
             fin["seq"],

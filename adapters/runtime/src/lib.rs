@@ -2,8 +2,9 @@
 //!
 //! The `snapc` command and what it runs: direct checkpoints of running
 //! processes ([`direct`]), the node daemon and launcher ([`daemon`]) with its
-//! snapshot store ([`snapstore`]) and control socket ([`control`]), the demo
-//! ([`demo`]) and its `counter` application ([`counter`]), the JSON form of
+//! snapshot store ([`snapstore`]) and control socket ([`control`]), the demos
+//! ([`demo`], and [`mpi_demo`] with the MPI heat stencil) and the `counter`
+//! application ([`counter`]), the JSON form of
 //! the wire messages ([`json`]), the command line ([`cli`]) and its log
 //! ([`logging`]).
 //!
@@ -19,5 +20,6 @@ pub mod fds;
 pub mod json;
 pub mod list;
 pub mod logging;
+pub mod mpi_demo;
 pub mod out;
 pub mod snapstore;

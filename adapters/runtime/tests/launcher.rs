@@ -398,3 +398,39 @@ fn a_joined_rank_that_dies_is_reported_by_rank_and_the_launcher_decides() {
     assert_eq!(code, 143);
     env.assert_clean();
 }
+
+#[test]
+fn a_rank_asks_for_a_restart_and_the_launcher_is_started_again_from_the_snapshot() {
+    let env = Env::new();
+    let steps = steps_for(3.0);
+    let args = format!(
+        "--steps {steps} --pace-us {PACE} --request-checkpoint-at 200000 \
+         --request-restart-at 1000000 --restart-seq 0"
+    );
+    let script = shell_launcher(&[("0", &args), ("1", &args)]);
+    let job = run_launched(&env, "again", 2, &[], &script);
+    let log = job.err.clone();
+    let (code, out) = job.finish(Duration::from_secs(90));
+    assert_eq!(code, 0, "{out:?}");
+    wait_log(&log, Duration::from_secs(5), |l| {
+        l.contains("restart from snapshot 0: every rank runs again")
+    });
+    let log = log.lock().unwrap().clone();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("launcher sh (pid ") && l.contains(") ended for the restart")),
+        "{log:?}"
+    );
+    assert!(!log.iter().any(|l| l.contains("failed")), "{log:?}");
+    // Each rank ran twice: from 0, then from its part of snapshot 0.
+    let mut starts: Vec<u64> = out
+        .iter()
+        .filter_map(|l| l.strip_prefix("start steps=")?.parse().ok())
+        .collect();
+    starts.sort_unstable();
+    assert_eq!(starts.len(), 4, "{out:?}");
+    assert_eq!(&starts[..2], &[0, 0]);
+    assert!(starts[2] >= 200_000 || starts[3] >= 200_000, "{starts:?}");
+    assert_eq!(results(&out), reference(2, &steps));
+    env.assert_clean();
+}

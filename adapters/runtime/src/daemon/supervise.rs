@@ -539,7 +539,7 @@ impl Daemon {
         let program = self.opts.argv[0].clone();
         if stopping {
             self.log(format!(
-                "launcher (pid {pid}) {} for the restart",
+                "launcher {program} (pid {pid}) ended for the restart: {}",
                 state.name()
             ));
             return;

@@ -2,7 +2,6 @@
 //! Without it the tests that need it say they skip; with
 //! `SNAPC_REQUIRE_OMPI=1` (set by `.ci/run`) they fail instead.
 
-use std::collections::BTreeMap;
 use std::process::Command;
 
 /// Says that `test` skips because `why`, or fails when Open MPI is required.
@@ -19,40 +18,68 @@ pub fn skip(test: &str, why: &str) {
     );
 }
 
-/// `mpirun` and the options every test gives it (root allowed, more ranks
-/// than cores, each output line tagged with its rank), or `None` after
-/// saying why the test skips.
-pub fn mpirun(test: &str) -> Option<Vec<String>> {
+/// Whether `mpirun` works; if not, says why the test skips.
+pub fn available(test: &str) -> bool {
     let works = Command::new("mpirun")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
     if !works {
         skip(test, "no working mpirun");
-        return None;
     }
-    Some(
-        [
-            "mpirun",
-            "--allow-run-as-root",
-            "--oversubscribe",
-            "--tag-output",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-    )
+    works
 }
 
-/// `rank -> text` of the lines mpirun tagged as stdout (`[1,3]<stdout>:text`)
-/// that start with `prefix`, the prefix removed; the last one of each rank.
-pub fn tagged(lines: &[String], prefix: &str) -> BTreeMap<u32, String> {
-    lines
-        .iter()
-        .filter_map(|l| {
-            let (tag, text) = l.strip_prefix('[')?.split_once("]<stdout>:")?;
-            let rank = tag.split_once(',')?.1.parse().ok()?;
-            Some((rank, text.strip_prefix(prefix)?.to_string()))
-        })
-        .collect()
+/// The heat stencil (`adapters/runtime/mpi/heat.c`) built with `mpicc`
+/// against libsnapc installed by `adapters/c/install.sh` into a prefix of
+/// the test run's own, and that prefix's pkg-config directory; `None`
+/// after saying why the test skips (no mpirun, mpicc or pkg-config).
+pub fn heat(test: &str) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    use std::path::{Path, PathBuf};
+    use std::sync::OnceLock;
+    static BUILT: OnceLock<Result<(PathBuf, PathBuf), String>> = OnceLock::new();
+    if !available(test) {
+        return None;
+    }
+    for tool in ["mpicc", "pkg-config"] {
+        let found = Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            skip(test, &format!("no {tool}"));
+            return None;
+        }
+    }
+    let built = BUILT.get_or_init(|| {
+        // Kept for the test binary's life: the programs run from it.
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?.keep();
+        let prefix = dir.join("prefix");
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut install = Command::new("bash");
+        install
+            .arg(manifest.join("../c/install.sh"))
+            .arg("--prefix")
+            .arg(&prefix);
+        let release = Path::new(env!("CARGO_BIN_EXE_snapc"))
+            .parent()
+            .is_some_and(|d| d.ends_with("release"));
+        if !release {
+            install.arg("--debug");
+        }
+        let out = install.output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "adapters/c/install.sh: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let pc = prefix.join("lib/pkgconfig");
+        let heat = snapc_runtime::mpi_demo::build_heat(&dir, Some(&pc))?;
+        Ok((heat, pc))
+    });
+    match built {
+        Ok(b) => Some(b.clone()),
+        Err(e) => panic!("building the heat stencil: {e}"),
+    }
 }
