@@ -434,3 +434,22 @@ fn a_rank_asks_for_a_restart_and_the_launcher_is_started_again_from_the_snapshot
     assert_eq!(results(&out), reference(2, &steps));
     env.assert_clean();
 }
+
+#[test]
+fn a_rank_the_daemon_started_that_says_hello_anyway_is_answered() {
+    let env = Env::new();
+    let exe = common::counter_exe().display().to_string();
+    // Not a launcher: the shell is the rank, and the counter it becomes
+    // has a secret from elsewhere.
+    let script = format!("SNAPC_JOB_SECRET=from-elsewhere exec {exe} --run-for 60");
+    let args = env.run_program_args("forked", 1, &[], &["sh", "-c", &script]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let job = env.spawn("forked", &args, &[]);
+    let status = env.ready(&job);
+    assert!(status["launcher"].is_null());
+    let (code, fin) = env.checkpoint("forked", &[]);
+    assert_eq!(code, 0, "{fin}");
+    env.cmd(&["stop", "--job", "forked"]);
+    job.finish(Duration::from_secs(60));
+    env.assert_clean();
+}

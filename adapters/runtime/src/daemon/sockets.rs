@@ -437,6 +437,12 @@ impl Daemon {
                 }
                 Err(e) => self.warn_limited("rank-message", format_args!("rank {rank}: {e}")),
             },
+            // A rank this daemon started, admitted by its pid, that says
+            // hello anyway (it has a secret from elsewhere): it is in.
+            Tag::Join if !self.opts.launcher => {
+                let admitted = snapc_posix::join::Answer::Admitted.encode();
+                self.send_rank(rank, Tag::Join, &admitted);
+            }
             Tag::Join => self.warn_limited(
                 "rank-message",
                 format_args!("rank {rank}: a hello after joining, ignored"),
