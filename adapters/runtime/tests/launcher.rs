@@ -345,14 +345,18 @@ fn a_launcher_that_exits_before_every_rank_joined_ends_the_job_with_an_error() {
     // Starts rank 0 only and leaves it behind.
     let script = format!("SNAPC_RANK=0 {exe} --run-for 60 & echo rank0=$!; sleep 1; exit 0");
     let job = run_launched(&env, "early", 3, &[], &script);
-    let started = Instant::now();
     let (code, out) = job.finish(Duration::from_secs(60));
     assert_eq!(code, 1, "{out:?}");
-    assert!(started.elapsed() < Duration::from_secs(30));
     let rank0: i32 = out
         .iter()
         .find_map(|l| l.strip_prefix("rank0=")?.parse().ok())
         .expect("rank 0's pid");
+    // Joined, it is terminated; not joined yet (a loaded machine), it
+    // finds the daemon gone and ends.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alive(rank0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(!alive(rank0), "the rank left behind is ended");
     env.assert_clean();
 
