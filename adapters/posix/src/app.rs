@@ -234,8 +234,11 @@ impl Config {
             value: value.into(),
             reason,
         };
+        // A launcher's ranks on several nodes: each its own node's
+        // (crate::node).
+        let node = || crate::node::name_from(&get);
         if let Some(v) = get("SNAPC_PIPE_DIR") {
-            c.pipe_dir = Some(v.into());
+            c.pipe_dir = Some(crate::node::expand(&v, &node()).into());
         }
         if let Some(v) = get("SNAPC_SNAPSHOT_ROOT") {
             c.snapshot_root = Some(v.into());
@@ -260,7 +263,7 @@ impl Config {
             c.store = v.into();
         }
         if let Some(v) = get("SNAPC_DAEMON_SOCKET") {
-            c.daemon_socket = Some(v.into());
+            c.daemon_socket = Some(crate::node::expand(&v, &node()).into());
             c.end_with_daemon = true;
         }
         if let Some(v) = get("SNAPC_JOBID") {

@@ -17,6 +17,7 @@ pub mod fifo;
 pub mod join;
 pub mod lcio;
 pub mod link;
+pub mod node;
 pub mod signal;
 pub mod sstore;
 pub mod store;

@@ -61,6 +61,10 @@ enum Command {
     /// Relaunch a job from a complete snapshot: `<store>/<job>` (the latest)
     /// or `<store>/<job>/<seq>`.
     Restart(RestartArgs),
+    /// A node agent of a job across nodes (its coordinator, `snapc run`
+    /// inside a Slurm allocation or with --local-nodes, starts one on each
+    /// node); the job's secret comes in SNAPC_JOB_SECRET.
+    Node(NodeArgs),
     /// Quiesce a running job (prepare only, held) or end its quiesce.
     Quiesce(QuiesceArgs),
     /// List the snapshots of a store, a job (`<store>/<job>`) or one
@@ -130,6 +134,11 @@ struct RunArgs {
     /// prterun, srun or prun.
     #[arg(long)]
     launcher: bool,
+    /// Start from the job's latest complete snapshot in the store if it
+    /// has one (needs --job), else from the beginning: one batch script
+    /// for the first run and every requeue.
+    #[arg(long)]
+    resume: bool,
     #[command(flatten)]
     daemon: DaemonArgs,
     /// The program and its arguments.
@@ -174,6 +183,25 @@ struct DaemonArgs {
     /// of standard error.
     #[arg(long, value_name = "FILE")]
     log: Option<std::path::PathBuf>,
+    /// On this signal (for `sbatch --signal=B:USR1@120`: before the time
+    /// limit, or on preemption) take a checkpoint and end the job, with
+    /// status 75 once the checkpoint is complete (else as ended by the
+    /// signal). By name or number.
+    #[arg(long, value_name = "SIG")]
+    checkpoint_on: Option<String>,
+    /// Run N node agents on this machine, as a job across N nodes would
+    /// (for trying the multi-node runtime without a cluster).
+    #[arg(long, value_name = "N", conflicts_with = "one_node",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    local_nodes: Option<u32>,
+    /// Inside a Slurm allocation, run the job on this node alone, in one
+    /// process (as outside one) rather than with an agent on every node.
+    #[arg(long)]
+    one_node: bool,
+    /// How long a node agent may stay silent before its node counts as
+    /// lost (jobs across nodes), in seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "S")]
+    node_timeout: f64,
 }
 
 impl DaemonArgs {
@@ -188,11 +216,57 @@ impl DaemonArgs {
         opts.grace = seconds(self.grace, "--grace")?;
         opts.connect_timeout = seconds(self.connect_timeout, "--connect-timeout")?;
         opts.keep = self.keep.map(|k| usize::try_from(k).unwrap_or(usize::MAX));
+        opts.node_timeout = seconds(self.node_timeout, "--node-timeout")?;
+        if let Some(sig) = &self.checkpoint_on {
+            let sig = snapc_posix::signal::parse_signal(sig)
+                .map_err(|e| Failure::usage(format_args!("--checkpoint-on: {e}")))?;
+            if matches!(
+                sig,
+                nix::sys::signal::Signal::SIGKILL
+                    | nix::sys::signal::Signal::SIGSTOP
+                    | nix::sys::signal::Signal::SIGINT
+                    | nix::sys::signal::Signal::SIGTERM
+                    | nix::sys::signal::Signal::SIGHUP
+            ) {
+                return Err(Failure::usage(format!(
+                    "--checkpoint-on {sig}: that signal ends the job (or cannot be caught); use SIGUSR1 or SIGUSR2"
+                )));
+            }
+            opts.checkpoint_on = Some(sig);
+        }
+        opts.nodes = if let Some(n) = self.local_nodes {
+            crate::daemon::Nodes::Local(n)
+        } else if self.one_node {
+            crate::daemon::Nodes::One
+        } else {
+            crate::daemon::Nodes::from_slurm()
+                .map_err(Failure::failed)?
+                .unwrap_or(crate::daemon::Nodes::One)
+        };
         if let Some(path) = &self.log {
             crate::logging::set_file(path).map_err(Failure::usage)?;
         }
         Ok(())
     }
+}
+
+#[derive(Debug, clap::Args)]
+struct NodeArgs {
+    /// The coordinator's address, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    coordinator: String,
+    /// The job's name.
+    #[arg(long, value_name = "NAME")]
+    job: String,
+    /// This node's name (default: SNAPC_NODE, else SLURMD_NODENAME, else the host name).
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
+    /// The run directory for this node's socket and pipe directory.
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<std::path::PathBuf>,
+    /// How long to try to reach the coordinator, in seconds.
+    #[arg(long, default_value_t = 30.0, value_name = "S")]
+    connect_timeout: f64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -522,6 +596,7 @@ fn run(args: RunArgs) -> ExitCode {
             Err(e) => return conclude(Err(Failure::usage(e)), false),
         },
     };
+    let named = args.job.is_some();
     let job = args
         .job
         .unwrap_or_else(|| format!("job-{}", std::process::id()));
@@ -531,7 +606,62 @@ fn run(args: RunArgs) -> ExitCode {
     if let Err(e) = args.daemon.apply(&mut opts) {
         return conclude(Err(e), false);
     }
+    if args.resume {
+        if !named {
+            return conclude(
+                Err(Failure::usage(
+                    "--resume needs --job: the job whose snapshots to resume from",
+                )),
+                false,
+            );
+        }
+        match resume_from(&opts) {
+            Ok(from) => opts.restart_from = from,
+            Err(e) => return exit_with(Err(e)),
+        }
+    }
     exit_with(crate::daemon::run(opts))
+}
+
+/// `--resume`: the latest complete snapshot of the job in the store,
+/// checked as `snapc restart` checks it, if there is one.
+fn resume_from(
+    opts: &crate::daemon::RunOptions,
+) -> Result<Option<std::path::PathBuf>, crate::daemon::RunError> {
+    let job_dir = opts.store.join(&opts.job);
+    let none = crate::snapstore::complete_snapshots(&job_dir).is_empty();
+    if none {
+        log::info!(target: crate::logging::TARGET,
+            "--resume: no complete snapshot in {}: starting from the beginning", job_dir.display());
+        return Ok(None);
+    }
+    let found = restart_options(&job_dir)?;
+    if found.nranks != opts.nranks {
+        return Err(crate::daemon::RunError::Invalid(format!(
+            "--resume: the latest snapshot in {} has {} ranks, this run {}",
+            job_dir.display(),
+            found.nranks,
+            opts.nranks
+        )));
+    }
+    if let Some(dir) = &found.restart_from {
+        log::info!(target: crate::logging::TARGET, "--resume: from {}", dir.display());
+    }
+    Ok(found.restart_from)
+}
+
+fn node(args: NodeArgs) -> ExitCode {
+    let connect_timeout = match seconds(args.connect_timeout, "--connect-timeout") {
+        Ok(t) => t,
+        Err(e) => return conclude(Err(e), false),
+    };
+    exit_with(crate::daemon::node_main(crate::daemon::NodeArgs {
+        coordinator: args.coordinator,
+        job: args.job,
+        node: args.node,
+        run_dir: args.run_dir,
+        connect_timeout,
+    }))
 }
 
 fn absolute(p: std::path::PathBuf) -> std::path::PathBuf {
@@ -613,6 +743,10 @@ fn status(args: &StatusArgs) -> Outcome {
 }
 
 fn print_status(v: &Value) {
+    let multi = v
+        .get("nodes")
+        .and_then(Value::as_array)
+        .is_some_and(|n| n.len() > 1 || !v["coordinator"].is_null());
     let s = |k: &str| {
         v.get(k).map_or(String::new(), |x| match x {
             Value::String(s) => s.clone(),
@@ -648,15 +782,37 @@ fn print_status(v: &Value) {
             continue;
         }
         crate::outln!(
-            "  rank {} pid {} {state}{}",
+            "  rank {} pid {} {state}{}{}",
             r["rank"],
             r["pid"],
+            match r["node"].as_str() {
+                Some(n) if multi => format!(" on {n}"),
+                _ => String::new(),
+            },
             if r["connected"].as_bool() == Some(true) {
                 ""
             } else {
                 " (not connected)"
             }
         );
+    }
+    if multi {
+        for n in v
+            .get("nodes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            crate::outln!(
+                "  node {}: agent {}{}",
+                n["node"].as_str().unwrap_or("?"),
+                n["agent"].as_str().unwrap_or("?"),
+                match n["agent_pid"].as_u64() {
+                    Some(p) => format!(" (pid {p})"),
+                    None => String::new(),
+                }
+            );
+        }
     }
     match v.get("last_snapshot").filter(|x| !x.is_null()) {
         Some(l) => crate::outln!(
@@ -1165,6 +1321,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Status(args) => conclude(status(&args), args.json),
         Command::Restart(args) => restart(args),
+        Command::Node(args) => node(args),
         Command::Quiesce(args) => conclude(quiesce(&args), args.json),
         Command::List(args) => conclude(list(&args), args.json),
         Command::Resume(args) => conclude(resume(&args), args.json),

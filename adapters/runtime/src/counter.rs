@@ -15,6 +15,9 @@
 //! ends with the same result as an uninterrupted one.
 //! `--request-checkpoint-at STEP` makes rank 0 ask its global coordinator
 //! for a checkpoint (an application-initiated request) once it passed STEP.
+//! `--request-migrate-at STEP --migrate-rank R` makes rank 0 ask for a
+//! migration of rank R to rank 0's node (a MIGRATE entry about a peer,
+//! without a host) once it passed STEP.
 //! `--request-restart-at STEP` makes rank 0 ask for a restart of the job
 //! from snapshot SEQ (`--restart-seq`, default the latest complete one in
 //! `$SNAPC_STORE/$SNAPC_JOB`; the handle is that snapshot's reference from
@@ -131,7 +134,7 @@ enum Mode {
 
 fn usage() -> ExitCode {
     crate::errln!(
-        "usage: counter [--run-for SECONDS | --steps N [--pace-us U]] [--request-checkpoint-at STEP] [--request-restart-at STEP [--restart-seq SEQ]]"
+        "usage: counter [--run-for SECONDS | --steps N [--pace-us U]] [--request-checkpoint-at STEP] [--request-restart-at STEP [--restart-seq SEQ]] [--request-migrate-at STEP --migrate-rank R]"
     );
     ExitCode::from(2)
 }
@@ -148,6 +151,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
     let mut request_at: Option<u64> = None;
     let mut restart_at: Option<u64> = None;
     let mut restart_seq: Option<u64> = None;
+    let mut migrate_at: Option<u64> = None;
+    let mut migrate_rank: Option<i32> = None;
     while let Some(arg) = args.next() {
         let value = args.next();
         match (arg.as_str(), value) {
@@ -175,6 +180,14 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
             },
             ("--restart-seq", Some(v)) => match v.parse() {
                 Ok(n) => restart_seq = Some(n),
+                Err(_) => return usage(),
+            },
+            ("--request-migrate-at", Some(v)) => match v.parse() {
+                Ok(n) => migrate_at = Some(n),
+                Err(_) => return usage(),
+            },
+            ("--migrate-rank", Some(v)) => match v.parse() {
+                Ok(n) => migrate_rank = Some(n),
                 Err(_) => return usage(),
             },
             _ => return usage(),
@@ -213,6 +226,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
         // does not make them again.
         request_at = None;
         restart_at = None;
+        migrate_at = None;
     }
     let job_store = std::env::var_os("SNAPC_JOB").map(|j| config.store.join(j));
     let mut restart_requested = false;
@@ -284,6 +298,24 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
                 }
                 Err(e) => {
                     let _ = writeln!(out, "request restart failed: {e}");
+                }
+            }
+            let _ = out.flush();
+        }
+        if leader && migrate_at.is_some_and(|at| snapc.hooks().state.steps >= at) {
+            migrate_at = None;
+            let entries = [snapc_core::wire::MigrateEntry {
+                vpid: 0,
+                host: None,
+                vpid_pref: migrate_rank.unwrap_or(0),
+                off_node: false,
+            }];
+            match snapc.request(Request::Migrate(snapc_core::wire::List::Items(&entries))) {
+                Ok(r) => {
+                    let _ = writeln!(out, "request migrate error={:?}", r.error);
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "request migrate failed: {e}");
                 }
             }
             let _ = out.flush();

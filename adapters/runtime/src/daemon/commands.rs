@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl Daemon {
+impl Coordinator {
     pub(super) fn interval_tick(&mut self) {
         let (Some(next), Some(every)) = (self.next_interval, self.opts.interval) else {
             return;
@@ -34,6 +34,73 @@ impl Daemon {
         }
     }
 
+    /// `--checkpoint-on`: the signal came; a checkpoint (with `term`) is
+    /// taken as soon as the job can take one (after the operation in
+    /// progress), then the job ends. A job that cannot be checkpointed
+    /// ends as the signal would end it.
+    pub(super) fn checkpoint_signal_tick(&mut self) {
+        let Some(sig) = self.opts.checkpoint_on else {
+            return;
+        };
+        let n = CHECKPOINT_SIGNALS.load(Ordering::Relaxed);
+        if n > self.signals_seen {
+            self.signals_seen = n;
+            if !self.signal_checkpoint && !self.aborting {
+                self.log(format!(
+                    "{sig} received: a checkpoint, then the job ends (--checkpoint-on)"
+                ));
+                self.signal_checkpoint = true;
+                self.signal_op = None;
+            }
+        }
+        if !self.signal_checkpoint || self.signal_op.is_some() || self.aborting {
+            return;
+        }
+        if self.op.is_some() {
+            return;
+        }
+        let started = self.ready().and_then(|()| {
+            self.start(GcCommand::Checkpoint {
+                term: true,
+                stop: false,
+            })
+        });
+        match started {
+            Ok((handle, _)) => self.signal_op = Some(handle),
+            Err(_) if self.starting() => {}
+            Err(why) => {
+                self.log(format!("{sig}: no checkpoint can be taken ({why})"));
+                self.signal_checkpoint = false;
+                self.end_job(
+                    &format!("{} received", sig.as_str()),
+                    Some(128 + sig as i32),
+                );
+            }
+        }
+    }
+
+    /// An operation ended: if it was `--checkpoint-on`'s, the job ends,
+    /// with [`EXIT_CHECKPOINTED`] when the checkpoint is complete.
+    pub(super) fn after_signal_checkpoint(&mut self, handle: u32, ok: bool) {
+        let Some(sig) = self.opts.checkpoint_on else {
+            return;
+        };
+        if self.signal_op != Some(handle) {
+            return;
+        }
+        self.signal_op = None;
+        self.signal_checkpoint = false;
+        if ok {
+            self.ended_by_checkpoint = true;
+            self.end_job(&format!("checkpoint complete after {}", sig.as_str()), None);
+        } else {
+            self.end_job(
+                &format!("{} received and its checkpoint failed", sig.as_str()),
+                Some(128 + sig as i32),
+            );
+        }
+    }
+
     /// Reports, once, ranks that did not connect within the connect
     /// timeout; starts (or refuses) the requests that waited for them.
     pub(super) fn connect_tick(&mut self) {
@@ -53,7 +120,11 @@ impl Daemon {
 
     /// The ranks are starting: all running, not stopped, not all connected
     /// yet, within the connect timeout.
-    fn starting(&self) -> bool {
+    pub(super) fn starting(&self) -> bool {
+        if !self.launched {
+            // The node agents are not all up yet.
+            return !self.aborting;
+        }
         !self.initialized
             && !self.aborting
             && self.restarting.is_none()
@@ -73,7 +144,7 @@ impl Daemon {
             .filter(|&i| {
                 let r = &self.ranks[i as usize];
                 matches!(r.state, RankState::Running | RankState::Waiting)
-                    && r.conn.is_none()
+                    && !r.connected
                     && !r.updated
             })
             .collect();
@@ -119,7 +190,7 @@ impl Daemon {
                 "nothing to abort: no operation is in progress".into()
             });
         };
-        if !matches!(self.lc.phase(), local::Phase::Handshake(_)) {
+        if op.verdict || op.migration.is_some() {
             return Err(format!(
                 "the {} (handle {}) is already ending",
                 op.kind, op.handle
@@ -129,7 +200,10 @@ impl Daemon {
             .get_or_insert_with(|| "aborted (snapc abort)".into());
         let (kind, handle) = (op.kind, op.handle);
         self.log(format!("aborting the {kind} (handle {handle})"));
-        self.answer_for_lc(CkptState::Error);
+        // Every node's ERROR on its behalf: the global coordinator ends the
+        // operation at once (a node that reported already keeps its
+        // report, and the verdict lets every rank go).
+        self.answer_for_all(CkptState::Error);
         self.pump();
         Ok((kind, handle))
     }
@@ -176,10 +250,21 @@ impl Daemon {
         Ok(())
     }
 
+    /// Whether a rank is stopped: on this node looked up now, on another
+    /// as its agent last said (it looks every 100 ms, and at once when a
+    /// checkpoint ends).
+    pub(super) fn rank_stopped(&self, r: &RankView) -> bool {
+        if self.embedded {
+            r.state == RankState::Running && r.pid != 0 && snapc_posix::lcio::is_stopped(r.pid)
+        } else {
+            r.is_stopped()
+        }
+    }
+
     /// The ranks that are stopped.
     pub(super) fn stopped(&self) -> Vec<u32> {
         (0..self.ranks.len() as u32)
-            .filter(|&i| self.ranks[i as usize].stopped())
+            .filter(|&i| self.rank_stopped(&self.ranks[i as usize]))
             .collect()
     }
 
@@ -219,7 +304,8 @@ impl Daemon {
     /// Gives the GC a command; the handle of the operation it started.
     pub(super) fn start(&mut self, cmd: GcCommand) -> Result<(u32, Option<u64>), String> {
         let next = self.gc.next_seq();
-        if let Err(e) = self.gc.handle_command(self.io.now(), cmd) {
+        let now = self.now();
+        if let Err(e) = self.gc.handle_command(now, cmd) {
             let busy = match &self.op {
                 Some(op) => self.busy(op),
                 None if self.quiesced => "the job is quiesced".into(),
@@ -351,12 +437,16 @@ impl Daemon {
             return self.control_error(id, why);
         }
         let stopped = self.stopped();
-        for &r in &stopped {
-            if let Some(p) = self.ranks.get(r as usize) {
-                let _ = kill(Pid::from_raw(p.pid as i32), Signal::SIGCONT);
-            }
-        }
         if !stopped.is_empty() {
+            self.broadcast(msg::Down::Ctl(msg::DownCtl::Signal {
+                sig: Signal::SIGCONT as i32,
+                only_stopped: true,
+            }));
+            for &r in &stopped {
+                if let Some(v) = self.ranks.get_mut(r as usize) {
+                    v.stopped = false;
+                }
+            }
             self.log(format!("{} resumed (SIGCONT)", rank_list(&stopped)));
         }
         let ev = json!({"event": "finished", "op": "resume", "ok": true,
@@ -422,9 +512,26 @@ impl Daemon {
             "store": self.store.root(),
             "state": self.job_state(),
             "ranks": self.ranks.iter().enumerate().map(|(i, r)| json!({
-                "rank": i, "pid": (r.pid != 0).then_some(r.pid), "state": r.state_name(),
-                "connected": r.conn.is_some(),
+                "rank": i, "pid": (r.pid != 0).then_some(r.pid),
+                "state": if self.rank_stopped(r) { "stopped".into() } else { r.state.name() },
+                "connected": r.connected,
+                "node": r.node.map(|n| self.node_name(n)),
             })).collect::<Vec<_>>(),
+            "nodes": self.nodes.iter().enumerate().map(|(i, n)| json!({
+                "node": n.name,
+                "agent": if self.embedded { "in the daemon".to_string() } else {
+                    match (&n.lost, n.ready) {
+                        (Some(why), _) => format!("lost: {why}"),
+                        (None, true) => "up".into(),
+                        (None, false) => "starting".into(),
+                    }
+                },
+                "agent_pid": n.agent_pid,
+                "ranks": (0..self.ranks.len() as u32)
+                    .filter(|&r| self.ranks[r as usize].node == Some(i))
+                    .collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "coordinator": self.hub.as_ref().map(|h| h.advertised.clone()),
             "launcher": self.launcher.as_ref().map(|l| json!({
                 "pid": l.pid, "state": l.state.name(), "program": self.opts.argv.first(),
             })),

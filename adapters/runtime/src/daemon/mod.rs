@@ -1,41 +1,46 @@
-//! The node daemon and launcher (`snapc run`, `snapc restart`): one process
-//! holding the job's local coordinator and its global coordinator, launching
-//! and supervising the ranks.
+//! The job's runtime (`snapc run`, `snapc restart`, `snapc node`): a
+//! coordinator (the job's side: the global coordinator, the control
+//! socket, the store, intervals, status, the launcher) and one agent per
+//! node (the node's side: its local coordinator, the ranks' socket, the
+//! handshake FIFOs, the ranks it starts and watches), which speak only in
+//! the frames of [`msg`]: JOB_STATE, ORTED_STATE and the ranks' requests as
+//! the machines encode them, the runtime's own messages as JSON.
 //!
-//! One thread and one `poll` loop over: the ranks' socket and each rank's
-//! connection (framed DSS messages, [`snapc_posix::link`]), the control socket and
-//! its clients ([`crate::control`]), each rank's stdout and stderr (printed
-//! with a `[rank]` prefix), and every handshake FIFO being read
-//! ([`snapc_posix::lcio::FifoIo`]). The loop wakes at least every
-//! [`SUPERVISE_TICK`] to reap ranks, and every millisecond while FIFO names
-//! or stops are awaited.
+//! On one node (the default) both run in one process and one `poll` loop,
+//! the frames passed through a queue. Across nodes (inside a Slurm
+//! allocation, or `--local-nodes N` on one machine) the coordinator starts
+//! an agent on every node (`snapc node`, with `srun --overlap`), and the
+//! frames go over TCP links that prove the job's secret and authenticate
+//! every frame ([`net`]); every wait on them has a deadline (the connect,
+//! a heartbeat, each node's report).
 //!
-//! The local coordinator (LC) and the global coordinator (GC) only talk
-//! through encoded messages, as if on two nodes: the LC's ORTED_STATE is
-//! encoded, queued, decoded and handed to the GC as LC 0; the GC's JOB_STATE
-//! likewise to the LC.
+//! The loop wakes at least every [`SUPERVISE_TICK`] to reap ranks, and
+//! every millisecond while FIFO names or stops are awaited.
 //!
-//! Connections on the ranks' socket are identified with SO_PEERCRED: only a
-//! process of this user whose pid is a rank this daemon launched (and not yet
-//! connected) is accepted; its messages are taken as that rank's, whatever
-//! they claim. The control socket accepts this user's processes.
+//! Connections on a ranks' socket are identified with SO_PEERCRED: only a
+//! process of this user whose pid is a rank this agent started (and not
+//! yet connected) is accepted; its messages are taken as that rank's,
+//! whatever they claim. The control socket accepts this user's processes.
 //!
-//! With a launcher (`snapc run --launcher -- mpirun ...`) the daemon starts
-//! one process, the launcher, with a random job secret in its environment;
-//! the ranks it starts, wherever they sit in its process tree, join by
-//! sending the secret and their rank first (`admission.rs`,
-//! [`snapc_posix::join`]). Supervision then follows the launcher: its exit
-//! ends the job with its status (an error naming the ranks that never
-//! joined, if some did not), and a joined rank whose link closes and whose
-//! process ended is reported by rank.
+//! With a launcher (`snapc run --launcher -- mpirun ...`) the coordinator
+//! starts one process, the launcher, with a random job secret in its
+//! environment; the ranks it starts, wherever they sit in its process tree
+//! and on whichever node, join their node's agent by sending the secret
+//! and their rank first (`admission.rs`, [`snapc_posix::join`]).
+//! Supervision then follows the launcher: its exit ends the job with its
+//! status (an error naming the ranks that never joined, if some did not),
+//! and a joined rank whose link closes and whose process ended is reported
+//! by rank.
 //!
-//! The job is checkpointable once every rank connected (the daemon then
-//! sends the GC the job's INIT on rank 0's behalf; a rank may also send it).
-//! A rank that dies (a signal or a non-zero exit) ends the job as mpirun
-//! does: the others get SIGTERM, a checkpoint in progress fails, and the
-//! daemon exits once every rank is reaped, with the failed rank's status
-//! (128 + signal for a signal; the ranks it terminated because of it do not
-//! count). Otherwise the job's status is the ranks' worst (highest).
+//! The job is checkpointable once every rank connected (the coordinator
+//! then sends the GC the job's INIT on rank 0's behalf; a rank may also
+//! send it). A rank that dies (a signal or a non-zero exit) ends the job as
+//! mpirun does: the others get SIGTERM, a checkpoint in progress fails, and
+//! the daemon exits once every rank is reaped, with the failed rank's
+//! status (128 + signal for a signal; the ranks it terminated because of it
+//! do not count). Otherwise the job's status is the ranks' worst (highest).
+//! A node whose agent is lost ends the job (status 1) after failing the
+//! operation in progress, naming the node.
 //!
 //! A rank's RESTART request (the GC's Restart action) relaunches the job in
 //! place from the named snapshot of the store: the ranks are terminated
@@ -44,10 +49,13 @@
 //! that is missing, incomplete or not the one the handle names fails the
 //! restart before anything is touched, and the job goes on.
 //!
-//! The parts: `supervise.rs` (launch, output, reaping), `sockets.rs` (the
-//! ranks' and control connections), `admission.rs` (ranks that join),
-//! `pump.rs` (the LC and GC and the store), `commands.rs` (control
-//! requests, intervals), `restart.rs`.
+//! The parts: `coordinator.rs` and `agent.rs` (the two sides),
+//! `supervise.rs` (processes: environment, output, reaping),
+//! `sockets.rs` (the ranks' and control connections), `admission.rs`
+//! (ranks that join), `pump.rs` (the global coordinator's actions and the
+//! store), `commands.rs` (control requests, intervals, batch signals),
+//! `restart.rs`, `migrate.rs`, `msg.rs` (the frames between the sides),
+//! `net.rs` (their TCP links), `slurm.rs` (the nodes and their agents).
 
 use crate::control::JobPaths;
 use crate::snapstore::{self, JobStore};
@@ -63,8 +71,8 @@ use snapc_core::global::{
 use snapc_core::local::{self, LocalCoordinator, ProcessOutcome, ProcessResult, ProcessSlot};
 use snapc_core::time::Duration as CoreDuration;
 use snapc_core::wire::{
-    CkptState, CrState, FromGc, Message, OpEvent, OpResponse, OrtedState, ProcessName, Request,
-    RequestOp, StateCode, ToDaemon,
+    CkptState, FromGc, Message, OpEvent, OpResponse, OrtedState, ProcessName, Request, RequestOp,
+    StateCode, ToDaemon,
 };
 use snapc_core::{MAX_MESSAGE_LEN, MessageBuf};
 use snapc_posix::fifo::PipeDir;
@@ -81,18 +89,28 @@ use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod admission;
+mod agent;
 mod commands;
+mod coordinator;
+mod migrate;
+mod msg;
+mod net;
 mod pump;
 mod restart;
+mod slurm;
 mod sockets;
 mod supervise;
 
-use pump::{Op, Wire};
+use agent::Agent;
+use coordinator::{Coordinator, RankView};
+use pump::Op;
 pub use restart::restart_options;
 use restart::{RestartOutcome, RestartStep, Restarting};
+pub use slurm::{NodeArgs, Nodes, node_main};
 use sockets::Conn;
 use supervise::{
-    Ending, LauncherProc, OutPipe, RankProc, RankState, install_stop_handlers, print_lines,
+    CHECKPOINT_SIGNALS, Ending, JobEnv, LauncherProc, Outputs, RankProc, RankState, STOP_SIGNAL,
+    STOPS, install_stop_handlers, signal_name,
 };
 pub use supervise::{LAUNCHERS, is_launcher, rank_list};
 
@@ -123,21 +141,12 @@ fn report_dropped_output() {
     }
 }
 
-/// The job's global coordinator: one node, this one.
-type Gc = GlobalCoordinator<OneNode, [NodeSlot; 1]>;
-
-/// The node's local coordinator, with one slot per rank of the job.
+/// A node's local coordinator, with a slot for every rank it may hold.
 type Lc = LocalCoordinator<Vec<ProcessSlot>>;
 
-/// Every rank on this node.
-#[derive(Debug, Clone, Copy)]
-struct OneNode(u32);
-
-impl Placement for OneNode {
-    fn host_of(&self, vpid: u32) -> Option<&str> {
-        (vpid < self.0).then_some("localhost")
-    }
-}
+/// The exit status of a job that `--checkpoint-on` ended after a complete
+/// checkpoint (EX_TEMPFAIL: requeue it and `--resume` carries on).
+pub const EXIT_CHECKPOINTED: i32 = 75;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -173,6 +182,14 @@ pub struct RunOptions {
     /// ranks it starts join the daemon with the job's secret
     /// ([`snapc_posix::join`]); supervision follows the launcher.
     pub launcher: bool,
+    /// Where the job runs: this node, or an agent on each of several.
+    pub nodes: Nodes,
+    /// `--checkpoint-on`: this signal takes a checkpoint and ends the job
+    /// (status [`EXIT_CHECKPOINTED`] once it is complete).
+    pub checkpoint_on: Option<Signal>,
+    /// How long a node agent's link may stay silent before the node counts
+    /// as lost (heartbeats go every second).
+    pub node_timeout: Duration,
 }
 
 impl RunOptions {
@@ -193,6 +210,9 @@ impl RunOptions {
             grace: DEFAULT_GRACE,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             launcher: false,
+            nodes: Nodes::One,
+            checkpoint_on: None,
+            node_timeout: DEFAULT_NODE_TIMEOUT,
         }
     }
 }
@@ -203,6 +223,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// The default time ranks get to connect before the daemon reports them.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default bound on a node agent's silence.
+pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the job could not start.
 #[derive(Debug, thiserror::Error)]
@@ -228,62 +250,24 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
     move |error| RunError::Io { what, error }
 }
 
+/// One process's part of the job: the coordinator, an agent, or both.
 struct Daemon {
-    opts: RunOptions,
-    jobid: u32,
-    paths: JobPaths,
-    store: JobStore,
-    lc: Lc,
-    gc: Gc,
-    io: FifoIo,
-    wire: VecDeque<Wire>,
-    ranks: Vec<RankProc>,
-    /// The launcher, when the ranks join (`--launcher`).
-    launcher: Option<LauncherProc>,
-    /// The job's secret, when its ranks join: in the launcher's
-    /// environment, never on a command line, in a snapshot or in a log.
-    secret: Option<snapc_posix::join::Secret>,
-    outs: Vec<OutPipe>,
-    rank_listener: UnixListener,
-    ctl_listener: UnixListener,
-    conns: HashMap<u64, Conn>,
-    next_conn: u64,
-    initialized: bool,
-    op: Option<Op>,
-    runtime_quiesce_end: bool,
-    quiesced: bool,
-    last_result: Option<Value>,
-    next_interval: Option<Instant>,
-    aborting: bool,
-    ending: Option<Ending>,
-    /// Control connections waiting for the job's end (`snapc stop`).
-    stop_waiters: Vec<u64>,
-    /// Requests that wait for the ranks to connect.
-    pending: Vec<(u64, GcCommand, bool)>,
-    /// Why the last interval checkpoint was skipped (said once per reason).
-    interval_skip: Option<String>,
-    /// Ranks that never connected were reported.
-    unconnected_reported: bool,
-    /// The status of the rank whose failure ended the job.
-    first_failure: Option<i32>,
-    all_gone_at: Option<Instant>,
-    euid: u32,
-    restarting: Option<Restarting>,
-    restart_outcome: Option<RestartOutcome>,
-    /// Warnings a peer can cause, each kept to a few lines per window.
-    limits: BTreeMap<&'static str, crate::logging::Limiter>,
-    /// A descriptor given up to accept (and close) a connection when the
-    /// daemon runs out of descriptors.
-    reserve: Option<File>,
-    /// The listeners rest until then after running out of descriptors.
-    accept_rest_until: Option<Instant>,
+    coord: Option<Coordinator>,
+    agent: Option<Agent>,
+    /// A node agent's link to its coordinator.
+    uplink: Option<net::Uplink>,
 }
 
-/// Runs the job to its end; the job's exit status (the ranks' worst).
-pub fn run(opts: RunOptions) -> Result<i32, RunError> {
-    if opts.nranks == 0 || opts.nranks as usize > MAX_RANKS {
+/// Checks the options every start shares.
+fn check_options(opts: &RunOptions) -> Result<(), RunError> {
+    let most = match &opts.nodes {
+        Nodes::One => MAX_RANKS,
+        Nodes::Local(n) => MAX_RANKS.saturating_mul(*n as usize),
+        Nodes::Slurm(names) => MAX_RANKS.saturating_mul(names.len()),
+    };
+    if opts.nranks == 0 || opts.nranks as usize > most {
         return Err(RunError::Usage(format!(
-            "-n must be between 1 and {MAX_RANKS} (the most ranks one daemon runs), not {}",
+            "-n must be between 1 and {most} ({MAX_RANKS} a node: the most ranks one daemon runs), not {}",
             opts.nranks
         )));
     }
@@ -293,11 +277,21 @@ pub fn run(opts: RunOptions) -> Result<i32, RunError> {
     if opts.argv.is_empty() {
         return Err(RunError::Usage("no program to run".into()));
     }
+    Ok(())
+}
+
+/// Runs the job to its end; the job's exit status (the ranks' worst).
+pub fn run(opts: RunOptions) -> Result<i32, RunError> {
+    check_options(&opts)?;
     crate::fds::raise();
-    crate::fds::check(opts.nranks, MIN_CONTROL).map_err(RunError::Invalid)?;
+    let local = match opts.nodes {
+        Nodes::One => opts.nranks,
+        _ => 0,
+    };
+    crate::fds::check(local, MIN_CONTROL).map_err(RunError::Invalid)?;
     crate::logging::set_job(&opts.job);
     // Before anything that a stray signal should not end.
-    install_stop_handlers();
+    install_stop_handlers(opts.checkpoint_on);
     let run_dir = crate::control::run_dir().map_err(RunError::Invalid)?;
     let paths = JobPaths::new(&run_dir, &opts.job);
     paths.check().map_err(RunError::Usage)?;
@@ -328,7 +322,11 @@ pub fn run(opts: RunOptions) -> Result<i32, RunError> {
             return Err(io_err(format!("binding {}", paths.ctl.display()))(e));
         }
     };
-    let mut daemon = match Daemon::new(opts, paths.clone(), ctl_listener) {
+    let started = match &opts.nodes {
+        Nodes::One => Daemon::embedded(opts, paths.clone(), ctl_listener),
+        _ => Daemon::across_nodes(opts, paths.clone(), ctl_listener),
+    };
+    let mut daemon = match started {
         Ok(d) => d,
         Err(e) => {
             paths.remove();
@@ -343,157 +341,204 @@ pub fn run(opts: RunOptions) -> Result<i32, RunError> {
     let _ = std::fs::remove_file(&paths.lock);
     drop(lock);
     // Only now: whoever waited for the end finds the job gone.
-    daemon.answer_stop(status);
+    if let Some(c) = daemon.coord.as_mut() {
+        c.answer_stop(status);
+    }
     report_dropped_output();
     crate::out::drain(OUTPUT_DRAIN);
     Ok(status)
 }
 
 impl Daemon {
-    fn new(
+    /// Coordinator and agent in this process, for a job on this node.
+    fn embedded(
         opts: RunOptions,
         paths: JobPaths,
         ctl_listener: UnixListener,
     ) -> Result<Self, RunError> {
-        ctl_listener
-            .set_nonblocking(true)
-            .map_err(io_err("control socket"))?;
-        let rank_listener = UnixListener::bind(&paths.sock)
-            .map_err(io_err(format!("binding {}", paths.sock.display())))?;
-        rank_listener
-            .set_nonblocking(true)
-            .map_err(io_err("rank socket"))?;
-        let pipe_dir = PipeDir::open(&paths.pipes).map_err(|e| RunError::Invalid(e.to_string()))?;
-        let store = JobStore::open(&opts.store, &opts.job)
-            .map_err(|e| RunError::Invalid(format!("snapshot store: {e}")))?;
-        let jobid = ((std::process::id() & 0x7fff) << 16) | 1;
-        let config = snapc_posix::lcio::local_config(opts.timeout, opts.checkpoint_timeout);
-        let gc = GlobalCoordinator::new(
-            GcConfig {
-                jobid,
-                nranks: opts.nranks,
-                deadlines: GlobalDeadlines::default(),
-            },
-            OneNode(opts.nranks),
-            [NodeSlot::EMPTY],
-        );
-        let io = FifoIo::new(pipe_dir, Signal::SIGUSR1, opts.timeout, Instant::now());
-        let nranks = opts.nranks as usize;
-        let secret = if opts.launcher {
-            Some(admission::new_secret().map_err(RunError::Invalid)?)
-        } else {
-            None
-        };
+        let node = snapc_posix::node::name();
+        let mut coord = Coordinator::new(opts, paths.clone(), ctl_listener, vec![node], true)?;
+        let setup = coord.setup_for(0);
+        let mut agent = Agent::new(setup, paths, coord.secret.clone(), false)?;
+        if let Some(n) = coord.nodes.first_mut() {
+            n.ready = true;
+            n.agent_pid = Some(std::process::id());
+        }
+        let launched = coord
+            .launch(true)
+            .and_then(|()| agent.launch(coord.launch_for(0), true));
         let mut d = Self {
-            next_interval: opts.interval.map(|i| Instant::now() + i),
-            opts,
-            jobid,
-            paths,
-            store,
-            lc: LocalCoordinator::new(config, vec![ProcessSlot::EMPTY; nranks]),
-            gc,
-            io,
-            wire: VecDeque::new(),
-            ranks: Vec::new(),
-            launcher: None,
-            secret,
-            outs: Vec::new(),
-            rank_listener,
-            ctl_listener,
-            conns: HashMap::new(),
-            next_conn: 0,
-            initialized: false,
-            op: None,
-            runtime_quiesce_end: false,
-            quiesced: false,
-            last_result: None,
-            aborting: false,
-            ending: None,
-            stop_waiters: Vec::new(),
-            pending: Vec::new(),
-            interval_skip: None,
-            unconnected_reported: false,
-            first_failure: None,
-            all_gone_at: None,
-            euid: nix::unistd::Uid::effective().as_raw(),
-            restarting: None,
-            restart_outcome: None,
-            limits: BTreeMap::new(),
-            reserve: File::open("/dev/null").ok(),
-            accept_rest_until: None,
+            coord: Some(coord),
+            agent: Some(agent),
+            uplink: None,
         };
-        if let Err(e) = d.launch() {
-            d.terminate_ranks(Signal::SIGKILL);
-            for r in &mut d.ranks {
-                if let Some(c) = r.child.as_mut() {
-                    let _ = c.wait();
-                }
-            }
-            if let Some(l) = d.launcher.as_mut() {
-                let _ = l.child.wait();
-            }
-            d.store.close();
+        if let Err(e) = launched {
+            d.abandon();
             return Err(e);
         }
         Ok(d)
     }
 
-    /// A line of the daemon's account of the job (log target `snapc`).
-    fn log(&self, msg: impl std::fmt::Display) {
-        log::info!(target: crate::logging::TARGET, "{msg}");
+    /// The coordinator of a job across nodes: it starts an agent on each.
+    fn across_nodes(
+        opts: RunOptions,
+        paths: JobPaths,
+        ctl_listener: UnixListener,
+    ) -> Result<Self, RunError> {
+        let names = match &opts.nodes {
+            Nodes::Local(n) => (0..*n).map(|i| format!("local{i}")).collect(),
+            Nodes::Slurm(names) => names.clone(),
+            Nodes::One => Vec::new(),
+        };
+        let mut coord = Coordinator::new(opts, paths, ctl_listener, names, false)?;
+        slurm::start_agents(&mut coord)?;
+        Ok(Self {
+            coord: Some(coord),
+            agent: None,
+            uplink: None,
+        })
+    }
+
+    /// Ends what a start that failed had started.
+    fn abandon(&mut self) {
+        if let Some(a) = self.agent.as_mut() {
+            a.signal_ranks(Signal::SIGKILL, false);
+            for r in a.ranks.values_mut() {
+                if let Some(c) = r.child.as_mut() {
+                    let _ = c.wait();
+                }
+            }
+        }
+        if let Some(c) = self.coord.as_mut() {
+            if let Some(l) = c.launcher.as_mut() {
+                let _ = l.child.kill();
+                let _ = l.child.wait();
+            }
+            c.store.close();
+        }
     }
 
     fn run_loop(&mut self) -> i32 {
         let mut stops_seen = 0;
         loop {
-            self.ending_tick(&mut stops_seen);
-            self.reap();
-            self.connect_tick();
-            self.restart_tick();
+            if let Some(c) = self.coord.as_mut() {
+                c.ending_tick(&mut stops_seen);
+            } else if let Some(a) = self.agent.as_mut() {
+                // A node agent ended by a signal (its step cancelled) ends
+                // its ranks; the coordinator sees the node go.
+                let stops = STOPS.load(Ordering::Relaxed);
+                if stops > stops_seen {
+                    stops_seen = stops;
+                    let sig = STOP_SIGNAL.load(Ordering::Relaxed);
+                    a.log(format!(
+                        "{} received: ending the ranks here",
+                        signal_name(sig)
+                    ));
+                    a.shutdown = true;
+                    a.signal_ranks(Signal::SIGKILL, false);
+                }
+            }
             self.pump();
-            self.io.tick(&mut self.lc);
+            if let Some(a) = self.agent.as_mut() {
+                a.reap();
+            }
+            if let Some(c) = self.coord.as_mut() {
+                c.reap();
+            }
             self.pump();
-            self.interval_tick();
+            if let Some(c) = self.coord.as_mut() {
+                c.connect_tick();
+                c.restart_tick();
+                c.migration_tick();
+                c.net_tick();
+            }
+            self.pump();
+            if let Some(a) = self.agent.as_mut() {
+                a.io.tick(&mut a.lc);
+                a.scan_stops(false);
+            }
+            self.pump();
+            if let Some(c) = self.coord.as_mut() {
+                c.interval_tick();
+            }
+            self.pump();
             if self.finished() {
                 break;
             }
             self.wait();
-            let now = self.io.now();
-            if self.lc.poll_timeout().is_some_and(|d| d <= now) {
-                self.lc.handle_timeout(now);
+            if let Some(a) = self.agent.as_mut() {
+                a.timeouts();
             }
-            if self.gc.poll_timeout().is_some_and(|d| d <= now) {
-                self.gc.handle_timeout(now);
+            if let Some(c) = self.coord.as_mut() {
+                c.timeouts();
             }
         }
         self.drain_outputs();
-        // The rank whose failure ended the job, not the ones terminated
-        // because of it; else the end a user asked for; else the
-        // launcher's, or the ranks' worst.
-        self.first_failure
-            .or(self.ending.and_then(|e| e.requested))
-            .unwrap_or_else(|| match &self.launcher {
-                Some(l) => l.state.status(),
-                None => self
-                    .ranks
-                    .iter()
-                    .map(|r| r.state.status())
-                    .max()
-                    .unwrap_or(0),
-            })
+        self.coord.as_ref().map_or(0, Coordinator::status_code)
+    }
+
+    /// Carries out both sides' actions and hands the frames between them
+    /// until nothing moves (one process), or queues them for the network.
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            if let Some(a) = self.agent.as_mut() {
+                moved |= a.pump();
+            }
+            if let Some(c) = self.coord.as_mut() {
+                moved |= c.pump();
+            }
+            match (self.coord.as_mut(), self.agent.as_mut()) {
+                (Some(c), Some(a)) => {
+                    while let Some(f) = a.outbox.pop_front() {
+                        moved = true;
+                        c.deliver(0, &f);
+                    }
+                    if let Some(n) = c.nodes.first_mut() {
+                        while let Some(f) = n.outbox.pop_front() {
+                            moved = true;
+                            a.deliver(&f);
+                        }
+                    }
+                }
+                (Some(c), None) => c.flush_nodes(),
+                (None, Some(a)) => {
+                    if let Some(u) = self.uplink.as_mut() {
+                        u.queue_all(&mut a.outbox);
+                        if let Some(why) = u.lost.as_ref().filter(|_| !a.shutdown) {
+                            // Its ranks never outlive the job's coordinator.
+                            log::error!(target: crate::logging::TARGET,
+                                "node {}: the coordinator is lost ({why}): ending the ranks here",
+                                a.setup.node);
+                            a.shutdown = true;
+                            a.signal_ranks(Signal::SIGKILL, false);
+                        }
+                    }
+                }
+                (None, None) => {}
+            }
+            if !moved {
+                break;
+            }
+        }
     }
 
     fn finished(&mut self) -> bool {
-        if self.restarting.is_some()
-            || self.launcher_running()
-            || self.ranks.iter().any(|r| r.state == RankState::Running)
-        {
-            return false;
+        let outs_open = self.coord.as_ref().is_some_and(|c| !c.outs.is_empty())
+            || self.agent.as_ref().is_some_and(|a| !a.outs.is_empty());
+        match (self.coord.as_mut(), self.agent.as_mut()) {
+            (Some(c), _) => c.finished(outs_open),
+            (None, Some(a)) => {
+                let lost = self.uplink.as_ref().is_none_or(|u| u.lost.is_some());
+                if !((a.shutdown || lost) && !a.any_running()) {
+                    a.gone_at = None;
+                    return false;
+                }
+                let since = *a.gone_at.get_or_insert_with(Instant::now);
+                !(outs_open && since.elapsed() < Duration::from_millis(500))
+            }
+            (None, None) => true,
         }
-        let since = *self.all_gone_at.get_or_insert_with(Instant::now);
-        let outputs_open = !self.outs.is_empty() && since.elapsed() < Duration::from_millis(500);
-        let busy = self.gc.is_busy() && since.elapsed() < EXIT_GRACE;
-        !(outputs_open || busy)
     }
 
     fn wait(&mut self) {
@@ -501,74 +546,77 @@ impl Daemon {
         enum Src {
             RankListener,
             CtlListener,
-            Conn(u64),
-            Out(usize),
+            RankConn(u64),
+            CtlConn(u64),
+            AgentOut(usize),
+            CoordOut(usize),
             Fifo(local::SlotId),
             Names,
+            Net(net::Src),
+            Uplink,
         }
-        let now = self.io.now();
         let mut cap = SUPERVISE_TICK;
-        if let Some(tick) = self.io.tick_within() {
-            cap = cap.min(tick);
+        if let Some(a) = self.agent.as_mut() {
+            cap = a.cap(cap);
         }
-        for t in [self.lc.poll_timeout(), self.gc.poll_timeout()]
-            .into_iter()
-            .flatten()
-        {
-            cap = cap.min(Duration::from(t.saturating_duration_since(now)));
+        if let Some(c) = self.coord.as_mut() {
+            cap = c.cap(cap);
         }
-        if let Some(next) = self.next_interval {
-            cap = cap.min(next.saturating_duration_since(Instant::now()));
-        }
-        if let Some(e) = self.ending.filter(|e| !e.killed) {
-            cap = cap.min(e.kill_at.saturating_duration_since(Instant::now()));
-        }
-        if let Some(next) = self.expire_controls() {
-            cap = cap.min(next.saturating_duration_since(Instant::now()));
-        }
-        let resting = self.accept_rest_until.is_some_and(|t| Instant::now() < t);
-        if let Some(t) = self.accept_rest_until.filter(|_| resting) {
-            cap = cap.min(t.saturating_duration_since(Instant::now()));
-        }
-        if let Some(r) = &self.restarting {
-            let at = match r.step {
-                RestartStep::Stopping {
-                    kill_at,
-                    killed: false,
-                    ..
-                } => kill_at,
-                RestartStep::Stopping { give_up_at, .. } => give_up_at,
-                RestartStep::Starting { deadline } => deadline,
-            };
-            cap = cap.min(at.saturating_duration_since(Instant::now()));
+        if let Some(u) = self.uplink.as_ref() {
+            cap = cap.min(u.cap());
         }
         let ready: Vec<Src> = {
             let mut srcs = Vec::new();
             let mut fds = Vec::new();
-            if !resting {
-                srcs.extend([Src::RankListener, Src::CtlListener]);
-                fds.extend([
-                    PollFd::new(self.rank_listener.as_fd(), PollFlags::POLLIN),
-                    PollFd::new(self.ctl_listener.as_fd(), PollFlags::POLLIN),
-                ]);
+            let now = Instant::now();
+            if let Some(a) = self.agent.as_ref() {
+                if a.accept_rest_until.is_none_or(|t| now >= t) {
+                    srcs.push(Src::RankListener);
+                    fds.push(PollFd::new(a.rank_listener.as_fd(), PollFlags::POLLIN));
+                }
+                for (id, c) in &a.conns {
+                    srcs.push(Src::RankConn(*id));
+                    fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
+                }
+                for (i, o) in a.outs.pipes.iter().enumerate() {
+                    srcs.push(Src::AgentOut(i));
+                    fds.push(PollFd::new(o.file.as_fd(), PollFlags::POLLIN));
+                }
+                for (slot, fd) in a.io.read_fds() {
+                    srcs.push(Src::Fifo(slot));
+                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                }
+                // A name appeared: only a wakeup, the loop's next tick scans.
+                if let Some(fd) = a.io.notify_fd() {
+                    srcs.push(Src::Names);
+                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                }
             }
-            for (id, c) in &self.conns {
-                srcs.push(Src::Conn(*id));
-                fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
+            if let Some(c) = self.coord.as_ref() {
+                if c.accept_rest_until.is_none_or(|t| now >= t) {
+                    srcs.push(Src::CtlListener);
+                    fds.push(PollFd::new(c.ctl_listener.as_fd(), PollFlags::POLLIN));
+                }
+                for (id, conn) in &c.conns {
+                    srcs.push(Src::CtlConn(*id));
+                    fds.push(PollFd::new(conn.stream.as_fd(), PollFlags::POLLIN));
+                }
+                for (i, o) in c.outs.pipes.iter().enumerate() {
+                    srcs.push(Src::CoordOut(i));
+                    fds.push(PollFd::new(o.file.as_fd(), PollFlags::POLLIN));
+                }
+                if let Some(hub) = c.hub.as_ref() {
+                    for (src, fd, flags) in hub.poll_fds() {
+                        srcs.push(Src::Net(src));
+                        fds.push(PollFd::new(fd, flags));
+                    }
+                }
             }
-            for (i, o) in self.outs.iter().enumerate() {
-                srcs.push(Src::Out(i));
-                fds.push(PollFd::new(o.file.as_fd(), PollFlags::POLLIN));
-            }
-            let reads = self.io.read_fds();
-            for (slot, fd) in &reads {
-                srcs.push(Src::Fifo(*slot));
-                fds.push(PollFd::new(*fd, PollFlags::POLLIN));
-            }
-            // A name appeared: only a wakeup, the loop's next tick scans.
-            if let Some(fd) = self.io.notify_fd() {
-                srcs.push(Src::Names);
-                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            if let Some(u) = self.uplink.as_ref()
+                && let Some((fd, flags)) = u.poll_fd()
+            {
+                srcs.push(Src::Uplink);
+                fds.push(PollFd::new(fd, flags));
             }
             let ms = u16::try_from(cap.as_millis()).unwrap_or(u16::MAX);
             match poll(&mut fds, PollTimeout::from(ms)) {
@@ -581,73 +629,102 @@ impl Daemon {
                 _ => Vec::new(),
             }
         };
-        let mut closed_outs = Vec::new();
+        let mut closed_agent = Vec::new();
+        let mut closed_coord = Vec::new();
         for src in ready {
             match src {
-                Src::RankListener => self.accept_ranks(),
-                Src::CtlListener => self.accept_controls(),
-                Src::Conn(id) => self.conn_ready(id),
-                Src::Out(i) => {
-                    if !self.out_ready(i) {
-                        closed_outs.push(i);
+                Src::RankListener => {
+                    if let Some(a) = self.agent.as_mut() {
+                        a.accept_ranks();
                     }
                 }
-                Src::Fifo(slot) => self.io.read_ready(&mut self.lc, slot),
+                Src::RankConn(id) => {
+                    if let Some(a) = self.agent.as_mut() {
+                        a.conn_ready(id);
+                    }
+                }
+                Src::AgentOut(i) => {
+                    if let Some(a) = self.agent.as_mut()
+                        && !a.outs.ready(i)
+                    {
+                        closed_agent.push(i);
+                    }
+                }
+                Src::Fifo(slot) => {
+                    if let Some(a) = self.agent.as_mut() {
+                        a.io.read_ready(&mut a.lc, slot);
+                    }
+                }
                 Src::Names => {}
+                Src::CtlListener => {
+                    if let Some(c) = self.coord.as_mut() {
+                        c.accept_controls();
+                    }
+                }
+                Src::CtlConn(id) => {
+                    if let Some(c) = self.coord.as_mut() {
+                        c.conn_ready(id);
+                    }
+                }
+                Src::CoordOut(i) => {
+                    if let Some(c) = self.coord.as_mut()
+                        && !c.outs.ready(i)
+                    {
+                        closed_coord.push(i);
+                    }
+                }
+                Src::Net(src) => {
+                    if let Some(c) = self.coord.as_mut() {
+                        c.net_ready(src);
+                    }
+                }
+                Src::Uplink => {
+                    if let (Some(u), Some(a)) = (self.uplink.as_mut(), self.agent.as_mut()) {
+                        for frame in u.ready() {
+                            a.deliver(&frame);
+                        }
+                    }
+                }
             }
         }
-        closed_outs.sort_unstable();
-        for i in closed_outs.into_iter().rev() {
-            let mut o = self.outs.remove(i);
-            if !o.buf.is_empty() {
-                o.buf.push(b'\n');
-                print_lines(&mut o);
-            }
+        if let Some(a) = self.agent.as_mut() {
+            a.outs.close(closed_agent);
+            a.io.fail_orphan_reads(&mut a.lc);
         }
-        self.io.fail_orphan_reads(&mut self.lc);
+        if let Some(c) = self.coord.as_mut() {
+            c.outs.close(closed_coord);
+        }
+    }
+
+    fn drain_outputs(&mut self) {
+        let deadline = Instant::now() + Duration::from_millis(500);
+        loop {
+            let open = self.coord.as_ref().is_some_and(|c| !c.outs.is_empty())
+                || self.agent.as_ref().is_some_and(|a| !a.outs.is_empty());
+            if !open || Instant::now() >= deadline {
+                break;
+            }
+            self.wait();
+        }
     }
 
     fn shutdown(&mut self) {
-        let waiters: Vec<u64> = self
-            .op
-            .as_ref()
-            .map(|o| o.waiters.clone())
-            .unwrap_or_default();
-        for id in waiters {
-            self.control_error(id, "the job ended before the operation finished".into());
+        // The agent's leftovers first: the coordinator then removes the
+        // job's files, the pipe directory with them.
+        if let Some(a) = self.agent.as_mut() {
+            a.close();
         }
-        for (id, ..) in std::mem::take(&mut self.pending) {
-            self.control_error(id, "the job ended before its ranks connected".into());
+        if let Some(c) = self.coord.as_mut() {
+            c.shutdown();
+            c.stop_agents();
         }
-        for (key, l) in &mut self.limits {
-            let n = l.take_suppressed();
-            if n > 0 {
-                log::warn!(target: crate::logging::TARGET, "{n} more {key} warnings were not logged");
-            }
+        if let Some(u) = self.uplink.as_mut() {
+            u.close();
         }
-        // Anything a rank left in the pipe directory.
-        if let Ok(entries) = std::fs::read_dir(self.io.pipe_dir().path()) {
-            for e in entries.flatten() {
-                snapc_posix::fifo::remove_stale(&e.path());
-            }
+        if let Some(a) = self.agent.as_ref()
+            && self.coord.is_none()
+        {
+            a.paths.remove();
         }
-        self.store.close();
-        self.paths.remove();
-    }
-
-    /// Tells those who asked for the job's end (`snapc stop`) that it ended.
-    fn answer_stop(&mut self, status: i32) {
-        let ended = json!({
-            "event": "finished", "op": "stop", "ok": true, "job": self.opts.job,
-            "status": status,
-            "killed": self.ending.is_some_and(|e| e.killed),
-            "ranks": self.ranks.iter().enumerate().map(|(i, r)| json!({
-                "rank": i, "pid": r.pid, "state": r.state.name(),
-            })).collect::<Vec<_>>(),
-        });
-        for id in std::mem::take(&mut self.stop_waiters) {
-            self.send_control(id, &ended);
-        }
-        self.conns.clear();
     }
 }

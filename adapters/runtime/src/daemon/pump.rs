@@ -1,30 +1,28 @@
-//! The local and global coordinators and the messages between them; the
-//! operation the daemon follows, and its publication in the store.
+//! The global coordinator's actions: the messages to the node agents and
+//! the ranks, the operation the coordinator follows, and its publication
+//! in the store.
 
+use super::msg::{Down, RankResult};
 use super::*;
 
-/// Messages between the LC and the GC, encoded.
-pub(super) enum Wire {
-    ToGc(Vec<u8>),
-    ToLc(Vec<u8>),
-}
-
-/// The operation the daemon follows.
+/// The operation the coordinator follows.
 pub(super) struct Op {
     pub(super) kind: &'static str,
     pub(super) handle: u32,
     pub(super) gc_seq: Option<u32>,
     pub(super) started: Instant,
-    pub(super) results: BTreeMap<u32, ProcessResult>,
+    pub(super) results: BTreeMap<u32, RankResult>,
     pub(super) waiters: Vec<u64>,
-    /// The store refused the snapshot: the LC was not started, the daemon
-    /// answers for it.
+    /// The store refused the snapshot: the LCs were not started, the
+    /// coordinator answers for them.
     pub(super) lc_skipped: bool,
     pub(super) error: Option<String>,
     pub(super) published: Option<(u64, PathBuf, String, u64)>,
-    /// What the FIFO side knows of a rank's failure beyond the machine's
-    /// outcome (EMFILE, a stopped or exited process), by rank.
-    pub(super) notes: BTreeMap<u32, String>,
+    /// The verdict (ESTABLISHED, ERROR, INC_PREPED) went out: the
+    /// operation is ending.
+    pub(super) verdict: bool,
+    /// A migration: the ranks moved to their new nodes.
+    pub(super) migration: Option<migrate::Moving>,
 }
 
 pub(super) fn ms(d: CoreDuration) -> f64 {
@@ -49,92 +47,69 @@ pub(super) fn timings_json(t: &local::Timings) -> Value {
     })
 }
 
-pub(super) fn outcome_name(o: ProcessOutcome) -> String {
-    match o {
-        ProcessOutcome::State(s) => s.name().to_string(),
-        ProcessOutcome::Failed(f) => format!("failed: {f}"),
-    }
-}
-
-impl Daemon {
-    /// Carries out every action of both machines and delivers the messages
-    /// between them until nothing moves.
-    pub(super) fn pump(&mut self) {
+impl Coordinator {
+    /// Carries out the global coordinator's actions until it has none;
+    /// whether there were any.
+    pub(super) fn pump(&mut self) -> bool {
+        self.sync_hosts();
         let mut out: MessageBuf = [0; MAX_MESSAGE_LEN];
-        loop {
-            let mut moved = false;
-            while let Some(a) = self.lc.poll_action(&mut out) {
-                moved = true;
-                match self.io.execute(&mut self.lc, a) {
-                    Some(local::Action::SendToGc { len }) => {
-                        self.wire.push_back(Wire::ToGc(out[..len].to_vec()));
-                    }
-                    Some(local::Action::Report(r)) => self.on_report(r),
-                    _ => {}
-                }
-            }
-            while let Some(action) = self.gc.poll_action(&mut out) {
-                moved = true;
-                self.on_gc(action, &out);
-            }
-            if let Some(msg) = self.wire.pop_front() {
-                moved = true;
-                self.deliver(msg);
-            }
-            if !moved {
-                break;
-            }
+        let mut moved = false;
+        while let Some(action) = self.gc.poll_action(&mut out) {
+            moved = true;
+            self.on_gc(action, &out);
         }
+        moved
     }
 
-    pub(super) fn deliver(&mut self, msg: Wire) {
-        let now = self.io.now();
-        match msg {
-            Wire::ToGc(bytes) => {
-                if let Err(e) = self.gc.handle_lc_message(now, 0, &bytes) {
-                    log::warn!("ORTED_STATE refused: {e}");
-                }
-            }
-            Wire::ToLc(bytes) => {
-                if let Err(e) = self.lc.handle_gc_message(now, &bytes) {
-                    log::warn!("JOB_STATE refused: {e}");
-                }
-            }
-        }
-    }
-
-    /// The LC's report when the daemon answers for it (it was not started).
-    pub(super) fn answer_for_lc(&mut self, state: CkptState) {
+    /// Node `node`'s report when the coordinator answers for it (its LC
+    /// was not started, or its agent is lost): delivered at once.
+    pub(super) fn answer_for_lc(&mut self, node: usize, state: CkptState) {
         let o = OrtedState {
             quick: true,
             state: StateCode::plain(state),
         };
         let mut buf: MessageBuf = [0; MAX_MESSAGE_LEN];
         match o.emit(&mut buf) {
-            Ok(n) => self.wire.push_back(Wire::ToGc(buf[..n].to_vec())),
+            Ok(n) => {
+                let now = self.now();
+                if let Err(e) = self.gc.handle_lc_message(now, node, &buf[..n]) {
+                    log::warn!("ORTED_STATE refused: {e}");
+                }
+            }
             Err(e) => log::error!("ORTED_STATE: {e}"),
         }
     }
 
+    /// Every node's report, answered for them.
+    pub(super) fn answer_for_all(&mut self, state: CkptState) {
+        for node in 0..self.nodes.len() {
+            self.answer_for_lc(node, state);
+        }
+    }
+
     pub(super) fn on_gc(&mut self, action: global::Action, out: &MessageBuf) {
-        let now = self.io.now();
+        let now = self.now();
         match action {
             global::Action::SendToLcs { len } => {
                 let bytes = out[..len].to_vec();
                 let (state, detail) = match FromGc::parse(&bytes) {
-                    Ok(FromGc::JobState(js)) => {
-                        (js.state.state, js.detail.map(|d| (d.handle, d.options)))
-                    }
+                    Ok(FromGc::JobState(js)) => (
+                        js.state.state,
+                        js.detail
+                            .map(|d| (d.handle, d.options, d.migrating.is_some())),
+                    ),
                     other => {
                         log::error!("GC to LCs: not a JOB_STATE: {other:?}");
                         return;
                     }
                 };
-                if let (CkptState::Running, Some((handle, options))) = (state, detail) {
+                if let (CkptState::Running, Some((handle, options, migrating))) = (state, detail) {
                     let kind = if options.inc_recover_only {
                         "quiesce_end"
                     } else if options.inc_prep_only {
                         "quiesce_start"
+                    } else if migrating {
+                        "migrate"
                     } else {
                         "checkpoint"
                     };
@@ -146,9 +121,10 @@ impl Daemon {
                         results: BTreeMap::new(),
                         waiters: Vec::new(),
                         lc_skipped: false,
-                        notes: BTreeMap::new(),
                         error: None,
                         published: None,
+                        verdict: false,
+                        migration: None,
                     };
                     if let Some(prev) = self.op.take() {
                         op.waiters = prev.waiters;
@@ -162,19 +138,34 @@ impl Daemon {
                         op.error = Some(e);
                         op.lc_skipped = true;
                         self.op = Some(op);
-                        self.answer_for_lc(CkptState::Error);
+                        self.answer_for_all(CkptState::Error);
                         return;
                     }
                     self.op = Some(op);
                     if options.inc_recover_only && self.runtime_quiesce_end {
                         // The ranks end their quiesce when they see this (snapc_posix::app).
-                        self.send_all_ranks(Tag::Snapc, &bytes);
+                        self.broadcast(Down::ToAllRanks {
+                            tag: Tag::Snapc,
+                            bytes: bytes.clone(),
+                        });
                     }
-                } else if self.op.as_ref().is_some_and(|o| o.lc_skipped) {
-                    self.answer_for_lc(CkptState::Recovered);
-                    return;
+                } else {
+                    if let Some(op) = self.op.as_mut() {
+                        op.verdict = true;
+                    }
+                    if self.op.as_ref().is_some_and(|o| o.lc_skipped) {
+                        self.answer_for_all(CkptState::Recovered);
+                        return;
+                    }
                 }
-                self.wire.push_back(Wire::ToLc(bytes));
+                self.broadcast(Down::JobState(bytes));
+                // The lost nodes' reports, on their behalf.
+                let lost: Vec<usize> = (0..self.nodes.len())
+                    .filter(|&i| self.nodes[i].lost.is_some())
+                    .collect();
+                for node in lost {
+                    self.answer_for_lc(node, CkptState::Error);
+                }
             }
             global::Action::SendToRank { vpid, len } => {
                 let failed = self
@@ -205,32 +196,41 @@ impl Daemon {
                 }
             }
             global::Action::Established(s) => self.establish(&s),
-            global::Action::Migrate { .. } => {
-                self.log("migration is not supported on one node: refused");
-                let _ = self.gc.handle_migration_done(now, false);
-            }
+            global::Action::Migrate { seq, handle } => self.begin_migration(seq, handle),
             global::Action::Restart { seq_num } => {
                 let handle = self.gc.restart_handle().to_string();
                 self.begin_restart(seq_num, &handle);
             }
             global::Action::Finished(r) => self.finish(&r),
-            other => log::error!("a GC action this daemon does not know: {other:?}"),
+            other => {
+                let _ = now;
+                log::error!("a GC action this daemon does not know: {other:?}")
+            }
         }
     }
 
-    pub(super) fn on_report(&mut self, r: ProcessResult) {
-        let note = self.io.take_note(r.slot);
-        if let Some(note) = &note {
-            self.log(format!("rank {}: {note}", r.name.vpid));
+    /// A message to rank `vpid`, through its node's agent.
+    pub(super) fn send_rank(&mut self, vpid: u32, tag: Tag, payload: &[u8]) {
+        match self.ranks.get(vpid as usize).and_then(|r| r.node) {
+            Some(node) => self.send_to(
+                node,
+                Down::ToRank {
+                    vpid,
+                    tag,
+                    bytes: payload.to_vec(),
+                },
+            ),
+            None => log::warn!("rank {vpid} is not connected: message dropped"),
         }
+    }
+
+    /// A rank's result from its node's agent.
+    pub(super) fn on_result(&mut self, r: RankResult) {
         let total = self.opts.nranks;
         let Some(op) = self.op.as_mut() else {
             return;
         };
-        if let Some(note) = note {
-            op.notes.insert(r.name.vpid, note);
-        }
-        op.results.insert(r.name.vpid, r);
+        op.results.insert(r.vpid, r);
         let done = op.results.len();
         let ev = json!({"event": "progress", "done": done, "total": total});
         let waiters = op.waiters.clone();
@@ -250,14 +250,12 @@ impl Daemon {
             return;
         };
         op.gc_seq = Some(s.seq);
-        let complete = (0..nranks).all(|r| {
-            op.results.get(&r).is_some_and(|p| {
-                matches!(
-                    p.outcome,
-                    ProcessOutcome::State(CrState::Continue | CrState::Term)
-                )
-            })
-        });
+        if op.migration.is_some() {
+            // The moving ranks restarted from it; the others did not write
+            // theirs: not a snapshot of the whole job.
+            return;
+        }
+        let complete = (0..nranks).all(|r| op.results.get(&r).is_some_and(RankResult::complete));
         if !complete {
             op.error = Some(format!(
                 "snapshot {seq}: only {} of {nranks} ranks took part",
@@ -273,16 +271,23 @@ impl Daemon {
             .map(|p| {
                 let bytes = staged
                     .as_ref()
-                    .and_then(|d| d.open_sub(&format!("rank-{}", p.name.vpid), false).ok())
+                    .and_then(|d| d.open_sub(&format!("rank-{}", p.vpid), false).ok())
                     .map_or(0, |d| d.tree_size());
                 total += bytes;
+                let node = self
+                    .ranks
+                    .get(p.vpid as usize)
+                    .and_then(|r| r.node)
+                    .and_then(|n| self.nodes.get(n))
+                    .map(|n| n.name.clone());
                 json!({
-                    "rank": p.name.vpid, "pid": p.pid, "state": outcome_name(p.outcome),
-                    "dir": format!("rank-{}", p.name.vpid), "bytes": bytes,
-                    "handshake": p.n, "timings_ms": timings_json(&p.timings),
+                    "rank": p.vpid, "pid": p.pid, "state": p.outcome(),
+                    "dir": format!("rank-{}", p.vpid), "bytes": bytes,
+                    "handshake": p.n, "timings_ms": p.timings, "node": node,
                 })
             })
             .collect();
+        let nodes: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
         let meta = json!({
             "job": self.opts.job, "jobid": self.jobid, "seq": seq, "gc_seq": s.seq,
             "handle": s.handle, "reference": s.reference.as_str(), "nranks": nranks,
@@ -291,6 +296,7 @@ impl Daemon {
             "created_unix_ms": unix_ms(),
             "duration_ms": op.started.elapsed().as_secs_f64() * 1000.0,
             "bytes": total, "ranks": ranks,
+            "nodes": if self.embedded { None } else { Some(nodes) },
         });
         match self.store.publish(s.handle, seq, &meta) {
             Ok(dir) => {
@@ -305,6 +311,20 @@ impl Daemon {
         }
     }
 
+    /// The global coordinator's failure, with node names.
+    fn failure_text(&self, f: Option<global::OperationFailure>) -> String {
+        match f {
+            Some(global::OperationFailure::Lc { lc, state }) if !self.embedded => {
+                format!("node {}: {}", self.node_name(lc), state.name())
+            }
+            Some(global::OperationFailure::LcTimeout { lc }) if !self.embedded => {
+                format!("node {}: no report in time", self.node_name(lc))
+            }
+            Some(f) => format!("{f:?}"),
+            None => "failed".into(),
+        }
+    }
+
     pub(super) fn finish(&mut self, r: &Report) {
         if matches!(r.kind, OpKind::Restart) {
             self.finish_restart(r);
@@ -315,14 +335,15 @@ impl Daemon {
         };
         let kind = op.kind;
         let checkpoint = matches!(r.kind, OpKind::Checkpoint);
+        let migration = matches!(r.kind, OpKind::Migrate);
         let ok = r.ok && op.error.is_none() && (!checkpoint || op.published.is_some());
         // Why a rank could not write its snapshot is in its own log; a full
         // store is worth saying here (before the discard frees space).
         let full = (checkpoint && !ok).then(|| self.store.full()).flatten();
         // A failed operation's snapshot directory goes at once (a quiesce's
         // stays until the daemon's end: its ranks write their attributes
-        // there as they tear down).
-        if !ok && !matches!(r.kind, OpKind::QuiesceEnd) {
+        // there as they tear down); a migration's once its ranks run again.
+        if (!ok && !matches!(r.kind, OpKind::QuiesceEnd)) || migration {
             self.store.discard(op.handle);
         }
         match r.kind {
@@ -339,15 +360,11 @@ impl Daemon {
             let mut why: Vec<String> = op
                 .results
                 .values()
-                .filter_map(|p| match p.outcome {
-                    ProcessOutcome::State(CrState::Continue | CrState::Term | CrState::Running) => {
-                        None
-                    }
-                    // With what the machine alone cannot say (EMFILE, ...).
-                    o => Some(match op.notes.get(&p.name.vpid) {
-                        Some(e) => format!("rank {}: {} ({e})", p.name.vpid, outcome_name(o)),
-                        None => format!("rank {}: {}", p.name.vpid, outcome_name(o)),
-                    }),
+                .filter(|p| p.failing())
+                // With what the machine alone cannot say (EMFILE, ...).
+                .map(|p| match &p.note {
+                    Some(e) => format!("rank {}: {} ({e})", p.vpid, p.outcome()),
+                    None => format!("rank {}: {}", p.vpid, p.outcome()),
                 })
                 .collect();
             if let Some(e) = &op.error {
@@ -357,10 +374,7 @@ impl Daemon {
                 why.push(f);
             }
             if why.is_empty() {
-                why.push(match r.failure {
-                    Some(f) => format!("{f:?}"),
-                    None => "failed".into(),
-                });
+                why.push(self.failure_text(r.failure));
             }
             Some(why.join("; "))
         };
@@ -376,9 +390,10 @@ impl Daemon {
             "handle": op.handle, "error": error,
             "duration_ms": op.started.elapsed().as_secs_f64() * 1000.0,
             "ranks": op.results.values().map(|p| json!({
-                "rank": p.name.vpid, "pid": p.pid, "state": outcome_name(p.outcome),
-                "timings_ms": timings_json(&p.timings),
+                "rank": p.vpid, "pid": p.pid, "state": p.outcome(),
+                "timings_ms": p.timings,
             })).collect::<Vec<_>>(),
+            "moved": op.migration.as_ref().map(|m| m.describe(self)),
         });
         match (&error, &op.published) {
             (None, Some((seq, dir, _, bytes))) => self.log(format!(
@@ -403,5 +418,6 @@ impl Daemon {
             }
         }
         self.last_result = Some(ev);
+        self.after_signal_checkpoint(op.handle, ok && checkpoint);
     }
 }

@@ -165,7 +165,7 @@ fn checked_restart_options(path: &std::path::Path) -> Result<RunOptions, String>
     Ok(opts)
 }
 
-impl Daemon {
+impl Coordinator {
     /// The GC's Restart action (a rank asked for it): relaunches the job
     /// from snapshot `seq_num` of the store if it is complete and `handle`
     /// is its reference; otherwise the restart fails and the job goes on.
@@ -184,7 +184,8 @@ impl Daemon {
                     error: Some(e),
                     started,
                 });
-                let _ = self.gc.handle_restart_done(self.io.now(), false);
+                let now = self.now();
+                let _ = self.gc.handle_restart_done(now, false);
                 return;
             }
         };
@@ -288,6 +289,7 @@ impl Daemon {
                     let why = format!("rank {rank} {} before it reported", p.state.name());
                     self.restart_failed(why);
                 } else if self.ranks.iter().all(|p| p.updated) {
+                    let now = self.now();
                     self.restarting = None;
                     self.log(format!(
                         "restart from snapshot {}: every rank runs again ({:.1} ms)",
@@ -300,7 +302,7 @@ impl Daemon {
                         error: None,
                         started: r.started,
                     });
-                    let _ = self.gc.handle_restart_done(self.io.now(), true);
+                    let _ = self.gc.handle_restart_done(now, true);
                     self.pump();
                 } else if now >= deadline {
                     let missing: Vec<u32> = (0..self.ranks.len() as u32)
@@ -317,14 +319,13 @@ impl Daemon {
 
     /// Every old rank is gone: the new ones start from the snapshot.
     pub(super) fn relaunch(&mut self) {
-        self.ranks.clear();
         // A launcher starts its ranks in its own time (mpirun takes a second).
         let within = if self.opts.launcher {
             self.opts.timeout.max(self.opts.connect_timeout)
         } else {
             self.opts.timeout
         };
-        match self.launch() {
+        match self.launch(false) {
             Ok(()) => {
                 if let Some(r) = self.restarting.as_mut() {
                     r.step = RestartStep::Starting {
@@ -355,7 +356,8 @@ impl Daemon {
             error: Some(why),
             started: r.started,
         });
-        let _ = self.gc.handle_restart_done(self.io.now(), false);
+        let now = self.now();
+        let _ = self.gc.handle_restart_done(now, false);
     }
 
     /// The GC's report of a restart: logged, and kept as the last result.

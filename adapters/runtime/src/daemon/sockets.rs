@@ -1,6 +1,7 @@
-//! The ranks' socket (admission by SO_PEERCRED, framed messages) and the
-//! control socket's connections.
+//! The ranks' socket (the agent: admission by SO_PEERCRED, framed
+//! messages) and the control socket's connections (the coordinator).
 
+use super::msg::{Up, UpCtl};
 use super::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,6 +12,11 @@ pub(super) enum ConnKind {
     /// is awaited ([`super::admission`]).
     Joining {
         pid: u32,
+    },
+    /// A process whose hello was good, awaiting the coordinator's word.
+    Admitting {
+        pid: u32,
+        rejoin: bool,
     },
 }
 
@@ -25,8 +31,22 @@ pub(super) struct Conn {
     pub(super) requested: bool,
 }
 
+impl Conn {
+    fn new(stream: UnixStream, kind: ConnKind) -> Self {
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+        Self {
+            stream,
+            kind,
+            frames: FrameReader::default(),
+            line: Vec::new(),
+            since: Instant::now(),
+            requested: false,
+        }
+    }
+}
+
 /// The most control connections at once (fewer when the file limit leaves
-/// less room beside the ranks, see [`Daemon::control_cap`]); past it the
+/// less room beside the ranks, see [`Coordinator::control_cap`]); past it the
 /// oldest that has not sent its request yet makes room (or the newcomer is
 /// refused).
 pub(super) const MAX_CONTROL: usize = 32;
@@ -38,112 +58,114 @@ pub(super) const CONTROL_LINE_DEADLINE: Duration = Duration::from_secs(5);
 pub(super) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What an `accept` gave.
-enum Accepted {
+pub(super) enum Accepted {
     Stream(UnixStream),
     /// Nothing (more) to accept now, or the listener rests.
     Done,
+    /// Out of descriptors, and the caller may make room.
+    Full(std::io::Error),
 }
 
-impl Daemon {
-    pub(super) fn peer(&mut self, stream: &UnixStream) -> Option<(u32, u32)> {
-        match getsockopt(stream, PeerCredentials) {
-            Ok(c) => Some((u32::try_from(c.pid()).unwrap_or(0), c.uid())),
-            Err(e) => {
-                self.warn_limited("peercred", format_args!("SO_PEERCRED: {e}"));
-                None
-            }
+/// The next connection on `listener`. Out of descriptors (EMFILE,
+/// ENFILE) the caller is told, to make room or to give up.
+pub(super) fn accept_one(listener: &UnixListener) -> Result<Accepted, std::io::Error> {
+    match listener.accept() {
+        Ok((stream, _)) => Ok(Accepted::Stream(stream)),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(Accepted::Done),
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(Accepted::Done),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(nix::libc::EMFILE | nix::libc::ENFILE)
+            ) =>
+        {
+            Ok(Accepted::Full(e))
         }
+        Err(e) => Err(e),
     }
+}
 
-    /// Logs a warning a peer can cause at will, a few per window
-    /// ([`crate::logging::Limiter`]).
+/// Out of descriptors: the reserve descriptor is given up to take the
+/// waiting connection and close it at once (so that poll does not report
+/// it again and again), and the listener rests for [`ACCEPT_BACKOFF`].
+pub(super) fn shed(
+    listener: &UnixListener,
+    reserve: &mut Option<File>,
+    rest_until: &mut Option<Instant>,
+) {
+    *reserve = None;
+    if let Ok((stream, _)) = listener.accept() {
+        drop(stream);
+    }
+    *reserve = File::open("/dev/null").ok();
+    *rest_until = Some(Instant::now() + ACCEPT_BACKOFF);
+}
+
+/// The peer's pid and uid.
+pub(super) fn peer(stream: &UnixStream) -> Result<(u32, u32), nix::errno::Errno> {
+    getsockopt(stream, PeerCredentials).map(|c| (u32::try_from(c.pid()).unwrap_or(0), c.uid()))
+}
+
+/// Logs a warning a peer can cause at will, a few per window
+/// ([`crate::logging::Limiter`]).
+pub(super) fn warn_limited(
+    limits: &mut BTreeMap<&'static str, crate::logging::Limiter>,
+    key: &'static str,
+    msg: std::fmt::Arguments<'_>,
+) {
+    limits.entry(key).or_default().log(log::Level::Warn, msg);
+}
+
+impl Agent {
     pub(super) fn warn_limited(&mut self, key: &'static str, msg: std::fmt::Arguments<'_>) {
-        self.limits
-            .entry(key)
-            .or_default()
-            .log(log::Level::Warn, msg);
+        warn_limited(&mut self.limits, key, msg);
     }
 
     pub(super) fn add_conn(&mut self, stream: UnixStream, kind: ConnKind) -> u64 {
         let id = self.next_conn;
         self.next_conn += 1;
-        let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-        self.conns.insert(
-            id,
-            Conn {
-                stream,
-                kind,
-                frames: FrameReader::default(),
-                line: Vec::new(),
-                since: Instant::now(),
-                requested: false,
-            },
-        );
+        self.conns.insert(id, Conn::new(stream, kind));
         id
     }
 
-    /// The next connection on `rank` (else the control) listener. Out of
-    /// descriptors (EMFILE, ENFILE), the reserve descriptor is given up to
-    /// take the waiting connection and close it at once (so that poll does
-    /// not report it again and again), the listeners rest for
-    /// [`ACCEPT_BACKOFF`], and it is logged (a few times per window).
-    fn accept_one(&mut self, rank: bool) -> Accepted {
-        let listener = if rank {
-            &self.rank_listener
-        } else {
-            &self.ctl_listener
-        };
-        match listener.accept() {
-            Ok((stream, _)) => Accepted::Stream(stream),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Accepted::Done,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Accepted::Done,
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(nix::libc::EMFILE | nix::libc::ENFILE)
-                ) =>
-            {
-                // An idle control connection makes room first (the
-                // newcomer may be the user's `snapc status`).
-                if self.evict_idle_control() {
-                    return self.accept_one(rank);
-                }
-                let listener = if rank {
-                    &self.rank_listener
-                } else {
-                    &self.ctl_listener
-                };
-                self.reserve = None;
-                if let Ok((stream, _)) = listener.accept() {
-                    drop(stream);
-                }
-                self.reserve = File::open("/dev/null").ok();
-                self.accept_rest_until = Some(Instant::now() + ACCEPT_BACKOFF);
-                let which = if rank { "ranks'" } else { "control" };
+    fn accept_rank(&mut self) -> Option<UnixStream> {
+        match accept_one(&self.rank_listener) {
+            Ok(Accepted::Stream(s)) => Some(s),
+            Ok(Accepted::Done) => None,
+            Ok(Accepted::Full(e)) => {
+                shed(
+                    &self.rank_listener,
+                    &mut self.reserve,
+                    &mut self.accept_rest_until,
+                );
                 self.warn_limited(
                     "emfile",
                     format_args!(
-                        "out of file descriptors: a connection to the {which} socket was closed ({e}); \
+                        "out of file descriptors: a connection to the ranks' socket was closed ({e}); \
                          the limit is {} (ulimit -n)",
                         crate::fds::limit()
                     ),
                 );
-                Accepted::Done
+                None
             }
             Err(e) => {
                 self.warn_limited("accept", format_args!("accept: {e}"));
-                Accepted::Done
+                None
             }
         }
     }
 
     pub(super) fn accept_ranks(&mut self) {
-        while let Accepted::Stream(stream) = self.accept_one(true) {
+        while let Some(stream) = self.accept_rank() {
             let _ = stream.set_nonblocking(false);
-            let Some((pid, uid)) = self.peer(&stream) else {
-                continue;
+            let (pid, uid) = match peer(&stream) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.warn_limited("peercred", format_args!("SO_PEERCRED: {e}"));
+                    continue;
+                }
             };
-            if self.opts.launcher {
+            if self.setup.launcher {
                 if uid == self.euid {
                     self.accept_joining(stream, pid);
                 } else {
@@ -154,17 +176,18 @@ impl Daemon {
             let rank = self
                 .ranks
                 .iter()
-                .position(|r| r.pid == pid && r.state == RankState::Running && r.conn.is_none());
+                .find(|(_, r)| r.pid == pid && r.state == RankState::Running && r.conn.is_none())
+                .map(|(&rank, _)| rank);
             match rank {
                 Some(rank) if uid == self.euid => {
-                    let id = self.add_conn(stream, ConnKind::Rank(rank as u32));
-                    if let Some(r) = self.ranks.get_mut(rank) {
+                    let id = self.add_conn(stream, ConnKind::Rank(rank));
+                    if let Some(r) = self.ranks.get_mut(&rank) {
                         r.conn = Some(id);
                     }
-                    self.maybe_init();
+                    self.report_rank(rank);
                 }
                 _ => {
-                    let job = self.opts.job.clone();
+                    let job = self.setup.job.clone();
                     self.warn_limited(
                         "refused",
                         format_args!(
@@ -176,43 +199,251 @@ impl Daemon {
         }
     }
 
-    pub(super) fn maybe_init(&mut self) {
-        if self.initialized || self.ranks.iter().any(|r| r.conn.is_none()) {
+    /// Refuses the processes that did not say hello in time on the ranks'
+    /// socket; the earliest such deadline still to come.
+    pub(super) fn expire_joining(&mut self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut silent = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (id, c) in &self.conns {
+            let ConnKind::Joining { pid } = c.kind else {
+                continue;
+            };
+            let at = c.since + super::admission::JOIN_DEADLINE;
+            if at > now {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            } else {
+                silent.push((*id, pid));
+            }
+        }
+        for (id, pid) in silent {
+            let within = super::admission::JOIN_DEADLINE;
+            self.refuse(id, pid, format!("it sent no hello within {within:?}"));
+        }
+        next
+    }
+
+    pub(super) fn conn_ready(&mut self, id: u64) {
+        let Some(c) = self.conns.get_mut(&id) else {
             return;
-        }
-        self.initialized = true;
-        let init = RequestOp {
-            jobid: self.jobid,
-            request: Request::Init,
         };
-        // Rank 0's INIT, sent for the job once every rank is there.
-        let mut buf: MessageBuf = [0; MAX_MESSAGE_LEN];
-        let taken = init
-            .emit(&mut buf)
-            .map_err(|e| e.to_string())
-            .and_then(|n| {
-                self.gc
-                    .handle_rank_message(self.io.now(), 0, &buf[..n])
-                    .map_err(|e| e.to_string())
-            });
-        if let Err(e) = taken {
-            log::warn!("INIT: {e}");
-        }
-        let how = if self.opts.launcher {
-            "joined"
-        } else {
-            "connected"
+        let mut chunk = [0u8; 4096];
+        let n = match c.stream.read(&mut chunk) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                return;
+            }
+            Ok(0) | Err(_) => {
+                if let ConnKind::Joining { pid } | ConnKind::Admitting { pid, .. } = c.kind {
+                    self.conns.remove(&id);
+                    self.refused(pid, "it closed its connection without a hello");
+                    return;
+                }
+                self.drop_conn(id);
+                return;
+            }
+            Ok(n) => n,
         };
-        self.log(format!("all {} ranks {how}", self.opts.nranks));
+        c.frames.push(&chunk[..n]);
+        // Frame by frame: a hello admits the connection as a rank, and what
+        // follows it is that rank's.
+        loop {
+            let Some(c) = self.conns.get_mut(&id) else {
+                return;
+            };
+            let kind = c.kind;
+            if let ConnKind::Admitting { .. } = kind {
+                // The rest waits for the coordinator's word.
+                return;
+            }
+            let frame = match c.frames.next_frame() {
+                None => return,
+                Some(f) => f,
+            };
+            match (kind, frame) {
+                (ConnKind::Rank(rank), Ok((tag, payload))) => {
+                    self.rank_message(rank, tag, &payload);
+                }
+                (ConnKind::Joining { pid }, Ok((tag, payload))) => {
+                    self.hello(id, pid, tag, &payload);
+                }
+                (ConnKind::Joining { pid }, Err(e)) => {
+                    return self.refuse(id, pid, format!("not a snapc rank: {e}"));
+                }
+                (_, Err(e)) => {
+                    self.warn_limited("frame", format_args!("{kind:?}: {e}"));
+                    return self.drop_conn(id);
+                }
+                (ConnKind::Control | ConnKind::Admitting { .. }, Ok(_)) => return,
+            }
+        }
+    }
+
+    /// The frames a connection sent while it awaited admission.
+    pub(super) fn conn_backlog(&mut self, id: u64) {
+        loop {
+            let Some(c) = self.conns.get_mut(&id) else {
+                return;
+            };
+            let ConnKind::Rank(rank) = c.kind else {
+                return;
+            };
+            match c.frames.next_frame() {
+                None => return,
+                Some(Ok((tag, payload))) => self.rank_message(rank, tag, &payload),
+                Some(Err(e)) => {
+                    self.warn_limited("frame", format_args!("rank {rank}: {e}"));
+                    return self.drop_conn(id);
+                }
+            }
+        }
+    }
+
+    pub(super) fn drop_conn(&mut self, id: u64) {
+        if let Some(Conn {
+            kind: ConnKind::Rank(rank),
+            ..
+        }) = self.conns.remove(&id)
+            && let Some(r) = self.ranks.get_mut(&rank)
+            && r.conn == Some(id)
+        {
+            r.conn = None;
+            self.report_rank(rank);
+        }
+    }
+
+    pub(super) fn rank_message(&mut self, rank: u32, tag: Tag, payload: &[u8]) {
+        let now = self.io.now();
+        let Some(pid) = self.ranks.get(&rank).map(|r| r.pid) else {
+            return;
+        };
+        match tag {
+            Tag::Snapc => match ToDaemon::parse(payload) {
+                Ok(ToDaemon::LocalFinish(_)) => {
+                    let _ = self.lc.handle_process_message(now, pid, payload);
+                }
+                Ok(ToDaemon::LocalUpdate(u)) => {
+                    let own = u.name.vpid == rank
+                        && u.name.jobid == self.setup.jobid
+                        && u32::try_from(u.pid).is_ok_and(|p| p == pid);
+                    if !own {
+                        self.warn_limited(
+                            "rank-message",
+                            format_args!(
+                                "rank {rank}: LOCAL_UPDATE for {}.{} pid {} refused",
+                                u.name.jobid, u.name.vpid, u.pid
+                            ),
+                        );
+                    } else if let Err(e) = self.lc.handle_process_message(now, pid, payload) {
+                        self.warn_limited(
+                            "rank-message",
+                            format_args!("rank {rank}: LOCAL_UPDATE: {e}"),
+                        );
+                    } else if let Some(r) = self.ranks.get_mut(&rank) {
+                        r.updated = true;
+                        self.report_rank(rank);
+                    }
+                }
+                Err(e) => self.warn_limited("rank-message", format_args!("rank {rank}: {e}")),
+            },
+            // A rank this agent started, admitted by its pid, that says
+            // hello anyway (it has a secret from elsewhere): it is in.
+            Tag::Join if !self.setup.launcher => {
+                let admitted = snapc_posix::join::Answer::Admitted.encode();
+                self.send_rank(rank, Tag::Join, &admitted);
+            }
+            Tag::Join => self.warn_limited(
+                "rank-message",
+                format_args!("rank {rank}: a hello after joining, ignored"),
+            ),
+            // For the coordinator, which checks it.
+            Tag::SnapcFull => self.send(Up::RankRequest {
+                vpid: rank,
+                bytes: payload.to_vec(),
+            }),
+        }
+    }
+
+    pub(super) fn send_rank(&mut self, vpid: u32, tag: Tag, payload: &[u8]) {
+        let Some(id) = self.ranks.get(&vpid).and_then(|r| r.conn) else {
+            log::warn!("rank {vpid} is not connected: message dropped");
+            return;
+        };
+        let ok = match (encode_frame(tag, payload), self.conns.get_mut(&id)) {
+            (Ok(frame), Some(c)) => c.stream.write_all(&frame).is_ok(),
+            _ => false,
+        };
+        if !ok {
+            self.drop_conn(id);
+        }
+    }
+
+    /// Tells the coordinator the agent is set up.
+    pub(super) fn ready(&mut self) {
+        self.send(Up::Ctl(UpCtl::Ready {
+            node: self.setup.node.clone(),
+            pid: std::process::id(),
+        }));
+    }
+}
+
+impl Coordinator {
+    pub(super) fn warn_limited(&mut self, key: &'static str, msg: std::fmt::Arguments<'_>) {
+        warn_limited(&mut self.limits, key, msg);
+    }
+
+    pub(super) fn add_conn(&mut self, stream: UnixStream, kind: ConnKind) -> u64 {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        self.conns.insert(id, Conn::new(stream, kind));
+        id
+    }
+
+    fn accept_control(&mut self) -> Option<UnixStream> {
+        loop {
+            match accept_one(&self.ctl_listener) {
+                Ok(Accepted::Stream(s)) => return Some(s),
+                Ok(Accepted::Done) => return None,
+                Ok(Accepted::Full(e)) => {
+                    // An idle control connection makes room first (the
+                    // newcomer may be the user's `snapc status`).
+                    if self.evict_idle_control() {
+                        continue;
+                    }
+                    shed(
+                        &self.ctl_listener,
+                        &mut self.reserve,
+                        &mut self.accept_rest_until,
+                    );
+                    self.warn_limited(
+                        "emfile",
+                        format_args!(
+                            "out of file descriptors: a connection to the control socket was closed ({e}); \
+                             the limit is {} (ulimit -n)",
+                            crate::fds::limit()
+                        ),
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    self.warn_limited("accept", format_args!("accept: {e}"));
+                    return None;
+                }
+            }
+        }
     }
 
     pub(super) fn accept_controls(&mut self) {
-        while let Accepted::Stream(stream) = self.accept_one(false) {
+        while let Some(stream) = self.accept_control() {
             // Never blocks the loop: a client that does not read its
             // answers is dropped instead.
             let _ = stream.set_nonblocking(true);
-            match self.peer(&stream) {
-                Some((_, uid)) if uid == self.euid => {
+            match peer(&stream) {
+                Ok((_, uid)) if uid == self.euid => {
                     if self.control_count() >= self.control_cap() && !self.evict_idle_control() {
                         let mut s = &stream;
                         let _ = s.write_all(
@@ -229,11 +460,11 @@ impl Daemon {
                     }
                     self.add_conn(stream, ConnKind::Control);
                 }
-                Some((pid, uid)) => self.warn_limited(
+                Ok((pid, uid)) => self.warn_limited(
                     "refused",
                     format_args!("refused a control connection from pid {pid} (uid {uid})"),
                 ),
-                None => {}
+                Err(e) => self.warn_limited("peercred", format_args!("SO_PEERCRED: {e}")),
             }
         }
     }
@@ -243,7 +474,8 @@ impl Daemon {
     fn control_cap(&self) -> usize {
         let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .map_or(crate::fds::limit(), |(soft, _)| soft);
-        let room = limit.saturating_sub(crate::fds::needed(self.opts.nranks, 0));
+        let local = if self.embedded { self.opts.nranks } else { 0 };
+        let room = limit.saturating_sub(crate::fds::needed(local, 0));
         usize::try_from(room)
             .unwrap_or(MAX_CONTROL)
             .clamp(super::MIN_CONTROL, MAX_CONTROL)
@@ -275,30 +507,21 @@ impl Daemon {
     }
 
     /// Drops the control connections that did not send their request line
-    /// in time, and refuses the processes that did not say hello in time
-    /// on the ranks' socket; the earliest such deadline still to come.
+    /// in time; the earliest such deadline still to come.
     pub(super) fn expire_controls(&mut self) -> Option<Instant> {
         let now = Instant::now();
         let mut expired = Vec::new();
-        let mut silent = Vec::new();
         let mut next: Option<Instant> = None;
         for (id, c) in &self.conns {
-            let at = match c.kind {
-                ConnKind::Control if !c.requested => c.since + CONTROL_LINE_DEADLINE,
-                ConnKind::Joining { .. } => c.since + super::admission::JOIN_DEADLINE,
-                _ => continue,
-            };
+            if c.requested {
+                continue;
+            }
+            let at = c.since + CONTROL_LINE_DEADLINE;
             if at > now {
                 next = Some(next.map_or(at, |n| n.min(at)));
-            } else if let ConnKind::Joining { pid } = c.kind {
-                silent.push((*id, pid));
             } else {
                 expired.push(*id);
             }
-        }
-        for (id, pid) in silent {
-            let within = super::admission::JOIN_DEADLINE;
-            self.refuse(id, pid, format!("it sent no hello within {within:?}"));
         }
         if !expired.is_empty() {
             self.warn_limited(
@@ -330,152 +553,29 @@ impl Daemon {
                 return;
             }
             Ok(0) | Err(_) => {
-                if let ConnKind::Joining { pid } = c.kind {
-                    self.conns.remove(&id);
-                    self.refused(pid, "it closed its connection without a hello");
-                    return;
-                }
                 self.drop_conn(id);
                 return;
             }
             Ok(n) => n,
         };
-        match c.kind {
-            ConnKind::Rank(_) | ConnKind::Joining { .. } => {
-                c.frames.push(&chunk[..n]);
-                // Frame by frame: a hello admits the connection as a rank,
-                // and what follows it is that rank's.
-                loop {
-                    let Some(c) = self.conns.get_mut(&id) else {
-                        return;
-                    };
-                    let kind = c.kind;
-                    let frame = match c.frames.next_frame() {
-                        None => return,
-                        Some(f) => f,
-                    };
-                    match (kind, frame) {
-                        (ConnKind::Rank(rank), Ok((tag, payload))) => {
-                            self.rank_message(rank, tag, &payload);
-                        }
-                        (ConnKind::Joining { pid }, Ok((tag, payload))) => {
-                            self.hello(id, pid, tag, &payload);
-                        }
-                        (ConnKind::Joining { pid }, Err(e)) => {
-                            return self.refuse(id, pid, format!("not a snapc rank: {e}"));
-                        }
-                        (_, Err(e)) => {
-                            self.warn_limited("frame", format_args!("{kind:?}: {e}"));
-                            return self.drop_conn(id);
-                        }
-                        (ConnKind::Control, Ok(_)) => return,
-                    }
-                }
-            }
-            ConnKind::Control => {
-                if c.requested {
-                    // One request per connection: the rest is ignored.
-                    return;
-                }
-                c.line.extend_from_slice(&chunk[..n]);
-                if let Some(pos) = c.line.iter().position(|&b| b == b'\n') {
-                    c.requested = true;
-                    let line: Vec<u8> = c.line.drain(..=pos).collect();
-                    self.control(id, &line);
-                } else if c.line.len() > 65536 {
-                    self.drop_conn(id);
-                }
-            }
-        }
-    }
-
-    pub(super) fn drop_conn(&mut self, id: u64) {
-        if let Some(Conn {
-            kind: ConnKind::Rank(rank),
-            ..
-        }) = self.conns.remove(&id)
-            && let Some(r) = self.ranks.get_mut(rank as usize)
-            && r.conn == Some(id)
-        {
-            r.conn = None;
-        }
-        if let Some(op) = self.op.as_mut() {
-            op.waiters.retain(|w| *w != id);
-        }
-    }
-
-    pub(super) fn rank_message(&mut self, rank: u32, tag: Tag, payload: &[u8]) {
-        let now = self.io.now();
-        let Some(pid) = self.ranks.get(rank as usize).map(|r| r.pid) else {
+        if c.requested {
+            // One request per connection: the rest is ignored.
             return;
-        };
-        match tag {
-            Tag::Snapc => match ToDaemon::parse(payload) {
-                Ok(ToDaemon::LocalFinish(_)) => {
-                    let _ = self.lc.handle_process_message(now, pid, payload);
-                }
-                Ok(ToDaemon::LocalUpdate(u)) => {
-                    let own = u.name.vpid == rank
-                        && u.name.jobid == self.jobid
-                        && u32::try_from(u.pid).is_ok_and(|p| p == pid);
-                    if !own {
-                        self.warn_limited(
-                            "rank-message",
-                            format_args!(
-                                "rank {rank}: LOCAL_UPDATE for {}.{} pid {} refused",
-                                u.name.jobid, u.name.vpid, u.pid
-                            ),
-                        );
-                    } else if let Err(e) = self.lc.handle_process_message(now, pid, payload) {
-                        self.warn_limited(
-                            "rank-message",
-                            format_args!("rank {rank}: LOCAL_UPDATE: {e}"),
-                        );
-                    } else if let Some(r) = self.ranks.get_mut(rank as usize) {
-                        r.updated = true;
-                    }
-                }
-                Err(e) => self.warn_limited("rank-message", format_args!("rank {rank}: {e}")),
-            },
-            // A rank this daemon started, admitted by its pid, that says
-            // hello anyway (it has a secret from elsewhere): it is in.
-            Tag::Join if !self.opts.launcher => {
-                let admitted = snapc_posix::join::Answer::Admitted.encode();
-                self.send_rank(rank, Tag::Join, &admitted);
-            }
-            Tag::Join => self.warn_limited(
-                "rank-message",
-                format_args!("rank {rank}: a hello after joining, ignored"),
-            ),
-            Tag::SnapcFull => {
-                if let Err(e) = self.gc.handle_rank_message(now, rank, payload) {
-                    self.warn_limited(
-                        "rank-message",
-                        format_args!("rank {rank}: request refused: {e}"),
-                    );
-                }
-            }
         }
-        self.pump();
-    }
-
-    pub(super) fn send_rank(&mut self, vpid: u32, tag: Tag, payload: &[u8]) {
-        let Some(id) = self.ranks.get(vpid as usize).and_then(|r| r.conn) else {
-            log::warn!("rank {vpid} is not connected: message dropped");
-            return;
-        };
-        let ok = match (encode_frame(tag, payload), self.conns.get_mut(&id)) {
-            (Ok(frame), Some(c)) => c.stream.write_all(&frame).is_ok(),
-            _ => false,
-        };
-        if !ok {
+        c.line.extend_from_slice(&chunk[..n]);
+        if let Some(pos) = c.line.iter().position(|&b| b == b'\n') {
+            c.requested = true;
+            let line: Vec<u8> = c.line.drain(..=pos).collect();
+            self.control(id, &line);
+        } else if c.line.len() > 65536 {
             self.drop_conn(id);
         }
     }
 
-    pub(super) fn send_all_ranks(&mut self, tag: Tag, payload: &[u8]) {
-        for vpid in 0..self.opts.nranks {
-            self.send_rank(vpid, tag, payload);
+    pub(super) fn drop_conn(&mut self, id: u64) {
+        self.conns.remove(&id);
+        if let Some(op) = self.op.as_mut() {
+            op.waiters.retain(|w| *w != id);
         }
     }
 }

@@ -1,15 +1,23 @@
-//! Launching the ranks, their output, reaping and terminating them; the
-//! daemon's own stop signals.
+//! Processes: the daemon's own signals, the environment every process of
+//! the job gets, their output, and the agent's side of them (starting its
+//! ranks, reaping, signalling, noticing stops).
 
 use super::*;
+use serde::{Deserialize, Serialize};
 
 /// How many stop signals (SIGINT, SIGTERM, SIGHUP) arrived, and the last one.
 pub(super) static STOPS: AtomicU32 = AtomicU32::new(0);
 pub(super) static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// How many checkpoint-on signals (`--checkpoint-on`) arrived.
+pub(super) static CHECKPOINT_SIGNALS: AtomicU32 = AtomicU32::new(0);
 
 extern "C" fn on_stop(sig: nix::libc::c_int) {
     STOP_SIGNAL.store(sig, Ordering::Relaxed);
     STOPS.fetch_add(1, Ordering::Relaxed);
+}
+
+extern "C" fn on_checkpoint_signal(_: nix::libc::c_int) {
+    CHECKPOINT_SIGNALS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The job is being ended: its ranks were sent SIGCONT and SIGTERM, and get
@@ -41,7 +49,9 @@ pub(super) const IGNORED: [Signal; 10] = [
     Signal::SIGTTOU,
 ];
 
-pub(super) fn install_stop_handlers() {
+/// Handles the stop signals, ignores [`IGNORED`], and counts
+/// `checkpoint_on` (`snapc run --checkpoint-on`) instead of ignoring it.
+pub(super) fn install_stop_handlers(checkpoint_on: Option<Signal>) {
     let act = SigAction::new(
         SigHandler::Handler(on_stop),
         SaFlags::SA_RESTART,
@@ -54,10 +64,21 @@ pub(super) fn install_stop_handlers() {
         }
     }
     let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
-    for sig in IGNORED {
+    for sig in IGNORED.into_iter().filter(|s| Some(*s) != checkpoint_on) {
         // SAFETY: SIG_IGN runs no code.
         if let Err(e) = unsafe { sigaction(sig, &ignore) } {
             log::warn!("cannot ignore {sig}: {e}");
+        }
+    }
+    if let Some(sig) = checkpoint_on {
+        let act = SigAction::new(
+            SigHandler::Handler(on_checkpoint_signal),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        // SAFETY: the handler only adds to an atomic.
+        if let Err(e) = unsafe { sigaction(sig, &act) } {
+            log::warn!("cannot handle {sig}: {e}");
         }
     }
 }
@@ -92,9 +113,9 @@ fn rank_pre_exec(daemon: i32, nofile: Option<(u64, u64)>, launcher: bool) -> std
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) enum RankState {
-    /// Started by a launcher and not joined yet.
+    /// Started by a launcher and not joined yet (or not started yet).
     Waiting,
     Running,
     Exited(i32),
@@ -102,6 +123,8 @@ pub(super) enum RankState {
     /// Joined through a launcher, and its process ended (its status is
     /// its launcher's to know).
     Gone,
+    /// Its node's agent was lost.
+    Lost,
 }
 
 impl RankState {
@@ -112,6 +135,7 @@ impl RankState {
             Self::Exited(c) => format!("exited({c})"),
             Self::Signalled(s) => format!("killed({})", signal_name(s)),
             Self::Gone => "gone".into(),
+            Self::Lost => "lost with its node".into(),
         }
     }
 
@@ -121,12 +145,16 @@ impl RankState {
             Self::Waiting | Self::Running | Self::Gone => 0,
             Self::Exited(c) => c,
             Self::Signalled(s) => 128 + s,
+            Self::Lost => 1,
         }
     }
 
     /// It has ended (a process that was started and is no more).
     pub(super) fn ended(self) -> bool {
-        matches!(self, Self::Exited(_) | Self::Signalled(_) | Self::Gone)
+        matches!(
+            self,
+            Self::Exited(_) | Self::Signalled(_) | Self::Gone | Self::Lost
+        )
     }
 
     fn of(status: std::process::ExitStatus) -> Self {
@@ -143,11 +171,11 @@ pub(super) fn signal_name(s: i32) -> String {
     Signal::try_from(s).map_or_else(|_| s.to_string(), |sig| sig.as_str().to_string())
 }
 
+/// A rank as its node's agent holds it.
 pub(super) struct RankProc {
     /// 0 until a rank started by a launcher joined.
     pub(super) pid: u32,
-    pub(super) started: Instant,
-    /// The process, when this daemon forked it (not when a launcher did).
+    /// The process, when this agent forked it (not when a launcher did).
     pub(super) child: Option<Child>,
     /// When a joined rank's process started (`/proc`): its pid is signalled
     /// only while it still names that process.
@@ -156,14 +184,41 @@ pub(super) struct RankProc {
     pub(super) conn: Option<u64>,
     /// It reported its pid with LOCAL_UPDATE (a restarted rank does).
     pub(super) updated: bool,
+    /// Found stopped at the last look.
+    pub(super) stopped: bool,
 }
 
-/// The launcher of a job whose ranks join (`snapc run --launcher`):
-/// supervision follows it.
+/// A process the coordinator started and follows: the launcher of a job
+/// whose ranks join (`snapc run --launcher`), or the node agents' step.
 pub(super) struct LauncherProc {
     pub(super) pid: u32,
     pub(super) child: Child,
     pub(super) state: RankState,
+}
+
+impl LauncherProc {
+    /// Whether it ended now (it is reaped).
+    pub(super) fn poll(&mut self) -> bool {
+        if self.state != RankState::Running {
+            return false;
+        }
+        let Ok(Some(status)) = self.child.try_wait() else {
+            return false;
+        };
+        self.state = RankState::of(status);
+        true
+    }
+
+    /// Sends `sig` (SIGTERM with SIGCONT) while it runs.
+    pub(super) fn signal(&self, sig: Signal) {
+        if self.state == RankState::Running {
+            let pid = Pid::from_raw(self.pid as i32);
+            let _ = kill(pid, sig);
+            if sig == Signal::SIGTERM {
+                let _ = kill(pid, Signal::SIGCONT);
+            }
+        }
+    }
 }
 
 /// Program names taken for launchers: their ranks join the daemon
@@ -194,16 +249,75 @@ pub(super) struct OutPipe {
     pub(super) scanned: usize,
 }
 
+/// The output of the processes one side started.
+#[derive(Default)]
+pub(super) struct Outputs {
+    pub(super) pipes: Vec<OutPipe>,
+}
+
+impl Outputs {
+    /// Reads a started process's stdout and stderr.
+    pub(super) fn take(&mut self, child: &mut Child, rank: Option<u32>) {
+        for (pipe, stderr) in [
+            (child.stdout.take().map(OwnedFd::from), false),
+            (child.stderr.take().map(OwnedFd::from), true),
+        ] {
+            if let Some(fd) = pipe {
+                self.pipes.push(OutPipe {
+                    rank,
+                    stderr,
+                    file: File::from(fd),
+                    buf: Vec::new(),
+                    scanned: 0,
+                });
+            }
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.pipes.is_empty()
+    }
+
+    /// Reads pipe `i`; false when it closed.
+    pub(super) fn ready(&mut self, i: usize) -> bool {
+        let Some(o) = self.pipes.get_mut(i) else {
+            return false;
+        };
+        let mut chunk = [0u8; 8192];
+        match o.file.read(&mut chunk) {
+            Ok(0) => false,
+            Ok(n) => {
+                o.buf.extend_from_slice(&chunk[..n]);
+                print_lines(o);
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Removes the pipes that closed (their last line printed).
+    pub(super) fn close(&mut self, mut closed: Vec<usize>) {
+        closed.sort_unstable();
+        closed.dedup();
+        for i in closed.into_iter().rev() {
+            if i >= self.pipes.len() {
+                continue;
+            }
+            let mut o = self.pipes.remove(i);
+            if !o.buf.is_empty() {
+                o.buf.push(b'\n');
+                print_lines(&mut o);
+            }
+        }
+    }
+}
+
 /// The longest line a rank's output is printed in; a longer one is split
 /// there, so that output without newlines costs bounded memory.
 pub(super) const MAX_LINE: usize = 64 * 1024;
 
 impl RankProc {
-    /// Alive but stopped (SIGSTOP, `checkpoint --stop`, a debugger).
-    pub(super) fn stopped(&self) -> bool {
-        self.state == RankState::Running && snapc_posix::lcio::is_stopped(self.pid)
-    }
-
     /// Whether its pid still names the process that joined (a forked
     /// rank's pid is ours until we reap it).
     pub(super) fn same_process(&self) -> bool {
@@ -219,13 +333,9 @@ impl RankProc {
         }
     }
 
-    /// Its state as `status` shows it.
-    pub(super) fn state_name(&self) -> String {
-        if self.stopped() {
-            "stopped".into()
-        } else {
-            self.state.name()
-        }
+    /// Alive but stopped (SIGSTOP, `checkpoint --stop`, a debugger).
+    fn is_stopped(&self) -> bool {
+        self.state == RankState::Running && snapc_posix::lcio::is_stopped(self.pid)
     }
 }
 
@@ -252,43 +362,60 @@ pub fn rank_list(ranks: &[u32]) -> String {
     }
 }
 
-impl Daemon {
-    /// The program with the environment every process of the job gets:
-    /// each rank (forked), or the launcher (whose ranks inherit it).
-    fn command(&self, launcher: bool) -> Command {
-        let argv = &self.opts.argv;
+/// What every process of the job finds in its environment.
+pub(super) struct JobEnv<'a> {
+    pub(super) job: &'a str,
+    pub(super) jobid: u32,
+    pub(super) nranks: u32,
+    /// The node agent's socket and pipe directory; with `{node}` where a
+    /// launcher's ranks on several nodes put their own node's name.
+    pub(super) socket: &'a std::ffi::OsStr,
+    pub(super) pipes: &'a std::ffi::OsStr,
+    pub(super) store: &'a std::path::Path,
+    pub(super) staging: &'a std::path::Path,
+    pub(super) timeout: Duration,
+    pub(super) checkpoint_timeout: Duration,
+}
+
+impl JobEnv<'_> {
+    /// `argv` with this environment, for a rank (forked) or a launcher
+    /// (whose ranks inherit it).
+    pub(super) fn command(
+        &self,
+        argv: &[String],
+        cwd: Option<&PathBuf>,
+        launcher: bool,
+    ) -> Command {
+        let config = snapc_posix::lcio::local_config(self.timeout, self.checkpoint_timeout);
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .env("SNAPC_JOB", &self.opts.job)
+            .env("SNAPC_JOB", self.job)
             .env("SNAPC_JOBID", self.jobid.to_string())
-            .env("SNAPC_NRANKS", self.opts.nranks.to_string())
-            .env("SNAPC_DAEMON_SOCKET", &self.paths.sock)
-            .env("SNAPC_PIPE_DIR", &self.paths.pipes)
-            .env("SNAPC_STORE", &self.opts.store)
-            .env("SNAPC_SNAPSHOT_ROOT", self.store.staging())
+            .env("SNAPC_NRANKS", self.nranks.to_string())
+            .env("SNAPC_DAEMON_SOCKET", self.socket)
+            .env("SNAPC_PIPE_DIR", self.pipes)
+            .env("SNAPC_STORE", self.store)
+            .env("SNAPC_SNAPSHOT_ROOT", self.staging)
             // Long enough for every rank's handshake under this
             // daemon's deadlines: a rank never gives up on a release
             // that is still to come.
             .env(
                 "SNAPC_RELEASE_TIMEOUT",
-                snapc_posix::lcio::release_wait(self.lc.config())
+                snapc_posix::lcio::release_wait(&config)
                     .as_secs_f64()
                     .to_string(),
             )
             // The ranks' own handshake deadline follows the daemon's.
-            .env(
-                "SNAPC_TIMEOUT",
-                format!("{}", self.opts.timeout.as_secs_f64()),
-            )
+            .env("SNAPC_TIMEOUT", format!("{}", self.timeout.as_secs_f64()))
             .env_remove("SNAPC_SIGNAL")
             .env_remove("SNAPC_RANK")
             .env_remove("SNAPC_RESTART_DIR")
             .env_remove(snapc_posix::join::SECRET_VAR)
             .env_remove(snapc_posix::join::RESTART_SNAPSHOT_VAR);
-        if let Some(cwd) = &self.opts.cwd {
+        if let Some(cwd) = cwd {
             cmd.current_dir(cwd);
         }
         let daemon = i32::try_from(std::process::id()).unwrap_or(0);
@@ -300,168 +427,101 @@ impl Daemon {
         }
         cmd
     }
+}
 
-    /// Reads a started process's stdout and stderr.
-    fn take_outputs(&mut self, child: &mut Child, rank: Option<u32>) {
-        for (pipe, stderr) in [
-            (child.stdout.take().map(OwnedFd::from), false),
-            (child.stderr.take().map(OwnedFd::from), true),
-        ] {
-            if let Some(fd) = pipe {
-                self.outs.push(OutPipe {
-                    rank,
-                    stderr,
-                    file: File::from(fd),
-                    buf: Vec::new(),
-                    scanned: 0,
-                });
-            }
-        }
-    }
+/// How often the agent looks whether its ranks are stopped.
+const STOP_SCAN: Duration = Duration::from_millis(100);
 
-    pub(super) fn launch(&mut self) -> Result<(), RunError> {
-        if self.opts.launcher {
-            return self.launch_launcher();
+impl Agent {
+    /// Starts this node's ranks (forked), or awaits those a launcher
+    /// starts, from `launch`.
+    /// `clear` forgets the ranks there were (a relaunch); a migration's
+    /// ranks start beside them.
+    pub(super) fn launch(&mut self, launch: msg::Launch, clear: bool) -> Result<(), RunError> {
+        if clear {
+            self.ranks.clear();
+            self.launch = Some(launch.clone());
         }
-        let argv = self.opts.argv.clone();
-        for rank in 0..self.opts.nranks {
-            let mut cmd = self.command(false);
+        if launch.launcher {
+            self.log(format!(
+                "node {}: awaiting the ranks a launcher starts; ranks' socket {}",
+                self.setup.node,
+                self.paths.sock.display()
+            ));
+            return Ok(());
+        }
+        let argv = launch.argv.clone();
+        let setup = self.setup.clone();
+        let paths = self.paths.clone();
+        let env = JobEnv {
+            job: &setup.job,
+            jobid: setup.jobid,
+            nranks: setup.nranks,
+            socket: paths.sock.as_os_str(),
+            pipes: paths.pipes.as_os_str(),
+            store: &setup.store,
+            staging: &setup.staging,
+            timeout: self.timeout,
+            checkpoint_timeout: self.checkpoint_timeout,
+        };
+        for &rank in &launch.ranks {
+            let mut cmd = env.command(&argv, launch.cwd.as_ref(), false);
             cmd.env("SNAPC_RANK", rank.to_string());
-            if let Some(dir) = &self.opts.restart_from {
+            if self.remote {
+                cmd.env("SNAPC_NODE", &setup.node);
+            }
+            if let Some(dir) = &launch.restart_from {
                 cmd.env("SNAPC_RESTART_DIR", dir.join(format!("rank-{rank}")));
             }
             let mut child = cmd
                 .spawn()
                 .map_err(io_err(format!("starting rank {rank}: {}", argv[0])))?;
             let pid = child.id();
-            self.take_outputs(&mut child, Some(rank));
+            self.outs.take(&mut child, Some(rank));
             let name = ProcessName {
-                jobid: self.jobid,
+                jobid: setup.jobid,
                 vpid: rank,
             };
             self.lc
                 .add_process(name, pid)
                 .map_err(|e| RunError::Invalid(format!("rank {rank}: {e}")))?;
-            self.ranks.push(RankProc {
-                pid,
-                started: Instant::now(),
-                child: Some(child),
-                start_time: None,
-                state: RankState::Running,
-                conn: None,
-                updated: false,
-            });
-        }
-        let from = match &self.opts.restart_from {
-            Some(d) => format!(" from {}", d.display()),
-            None => String::new(),
-        };
-        self.log(format!(
-            "job {} (jobid {:#x}): {} ranks started{from}; control socket {}",
-            self.opts.job,
-            self.jobid,
-            self.opts.nranks,
-            self.paths.ctl.display()
-        ));
-        Ok(())
-    }
-
-    /// Starts the launcher, with the job's secret in its environment (never
-    /// on its command line) and, on a restart, the snapshot each rank finds
-    /// its own directory in; its N ranks are awaited.
-    fn launch_launcher(&mut self) -> Result<(), RunError> {
-        let mut cmd = self.command(true);
-        if let Some(secret) = &self.secret {
-            cmd.env(
-                snapc_posix::join::SECRET_VAR,
-                <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(secret.as_bytes()),
+            self.ranks.insert(
+                rank,
+                RankProc {
+                    pid,
+                    child: Some(child),
+                    start_time: None,
+                    state: RankState::Running,
+                    conn: None,
+                    updated: false,
+                    stopped: false,
+                },
             );
+            self.report_rank(rank);
         }
-        if let Some(dir) = &self.opts.restart_from {
-            cmd.env(snapc_posix::join::RESTART_SNAPSHOT_VAR, dir);
+        if self.remote {
+            self.log(format!(
+                "node {}: {} started{}",
+                self.setup.node,
+                rank_list(&launch.ranks),
+                match &launch.restart_from {
+                    Some(d) => format!(" from {}", d.display()),
+                    None => String::new(),
+                }
+            ));
         }
-        let mut child = cmd.spawn().map_err(io_err(format!(
-            "starting the launcher {}",
-            self.opts.argv[0]
-        )))?;
-        let pid = child.id();
-        self.take_outputs(&mut child, None);
-        self.launcher = Some(LauncherProc {
-            pid,
-            child,
-            state: RankState::Running,
-        });
-        let now = Instant::now();
-        self.ranks = (0..self.opts.nranks)
-            .map(|_| RankProc {
-                pid: 0,
-                started: now,
-                child: None,
-                start_time: None,
-                state: RankState::Waiting,
-                conn: None,
-                updated: false,
-            })
-            .collect();
-        let from = match &self.opts.restart_from {
-            Some(d) => format!(" from {}", d.display()),
-            None => String::new(),
-        };
-        self.log(format!(
-            "job {} (jobid {:#x}): launcher {} (pid {pid}) started{from}; its {} ranks join with the job's secret; control socket {}",
-            self.opts.job,
-            self.jobid,
-            self.opts.argv[0],
-            self.opts.nranks,
-            self.paths.ctl.display()
-        ));
         Ok(())
     }
 
-    pub(super) fn out_ready(&mut self, i: usize) -> bool {
-        let Some(o) = self.outs.get_mut(i) else {
-            return false;
-        };
-        let mut chunk = [0u8; 8192];
-        match o.file.read(&mut chunk) {
-            Ok(0) => false,
-            Ok(n) => {
-                o.buf.extend_from_slice(&chunk[..n]);
-                print_lines(o);
-                true
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => true,
-            Err(_) => false,
-        }
-    }
-
-    pub(super) fn drain_outputs(&mut self) {
-        let deadline = Instant::now() + Duration::from_millis(500);
-        while !self.outs.is_empty() && Instant::now() < deadline {
-            self.wait();
-        }
-    }
-
-    /// Reaps ranks that ended.
+    /// Reaps the ranks that ended; tells the coordinator.
     pub(super) fn reap(&mut self) {
         let now = self.io.now();
-        let mut died = None;
-        // The ranks a restart terminates do not fail the job.
-        let stopping = matches!(
-            self.restarting,
-            Some(Restarting {
-                step: RestartStep::Stopping { .. },
-                ..
-            })
-        );
-        // A launcher that ended has seen its ranks end: those whose link is
-        // not read as closed yet are looked at now too.
-        let launcher_ended = self.poll_launcher();
-        for (rank, r) in self.ranks.iter_mut().enumerate() {
+        let mut ended = Vec::new();
+        for (&rank, r) in self.ranks.iter_mut() {
             if r.state != RankState::Running {
                 continue;
             }
-            let ended = match r.child.as_mut() {
+            let state = match r.child.as_mut() {
                 Some(child) => match child.try_wait() {
                     Ok(Some(status)) => Some(RankState::of(status)),
                     _ => None,
@@ -469,7 +529,7 @@ impl Daemon {
                 // Joined through a launcher: not ours to reap. Its link
                 // closes when it ends; then its pid is watched until it no
                 // longer names that process.
-                None if r.conn.is_none() || launcher_ended => {
+                None if r.conn.is_none() => {
                     let gone = matches!(
                         snapc_posix::target::state(r.pid),
                         snapc_posix::target::State::Gone | snapc_posix::target::State::Exited
@@ -478,213 +538,93 @@ impl Daemon {
                 }
                 None => None,
             };
-            let Some(state) = ended else {
-                continue;
-            };
-            r.state = state;
+            if let Some(state) = state {
+                r.state = state;
+                r.stopped = false;
+                ended.push((rank, r.pid, r.conn.take()));
+            }
+        }
+        for (rank, pid, conn) in ended {
             let name = ProcessName {
-                jobid: self.jobid,
-                vpid: rank as u32,
+                jobid: self.setup.jobid,
+                vpid: rank,
             };
             let _ = self.lc.remove_process(now, name);
-            if let Some(id) = r.conn.take() {
+            if let Some(id) = conn {
                 self.conns.remove(&id);
             }
-            let pid = r.pid;
-            if state == RankState::Gone {
-                // The launcher decides what a rank's end means for the job.
-                log::info!(target: crate::logging::TARGET,
-                    "rank {rank} (pid {pid}) is gone: its link closed and its process ended");
+            if let Some(r) = self.ranks.get(&rank) {
+                let what = if r.state == RankState::Gone {
+                    "is gone: its link closed and its process ended".to_string()
+                } else {
+                    r.state.name()
+                };
+                log::info!(target: crate::logging::TARGET, "rank {rank} (pid {pid}) {what}");
+            }
+            self.report_rank(rank);
+        }
+    }
+
+    /// Looks (at most every [`STOP_SCAN`]) whether running ranks stopped or
+    /// continued, and says so; `now_too` looks at once.
+    pub(super) fn scan_stops(&mut self, now_too: bool) {
+        if !now_too && self.stops_seen_at.elapsed() < STOP_SCAN {
+            return;
+        }
+        self.stops_seen_at = Instant::now();
+        let changed: Vec<u32> = self
+            .ranks
+            .iter_mut()
+            .filter_map(|(&rank, r)| {
+                let stopped = r.is_stopped();
+                (stopped != r.stopped).then(|| {
+                    r.stopped = stopped;
+                    rank
+                })
+            })
+            .collect();
+        for rank in changed {
+            self.report_rank(rank);
+        }
+    }
+
+    /// Sends `sig` to every rank still running (SIGTERM with SIGCONT, so
+    /// that a stopped rank gets it too); with `only_stopped`, to those
+    /// stopped.
+    pub(super) fn signal_ranks(&mut self, sig: Signal, only_stopped: bool) {
+        for r in self.ranks.values() {
+            if only_stopped && !r.is_stopped() {
                 continue;
             }
-            log::info!(target: crate::logging::TARGET, "rank {rank} (pid {pid}) {}", state.name());
-            if state.status() != 0 && died.is_none() && !self.aborting && !stopping {
-                died = Some(rank);
-                self.first_failure.get_or_insert(state.status());
-            }
-        }
-        if let Some(rank) = died
-            && !self.aborting
-        {
-            self.end_job(&format!("rank {rank} failed"), None);
-        }
-        if launcher_ended {
-            self.launcher_ended(stopping);
-        }
-    }
-
-    /// Whether the launcher ended now (it is reaped).
-    fn poll_launcher(&mut self) -> bool {
-        let Some(l) = self.launcher.as_mut() else {
-            return false;
-        };
-        if l.state != RankState::Running {
-            return false;
-        }
-        let Ok(Some(status)) = l.child.try_wait() else {
-            return false;
-        };
-        l.state = RankState::of(status);
-        true
-    }
-
-    /// The launcher's end: the job's end, with its status. Before every
-    /// rank joined it is an error saying which never did; ranks it left
-    /// running are terminated. A restart's own termination of it is not
-    /// an end.
-    fn launcher_ended(&mut self, stopping: bool) {
-        let Some((pid, state)) = self.launcher.as_ref().map(|l| (l.pid, l.state)) else {
-            return;
-        };
-        let program = self.opts.argv[0].clone();
-        if stopping {
-            self.log(format!(
-                "launcher {program} (pid {pid}) ended for the restart: {}",
-                state.name()
-            ));
-            return;
-        }
-        if self.restarting.is_some() {
-            self.restart_failed(format!(
-                "the launcher {program} (pid {pid}) {} before every rank reported",
-                state.name()
-            ));
-            return;
-        }
-        let waiting: Vec<u32> = (0..self.ranks.len() as u32)
-            .filter(|&i| self.ranks[i as usize].state == RankState::Waiting)
-            .collect();
-        if !waiting.is_empty() && !self.aborting {
-            let why = format!(
-                "the launcher {program} (pid {pid}) {} before every rank joined: {} never joined (the job has {} ranks)",
-                state.name(),
-                rank_list(&waiting),
-                self.opts.nranks
-            );
-            log::error!(target: crate::logging::TARGET, "{why}");
-            self.first_failure.get_or_insert(if state.status() != 0 {
-                state.status()
-            } else {
-                1
-            });
-            self.end_job("the launcher exited", None);
-            return;
-        }
-        self.log(format!("launcher {program} (pid {pid}) {}", state.name()));
-        if !self.running().is_empty() {
-            self.end_job("the launcher exited with ranks left", None);
-        }
-    }
-
-    /// Sends `sig` to every rank still running (and to the launcher); SIGTERM
-    /// goes with SIGCONT, so that a stopped rank gets it too.
-    pub(super) fn terminate_ranks(&self, sig: Signal) {
-        for r in &self.ranks {
             r.signal(sig);
             if sig == Signal::SIGTERM {
                 r.signal(Signal::SIGCONT);
             }
         }
-        if let Some(l) = self
-            .launcher
-            .as_ref()
-            .filter(|l| l.state == RankState::Running)
-        {
-            let pid = Pid::from_raw(l.pid as i32);
-            let _ = kill(pid, sig);
-            if sig == Signal::SIGTERM {
-                let _ = kill(pid, Signal::SIGCONT);
-            }
+        if sig == Signal::SIGCONT {
+            self.scan_stops(true);
         }
     }
 
-    /// The ranks still running.
-    pub(super) fn running(&self) -> Vec<u32> {
-        (0..self.ranks.len() as u32)
-            .filter(|&i| self.ranks[i as usize].state == RankState::Running)
-            .collect()
-    }
-
-    /// Whether the launcher still runs.
-    pub(super) fn launcher_running(&self) -> bool {
-        self.launcher
-            .as_ref()
-            .is_some_and(|l| l.state == RankState::Running)
-    }
-
-    /// Ends the job as mpirun does: SIGCONT and SIGTERM to every rank,
-    /// SIGKILL to those still running after the grace period. `requested`
-    /// is the job's exit status when a user asked for the end; a second
-    /// request while the job is ending kills the ranks at once.
-    pub(super) fn end_job(&mut self, why: &str, requested: Option<i32>) {
-        if self.ending.is_some() {
-            if requested.is_some() {
-                self.kill_remaining(&format!("{why} again"));
-            }
+    /// Tells the coordinator rank `rank`'s state.
+    pub(super) fn report_rank(&mut self, rank: u32) {
+        let Some(r) = self.ranks.get(&rank) else {
             return;
-        }
-        self.aborting = true;
-        if let Some(r) = self.restarting.take() {
-            self.restart_outcome = Some(RestartOutcome {
-                seq: Some(r.seq),
-                dir: Some(r.dir),
-                error: Some(format!("{why}: the job ended")),
-                started: r.started,
-            });
-            let _ = self.gc.handle_restart_done(self.io.now(), false);
-        }
-        let running = !self.running().is_empty() || self.launcher_running();
-        let grace = self.opts.grace;
-        self.ending = Some(Ending {
-            requested: requested.filter(|_| running),
-            kill_at: Instant::now() + grace,
-            killed: false,
-        });
-        if !running {
-            return;
-        }
-        self.log(format!(
-            "{why}: terminating the job (SIGTERM; SIGKILL after {:.1} s)",
-            grace.as_secs_f64()
-        ));
-        self.terminate_ranks(Signal::SIGTERM);
+        };
+        let info = msg::RankInfo {
+            vpid: rank,
+            pid: r.pid,
+            state: r.state,
+            connected: r.conn.is_some(),
+            stopped: r.stopped,
+            updated: r.updated,
+        };
+        self.send(msg::Up::Ctl(msg::UpCtl::Rank(info)));
     }
 
-    /// SIGKILL to the ranks still running.
-    pub(super) fn kill_remaining(&mut self, why: &str) {
-        let running = self.running();
-        if let Some(e) = self.ending.as_mut() {
-            e.killed = true;
-        }
-        let launcher = self.launcher_running();
-        if !running.is_empty() || launcher {
-            let mut whom = Vec::new();
-            if launcher {
-                whom.push("the launcher".to_string());
-            }
-            if !running.is_empty() {
-                whom.push(rank_list(&running));
-            }
-            self.log(format!("{why}: SIGKILL to {}", whom.join(" and ")));
-            self.terminate_ranks(Signal::SIGKILL);
-        }
-    }
-
-    /// Acts on stop signals, and kills the ranks that outlive the grace period.
-    pub(super) fn ending_tick(&mut self, stops_seen: &mut u32) {
-        let stops = STOPS.load(Ordering::Relaxed);
-        while *stops_seen < stops {
-            *stops_seen += 1;
-            let sig = STOP_SIGNAL.load(Ordering::Relaxed);
-            self.end_job(&format!("{} received", signal_name(sig)), Some(128 + sig));
-        }
-        if let Some(e) = self.ending
-            && !e.killed
-            && Instant::now() >= e.kill_at
-        {
-            let grace = self.opts.grace.as_secs_f64();
-            self.kill_remaining(&format!("still running {grace:.1} s after SIGTERM"));
-        }
+    /// Whether a rank still runs.
+    pub(super) fn any_running(&self) -> bool {
+        self.ranks.values().any(|r| r.state == RankState::Running)
     }
 }
 

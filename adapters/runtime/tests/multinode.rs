@@ -1,0 +1,192 @@
+//! A job across nodes without a cluster: `snapc run --local-nodes N`
+//! starts N node agents on this machine (what `srun` does on a Slurm
+//! allocation), each with its share of the ranks, linked to the job's
+//! coordinator over authenticated TCP. Checkpoints, strangers on the
+//! coordinator's port, a node agent killed in the middle of a checkpoint,
+//! and a restart of the job on another number of nodes.
+
+mod common;
+
+use common::jobs::*;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// The ranks' results of an uninterrupted run of the same counter (pace
+/// only stretches a run, the results depend on the steps alone).
+fn reference(env: &Env, n: u32, steps: &str) -> Vec<String> {
+    let job = env.run(
+        "reference",
+        n,
+        &[],
+        &["--steps", steps, "--pace-us", "0"],
+        &[],
+    );
+    let (code, out) = job.finish(Duration::from_secs(120));
+    assert_eq!(code, 0, "{out:?}");
+    results(&out)
+}
+
+fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_job_across_local_nodes_refuses_strangers_fails_a_checkpoint_naming_a_lost_node_and_restarts_on_fewer_nodes()
+ {
+    let env = Env::new();
+    let steps = steps_for(12.0);
+    let want = reference(&env, 6, &steps);
+    assert_eq!(want.len(), 6, "{want:?}");
+
+    let job = env.run(
+        "across",
+        6,
+        &["--local-nodes", "3", "--node-timeout", "5"],
+        &["--steps", &steps, "--pace-us", PACE],
+        &[("COUNTER_CHECKPOINT_MS", "600")],
+    );
+    let status = env.ready(&job);
+    // Three agents, two ranks each, in blocks as Slurm places them.
+    let nodes = status["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{status}");
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(n["node"], format!("local{i}"), "{status}");
+        assert_eq!(n["agent"], "up", "{status}");
+        assert_eq!(
+            n["ranks"],
+            serde_json::json!([2 * i, 2 * i + 1]),
+            "{status}"
+        );
+    }
+    for r in 0..6 {
+        assert_eq!(status["ranks"][r]["node"], format!("local{}", r / 2));
+    }
+    for seq in 0..2 {
+        let (code, fin) = env.checkpoint("across", &["--timeout", "120"]);
+        assert_eq!(code, 0, "{fin}");
+        assert_eq!(fin["seq"], seq, "{fin}");
+        assert_eq!(fin["ranks"].as_array().unwrap().len(), 6, "{fin}");
+    }
+
+    // Strangers on the coordinator's port: a hello without the secret,
+    // twice, and an agent holding another secret. Refused, logged once for
+    // the address, and the job goes on.
+    let addr = status["coordinator"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut hello = [0u8; 46];
+        s.read_exact(&mut hello).unwrap();
+        assert_eq!(&hello[2..14], b"snapc-node/1");
+        let mut fake = b"snapc-node/1".to_vec();
+        fake.extend_from_slice(&[7; 32]);
+        fake.push(6);
+        fake.extend_from_slice(b"local1");
+        fake.extend_from_slice(&[0; 32]);
+        let mut framed = (fake.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&fake);
+        s.write_all(&framed).unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        assert_eq!(answer.get(2), Some(&1), "refused: {answer:?}");
+        assert!(
+            String::from_utf8_lossy(&answer).contains("does not prove the job's secret"),
+            "{answer:?}"
+        );
+    }
+    let mut impostor = env.snapc();
+    impostor
+        .args([
+            "node",
+            "--coordinator",
+            &addr,
+            "--job",
+            "across",
+            "--node",
+            "local1",
+        ])
+        .env("SNAPC_JOB_SECRET", "not-the-secret");
+    let out = impostor.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("refused this agent"), "{err}");
+    let refusals = wait_log(&job.err, Duration::from_secs(10), |l| {
+        l.contains("refused a node agent connection from 127.0.0.1")
+    })
+    .iter()
+    .filter(|l| l.contains("refused a node agent connection"))
+    .count();
+    assert_eq!(refusals, 1, "logged once for the address");
+    let (code, fin) = env.checkpoint("across", &["--timeout", "120"]);
+    assert_eq!(code, 0, "the job goes on: {fin}");
+    assert_eq!(fin["seq"], 2, "{fin}");
+
+    // local1's agent killed while a checkpoint runs: the checkpoint fails
+    // naming the node, nothing is published, the job ends (its ranks died
+    // with their agent) with status 1.
+    let agent = status["nodes"][1]["agent_pid"].as_i64().unwrap() as i32;
+    let (code, started) = env.checkpoint("across", &["--no-wait"]);
+    assert_eq!(code, 0, "{started}");
+    assert_eq!(started["seq"], 3, "{started}");
+    wait_for("the checkpoint under way", Duration::from_secs(30), || {
+        env.status("across")
+            .is_some_and(|s| !s["in_progress"].is_null())
+    });
+    kill(agent, nix::sys::signal::Signal::SIGKILL);
+    let log = wait_log(&job.err, Duration::from_secs(60), |l| {
+        l.contains("checkpoint failed")
+    });
+    let failed = log
+        .iter()
+        .find(|l| l.contains("checkpoint failed"))
+        .unwrap();
+    assert!(failed.contains("node local1"), "{failed}");
+    let (code, out) = job.finish(Duration::from_secs(60));
+    assert_eq!(code, 1, "a lost node ends the job: {out:?}");
+    assert_eq!(env.snapshots("across"), vec![0, 1, 2], "nothing published");
+
+    // Restarted from the latest snapshot on two nodes instead of three:
+    // every rank finds its state by rank, and the results are those of an
+    // uninterrupted run.
+    let root = env.job_root("across").display().to_string();
+    let again = env.spawn("across", &["restart", &root, "--local-nodes", "2"], &[]);
+    let (code, out) = again.finish(Duration::from_secs(120));
+    assert_eq!(code, 0, "{out:?}");
+    assert_eq!(results(&out), want);
+    for r in 0..6 {
+        let s = starts(&out, r);
+        assert_eq!(s.len(), 1, "rank {r}: {out:?}");
+        assert!(s[0] > 0, "rank {r} restarted from its snapshot: {out:?}");
+    }
+    env.assert_clean();
+}
+
+/// `status` names each rank's node, in its text and its JSON.
+#[test]
+fn status_names_the_node_of_each_rank() {
+    let env = Env::new();
+    let steps = steps_for(4.0);
+    let job = env.run(
+        "names",
+        2,
+        &["--local-nodes", "2"],
+        &["--steps", &steps, "--pace-us", PACE],
+        &[],
+    );
+    let status = env.ready(&job);
+    let text = env.cmd(&["status", "--job", "names"]).2;
+    assert!(text.contains("local0") && text.contains("local1"), "{text}");
+    let v: Value = status;
+    assert_eq!(v["nodes"][0]["ranks"], serde_json::json!([0]));
+    assert_eq!(v["nodes"][1]["ranks"], serde_json::json!([1]));
+    let (code, out) = job.finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "{out:?}");
+    assert_eq!(results(&out).len(), 2);
+    env.assert_clean();
+}
