@@ -190,3 +190,81 @@ fn status_names_the_node_of_each_rank() {
     assert_eq!(results(&out).len(), 2);
     env.assert_clean();
 }
+
+/// MIGRATE across nodes: rank 0 asks for rank 5 (on local2) to move to its
+/// own node; once every node checkpointed, rank 5 ends on local2 and
+/// starts on local0 from the snapshot it just wrote, the others carry on,
+/// and the job ends with the results of an uninterrupted run. A job whose
+/// ranks a launcher started refuses it, saying why.
+#[test]
+fn a_rank_migrates_to_another_node_and_a_launcher_job_refuses_to() {
+    let env = Env::new();
+    let steps = steps_for(6.0);
+    let want = reference(&env, 6, &steps);
+    let at = (steps.parse::<u64>().unwrap() / 3).to_string();
+    let job = env.run(
+        "moving",
+        6,
+        &["--local-nodes", "3"],
+        &[
+            "--steps",
+            &steps,
+            "--pace-us",
+            PACE,
+            "--request-migrate-at",
+            &at,
+            "--migrate-rank",
+            "5",
+        ],
+        &[],
+    );
+    env.ready(&job);
+    let log = wait_log(&job.err, Duration::from_secs(60), |l| {
+        l.contains("migrate: done") || l.contains("migrate failed")
+    });
+    assert!(
+        log.iter().any(|l| l.contains("rank 5 local2 -> local0")),
+        "{log:?}"
+    );
+    assert!(log.iter().any(|l| l.contains("migrate: done")), "{log:?}");
+    let status = env.status("moving").unwrap();
+    assert_eq!(status["ranks"][5]["node"], "local0", "{status}");
+    assert_eq!(status["nodes"][0]["ranks"], serde_json::json!([0, 1, 5]));
+    let (code, out) = job.finish(Duration::from_secs(120));
+    assert_eq!(code, 0, "{out:?}");
+    assert!(
+        out.iter().any(|l| l == "[0] request migrate error=None"),
+        "{out:?}"
+    );
+    assert_eq!(final_results(&out), want, "{out:?}");
+    let s = starts(&out, 5);
+    assert!(s.len() == 2 && s[0] == 0 && s[1] > 0, "{out:?}");
+    assert_eq!(starts(&out, 4).len(), 1, "{out:?}");
+
+    // Started by a launcher: refused before any checkpoint.
+    let exe = common::counter_exe().display().to_string();
+    let script = format!(
+        "SNAPC_RANK=0 exec {exe} --steps {} --pace-us {PACE} --request-migrate-at 1000 --migrate-rank 0",
+        steps_for(2.0)
+    );
+    let args = env.run_program_args("mpi", 1, &["--launcher"], &["sh", "-c", &script]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let job = env.spawn("mpi", &args, &[]);
+    let err = std::sync::Arc::clone(&job.err);
+    let (code, out) = job.finish(Duration::from_secs(60));
+    let refused = wait_log(&err, Duration::from_secs(5), |l| {
+        l.contains("MIGRATE refused")
+    });
+    let why = refused
+        .iter()
+        .find(|l| l.contains("MIGRATE refused"))
+        .unwrap();
+    assert!(why.contains("is an MPI job"), "{why}");
+    assert_eq!(code, 0, "{out:?}");
+    assert!(
+        out.iter()
+            .any(|l| l.starts_with("request migrate error=Some")),
+        "{out:?}"
+    );
+    env.assert_clean();
+}

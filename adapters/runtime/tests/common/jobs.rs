@@ -279,6 +279,21 @@ pub fn results(lines: &[String]) -> Vec<String> {
     v
 }
 
+/// The last `result` line of each rank, sorted: a run cut short (a
+/// checkpoint with term, a rank that migrated) prints where it stopped
+/// before the run that finishes the job does.
+pub fn final_results(lines: &[String]) -> Vec<String> {
+    let mut last: std::collections::BTreeMap<&str, &String> = std::collections::BTreeMap::new();
+    for l in lines {
+        if let Some((rank, _)) = l.split_once("] result ") {
+            last.insert(rank, l);
+        }
+    }
+    let mut v: Vec<String> = last.into_values().cloned().collect();
+    v.sort();
+    v
+}
+
 pub fn pid_of(status: &Value, rank: usize) -> i32 {
     status["ranks"][rank]["pid"].as_i64().unwrap() as i32
 }
