@@ -196,6 +196,19 @@ fn tag_of(b: u8) -> Option<Tag> {
     }
 }
 
+/// A runtime message's frame.
+fn ctl_frame(c: &impl Serialize) -> Vec<u8> {
+    let mut v = vec![CTL];
+    // Plain data: serializing cannot fail.
+    let _ = serde_json::to_writer(&mut v, c);
+    v
+}
+
+/// A runtime message from a frame's body.
+fn ctl_of<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("a malformed message: {e}"))
+}
+
 fn split_u32(b: &[u8]) -> Option<(u32, &[u8])> {
     let (head, rest) = b.split_first_chunk::<4>()?;
     Some((u32::from_be_bytes(*head), rest))
@@ -209,12 +222,7 @@ impl Down {
                 [&[TO_RANK][..], &vpid.to_be_bytes(), &[*tag as u8], bytes].concat()
             }
             Self::ToAllRanks { tag, bytes } => [&[TO_ALL_RANKS, *tag as u8][..], bytes].concat(),
-            Self::Ctl(c) => {
-                let mut v = vec![CTL];
-                // Plain data: serializing cannot fail.
-                let _ = serde_json::to_writer(&mut v, c);
-                v
-            }
+            Self::Ctl(c) => ctl_frame(c),
         }
     }
 
@@ -245,9 +253,7 @@ impl Down {
                     bytes: bytes.to_vec(),
                 })
             }
-            CTL => serde_json::from_slice(body)
-                .map(Self::Ctl)
-                .map_err(|e| format!("a malformed message: {e}")),
+            CTL => ctl_of(body).map(Self::Ctl),
             k => Err(format!("a frame of kind {k} from the coordinator")),
         }
     }
@@ -260,11 +266,7 @@ impl Up {
             Self::RankRequest { vpid, bytes } => {
                 [&[RANK_REQUEST][..], &vpid.to_be_bytes(), bytes].concat()
             }
-            Self::Ctl(c) => {
-                let mut v = vec![CTL];
-                let _ = serde_json::to_writer(&mut v, c);
-                v
-            }
+            Self::Ctl(c) => ctl_frame(c),
         }
     }
 
@@ -280,9 +282,7 @@ impl Up {
                     bytes: bytes.to_vec(),
                 })
             }
-            CTL => serde_json::from_slice(body)
-                .map(Self::Ctl)
-                .map_err(|e| format!("a malformed message: {e}")),
+            CTL => ctl_of(body).map(Self::Ctl),
             k => Err(format!("a frame of kind {k} from a node agent")),
         }
     }

@@ -101,6 +101,23 @@ pub(super) fn shed(
     *rest_until = Some(Instant::now() + ACCEPT_BACKOFF);
 }
 
+/// What a connection had to read: `None` when nothing now, `Some(0)` when
+/// it closed (or failed).
+fn read_some(stream: &mut UnixStream, chunk: &mut [u8]) -> Option<usize> {
+    match stream.read(chunk) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ) =>
+        {
+            None
+        }
+        Ok(n) => Some(n),
+        Err(_) => Some(0),
+    }
+}
+
 /// The peer's pid and uid.
 pub(super) fn peer(stream: &UnixStream) -> Result<(u32, u32), nix::errno::Errno> {
     getsockopt(stream, PeerCredentials).map(|c| (u32::try_from(c.pid()).unwrap_or(0), c.uid()))
@@ -228,16 +245,9 @@ impl Agent {
             return;
         };
         let mut chunk = [0u8; 4096];
-        let n = match c.stream.read(&mut chunk) {
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                return;
-            }
-            Ok(0) | Err(_) => {
+        let n = match read_some(&mut c.stream, &mut chunk) {
+            None => return,
+            Some(0) => {
                 if let ConnKind::Joining { pid } | ConnKind::Admitting { pid, .. } = c.kind {
                     self.conns.remove(&id);
                     self.refused(pid, "it closed its connection without a hello");
@@ -246,7 +256,7 @@ impl Agent {
                 self.drop_conn(id);
                 return;
             }
-            Ok(n) => n,
+            Some(n) => n,
         };
         c.frames.push(&chunk[..n]);
         // Frame by frame: a hello admits the connection as a rank, and what
@@ -543,20 +553,13 @@ impl Coordinator {
             return;
         };
         let mut chunk = [0u8; 4096];
-        let n = match c.stream.read(&mut chunk) {
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                return;
-            }
-            Ok(0) | Err(_) => {
+        let n = match read_some(&mut c.stream, &mut chunk) {
+            None => return,
+            Some(0) => {
                 self.drop_conn(id);
                 return;
             }
-            Ok(n) => n,
+            Some(n) => n,
         };
         if c.requested {
             // One request per connection: the rest is ignored.
