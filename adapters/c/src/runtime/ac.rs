@@ -5,8 +5,8 @@
 
 use super::handle::{self, Header, Kind};
 use super::{
-    E_INVAL, NO_ENTRY, OK, SNAPC_MAX_MIGRATE_ENTRIES, guard, instant, io_error, outcome_info, put,
-    snapc_fifo_options, snapc_names, snapc_outcome, snapc_request, snapc_status,
+    E_INVAL, NO_ENTRY, OK, SNAPC_MAX_MIGRATE_ENTRIES, bits, guard, instant, io_error, outcome_info,
+    put, snapc_fifo_options, snapc_names, snapc_outcome, snapc_request, snapc_status,
 };
 use core::ffi::{c_char, c_int};
 use snapc_core::app::{
@@ -263,9 +263,7 @@ pub enum snapc_prepare_result {
 
 /// The app coordinator's kind of handle: its flag is the shared part (a
 /// signal handler sets it during any other call).
-struct Ac;
-
-impl Kind for Ac {
+impl Kind for snapc_ac {
     const MAGIC: u64 = 0x736e_6170_635f_6163; // "snapc_ac"
     type Shared = CheckpointFlag;
     type Machine = AppCoordinator<'static>;
@@ -284,27 +282,16 @@ impl Kind for Ac {
     }
 }
 
-fn with(
-    ac: *mut snapc_ac,
-    f: impl FnOnce(&mut AppCoordinator<'static>) -> Result<c_int, InputError>,
-) -> c_int {
-    handle::with::<Ac, _>(ac, f)
-}
-
-fn query(ac: *const snapc_ac, f: impl FnOnce(&AppCoordinator<'static>) -> c_int) -> c_int {
-    handle::query::<Ac, _>(ac, f)
-}
-
 /// The flag of a live handle (only ever shared).
 fn flag<'a>(ac: *const snapc_ac) -> Option<&'a CheckpointFlag> {
     // SAFETY: a live header; the flag is never borrowed mutably.
-    handle::header::<Ac, _>(ac).map(|h| unsafe { &*core::ptr::addr_of!((*h).shared) })
+    handle::header(ac).map(|h| unsafe { &*core::ptr::addr_of!((*h).shared) })
 }
 
 /// The bytes of storage an app coordinator needs (any alignment).
 #[unsafe(no_mangle)]
 pub extern "C" fn snapc_ac_storage_size() -> usize {
-    core::mem::size_of::<Header<Ac>>() + core::mem::align_of::<Header<Ac>>() - 1
+    core::mem::size_of::<Header<snapc_ac>>() + core::mem::align_of::<Header<snapc_ac>>() - 1
 }
 
 /// Initialises an app coordinator for `config` in `storage` (`size` bytes,
@@ -325,7 +312,7 @@ pub unsafe extern "C" fn snapc_ac_init(
         if ac.is_null() || !ac.is_aligned() || config.is_null() || !config.is_aligned() {
             return E_INVAL;
         }
-        let Some(l) = super::Layout::of::<Header<Ac>>(&[]) else {
+        let Some(l) = super::Layout::of::<Header<snapc_ac>>(&[]) else {
             return E_INVAL;
         };
         let base = match l.place(storage, size) {
@@ -334,7 +321,7 @@ pub unsafe extern "C" fn snapc_ac_init(
         };
         // SAFETY: checked for NULL and alignment; the caller's promise.
         let config = Config::from(unsafe { &*config });
-        let h = base.cast::<Header<Ac>>();
+        let h = base.cast::<Header<snapc_ac>>();
         // SAFETY: `h` is aligned and inside the caller's storage, which
         // stays in place (the ABI's rule) while the machine borrows the flag.
         unsafe {
@@ -353,7 +340,7 @@ pub unsafe extern "C" fn snapc_ac_init(
 /// `ac` a handle from `snapc_ac_init` (or NULL).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_ac_fini(ac: *mut snapc_ac) -> c_int {
-    handle::fini::<Ac, _>(ac)
+    handle::fini(ac)
 }
 
 /// Records a checkpoint request made at `now_us` (the checkpoint signal
@@ -393,10 +380,7 @@ pub unsafe extern "C" fn snapc_ac_pending(ac: *const snapc_ac) -> c_int {
 /// `ac` a handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_ac_progress(ac: *mut snapc_ac, now_us: u64) -> c_int {
-    with(ac, |m| {
-        m.handle_progress(instant(now_us));
-        Ok(OK)
-    })
+    handle::tell(ac, |m| m.handle_progress(instant(now_us)))
 }
 
 /// Answer to OPEN_CHANNEL: both FIFOs are open.
@@ -405,7 +389,7 @@ pub unsafe extern "C" fn snapc_ac_progress(ac: *mut snapc_ac, now_us: u64) -> c_
 /// `ac` a handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_ac_opened(ac: *mut snapc_ac, now_us: u64) -> c_int {
-    with(ac, |m| m.handle_opened(instant(now_us)).map(|()| OK))
+    handle::input(ac, |m| m.handle_opened(instant(now_us)))
 }
 
 /// Answer to READ: the frame's bytes.
@@ -420,10 +404,7 @@ pub unsafe extern "C" fn snapc_ac_read(
     len: usize,
 ) -> c_int {
     // SAFETY: the caller's promise.
-    let Some(b) = (unsafe { super::bytes(bytes, len) }) else {
-        return E_INVAL;
-    };
-    with(ac, |m| m.handle_read(instant(now_us), b).map(|()| OK))
+    unsafe { handle::input_bytes(ac, bytes, len, |m, b| m.handle_read(instant(now_us), b)) }
 }
 
 /// Answer to WRITE: every byte is written.
@@ -432,7 +413,7 @@ pub unsafe extern "C" fn snapc_ac_read(
 /// `ac` a handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_ac_write_done(ac: *mut snapc_ac, now_us: u64) -> c_int {
-    with(ac, |m| m.handle_write_done(instant(now_us)).map(|()| OK))
+    handle::input(ac, |m| m.handle_write_done(instant(now_us)))
 }
 
 /// A FIFO operation failed (`error`: `snapc_io_error`).
@@ -444,7 +425,7 @@ pub unsafe extern "C" fn snapc_ac_io_error(ac: *mut snapc_ac, now_us: u64, error
     let Some(e) = io_error(error) else {
         return E_INVAL;
     };
-    with(ac, |m| m.handle_io_error(instant(now_us), e).map(|()| OK))
+    handle::input(ac, |m| m.handle_io_error(instant(now_us), e))
 }
 
 /// Answer to PREPARE (`result`: `snapc_prepare_result`).
@@ -459,7 +440,7 @@ pub unsafe extern "C" fn snapc_ac_prepared(ac: *mut snapc_ac, now_us: u64, resul
         2 => PrepareResult::Failed,
         _ => return E_INVAL,
     };
-    with(ac, |m| m.handle_prepare(instant(now_us), r).map(|()| OK))
+    handle::input(ac, |m| m.handle_prepare(instant(now_us), r))
 }
 
 /// Answer to CHECKPOINT (`result`: `snapc_result`; for SNAPC_RESTART,
@@ -477,7 +458,7 @@ pub unsafe extern "C" fn snapc_ac_checkpointed(
     let Some(r) = super::checkpoint_result(result, restart_pid) else {
         return E_INVAL;
     };
-    with(ac, |m| m.handle_checkpoint(instant(now_us), r).map(|()| OK))
+    handle::input(ac, |m| m.handle_checkpoint(instant(now_us), r))
 }
 
 fn host(ok: c_int) -> Result<(), HostError> {
@@ -490,9 +471,7 @@ fn host(ok: c_int) -> Result<(), HostError> {
 /// `ac` a handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_ac_recovered(ac: *mut snapc_ac, now_us: u64, ok: c_int) -> c_int {
-    with(ac, |m| {
-        m.handle_recovered(instant(now_us), host(ok)).map(|()| OK)
-    })
+    handle::input(ac, |m| m.handle_recovered(instant(now_us), host(ok)))
 }
 
 /// Answer to SSTORE READ_LOCATION or SYNC (`ok`: 1 done, 0 failed).
@@ -501,9 +480,7 @@ pub unsafe extern "C" fn snapc_ac_recovered(ac: *mut snapc_ac, now_us: u64, ok: 
 /// `ac` a handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_ac_sstore_done(ac: *mut snapc_ac, now_us: u64, ok: c_int) -> c_int {
-    with(ac, |m| {
-        m.handle_sstore(instant(now_us), host(ok)).map(|()| OK)
-    })
+    handle::input(ac, |m| m.handle_sstore(instant(now_us), host(ok)))
 }
 
 /// Answer to SSTORE READ_GLOBAL: the sequence number (`has_seq` 0: none)
@@ -525,9 +502,9 @@ pub unsafe extern "C" fn snapc_ac_sstore_global(
         Ok(r) => r,
         Err(e) => return e,
     };
-    with(ac, |m| {
-        m.handle_sstore_global(instant(now_us), (has_seq != 0).then_some(seq), reference)
-            .map(|()| OK)
+    let seq = (has_seq != 0).then_some(seq);
+    handle::input(ac, |m| {
+        m.handle_sstore_global(instant(now_us), seq, reference)
     })
 }
 
@@ -537,7 +514,7 @@ pub unsafe extern "C" fn snapc_ac_sstore_global(
 /// `ac` a handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_ac_teardown_done(ac: *mut snapc_ac, now_us: u64) -> c_int {
-    with(ac, |m| m.handle_teardown_done(instant(now_us)).map(|()| OK))
+    handle::input(ac, |m| m.handle_teardown_done(instant(now_us)))
 }
 
 /// The link to the global coordinator (through the node daemon) is gone.
@@ -546,7 +523,7 @@ pub unsafe extern "C" fn snapc_ac_teardown_done(ac: *mut snapc_ac, now_us: u64) 
 /// `ac` a handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_ac_gc_gone(ac: *mut snapc_ac, now_us: u64) -> c_int {
-    with(ac, |m| m.handle_gc_gone(instant(now_us)).map(|()| OK))
+    handle::input(ac, |m| m.handle_gc_gone(instant(now_us)))
 }
 
 /// The bytes of a message from the global coordinator (OP response, FIN_ACK).
@@ -561,10 +538,11 @@ pub unsafe extern "C" fn snapc_ac_gc_message(
     len: usize,
 ) -> c_int {
     // SAFETY: the caller's promise.
-    let Some(b) = (unsafe { super::bytes(bytes, len) }) else {
-        return E_INVAL;
-    };
-    with(ac, |m| m.handle_gc_message(instant(now_us), b).map(|()| OK))
+    unsafe {
+        handle::input_bytes(ac, bytes, len, |m, b| {
+            m.handle_gc_message(instant(now_us), b)
+        })
+    }
 }
 
 /// Time passed: call at (or after) the instant from `snapc_ac_poll_timeout`.
@@ -573,10 +551,7 @@ pub unsafe extern "C" fn snapc_ac_gc_message(
 /// `ac` a handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_ac_timeout(ac: *mut snapc_ac, now_us: u64) -> c_int {
-    with(ac, |m| {
-        m.handle_timeout(instant(now_us));
-        Ok(OK)
-    })
+    handle::tell(ac, |m| m.handle_timeout(instant(now_us)))
 }
 
 /// An application request: the REQUEST_OP this rank sends to the global
@@ -613,7 +588,7 @@ pub unsafe extern "C" fn snapc_ac_request(
     };
     // SAFETY: the caller's promise for `out_len` bytes.
     let buf = unsafe { core::slice::from_raw_parts_mut(out, out_len) };
-    with(ac, |m| {
+    handle::with(ac, |m| {
         let n = m.request(instant(now_us), request, buf)?;
         // SAFETY: checked for NULL and alignment; the caller's promise.
         unsafe { written.write(n) };
@@ -634,16 +609,7 @@ pub unsafe extern "C" fn snapc_ac_poll_action(
     out_len: usize,
 ) -> c_int {
     // SAFETY: the caller's promise.
-    unsafe {
-        handle::poll_action::<Ac, _, _, _>(
-            ac,
-            action,
-            out,
-            out_len,
-            |m, b| m.poll_action(b),
-            convert,
-        )
-    }
+    unsafe { handle::poll_action(ac, action, out, out_len, |m, b| m.poll_action(b), convert) }
 }
 
 fn frame(f: FrameKind) -> c_int {
@@ -751,7 +717,7 @@ pub unsafe extern "C" fn snapc_ac_poll_timeout(
     deadline_us: *mut u64,
 ) -> c_int {
     // SAFETY: the caller's promise.
-    unsafe { handle::poll_timeout::<Ac, _>(ac, deadline_us, |m| m.poll_timeout()) }
+    unsafe { handle::poll_timeout(ac, deadline_us, |m| m.poll_timeout()) }
 }
 
 /// What the app coordinator is doing (flags of `snapc_ac_state`).
@@ -775,19 +741,13 @@ pub enum snapc_ac_state_flag {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_ac_state(ac: *const snapc_ac) -> c_int {
     use snapc_ac_state_flag::*;
-    query(ac, |m| {
-        let mut bits = 0;
-        for (on, flag) in [
-            (m.is_idle(), SNAPC_AC_IDLE),
-            (m.is_checkpointing(), SNAPC_AC_CHECKPOINTING),
-            (m.is_quiesced(), SNAPC_AC_QUIESCED),
-            (m.is_terminating(), SNAPC_AC_TERMINATING),
-        ] {
-            if on {
-                bits |= flag as c_int;
-            }
-        }
-        bits
+    handle::query(ac, |m| {
+        bits([
+            (m.is_idle(), SNAPC_AC_IDLE as c_int),
+            (m.is_checkpointing(), SNAPC_AC_CHECKPOINTING as c_int),
+            (m.is_quiesced(), SNAPC_AC_QUIESCED as c_int),
+            (m.is_terminating(), SNAPC_AC_TERMINATING as c_int),
+        ])
     })
 }
 
@@ -797,14 +757,8 @@ pub unsafe extern "C" fn snapc_ac_state(ac: *const snapc_ac) -> c_int {
 /// `ac` a handle; `names` valid for a write.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_ac_names(ac: *const snapc_ac, names: *mut snapc_names) -> c_int {
-    if names.is_null() || !names.is_aligned() {
-        return E_INVAL;
-    }
-    query(ac, |m| {
-        // SAFETY: checked for NULL and alignment; the caller's promise.
-        unsafe { names.write(m.names().into()) };
-        OK
-    })
+    // SAFETY: the caller's promise.
+    handle::query(ac, |m| unsafe { put(names, m.names().into()) })
 }
 
 /// Why the last input was refused, NUL-terminated into `buf` (`len` bytes,
@@ -819,5 +773,5 @@ pub unsafe extern "C" fn snapc_ac_last_error(
     len: usize,
 ) -> c_int {
     // SAFETY: the caller's promise.
-    unsafe { handle::last_error::<Ac, _>(ac, buf, len) }
+    unsafe { handle::last_error(ac, buf, len) }
 }

@@ -189,16 +189,26 @@ impl World {
         }
     }
 
-    unsafe fn poll_ac(&mut self, len: u16, answer: bool) -> bool {
-        let mut a = core::mem::MaybeUninit::<snapc_ac_action>::uninit();
+    /// The next action of a machine (`poll`: its `snapc_*_poll_action`)
+    /// with a message buffer of `len` bytes at most.
+    unsafe fn next<H, A>(
+        &mut self,
+        handle: *mut H,
+        len: u16,
+        poll: unsafe extern "C" fn(*mut H, *mut A, *mut u8, usize) -> c_int,
+    ) -> Option<A> {
+        let mut a = core::mem::MaybeUninit::<A>::uninit();
         let (out, out_len) = self.buf(len);
-        let r = unsafe { snapc_ac_poll_action(self.ac, a.as_mut_ptr(), out, out_len) };
+        let r = unsafe { poll(handle, a.as_mut_ptr(), out, out_len) };
         known(r.min(0));
         assert!(r <= 1);
-        if r != 1 {
+        (r == 1).then(|| unsafe { a.assume_init() })
+    }
+
+    unsafe fn poll_ac(&mut self, len: u16, answer: bool) -> bool {
+        let Some(a) = (unsafe { self.next(self.ac, len, snapc_ac_poll_action) }) else {
             return false;
-        }
-        let a = unsafe { a.assume_init() };
+        };
         assert!(a.len <= SNAPC_MAX_MESSAGE_LEN);
         nul_terminated(&a.outcome.checkpoint.error.text);
         nul_terminated(&a.outcome.request.reference);
@@ -247,15 +257,9 @@ impl World {
     }
 
     unsafe fn poll_lc(&mut self, len: u16, answer: bool) -> bool {
-        let mut a = core::mem::MaybeUninit::<snapc_lc_action>::uninit();
-        let (out, out_len) = self.buf(len);
-        let r = unsafe { snapc_lc_poll_action(self.lc, a.as_mut_ptr(), out, out_len) };
-        known(r.min(0));
-        assert!(r <= 1);
-        if r != 1 {
+        let Some(a) = (unsafe { self.next(self.lc, len, snapc_lc_poll_action) }) else {
             return false;
-        }
-        let a = unsafe { a.assume_init() };
+        };
         assert!(a.len <= SNAPC_MAX_MESSAGE_LEN);
         nul_terminated(&a.report.text);
         if a.kind == snapc_lc_action_kind::SNAPC_LC_REPORT as i32 && a.report.ok == 1 {
@@ -303,15 +307,9 @@ impl World {
     }
 
     unsafe fn poll_gc(&mut self, len: u16, answer: bool) -> bool {
-        let mut a = core::mem::MaybeUninit::<snapc_gc_action>::uninit();
-        let (out, out_len) = self.buf(len);
-        let r = unsafe { snapc_gc_poll_action(self.gc, a.as_mut_ptr(), out, out_len) };
-        known(r.min(0));
-        assert!(r <= 1);
-        if r != 1 {
+        let Some(a) = (unsafe { self.next(self.gc, len, snapc_gc_poll_action) }) else {
             return false;
-        }
-        let a = unsafe { a.assume_init() };
+        };
         assert!(a.len <= SNAPC_MAX_MESSAGE_LEN);
         nul_terminated(&a.reference);
         nul_terminated(&a.report.reference);

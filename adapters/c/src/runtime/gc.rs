@@ -3,7 +3,9 @@
 //! too.
 
 use super::handle::{self, Header, Kind};
-use super::{E_INVAL, E_NOSPACE, Layout, OK, Raw, guard, instant, put, snapc_status, write_text};
+use super::{
+    E_INVAL, E_NOSPACE, Layout, OK, Raw, bits, guard, instant, put, snapc_status, write_text,
+};
 use core::ffi::{c_char, c_int};
 use core::ptr::NonNull;
 use snapc_core::global::{
@@ -236,7 +238,7 @@ const NO_HOST: Host = Host {
 };
 
 /// Where each rank runs: its node's index, and each node's host name.
-struct CPlacement {
+pub(crate) struct CPlacement {
     ranks: Raw<u32>,
     hosts: Raw<Host>,
 }
@@ -250,9 +252,7 @@ impl Placement for CPlacement {
 }
 
 /// The global coordinator's kind of handle.
-struct Gc;
-
-impl Kind for Gc {
+impl Kind for snapc_gc {
     const MAGIC: u64 = 0x736e_6170_635f_6763; // "snapc_gc"
     type Shared = ();
     type Machine = GlobalCoordinator<CPlacement, Raw<NodeSlot>, 8>;
@@ -271,18 +271,8 @@ impl Kind for Gc {
     }
 }
 
-type Machine = <Gc as Kind>::Machine;
-
-fn with(gc: *mut snapc_gc, f: impl FnOnce(&mut Machine) -> Result<c_int, InputError>) -> c_int {
-    handle::with::<Gc, _>(gc, f)
-}
-
-fn query(gc: *const snapc_gc, f: impl FnOnce(&Machine) -> c_int) -> c_int {
-    handle::query::<Gc, _>(gc, f)
-}
-
 fn layout(n_nodes: usize, n_ranks: u32) -> Option<Layout> {
-    Layout::of::<Header<Gc>>(&[
+    Layout::of::<Header<snapc_gc>>(&[
         (NodeSlot::SIZE, NodeSlot::ALIGN, n_nodes),
         (4, 4, usize::try_from(n_ranks).ok()?),
         (
@@ -371,7 +361,7 @@ pub unsafe extern "C" fn snapc_gc_init(
                 len: n_nodes,
             },
         };
-        let header = base.cast::<Header<Gc>>();
+        let header = base.cast::<Header<snapc_gc>>();
         let nodes = Raw {
             ptr: nodes,
             len: n_nodes,
@@ -393,7 +383,7 @@ pub unsafe extern "C" fn snapc_gc_init(
 /// `gc` a handle from `snapc_gc_init` (or NULL).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_gc_fini(gc: *mut snapc_gc) -> c_int {
-    handle::fini::<Gc, _>(gc)
+    handle::fini(gc)
 }
 
 /// Names the host of node `node` (`len` bytes of UTF-8, at most
@@ -413,7 +403,7 @@ pub unsafe extern "C" fn snapc_gc_set_host(
         Ok(Some(n)) if n.len() <= super::SNAPC_MAX_HOST_NAME_LEN => n,
         _ => return E_INVAL,
     };
-    with(gc, |m| {
+    handle::with(gc, |m| {
         let Some(h) = m.placement_mut().hosts.as_mut().get_mut(node) else {
             return Ok(snapc_status::SNAPC_E_UNKNOWN as c_int);
         };
@@ -432,7 +422,7 @@ pub unsafe extern "C" fn snapc_gc_set_host(
 /// `gc` a handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_gc_place_rank(gc: *mut snapc_gc, vpid: u32, node: usize) -> c_int {
-    with(gc, |m| {
+    handle::with(gc, |m| {
         let p = m.placement_mut();
         let (Ok(node), true) = (u32::try_from(node), node < p.hosts.as_ref().len()) else {
             return Ok(snapc_status::SNAPC_E_UNKNOWN as c_int);
@@ -460,12 +450,11 @@ pub unsafe extern "C" fn snapc_gc_rank_message(
     len: usize,
 ) -> c_int {
     // SAFETY: the caller's promise.
-    let Some(b) = (unsafe { super::bytes(bytes, len) }) else {
-        return E_INVAL;
-    };
-    with(gc, |m| {
-        m.handle_rank_message(instant(now_us), vpid, b).map(|()| OK)
-    })
+    unsafe {
+        handle::input_bytes(gc, bytes, len, |m, b| {
+            m.handle_rank_message(instant(now_us), vpid, b)
+        })
+    }
 }
 
 /// The bytes of an ORTED_STATE from local coordinator `lc`.
@@ -481,12 +470,11 @@ pub unsafe extern "C" fn snapc_gc_lc_message(
     len: usize,
 ) -> c_int {
     // SAFETY: the caller's promise.
-    let Some(b) = (unsafe { super::bytes(bytes, len) }) else {
-        return E_INVAL;
-    };
-    with(gc, |m| {
-        m.handle_lc_message(instant(now_us), lc, b).map(|()| OK)
-    })
+    unsafe {
+        handle::input_bytes(gc, bytes, len, |m, b| {
+            m.handle_lc_message(instant(now_us), lc, b)
+        })
+    }
 }
 
 /// The runtime's own command (`snapc_gc_command_kind`; `term` and `stop`
@@ -511,9 +499,7 @@ pub unsafe extern "C" fn snapc_gc_command(
         2 => Command::QuiesceEnd,
         _ => return E_INVAL,
     };
-    with(gc, |m| {
-        m.handle_command(instant(now_us), command).map(|()| OK)
-    })
+    handle::input(gc, |m| m.handle_command(instant(now_us), command))
 }
 
 /// The runtime's report that the migration it was given is done (`ok`: 0 or 1).
@@ -526,10 +512,7 @@ pub unsafe extern "C" fn snapc_gc_migration_done(
     now_us: u64,
     ok: c_int,
 ) -> c_int {
-    with(gc, |m| {
-        m.handle_migration_done(instant(now_us), ok != 0)
-            .map(|()| OK)
-    })
+    handle::input(gc, |m| m.handle_migration_done(instant(now_us), ok != 0))
 }
 
 /// The runtime's report that the restart it was given is done (`ok`: 0 or 1).
@@ -538,9 +521,7 @@ pub unsafe extern "C" fn snapc_gc_migration_done(
 /// `gc` a handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_gc_restart_done(gc: *mut snapc_gc, now_us: u64, ok: c_int) -> c_int {
-    with(gc, |m| {
-        m.handle_restart_done(instant(now_us), ok != 0).map(|()| OK)
-    })
+    handle::input(gc, |m| m.handle_restart_done(instant(now_us), ok != 0))
 }
 
 /// Time passed: call at (or after) the instant from `snapc_gc_poll_timeout`.
@@ -549,10 +530,7 @@ pub unsafe extern "C" fn snapc_gc_restart_done(gc: *mut snapc_gc, now_us: u64, o
 /// `gc` a handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_gc_timeout(gc: *mut snapc_gc, now_us: u64) -> c_int {
-    with(gc, |m| {
-        m.handle_timeout(instant(now_us));
-        Ok(OK)
-    })
+    handle::tell(gc, |m| m.handle_timeout(instant(now_us)))
 }
 
 /// The next action into `action`: returns 1, or 0 when there is none. A
@@ -568,16 +546,7 @@ pub unsafe extern "C" fn snapc_gc_poll_action(
     out_len: usize,
 ) -> c_int {
     // SAFETY: the caller's promise.
-    unsafe {
-        handle::poll_action::<Gc, _, _, _>(
-            gc,
-            action,
-            out,
-            out_len,
-            |m, b| m.poll_action(b),
-            convert,
-        )
-    }
+    unsafe { handle::poll_action(gc, action, out, out_len, |m, b| m.poll_action(b), convert) }
 }
 
 fn report(r: &Report) -> snapc_gc_report {
@@ -697,7 +666,7 @@ pub unsafe extern "C" fn snapc_gc_poll_timeout(
     deadline_us: *mut u64,
 ) -> c_int {
     // SAFETY: the caller's promise.
-    unsafe { handle::poll_timeout::<Gc, _>(gc, deadline_us, |m| m.poll_timeout()) }
+    unsafe { handle::poll_timeout(gc, deadline_us, |m| m.poll_timeout()) }
 }
 
 /// What the coordinator is doing (flags of `snapc_gc_state`).
@@ -721,19 +690,13 @@ pub enum snapc_gc_state_flag {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_gc_state(gc: *const snapc_gc) -> c_int {
     use snapc_gc_state_flag::*;
-    query(gc, |m| {
-        let mut bits = 0;
-        for (on, flag) in [
-            (m.is_checkpointable(), SNAPC_GC_CHECKPOINTABLE),
-            (m.is_busy(), SNAPC_GC_BUSY),
-            (m.is_quiesced(), SNAPC_GC_QUIESCED),
-            (m.is_finished(), SNAPC_GC_FINISHED_JOB),
-        ] {
-            if on {
-                bits |= flag as c_int;
-            }
-        }
-        bits
+    handle::query(gc, |m| {
+        bits([
+            (m.is_checkpointable(), SNAPC_GC_CHECKPOINTABLE as c_int),
+            (m.is_busy(), SNAPC_GC_BUSY as c_int),
+            (m.is_quiesced(), SNAPC_GC_QUIESCED as c_int),
+            (m.is_finished(), SNAPC_GC_FINISHED_JOB as c_int),
+        ])
     })
 }
 
@@ -744,7 +707,7 @@ pub unsafe extern "C" fn snapc_gc_state(gc: *const snapc_gc) -> c_int {
 /// `gc` a handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_gc_lc_result(gc: *const snapc_gc, lc: usize) -> c_int {
-    query(gc, |m| {
+    handle::query(gc, |m| {
         m.lc_results()
             .nth(lc)
             .map_or(snapc_status::SNAPC_E_UNKNOWN as c_int, |s| s.code())
@@ -765,7 +728,7 @@ pub unsafe extern "C" fn snapc_gc_restart_handle(
     if buf.is_null() || len > isize::MAX as usize {
         return E_INVAL;
     }
-    query(gc, |m| {
+    handle::query(gc, |m| {
         let h = m.restart_handle();
         if h.len() >= len {
             return E_NOSPACE;
@@ -791,7 +754,7 @@ pub unsafe extern "C" fn snapc_gc_migration_move(
     if out.is_null() || !out.is_aligned() {
         return E_INVAL;
     }
-    query(gc, |m| {
+    handle::query(gc, |m| {
         use snapc_gc_destination::*;
         let Some(mv) = m.migration_plan().moves().get(i) else {
             return 0;
@@ -830,7 +793,7 @@ pub unsafe extern "C" fn snapc_gc_next_seq(gc: *const snapc_gc, seq: *mut u32) -
     if seq.is_null() || !seq.is_aligned() {
         return E_INVAL;
     }
-    query(gc, |m| match m.next_seq() {
+    handle::query(gc, |m| match m.next_seq() {
         Some(n) => {
             // SAFETY: checked for NULL and alignment; the caller's promise.
             unsafe { seq.write(n) };
@@ -852,5 +815,5 @@ pub unsafe extern "C" fn snapc_gc_last_error(
     len: usize,
 ) -> c_int {
     // SAFETY: the caller's promise.
-    unsafe { handle::last_error::<Gc, _>(gc, buf, len) }
+    unsafe { handle::last_error(gc, buf, len) }
 }

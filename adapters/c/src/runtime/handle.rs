@@ -1,14 +1,15 @@
 //! What the three machines' handles share: a header in the caller's
 //! storage (a magic per kind first, then what no call borrows mutably, the
-//! last refused input, the machine), and the calls on it.
+//! last refused input, the machine), and the calls on it. Each handle's
+//! opaque type is its kind, so that a call names only the handle.
 
 use super::{E_INVAL, E_PANIC, OK, guard, write_text};
 use core::ffi::{c_char, c_int};
 use snapc_core::MessageBuf;
 use snapc_core::time::Instant;
 
-/// A kind of machine kept behind an opaque handle.
-pub(crate) trait Kind {
+/// A kind of machine kept behind an opaque handle: the handle's type.
+pub(crate) trait Kind: Sized {
     /// Tells a live header of this kind from anything else.
     const MAGIC: u64;
     /// What the header holds besides the machine that calls only share
@@ -36,7 +37,7 @@ pub(crate) struct Header<K: Kind> {
 }
 
 /// The header behind a handle, if it is a live one of kind `K`.
-pub(crate) fn header<K: Kind, T>(handle: *const T) -> Option<*mut Header<K>> {
+pub(crate) fn header<K: Kind>(handle: *const K) -> Option<*mut Header<K>> {
     let h = handle.cast::<Header<K>>().cast_mut();
     if h.is_null() || !h.is_aligned() {
         return None;
@@ -73,11 +74,11 @@ pub(crate) unsafe fn init<K: Kind>(
 /// Runs `f` on the machine; a refused input is kept for `last_error`. Only
 /// the machine and the last error are borrowed, never the shared part. A
 /// caught panic makes the handle dead.
-pub(crate) fn with<K: Kind, T>(
-    handle: *mut T,
+pub(crate) fn with<K: Kind>(
+    handle: *mut K,
     f: impl FnOnce(&mut K::Machine) -> Result<c_int, K::Error>,
 ) -> c_int {
-    let Some(h) = header::<K, T>(handle) else {
+    let Some(h) = header(handle) else {
         return E_INVAL;
     };
     let r = guard(|| {
@@ -104,9 +105,44 @@ pub(crate) fn with<K: Kind, T>(
     r
 }
 
+/// Gives the machine one input: `OK` when it takes it, else the refusal's
+/// status.
+pub(crate) fn input<K: Kind>(
+    handle: *mut K,
+    f: impl FnOnce(&mut K::Machine) -> Result<(), K::Error>,
+) -> c_int {
+    with(handle, |m| f(m).map(|()| OK))
+}
+
+/// Gives the machine the caller's bytes (`len` at `bytes`, NULL when 0).
+///
+/// # Safety
+/// `bytes` must be valid for `len` bytes if it is not NULL.
+pub(crate) unsafe fn input_bytes<K: Kind>(
+    handle: *mut K,
+    bytes: *const u8,
+    len: usize,
+    f: impl FnOnce(&mut K::Machine, &[u8]) -> Result<(), K::Error>,
+) -> c_int {
+    // SAFETY: the caller's promise.
+    match unsafe { super::bytes(bytes, len) } {
+        Some(b) => input(handle, |m| f(m, b)),
+        None => E_INVAL,
+    }
+}
+
+/// Gives the machine an input it cannot refuse (time passing, a progress
+/// point).
+pub(crate) fn tell<K: Kind>(handle: *mut K, f: impl FnOnce(&mut K::Machine)) -> c_int {
+    with(handle, |m| {
+        f(m);
+        Ok(OK)
+    })
+}
+
 /// Runs `f` on the machine, reading only.
-pub(crate) fn query<K: Kind, T>(handle: *const T, f: impl FnOnce(&K::Machine) -> c_int) -> c_int {
-    match header::<K, T>(handle) {
+pub(crate) fn query<K: Kind>(handle: *const K, f: impl FnOnce(&K::Machine) -> c_int) -> c_int {
+    match header(handle) {
         // SAFETY: a live header (checked).
         Some(h) => guard(|| f(unsafe { &*core::ptr::addr_of!((*h).machine) })),
         None => E_INVAL,
@@ -114,8 +150,8 @@ pub(crate) fn query<K: Kind, T>(handle: *const T, f: impl FnOnce(&K::Machine) ->
 }
 
 /// Ends a handle: invalid from here on, its storage the caller's again.
-pub(crate) fn fini<K: Kind, T>(handle: *mut T) -> c_int {
-    match header::<K, T>(handle) {
+pub(crate) fn fini<K: Kind>(handle: *mut K) -> c_int {
+    match header(handle) {
         Some(h) => {
             // SAFETY: a live header; nothing in it needs dropping.
             unsafe { core::ptr::addr_of_mut!((*h).magic).write(DEAD) };
@@ -130,15 +166,11 @@ pub(crate) fn fini<K: Kind, T>(handle: *mut T) -> c_int {
 ///
 /// # Safety
 /// `buf` must be valid for `len` bytes.
-pub(crate) unsafe fn last_error<K: Kind, T>(
-    handle: *const T,
-    buf: *mut c_char,
-    len: usize,
-) -> c_int {
+pub(crate) unsafe fn last_error<K: Kind>(handle: *const K, buf: *mut c_char, len: usize) -> c_int {
     if buf.is_null() || len == 0 || len > isize::MAX as usize {
         return E_INVAL;
     }
-    match header::<K, T>(handle) {
+    match header(handle) {
         Some(h) => guard(|| {
             // SAFETY: the caller's promise for `len` bytes.
             let out = unsafe { core::slice::from_raw_parts_mut(buf, len) };
@@ -157,15 +189,15 @@ pub(crate) unsafe fn last_error<K: Kind, T>(
 ///
 /// # Safety
 /// `deadline_us` must be NULL or valid for a write.
-pub(crate) unsafe fn poll_timeout<K: Kind, T>(
-    handle: *const T,
+pub(crate) unsafe fn poll_timeout<K: Kind>(
+    handle: *const K,
     deadline_us: *mut u64,
     next: impl FnOnce(&K::Machine) -> Option<Instant>,
 ) -> c_int {
     if deadline_us.is_null() || !deadline_us.is_aligned() {
         return E_INVAL;
     }
-    query::<K, T>(handle, |m| match next(m) {
+    query(handle, |m| match next(m) {
         Some(t) => {
             // SAFETY: checked for NULL and alignment; the caller's promise.
             unsafe { deadline_us.write(t.as_micros()) };
@@ -180,8 +212,8 @@ pub(crate) unsafe fn poll_timeout<K: Kind, T>(
 ///
 /// # Safety
 /// `action` must be NULL or valid for a write; `out` for `out_len` bytes.
-pub(crate) unsafe fn poll_action<K: Kind, T, A, C>(
-    handle: *mut T,
+pub(crate) unsafe fn poll_action<K: Kind, A, C>(
+    handle: *mut K,
     action: *mut C,
     out: *mut u8,
     out_len: usize,
@@ -196,7 +228,7 @@ pub(crate) unsafe fn poll_action<K: Kind, T, A, C>(
         Ok(b) => b,
         Err(e) => return e,
     };
-    with::<K, T>(handle, |m| {
+    with(handle, |m| {
         let Some(a) = poll(m, buf) else {
             return Ok(0);
         };

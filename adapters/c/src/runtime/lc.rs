@@ -289,9 +289,7 @@ pub struct snapc_lc_action {
 }
 
 /// The local coordinator's kind of handle.
-struct Lc;
-
-impl Kind for Lc {
+impl Kind for snapc_lc {
     const MAGIC: u64 = 0x736e_6170_635f_6c63; // "snapc_lc"
     type Shared = ();
     type Machine = LocalCoordinator<Raw<ProcessSlot>>;
@@ -313,19 +311,33 @@ impl Kind for Lc {
     }
 }
 
-fn with(
-    lc: *mut snapc_lc,
-    f: impl FnOnce(&mut <Lc as Kind>::Machine) -> Result<c_int, InputError>,
-) -> c_int {
-    handle::with::<Lc, _>(lc, f)
-}
+type Machine = <snapc_lc as Kind>::Machine;
 
-fn query(lc: *const snapc_lc, f: impl FnOnce(&<Lc as Kind>::Machine) -> c_int) -> c_int {
-    handle::query::<Lc, _>(lc, f)
+/// Runs `f`, which gives the machine an input that names a slot, and
+/// stores that slot in `slot` (may be NULL).
+///
+/// # Safety
+/// `slot` must be NULL or valid for a write.
+unsafe fn with_slot(
+    lc: *mut snapc_lc,
+    slot: *mut snapc_slot,
+    f: impl FnOnce(&mut Machine) -> Result<SlotId, InputError>,
+) -> c_int {
+    if !slot.is_null() && !slot.is_aligned() {
+        return E_INVAL;
+    }
+    handle::with(lc, |m| {
+        let id = f(m)?;
+        if !slot.is_null() {
+            // SAFETY: checked for NULL and alignment; the caller's promise.
+            unsafe { slot.write(id.into()) };
+        }
+        Ok(OK)
+    })
 }
 
 fn layout(n_procs: usize) -> Option<Layout> {
-    Layout::of::<Header<Lc>>(&[(ProcessSlot::SIZE, ProcessSlot::ALIGN, n_procs)])
+    Layout::of::<Header<snapc_lc>>(&[(ProcessSlot::SIZE, ProcessSlot::ALIGN, n_procs)])
 }
 
 /// The bytes of storage a local coordinator for `n_procs` processes needs
@@ -377,7 +389,7 @@ pub unsafe extern "C" fn snapc_lc_init(
         let Some(ptr) = NonNull::new(slots) else {
             return E_INVAL;
         };
-        let header = base.cast::<Header<Lc>>();
+        let header = base.cast::<Header<snapc_lc>>();
         // SAFETY: `base` is aligned for the header and inside the storage.
         unsafe {
             handle::init(header, (), |_| {
@@ -403,7 +415,7 @@ fn name(n: snapc_name) -> ProcessName {
 /// `lc` must be a handle from `snapc_lc_init` (or NULL).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_lc_fini(lc: *mut snapc_lc) -> c_int {
-    handle::fini::<Lc, _>(lc)
+    handle::fini(lc)
 }
 
 /// Adds a local process (it takes part from the next checkpoint) and
@@ -418,17 +430,8 @@ pub unsafe extern "C" fn snapc_lc_add_process(
     pid: u32,
     slot: *mut snapc_slot,
 ) -> c_int {
-    if !slot.is_null() && !slot.is_aligned() {
-        return E_INVAL;
-    }
-    with(lc, |m| {
-        let id = m.add_process(self::name(name), pid)?;
-        if !slot.is_null() {
-            // SAFETY: checked for NULL and alignment; the caller's promise.
-            unsafe { slot.write(id.into()) };
-        }
-        Ok(OK)
-    })
+    // SAFETY: the caller's promise.
+    unsafe { with_slot(lc, slot, |m| m.add_process(self::name(name), pid)) }
 }
 
 /// Removes a process; a handshake it is in ends as failed (REMOVED).
@@ -441,10 +444,7 @@ pub unsafe extern "C" fn snapc_lc_remove_process(
     now_us: u64,
     name: snapc_name,
 ) -> c_int {
-    with(lc, |m| {
-        m.remove_process(instant(now_us), self::name(name))
-            .map(|()| OK)
-    })
+    handle::input(lc, |m| m.remove_process(instant(now_us), self::name(name)))
 }
 
 /// A restarted process's new pid (its handshake counter returns to 0).
@@ -459,17 +459,12 @@ pub unsafe extern "C" fn snapc_lc_update_pid(
     pid: u32,
     slot: *mut snapc_slot,
 ) -> c_int {
-    if !slot.is_null() && !slot.is_aligned() {
-        return E_INVAL;
+    // SAFETY: the caller's promise.
+    unsafe {
+        with_slot(lc, slot, |m| {
+            m.update_pid(instant(now_us), self::name(name), pid)
+        })
     }
-    with(lc, |m| {
-        let id = m.update_pid(instant(now_us), self::name(name), pid)?;
-        if !slot.is_null() {
-            // SAFETY: checked for NULL and alignment; the caller's promise.
-            unsafe { slot.write(id.into()) };
-        }
-        Ok(OK)
-    })
 }
 
 /// The bytes of a message from the global coordinator (JOB_STATE).
@@ -484,10 +479,11 @@ pub unsafe extern "C" fn snapc_lc_gc_message(
     len: usize,
 ) -> c_int {
     // SAFETY: the caller's promise.
-    let Some(b) = (unsafe { super::bytes(bytes, len) }) else {
-        return E_INVAL;
-    };
-    with(lc, |m| m.handle_gc_message(instant(now_us), b).map(|()| OK))
+    unsafe {
+        handle::input_bytes(lc, bytes, len, |m, b| {
+            m.handle_gc_message(instant(now_us), b)
+        })
+    }
 }
 
 /// The bytes of a message from local process `pid` (LOCAL_UPDATE, LOCAL_FINISH).
@@ -503,13 +499,11 @@ pub unsafe extern "C" fn snapc_lc_process_message(
     len: usize,
 ) -> c_int {
     // SAFETY: the caller's promise.
-    let Some(b) = (unsafe { super::bytes(bytes, len) }) else {
-        return E_INVAL;
-    };
-    with(lc, |m| {
-        m.handle_process_message(instant(now_us), pid, b)
-            .map(|()| OK)
-    })
+    unsafe {
+        handle::input_bytes(lc, bytes, len, |m, b| {
+            m.handle_process_message(instant(now_us), pid, b)
+        })
+    }
 }
 
 /// Answer to WATCH_FIFOS: both names exist.
@@ -522,10 +516,7 @@ pub unsafe extern "C" fn snapc_lc_fifos_exist(
     now_us: u64,
     slot: snapc_slot,
 ) -> c_int {
-    with(lc, |m| {
-        m.handle_fifos_exist(instant(now_us), slot.into())
-            .map(|()| OK)
-    })
+    handle::input(lc, |m| m.handle_fifos_exist(instant(now_us), slot.into()))
 }
 
 /// Answer to OPEN_FIFOS: both ends are open.
@@ -538,9 +529,7 @@ pub unsafe extern "C" fn snapc_lc_opened(
     now_us: u64,
     slot: snapc_slot,
 ) -> c_int {
-    with(lc, |m| {
-        m.handle_opened(instant(now_us), slot.into()).map(|()| OK)
-    })
+    handle::input(lc, |m| m.handle_opened(instant(now_us), slot.into()))
 }
 
 /// Answer to WRITE: every byte is written.
@@ -553,9 +542,7 @@ pub unsafe extern "C" fn snapc_lc_written(
     now_us: u64,
     slot: snapc_slot,
 ) -> c_int {
-    with(lc, |m| {
-        m.handle_written(instant(now_us), slot.into()).map(|()| OK)
-    })
+    handle::input(lc, |m| m.handle_written(instant(now_us), slot.into()))
 }
 
 /// Answer to READ: the bytes read (a length other than the one asked for is
@@ -572,12 +559,11 @@ pub unsafe extern "C" fn snapc_lc_read(
     len: usize,
 ) -> c_int {
     // SAFETY: the caller's promise.
-    let Some(b) = (unsafe { super::bytes(bytes, len) }) else {
-        return E_INVAL;
-    };
-    with(lc, |m| {
-        m.handle_read(instant(now_us), slot.into(), b).map(|()| OK)
-    })
+    unsafe {
+        handle::input_bytes(lc, bytes, len, |m, b| {
+            m.handle_read(instant(now_us), slot.into(), b)
+        })
+    }
 }
 
 /// Answer to WAIT_STOPPED: the process has stopped.
@@ -590,9 +576,7 @@ pub unsafe extern "C" fn snapc_lc_stopped(
     now_us: u64,
     slot: snapc_slot,
 ) -> c_int {
-    with(lc, |m| {
-        m.handle_stopped(instant(now_us), slot.into()).map(|()| OK)
-    })
+    handle::input(lc, |m| m.handle_stopped(instant(now_us), slot.into()))
 }
 
 /// A FIFO operation or the signal of the slot failed (`error`:
@@ -610,10 +594,7 @@ pub unsafe extern "C" fn snapc_lc_io_error(
     let Some(e) = io_error(error) else {
         return E_INVAL;
     };
-    with(lc, |m| {
-        m.handle_io_error(instant(now_us), slot.into(), e)
-            .map(|()| OK)
-    })
+    handle::input(lc, |m| m.handle_io_error(instant(now_us), slot.into(), e))
 }
 
 /// Time passed: call at (or after) the instant from `snapc_lc_poll_timeout`.
@@ -622,10 +603,7 @@ pub unsafe extern "C" fn snapc_lc_io_error(
 /// `lc` a handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_lc_timeout(lc: *mut snapc_lc, now_us: u64) -> c_int {
-    with(lc, |m| {
-        m.handle_timeout(instant(now_us));
-        Ok(OK)
-    })
+    handle::tell(lc, |m| m.handle_timeout(instant(now_us)))
 }
 
 /// The next action into `action`: returns 1, or 0 when there is none. A
@@ -642,16 +620,7 @@ pub unsafe extern "C" fn snapc_lc_poll_action(
     out_len: usize,
 ) -> c_int {
     // SAFETY: the caller's promise.
-    unsafe {
-        handle::poll_action::<Lc, _, _, _>(
-            lc,
-            action,
-            out,
-            out_len,
-            |m, b| m.poll_action(b),
-            convert,
-        )
-    }
+    unsafe { handle::poll_action(lc, action, out, out_len, |m, b| m.poll_action(b), convert) }
 }
 
 fn empty_report() -> snapc_lc_report {
@@ -794,7 +763,7 @@ pub unsafe extern "C" fn snapc_lc_poll_timeout(
     deadline_us: *mut u64,
 ) -> c_int {
     // SAFETY: the caller's promise.
-    unsafe { handle::poll_timeout::<Lc, _>(lc, deadline_us, |m| m.poll_timeout()) }
+    unsafe { handle::poll_timeout(lc, deadline_us, |m| m.poll_timeout()) }
 }
 
 /// What the coordinator does as a whole.
@@ -824,7 +793,7 @@ pub enum snapc_lc_phase_kind {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_lc_phase(lc: *const snapc_lc) -> c_int {
     use snapc_lc_phase_kind::*;
-    query(lc, |m| {
+    handle::query(lc, |m| {
         (match m.phase() {
             Phase::Idle => SNAPC_LC_IDLE,
             Phase::Handshake(Mode::Checkpoint) => SNAPC_LC_CHECKPOINTING,
@@ -843,7 +812,7 @@ pub unsafe extern "C" fn snapc_lc_phase(lc: *const snapc_lc) -> c_int {
 /// `lc` a handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_lc_len(lc: *const snapc_lc) -> c_int {
-    query(lc, |m| c_int::try_from(m.len()).unwrap_or(c_int::MAX))
+    handle::query(lc, |m| c_int::try_from(m.len()).unwrap_or(c_int::MAX))
 }
 
 /// Inputs refused so far (or a negative status).
@@ -853,7 +822,7 @@ pub unsafe extern "C" fn snapc_lc_len(lc: *const snapc_lc) -> c_int {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn snapc_lc_unexpected_inputs(lc: *const snapc_lc) -> i64 {
     let mut n = 0;
-    match query(lc, |m| {
+    match handle::query(lc, |m| {
         n = m.unexpected_inputs();
         OK
     }) {
@@ -874,7 +843,7 @@ pub unsafe extern "C" fn snapc_lc_last_error(
     len: usize,
 ) -> c_int {
     // SAFETY: the caller's promise.
-    unsafe { handle::last_error::<Lc, _>(lc, buf, len) }
+    unsafe { handle::last_error(lc, buf, len) }
 }
 
 #[cfg(test)]

@@ -860,6 +860,14 @@ pub(crate) unsafe fn put<T>(out: *mut T, value: T) -> c_int {
     OK
 }
 
+/// The flags that are on, or-ed together (a machine's state as bits).
+pub(crate) fn bits<const N: usize>(flags: [(bool, c_int); N]) -> c_int {
+    flags
+        .into_iter()
+        .filter(|&(on, _)| on)
+        .fold(0, |bits, (_, flag)| bits | flag)
+}
+
 /// Runs `f` so that no panic unwinds into C.
 pub(crate) fn guard(f: impl FnOnce() -> c_int) -> c_int {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(E_PANIC)
