@@ -21,32 +21,58 @@ pub struct Instant(u64);
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Duration(u64);
 
+/// What [`Instant`] and [`Duration`] share: whole microseconds in a `u64`,
+/// built saturating (an instant counts from the origin), printed as
+/// seconds.
+macro_rules! microseconds {
+    ($t:ident, zero: $zero:literal, max: $max:literal) => {
+        impl $t {
+            #[doc = $zero]
+            pub const ZERO: Self = Self(0);
+            #[doc = $max]
+            pub const MAX: Self = Self(u64::MAX);
+
+            /// `micros` microseconds.
+            pub const fn from_micros(micros: u64) -> Self {
+                Self(micros)
+            }
+
+            /// `millis` milliseconds (saturating).
+            pub const fn from_millis(millis: u64) -> Self {
+                Self(millis.saturating_mul(1_000))
+            }
+
+            /// `secs` seconds (saturating).
+            pub const fn from_secs(secs: u64) -> Self {
+                Self(secs.saturating_mul(1_000_000))
+            }
+
+            /// Whole microseconds.
+            pub const fn as_micros(self) -> u64 {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}.{:06}s", self.0 / 1_000_000, self.0 % 1_000_000)
+            }
+        }
+    };
+}
+
+microseconds!(
+    Instant,
+    zero: "The origin.",
+    max: "The latest representable instant (where additions saturate)."
+);
+microseconds!(
+    Duration,
+    zero: "No time.",
+    max: "The longest representable duration."
+);
+
 impl Instant {
-    /// The origin.
-    pub const ZERO: Self = Self(0);
-    /// The latest representable instant (where additions saturate).
-    pub const MAX: Self = Self(u64::MAX);
-
-    /// The instant `micros` microseconds after the origin.
-    pub const fn from_micros(micros: u64) -> Self {
-        Self(micros)
-    }
-
-    /// The instant `millis` milliseconds after the origin (saturating).
-    pub const fn from_millis(millis: u64) -> Self {
-        Self(millis.saturating_mul(1_000))
-    }
-
-    /// The instant `secs` seconds after the origin (saturating).
-    pub const fn from_secs(secs: u64) -> Self {
-        Self(secs.saturating_mul(1_000_000))
-    }
-
-    /// Microseconds since the origin.
-    pub const fn as_micros(self) -> u64 {
-        self.0
-    }
-
     /// `self + d`, saturating at [`Instant::MAX`].
     pub const fn saturating_add(self, d: Duration) -> Self {
         Self(self.0.saturating_add(d.0))
@@ -64,31 +90,6 @@ impl Instant {
 }
 
 impl Duration {
-    /// No time.
-    pub const ZERO: Self = Self(0);
-    /// The longest representable duration.
-    pub const MAX: Self = Self(u64::MAX);
-
-    /// `micros` microseconds.
-    pub const fn from_micros(micros: u64) -> Self {
-        Self(micros)
-    }
-
-    /// `millis` milliseconds (saturating).
-    pub const fn from_millis(millis: u64) -> Self {
-        Self(millis.saturating_mul(1_000))
-    }
-
-    /// `secs` seconds (saturating).
-    pub const fn from_secs(secs: u64) -> Self {
-        Self(secs.saturating_mul(1_000_000))
-    }
-
-    /// Whole microseconds.
-    pub const fn as_micros(self) -> u64 {
-        self.0
-    }
-
     /// Whole milliseconds (rounded down).
     pub const fn as_millis(self) -> u64 {
         self.0 / 1_000
@@ -123,76 +124,34 @@ impl From<Duration> for core::time::Duration {
     }
 }
 
-impl Add<Duration> for Instant {
-    type Output = Instant;
-    fn add(self, d: Duration) -> Instant {
-        self.saturating_add(d)
-    }
+// Every operator is the saturating method named beside it.
+macro_rules! operator {
+    ($Op:ident::$op:ident($Lhs:ident, $Rhs:ident) -> $Out:ident = $method:ident) => {
+        impl $Op<$Rhs> for $Lhs {
+            type Output = $Out;
+            fn $op(self, rhs: $Rhs) -> $Out {
+                self.$method(rhs)
+            }
+        }
+    };
+    ($Op:ident::$op:ident($Lhs:ident, $Rhs:ident) = $method:ident) => {
+        impl $Op<$Rhs> for $Lhs {
+            fn $op(&mut self, rhs: $Rhs) {
+                *self = self.$method(rhs);
+            }
+        }
+    };
 }
 
-impl AddAssign<Duration> for Instant {
-    fn add_assign(&mut self, d: Duration) {
-        *self = self.saturating_add(d);
-    }
-}
-
-impl Sub<Duration> for Instant {
-    type Output = Instant;
-    fn sub(self, d: Duration) -> Instant {
-        self.saturating_sub(d)
-    }
-}
-
-impl SubAssign<Duration> for Instant {
-    fn sub_assign(&mut self, d: Duration) {
-        *self = self.saturating_sub(d);
-    }
-}
-
-impl Sub<Instant> for Instant {
-    type Output = Duration;
-    fn sub(self, earlier: Instant) -> Duration {
-        self.saturating_duration_since(earlier)
-    }
-}
-
-impl Add for Duration {
-    type Output = Duration;
-    fn add(self, other: Duration) -> Duration {
-        self.saturating_add(other)
-    }
-}
-
-impl AddAssign for Duration {
-    fn add_assign(&mut self, other: Duration) {
-        *self = self.saturating_add(other);
-    }
-}
-
-impl Sub for Duration {
-    type Output = Duration;
-    fn sub(self, other: Duration) -> Duration {
-        self.saturating_sub(other)
-    }
-}
-
-impl SubAssign for Duration {
-    fn sub_assign(&mut self, other: Duration) {
-        *self = self.saturating_sub(other);
-    }
-}
-
-impl fmt::Display for Instant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:06}s", self.0 / 1_000_000, self.0 % 1_000_000)
-    }
-}
-
-impl fmt::Display for Duration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:06}s", self.0 / 1_000_000, self.0 % 1_000_000)
-    }
-}
+operator!(Add::add(Instant, Duration) -> Instant = saturating_add);
+operator!(AddAssign::add_assign(Instant, Duration) = saturating_add);
+operator!(Sub::sub(Instant, Duration) -> Instant = saturating_sub);
+operator!(SubAssign::sub_assign(Instant, Duration) = saturating_sub);
+operator!(Sub::sub(Instant, Instant) -> Duration = saturating_duration_since);
+operator!(Add::add(Duration, Duration) -> Duration = saturating_add);
+operator!(AddAssign::add_assign(Duration, Duration) = saturating_add);
+operator!(Sub::sub(Duration, Duration) -> Duration = saturating_sub);
+operator!(SubAssign::sub_assign(Duration, Duration) = saturating_sub);
 
 #[cfg(test)]
 mod tests {
