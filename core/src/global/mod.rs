@@ -324,15 +324,8 @@ enum Out {
         vpid: u32,
         msg: FromGc<'static>,
     },
-    Established(Snapshot),
-    Migrate {
-        seq: u32,
-        handle: u32,
-    },
-    Restart {
-        seq_num: i32,
-    },
-    Finished(Report),
+    /// An action without a message, as it is handed out.
+    Action(Action),
 }
 
 /// The step a running operation is in.
@@ -662,10 +655,7 @@ where
                 Out::ToRank { vpid, msg } => {
                     msg.emit(out).map(|len| Action::SendToRank { vpid, len })
                 }
-                Out::Established(s) => Ok(Action::Established(s)),
-                Out::Migrate { seq, handle } => Ok(Action::Migrate { seq, handle }),
-                Out::Restart { seq_num } => Ok(Action::Restart { seq_num }),
-                Out::Finished(r) => Ok(Action::Finished(r)),
+                Out::Action(a) => Ok(a),
             };
             match encoded {
                 Ok(action) => return Some(action),
@@ -837,28 +827,26 @@ where
 
     /// The runtime's report that the migration it was given is done.
     pub fn handle_migration_done(&mut self, now: Instant, ok: bool) -> Result<(), InputError> {
-        self.expire(now);
-        match self.op.as_mut() {
-            Some(op) if op.step == Step::Migrating => {
-                if !ok {
-                    op.failure.get_or_insert(OperationFailure::Runtime);
-                }
-                self.release(now, ok);
-                Ok(())
-            }
-            _ => Err(InputError::NotWaiting),
-        }
+        self.runtime_report(now, Step::Migrating, ok)?;
+        self.release(now, ok);
+        Ok(())
     }
 
     /// The runtime's report that the restart it was given is done.
     pub fn handle_restart_done(&mut self, now: Instant, ok: bool) -> Result<(), InputError> {
+        self.runtime_report(now, Step::Restarting, ok)?;
+        self.finish(now, ok);
+        Ok(())
+    }
+
+    /// Takes the runtime's report if the operation waits for it in `step`.
+    fn runtime_report(&mut self, now: Instant, step: Step, ok: bool) -> Result<(), InputError> {
         self.expire(now);
         match self.op.as_mut() {
-            Some(op) if op.step == Step::Restarting => {
+            Some(op) if op.step == step => {
                 if !ok {
                     op.failure.get_or_insert(OperationFailure::Runtime);
                 }
-                self.finish(now, ok);
                 Ok(())
             }
             _ => Err(InputError::NotWaiting),
@@ -1012,7 +1000,7 @@ where
         op.restart_seq = seq_num;
         op.deadline = now + self.config.deadlines.runtime;
         self.op = Some(op);
-        self.push(Out::Restart { seq_num });
+        self.act(Action::Restart { seq_num });
         Ok(())
     }
 
@@ -1046,12 +1034,12 @@ where
             Err(e) => return self.refuse(who, event, e),
         };
         let reference = self.reference(seq);
-        self.push(Out::Established(Snapshot {
+        self.act(Action::Established(Snapshot {
             seq,
             handle: q.handle,
             reference: reference.clone(),
         }));
-        self.push(Out::Finished(Report {
+        self.act(Action::Finished(Report {
             kind: OpKind::QuiesceCheckpoint,
             requester: who,
             ok: true,
@@ -1176,7 +1164,7 @@ where
             op.step = Step::Migrating;
             op.deadline = now + self.config.deadlines.runtime;
             let (seq, handle) = (op.seq.unwrap_or(0), op.handle);
-            self.push(Out::Migrate { seq, handle });
+            self.act(Action::Migrate { seq, handle });
         } else {
             self.release(now, ok);
         }
@@ -1224,7 +1212,7 @@ where
         };
         if ok {
             if let (Some(seq), Some(reference)) = (op.seq, op.reference.clone()) {
-                self.push(Out::Established(Snapshot {
+                self.act(Action::Established(Snapshot {
                     seq,
                     handle: op.handle,
                     reference,
@@ -1254,7 +1242,7 @@ where
             _ => op.seq.map(i64::from),
         };
         debug!("global: operation ends, ok {}", ok);
-        self.push(Out::Finished(Report {
+        self.act(Action::Finished(Report {
             kind: op.kind,
             requester: op.requester,
             ok,
@@ -1282,7 +1270,7 @@ where
             vpid: fin.vpid,
             msg: FromGc::FinAck,
         });
-        self.push(Out::Finished(fin_report(fin, now, true)));
+        self.act(Action::Finished(fin_report(fin, now, true)));
     }
 
     /// Applies every deadline that passed by `now`.
@@ -1323,7 +1311,7 @@ where
             if fin.deadline <= now {
                 warn!("global: FIN waited too long");
                 self.fin = None;
-                self.push(Out::Finished(fin_report(fin, now, false)));
+                self.act(Action::Finished(fin_report(fin, now, false)));
             }
         }
     }
@@ -1337,6 +1325,11 @@ where
         if self.queue.push_back(out).is_err() {
             warn!("global: action queue full, action dropped");
         }
+    }
+
+    /// Queues an action that carries no message.
+    fn act(&mut self, action: Action) {
+        self.push(Out::Action(action));
     }
 }
 

@@ -213,11 +213,25 @@ pub const fn response_frame(response: CkptResponse) -> [u8; 4] {
     response.code().to_ne_bytes()
 }
 
+/// An int frame holding one of an enum's wire codes.
+fn code_frame<T>(
+    bytes: &[u8],
+    field: &'static str,
+    from_code: fn(i32) -> Option<T>,
+    unknown: fn(i32) -> ErrorKind,
+) -> Result<T, DecodeError> {
+    let v = int_frame(bytes, field)?;
+    from_code(v).ok_or_else(|| DecodeError::new(0, field, unknown(v)))
+}
+
 /// Decodes step 2.
 pub fn parse_response(bytes: &[u8]) -> Result<CkptResponse, DecodeError> {
-    let v = int_frame(bytes, "response")?;
-    CkptResponse::from_code(v)
-        .ok_or_else(|| DecodeError::new(0, "response", ErrorKind::UnknownResponse(v)))
+    code_frame(
+        bytes,
+        "response",
+        CkptResponse::from_code,
+        ErrorKind::UnknownResponse,
+    )
 }
 
 /// Step 3: the go-ahead, START echoed back.
@@ -238,9 +252,12 @@ pub const fn cr_state_frame(state: CrState) -> [u8; 4] {
 
 /// Decodes steps 4 and 5.
 pub fn parse_cr_state(bytes: &[u8]) -> Result<CrState, DecodeError> {
-    let v = int_frame(bytes, "cr_state")?;
-    CrState::from_code(v)
-        .ok_or_else(|| DecodeError::new(0, "cr_state", ErrorKind::UnknownCrState(v)))
+    code_frame(
+        bytes,
+        "cr_state",
+        CrState::from_code,
+        ErrorKind::UnknownCrState,
+    )
 }
 
 /// Step 6: the release.
