@@ -471,33 +471,35 @@ impl Devices {
     /// The plain devices, each wrapped in its fault decorator when the
     /// scenario enables that fault kind.
     pub fn new(f: &Faults) -> Self {
-        let net: Box<dyn Link + Send> = if f.drop > 0.0 || f.duplicate > 0.0 || f.jitter_ms > 0 {
-            Box::new(FaultyLink {
-                inner: Network,
+        // The plain device, or the plain device inside its decorator.
+        macro_rules! device {
+            ($on:expr, $plain:expr, $faulty:ident { $($field:ident: $value:expr),* $(,)? }) => {
+                if $on {
+                    Box::new($faulty { inner: $plain, $($field: $value),* })
+                } else {
+                    Box::new($plain)
+                }
+            };
+        }
+        let net: Box<dyn Link + Send> = device!(
+            f.drop > 0.0 || f.duplicate > 0.0 || f.jitter_ms > 0,
+            Network,
+            FaultyLink {
                 drop: f.drop,
                 duplicate: f.duplicate,
                 jitter_ms: f.jitter_ms,
-            })
-        } else {
-            Box::new(Network)
-        };
-        let pipe: Box<dyn PipeDevice + Send> = if f.partial_write > 0.0 || f.slow_fifo_ms > 0 {
-            Box::new(FaultyPipe {
-                inner: Pipe,
+            }
+        );
+        let pipe: Box<dyn PipeDevice + Send> = device!(
+            f.partial_write > 0.0 || f.slow_fifo_ms > 0,
+            Pipe,
+            FaultyPipe {
                 partial: f.partial_write,
                 slow_ms: f.slow_fifo_ms,
-            })
-        } else {
-            Box::new(Pipe)
-        };
-        let signal: Box<dyn SignalDevice + Send> = if f.storm > 0.0 {
-            Box::new(Stormy {
-                inner: Kill,
-                storm: f.storm,
-            })
-        } else {
-            Box::new(Kill)
-        };
+            }
+        );
+        let signal: Box<dyn SignalDevice + Send> =
+            device!(f.storm > 0.0, Kill, Stormy { storm: f.storm });
         let app_faults = f.stall
             + f.prepare_fail
             + f.ckpt_error
@@ -506,32 +508,27 @@ impl Devices {
             + f.slow_hook
             + f.hang
             + f.crash;
-        let app: Box<dyn Application + Send> = if app_faults > 0.0 {
-            Box::new(FaultyApplication {
-                inner: WellBehaved,
-                faults: *f,
-            })
-        } else {
-            Box::new(WellBehaved)
-        };
-        let disk: Box<dyn Storage + Send> = if f.sstore_fail + f.hang + f.slow_hook > 0.0 {
-            Box::new(FlakyDisk {
-                inner: Disk,
+        let app: Box<dyn Application + Send> = device!(
+            app_faults > 0.0,
+            WellBehaved,
+            FaultyApplication { faults: *f }
+        );
+        let disk: Box<dyn Storage + Send> = device!(
+            f.sstore_fail + f.hang + f.slow_hook > 0.0,
+            Disk,
+            FlakyDisk {
                 fail: f.sstore_fail,
                 hang: f.hang,
                 slow: f.slow_hook,
-            })
-        } else {
-            Box::new(Disk)
-        };
-        let runtime: Box<dyn Runtime + Send> = if f.runtime_fail > 0.0 {
-            Box::new(FaultyRuntime {
-                inner: Launcher,
+            }
+        );
+        let runtime: Box<dyn Runtime + Send> = device!(
+            f.runtime_fail > 0.0,
+            Launcher,
+            FaultyRuntime {
                 fail: f.runtime_fail,
-            })
-        } else {
-            Box::new(Launcher)
-        };
+            }
+        );
         Self {
             net,
             local: Box::new(Network),
