@@ -114,6 +114,7 @@ pub fn dispatch(args: &[String]) -> Option<ExitCode> {
     let result = match role.as_str() {
         "__app" => app(&rest),
         "__floor" => floor(&rest),
+        "__busy" => busy(),
         _ => return None,
     };
     Some(match result {
@@ -173,20 +174,47 @@ pub fn floor_names(dir: &Path, pid: u32, n: u32) -> (PathBuf, PathBuf) {
     )
 }
 
-/// Opens `path`, retrying at once (no sleep) while it is missing or has no
-/// reader, until `deadline`.
-pub fn open_spinning(path: &Path, flags: OFlag, deadline: Instant) -> Result<OwnedFd, String> {
+/// First pause between two attempts to open a FIFO whose other end is not
+/// open yet; doubled at each retry up to [`OPEN_PAUSE_MAX`]. The same
+/// backoff as snapc's coordinator (`snapc_posix::fifo`).
+const OPEN_PAUSE_MIN: Duration = Duration::from_micros(2);
+const OPEN_PAUSE_MAX: Duration = Duration::from_millis(1);
+
+/// Opens `path` (non-blocking, close-on-exec), retrying with snapc's
+/// backoff while it has no reader (ENXIO), or, given `cue`, waiting for
+/// `cue` to become readable (at most 1 ms at a time) as snapc's
+/// application side does.
+pub fn open_waiting(
+    path: &Path,
+    flags: OFlag,
+    deadline: Instant,
+    mut cue: Option<&OwnedFd>,
+) -> Result<OwnedFd, String> {
     let flags = flags | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let mut pause = OPEN_PAUSE_MIN;
     loop {
         match open(path, flags, Mode::empty()) {
             Ok(fd) => return Ok(fd),
-            Err(Errno::ENOENT | Errno::ENXIO | Errno::EINTR) if Instant::now() < deadline => {}
+            Err(Errno::ENXIO | Errno::EINTR) if Instant::now() < deadline => match cue {
+                Some(c) => {
+                    let mut fds = [PollFd::new(c.as_fd(), PollFlags::POLLIN)];
+                    if let Ok(1) = poll(&mut fds, PollTimeout::from(1u8)) {
+                        cue = None;
+                    }
+                }
+                None => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(OPEN_PAUSE_MAX);
+                }
+            },
             Err(e) => return Err(format!("open {}: {e}", path.display())),
         }
     }
 }
 
-/// Reads exactly `buf.len()` bytes from a non-blocking fd before `deadline`.
+/// Reads exactly `buf.len()` bytes from a non-blocking fd before `deadline`,
+/// sleeping in `poll` until bytes come (a FIFO whose writer has not opened
+/// yet reads as end of file: poll first, as snapc does).
 pub fn read_exact(fd: &OwnedFd, buf: &mut [u8], deadline: Instant) -> Result<(), String> {
     let mut done = 0;
     while done < buf.len() {
@@ -225,10 +253,11 @@ pub fn write_frame(fd: &OwnedFd, bytes: &[u8]) -> Result<(), String> {
 }
 
 /// `__floor --dir D [--nap-us U]`: the floor's process side. The same
-/// computation and naps as the app; on the signal it creates two FIFOs,
-/// opens them as the app does (one read-write, one write-only once the
-/// other side reads it) and exchanges the handshake's frames, with no
-/// library, no checks beyond the system calls, and no sleeps.
+/// computation and naps as the app; on the signal it does what snapc's
+/// application side does with its FIFOs and nothing else: creates both,
+/// opens the one it reads read-write and the one it writes write-only once
+/// the options arrive (the same cue and retries), reads and writes the
+/// frames, closes both and removes both names.
 fn floor(args: &Args) -> Result<(), String> {
     let dir = args.path("--dir")?;
     let nap_for = args.nap();
@@ -260,16 +289,35 @@ fn floor(args: &Args) -> Result<(), String> {
 fn floor_once(dir: &Path, pid: u32, n: u32, deadline: Instant) -> Result<(), String> {
     let (r, w) = floor_names(dir, pid, n);
     let mode = Mode::S_IRUSR | Mode::S_IWUSR;
-    mkfifo(&r, mode).map_err(|e| e.to_string())?;
-    mkfifo(&w, mode).map_err(|e| e.to_string())?;
-    let rx = open_spinning(&r, OFlag::O_RDWR, deadline)?;
-    let tx = open_spinning(&w, OFlag::O_WRONLY, deadline)?;
-    let mut buf = [0u8; 28];
-    for (i, len) in FRAMES.iter().enumerate() {
-        if i % 2 == 0 {
-            read_exact(&rx, &mut buf[..*len], deadline)?;
-        } else {
-            write_frame(&tx, &buf[..*len])?;
+    let result = (|| {
+        mkfifo(&r, mode).map_err(|e| e.to_string())?;
+        mkfifo(&w, mode).map_err(|e| e.to_string())?;
+        let rx = open_waiting(&r, OFlag::O_RDWR, deadline, None)?;
+        let tx = open_waiting(&w, OFlag::O_WRONLY, deadline, Some(&rx))?;
+        let mut buf = [0u8; 28];
+        for (i, len) in FRAMES.iter().enumerate() {
+            if i % 2 == 0 {
+                read_exact(&rx, &mut buf[..*len], deadline)?;
+            } else {
+                write_frame(&tx, &buf[..*len])?;
+            }
+        }
+        Ok(())
+    })();
+    let _ = nix::unistd::unlink(&r);
+    let _ = nix::unistd::unlink(&w);
+    result
+}
+
+/// `__busy`: one CPU-bound process of the loaded runs: computes without
+/// pause until killed (or [`CHILD_LIFETIME`] passes).
+fn busy() -> Result<(), String> {
+    let mut work = Work::default();
+    say(b'r');
+    let end = Instant::now() + CHILD_LIFETIME;
+    while Instant::now() < end {
+        for _ in 0..1000 {
+            work.slice();
         }
     }
     Ok(())
@@ -345,6 +393,16 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // SIGTERM first: a child run under a profiler writes its profile
+        // as it ends; SIGKILL if it is still there a moment later.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+        for _ in 0..200 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -250,7 +250,7 @@ fn handshake_section(md: &mut String, root: &Path) -> Result<(), String> {
          {} rounds of each per directory after {} unmeasured, floor and snapc alternating so that both see the same load.\n",
         child::FRAMES.len(),
         child::FRAMES.map(|b| b.to_string()).join(", "),
-        handshake::ROUNDS,
+        handshake::rounds(),
         handshake::WARMUP,
     );
     let _ = writeln!(
@@ -323,6 +323,35 @@ fn handshake_section(md: &mut String, root: &Path) -> Result<(), String> {
         let _ = write!(md, "| {name} |");
         for r in &rows {
             let _ = write!(md, " {:.0} |", r.stages[i].p50());
+        }
+        let _ = writeln!(md);
+    }
+    let _ = writeln!(
+        md,
+        "\nCPU time per round, median µs, and times scheduled in per round (`/proc/.../schedstat`: what each side \
+         ran, not what it waited; each wakeup from a sleep is one more time scheduled in):\n"
+    );
+    let _ = write!(md, "| side |");
+    for r in &rows {
+        let _ = write!(md, " {} |", r.place);
+    }
+    let _ = write!(md, "\n|---|");
+    for _ in &rows {
+        let _ = write!(md, "---:|");
+    }
+    let _ = writeln!(md);
+    for (i, name) in [
+        "floor coordinator",
+        "floor process",
+        "snapc coordinator",
+        "snapc application",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let _ = write!(md, "| {name} |");
+        for r in &rows {
+            let _ = write!(md, " {:.0} µs, {} runs |", r.cpu[i].p50(), r.runs[i]);
         }
         let _ = writeln!(md);
     }

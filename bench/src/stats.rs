@@ -42,3 +42,44 @@ pub fn us(x: f64) -> String {
         format!("{x:.0} µs")
     }
 }
+
+/// What a task ran so far, from its `schedstat` file
+/// (`/proc/thread-self/schedstat`, `/proc/<pid>/schedstat`): time on a CPU
+/// (ns) and the times it was scheduled in (each wakeup from a sleep counts
+/// one). What the task itself did, whatever else shares the cores.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sched {
+    pub cpu_ns: u64,
+    pub runs: u64,
+}
+
+impl std::ops::Sub for Sched {
+    type Output = Sched;
+    fn sub(self, o: Sched) -> Sched {
+        Sched {
+            cpu_ns: self.cpu_ns.saturating_sub(o.cpu_ns),
+            runs: self.runs.saturating_sub(o.runs),
+        }
+    }
+}
+
+pub fn sched(path: &str) -> Sched {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut f = text.split_whitespace().map(|v| v.parse().unwrap_or(0));
+    let cpu_ns = f.next().unwrap_or(0);
+    let _wait = f.next();
+    Sched {
+        cpu_ns,
+        runs: f.next().unwrap_or(0),
+    }
+}
+
+/// The calling thread's [`Sched`].
+pub fn thread_sched() -> Sched {
+    sched("/proc/thread-self/schedstat")
+}
+
+/// Process `pid`'s main thread's [`Sched`].
+pub fn proc_sched(pid: u32) -> Sched {
+    sched(&format!("/proc/{pid}/schedstat"))
+}

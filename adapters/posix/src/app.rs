@@ -417,6 +417,14 @@ pub struct Snapc<H: Hooks> {
     /// The snapshot directory of the handshake in progress (private,
     /// reached through its descriptor).
     snapshot_dir: Option<PrivateDir>,
+    /// The snapshot directory of the handshake in progress, opened (and
+    /// created) while the coordinator turns the response into the
+    /// go-ahead, before this process needs it (see [`Ahead`]).
+    ahead: Option<Ahead>,
+    /// The handle the last options frame named.
+    offered: Option<u32>,
+    /// The channel closed at the teardown's first step (its names went with it).
+    closed_channel: bool,
     /// The snapshot's attributes (`snapc-local.json`) set since the last
     /// write: kept here and written once, durably, by the sync step (or as
     /// they are at teardown if no sync came), instead of one durable
@@ -512,6 +520,9 @@ impl<H: Hooks> Snapc<H> {
             store: config.store,
             channel: None,
             snapshot_dir: None,
+            ahead: None,
+            offered: None,
+            closed_channel: false,
             attrs: None,
             origin: Instant::now(),
             outcomes: Vec::new(),
@@ -817,9 +828,18 @@ impl<H: Hooks> Snapc<H> {
                 }
             }
             Action::Read { frame, len } => {
+                if frame == Frame::GoAhead {
+                    // The response is written; the coordinator takes a
+                    // while to answer it: time to open the snapshot's
+                    // directory, which the go-ahead's first steps need.
+                    self.open_ahead();
+                }
                 let mut buf = [0u8; 64];
                 let result = match (self.channel.as_ref(), buf.get_mut(..len)) {
-                    (Some(ch), Some(b)) => ch.rx.read_exact(b, self.deadline()),
+                    // Often there already: the options are the cue that
+                    // opened the channel; the go-ahead comes while the
+                    // snapshot's directory is opened ahead.
+                    (Some(ch), Some(b)) => ch.rx.read_exact_eager(b, self.deadline()),
                     _ => {
                         log::error!("read of {frame:?} ({len} bytes) without an open channel");
                         note(self.machine.handle_io_error(self.now(), IoError::Failed));
@@ -830,6 +850,14 @@ impl<H: Hooks> Snapc<H> {
                     Ok(()) => {
                         if frame == Frame::Release {
                             self.released();
+                        }
+                        if frame == Frame::Options {
+                            self.offered = snapc_core::wire::OptionsFrame::parse(
+                                &buf[..len],
+                                self.machine.config().debug,
+                            )
+                            .ok()
+                            .map(|f| f.handle);
                         }
                         note(self.machine.handle_read(self.now(), &buf[..len]))
                     }
@@ -892,15 +920,23 @@ impl<H: Hooks> Snapc<H> {
             },
             Action::Close { .. } => {
                 // Dropping the channel closes both fds and unlinks both FIFOs.
-                self.channel = None;
+                self.closed_channel = self.channel.take().is_some();
             }
             Action::Unlink { names } => {
-                self.channel = None;
-                for name in [names.prog_read(), names.prog_write()] {
-                    crate::fifo::remove_stale(&self.dir.fifo_path(name));
+                // A channel removes its names as it closes; these are the
+                // names of one that never opened whole.
+                if self.channel.take().is_none() && !self.closed_channel {
+                    for name in [names.prog_read(), names.prog_write()] {
+                        crate::fifo::remove_stale(&self.dir.fifo_path(name));
+                    }
                 }
+                self.closed_channel = false;
                 self.flush_attributes();
                 self.snapshot_dir = None;
+                if let Some(unused) = self.ahead.take() {
+                    unused.discard();
+                }
+                self.offered = None;
                 note(self.machine.handle_teardown_done(self.now()));
                 // A signal that came after the final state was for the next
                 // handshake: the flag ignored it while this one ended, so it
@@ -940,9 +976,14 @@ impl<H: Hooks> Snapc<H> {
         match op {
             SstoreOp::Register { handle } => {
                 self.flush_attributes();
-                let dir = match &self.snapshot_root {
-                    Some(root) => crate::sstore::open_rank_dir(root, handle, self.rank),
-                    None => open_standalone_dir(&self.store, handle, std::process::id()),
+                let dir = match self.ahead.take() {
+                    Some(a) if a.handle == handle => Ok(a.dir),
+                    other => {
+                        if let Some(unused) = other {
+                            unused.discard();
+                        }
+                        self.open_snapshot_dir(handle).map(|a| a.dir)
+                    }
                 };
                 // A failure surfaces at ReadLocation, which the machine awaits.
                 match dir {
@@ -993,9 +1034,50 @@ impl<H: Hooks> Snapc<H> {
         }
     }
 
+    /// Opens (creating what is missing) the directory snapshot `handle`
+    /// goes to: the daemon's staging directory
+    /// (`<root>/<handle>/rank-<rank>/`) or, standalone,
+    /// `<store>/standalone/<handle>/pid-<pid>/`.
+    fn open_snapshot_dir(&self, handle: u32) -> Result<Ahead, DirError> {
+        let (parent, name) = match &self.snapshot_root {
+            Some(root) => (
+                crate::sstore::open_handle_dir(root, handle)?,
+                format!("rank-{}", self.rank),
+            ),
+            None => (
+                open_standalone_handle(&self.store, handle)?,
+                format!("pid-{}", std::process::id()),
+            ),
+        };
+        let dir = parent.open_sub(&name, true)?;
+        Ok(Ahead {
+            handle,
+            dir,
+            parent,
+            name,
+        })
+    }
+
+    /// Opens the directory of the snapshot the options offered, ahead of
+    /// its registration (a failure is left for the registration to meet).
+    fn open_ahead(&mut self) {
+        let Some(handle) = self.offered else {
+            return;
+        };
+        if self.ahead.as_ref().is_some_and(|a| a.handle == handle) {
+            return;
+        }
+        if let Some(unused) = self.ahead.take() {
+            unused.discard();
+        }
+        self.ahead = self.open_snapshot_dir(handle).ok();
+    }
+
     fn read_attributes(&self) -> Attributes {
         self.snapshot_dir
             .as_ref()
+            // A directory this handshake made holds no attributes yet.
+            .filter(|d| !d.was_created())
             .and_then(|d| d.read_file(ATTRIBUTES_FILE).ok())
             .map(|t| parse_attributes(&String::from_utf8_lossy(&t)))
             .unwrap_or_default()
@@ -1044,10 +1126,44 @@ impl<H: Hooks> Snapc<H> {
         }
         let mut attrs = self.attrs.take().unwrap_or_else(|| self.read_attributes());
         attrs.insert("synced".into(), "true".into());
-        self.write_attributes(&attrs)?;
-        match &self.snapshot_dir {
-            Some(dir) => Ok(dir.sync_tree()?),
-            None => Ok(()),
+        let Some(dir) = &self.snapshot_dir else {
+            return Ok(());
+        };
+        // What the hooks wrote, then the attributes, then the directory:
+        // each made durable once. Attributes written before (a handshake
+        // that ended before its sync step, into the same directory) are
+        // replaced atomically instead.
+        dir.sync_entries()?;
+        let text = format_attributes(&attrs);
+        match dir.write_new_synced(ATTRIBUTES_FILE, text.as_bytes()) {
+            Err(e) if e.errno() == Some(nix::errno::Errno::EEXIST) => {
+                dir.write_atomically(ATTRIBUTES_FILE, text.as_bytes())?
+            }
+            other => other?,
+        }
+        Ok(dir.sync()?)
+    }
+}
+
+/// A snapshot's directory opened before its registration: ahead of the
+/// go-ahead, while the coordinator reads the response, so that the
+/// go-ahead's first steps find it ready. A handshake that ends without a
+/// go-ahead removes it again if this opening created it (only the
+/// process's own directory: a standalone handle's directory may be shared
+/// by the other processes of the checkpoint, and stays).
+struct Ahead {
+    handle: u32,
+    dir: PrivateDir,
+    parent: PrivateDir,
+    name: String,
+}
+
+impl Ahead {
+    fn discard(self) {
+        if self.dir.was_created()
+            && let Err(e) = self.parent.remove_empty_dir(&self.name)
+        {
+            log::debug!("unused snapshot directory: {e}");
         }
     }
 }
@@ -1101,10 +1217,15 @@ pub fn standalone_snapshot_dir(store: &Path, handle: u32, pid: u32) -> PathBuf {
 /// Opens (creating, 0700) [`standalone_snapshot_dir`]: the store is
 /// refused unless it is a private directory of this user.
 pub fn open_standalone_dir(store: &Path, handle: u32, pid: u32) -> Result<PrivateDir, DirError> {
+    open_standalone_handle(store, handle)?.open_sub(&format!("pid-{pid}"), true)
+}
+
+/// Opens (creating, 0700) `<store>/standalone/<handle>/`, which holds the
+/// snapshots of every process of the standalone checkpoint `handle`.
+fn open_standalone_handle(store: &Path, handle: u32) -> Result<PrivateDir, DirError> {
     PrivateDir::open(store, true)?
         .open_sub(STANDALONE_DIR, true)?
-        .open_sub(&handle.to_string(), true)?
-        .open_sub(&format!("pid-{pid}"), true)
+        .open_sub(&handle.to_string(), true)
 }
 
 fn log_outcome(outcome: &Outcome) {

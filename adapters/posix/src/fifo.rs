@@ -419,6 +419,34 @@ impl FifoEnd {
         Ok(())
     }
 
+    /// Reads exactly `buf.len()` bytes before `deadline` from an end that
+    /// never reads as closed before its bytes come (the application's
+    /// `prog_read`, open read-write): the read is tried first, and waited
+    /// for only when nothing is there yet.
+    pub fn read_exact_eager(&self, buf: &mut [u8], deadline: Instant) -> Result<(), FifoError> {
+        let mut done = 0;
+        while done < buf.len() {
+            match nix::unistd::read(&self.fd, &mut buf[done..]) {
+                Ok(0) => {
+                    return Err(FifoError::PeerGone {
+                        path: self.path.clone(),
+                    });
+                }
+                Ok(n) => done += n,
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => self.wait(PollFlags::POLLIN, deadline, "read")?,
+                Err(errno) => {
+                    return Err(FifoError::Sys {
+                        path: self.path.clone(),
+                        op: "read",
+                        errno,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Reads what is available now, without waiting: `Ok(0)` when nothing
     /// is; EOF is [`FifoError::PeerGone`].
     pub fn read_available(&self, buf: &mut [u8]) -> Result<usize, FifoError> {
@@ -465,14 +493,16 @@ impl FifoEnd {
         }
     }
 
-    /// Writes all of `buf` before `deadline`.
+    /// Writes all of `buf` before `deadline`. The write is tried first
+    /// (a handshake's frames fit an empty FIFO), and waited for only when
+    /// the FIFO is full.
     pub fn write_all(&self, buf: &[u8], deadline: Instant) -> Result<(), FifoError> {
         let mut done = 0;
         while done < buf.len() {
-            self.wait(PollFlags::POLLOUT, deadline, "write")?;
             match nix::unistd::write(&self.fd, &buf[done..]) {
                 Ok(n) => done += n,
-                Err(Errno::EINTR | Errno::EAGAIN) => {}
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => self.wait(PollFlags::POLLOUT, deadline, "write")?,
                 Err(Errno::EPIPE) => {
                     return Err(FifoError::PeerGone {
                         path: self.path.clone(),
@@ -752,6 +782,24 @@ impl embedded_io::WriteReady for Channel {
 }
 
 impl Channel {
+    /// Whether the peer closed the end it writes to (this side's read end
+    /// reports a hang-up): it ended its side, or it is gone.
+    pub fn peer_closed(&self) -> bool {
+        let mut fds = [PollFd::new(self.rx.fd.as_fd(), PollFlags::empty())];
+        loop {
+            match poll(&mut fds, PollTimeout::ZERO) {
+                Ok(_) => {
+                    return fds[0]
+                        .revents()
+                        .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR));
+                }
+                Err(Errno::EINTR) => {}
+                // Cannot tell: as if it had (the caller then looks further).
+                Err(_) => return true,
+            }
+        }
+    }
+
     /// Unlinks both names if they still refer to these FIFOs: for a
     /// coordinator whose process is gone and cannot remove them itself.
     pub fn remove_names(&self) {

@@ -12,8 +12,11 @@
 //! The caller ticks when [`FifoIo::notify_fd`] (an inotify watch of the pipe
 //! directory, while names are awaited) is readable, and at the latest after
 //! [`FifoIo::tick_within`]: names are seen as soon as they are created or
-//! removed rather than at the next millisecond tick. Where inotify is not
-//! available the tick interval stays [`WATCH_TICK`].
+//! removed rather than at the next millisecond tick. The names in the
+//! directory are kept from the watch's events ([`crate::pipenames`]), so a
+//! tick costs one `read` and looks only at the processes whose names
+//! changed, however many processes there are. Where inotify is not
+//! available the directory is read at each tick, every [`WATCH_TICK`].
 //!
 //! One handshake at a time (ARCHITECTURE.md, "One handshake at a time"):
 //!
@@ -43,8 +46,8 @@
 //!   ([`RESIGNAL_MAX`] repeats).
 
 use crate::fifo::{Channel, FifoError, FileKey, PipeDir, file_key};
+use crate::pipenames::{NameWatch, Names, scan};
 use crate::target::{self, State};
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use snapc_core::IoError;
@@ -52,9 +55,8 @@ use snapc_core::local::{Action, Config as LocalConfig, LocalCoordinator, Process
 use snapc_core::time::{Duration as CoreDuration, Instant as CoreInstant};
 use snapc_core::wire::{ChannelNames, FifoKind, FifoName};
 use std::collections::HashMap;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long after a signal that waited for an earlier handshake's names a
@@ -151,8 +153,8 @@ enum WatchStage {
 }
 
 struct Signalled {
-    /// The coarse wall clock read before the directory scan that preceded
-    /// the signal: names changed earlier are not this handshake's.
+    /// The coarse wall clock read before the names were brought up to date
+    /// for the signal: names changed earlier are not this handshake's.
     wall: (i64, i64),
     /// The process's FIFOs that existed at the signal.
     before: Vec<FileKey>,
@@ -208,64 +210,12 @@ pub struct FifoIo {
     reads: HashMap<SlotId, Pending>,
     /// Why a slot failed or waits, beyond what the machine can say.
     notes: HashMap<SlotId, String>,
-    /// Creations, removals and renames in the pipe directory, if inotify is
-    /// available.
-    notify: Option<Arc<Inotify>>,
-    /// The directory must be scanned at the next tick even without a
-    /// notification (a watch just began: its names may exist already).
-    rescan: bool,
+    /// The FIFO names in the pipe directory, kept from inotify's reports
+    /// (`None`: inotify is not available, the directory is read at each tick).
+    watch: Option<NameWatch>,
+    /// Without a watch: the names as the last tick read them.
+    scanned: Names,
     next_liveness: Instant,
-}
-
-/// The inotify watch of the last pipe directory used, shared by every
-/// [`FifoIo`] of the process. Closing an inotify instance costs milliseconds
-/// (the kernel waits for a grace period before it frees the group), which a
-/// direct checkpoint would otherwise pay on every call; one instance is kept
-/// for the process's life instead, and replaced when another directory (or
-/// a new directory at the same path) is watched.
-static DIR_WATCH: Mutex<Option<(DirId, Arc<Inotify>)>> = Mutex::new(None);
-
-/// A directory's path and inode.
-type DirId = (PathBuf, u64, u64);
-
-/// An inotify watch for names appearing in or leaving `dir`, or `None`
-/// where inotify cannot be had (the caller then ticks every
-/// [`WATCH_TICK`]). Two coordinators of one process watching the same
-/// directory at once share it: one may consume the other's wakeup, which
-/// then sees the names at its next due tick ([`DEFER_CHECK`],
-/// [`RESIGNAL_AFTER`]) at the latest.
-fn watch_dir(dir: &PipeDir) -> Option<Arc<Inotify>> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(dir.path()).ok()?;
-    let id: DirId = (dir.path().to_path_buf(), meta.dev(), meta.ino());
-    let mut cached = DIR_WATCH.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some((cached_id, inotify)) = cached.as_ref()
-        && *cached_id == id
-    {
-        return Some(Arc::clone(inotify));
-    }
-    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-        .map_err(|e| log::debug!("inotify: {e}; names are polled"))
-        .ok()?;
-    inotify
-        .add_watch(
-            dir.path(),
-            AddWatchFlags::IN_CREATE
-                | AddWatchFlags::IN_MOVED_TO
-                | AddWatchFlags::IN_DELETE
-                | AddWatchFlags::IN_MOVED_FROM
-                | AddWatchFlags::IN_ONLYDIR,
-        )
-        .map_err(|e| {
-            log::debug!(
-                "inotify watch {}: {e}; names are polled",
-                dir.path().display()
-            )
-        })
-        .ok()?;
-    let inotify = Arc::new(inotify);
-    *cached = Some((id, Arc::clone(&inotify)));
-    Some(inotify)
 }
 
 impl FifoIo {
@@ -273,8 +223,8 @@ impl FifoIo {
     /// write bounded by `timeout`; the machine's clock counts from `origin`.
     pub fn new(pipe_dir: PipeDir, signal: Signal, timeout: Duration, origin: Instant) -> Self {
         Self {
-            notify: watch_dir(&pipe_dir),
-            rescan: false,
+            watch: NameWatch::take(&pipe_dir),
+            scanned: Names::new(),
             pipe_dir,
             signal,
             timeout,
@@ -287,7 +237,7 @@ impl FifoIo {
             stops: HashMap::new(),
             reads: HashMap::new(),
             notes: HashMap::new(),
-            next_liveness: Instant::now(),
+            next_liveness: Instant::now() + LIVENESS,
         }
     }
 
@@ -347,7 +297,7 @@ impl FifoIo {
         let now = Instant::now();
         let mut due: Option<Instant> = None;
         let mut at = |t: Instant| due = Some(due.map_or(t, |d| d.min(t)));
-        if !self.stops.is_empty() || (!self.watches.is_empty() && self.notify.is_none()) {
+        if !self.stops.is_empty() || (!self.watches.is_empty() && self.watch.is_none()) {
             at(now + WATCH_TICK);
         }
         for w in self.watches.values() {
@@ -364,8 +314,8 @@ impl FifoIo {
     /// While names are awaited, the fd that becomes readable when a name
     /// appears in or leaves the pipe directory: poll it for input, then tick.
     pub fn notify_fd(&self) -> Option<BorrowedFd<'_>> {
-        match (&self.notify, self.watches.is_empty()) {
-            (Some(n), false) => Some(n.as_fd()),
+        match (&self.watch, self.watches.is_empty()) {
+            (Some(w), false) => Some(w.fd()),
             _ => None,
         }
     }
@@ -386,8 +336,11 @@ impl FifoIo {
         let now = self.now();
         match action {
             Action::Signal { slot, pid } => {
-                // Sent at the next tick, after the checks (one directory
-                // scan for every process signalled at once).
+                // Sent at the next tick, after the checks (the names of
+                // every process signalled at once brought up to date once).
+                // The first look at whether it is still alive comes a
+                // while after the signal, not in its way.
+                self.next_liveness = self.next_liveness.max(Instant::now() + LIVENESS);
                 self.notes.remove(&slot);
                 self.pids.insert(slot, pid);
                 self.watches.insert(
@@ -397,7 +350,6 @@ impl FifoIo {
                         stage: WatchStage::Pending,
                     },
                 );
-                self.rescan = true;
             }
             Action::WatchFifos { slot, names } => {
                 self.pids.insert(slot, names.pid);
@@ -405,7 +357,6 @@ impl FifoIo {
                     pid: names.pid,
                     stage: WatchStage::Pending,
                 });
-                self.rescan = true;
             }
             Action::OpenFifos { slot, .. } => {
                 let Some(names) = self.names.get(&slot).copied() else {
@@ -455,7 +406,11 @@ impl FifoIo {
             }
             Action::Close { slot } => {
                 // The names are the process's to remove, unless it is gone.
+                // One that still holds its end of the channel is not (the
+                // usual case, as it reads its release): /proc is read only
+                // when it closed it.
                 if let (Some(ch), Some(pid)) = (self.channels.remove(&slot), self.pids.get(&slot))
+                    && ch.peer_closed()
                     && matches!(target::state(*pid), State::Gone | State::Exited)
                 {
                     ch.remove_names();
@@ -528,60 +483,33 @@ impl FifoIo {
         let _ = lc.handle_io_error(self.now(), slot, error);
     }
 
-    /// Sends waiting signals, checks watched names (one scan of the pipe
-    /// directory), awaited processes and stopped processes.
+    /// Sends waiting signals, checks watched names, awaited processes and
+    /// stopped processes.
     ///
-    /// With inotify the directory is scanned only when something changed
-    /// in it, a watch just began, or a watch is due (a signal that waits
-    /// or may be repeated, names that are not this handshake's); without
-    /// it, at every tick.
+    /// With inotify the names are brought up to date from the events that
+    /// came since the last tick (one `read`), and only the processes whose
+    /// names changed, or whose watch is due (a signal to send, or that
+    /// waits or may be repeated, names that are not this handshake's), are
+    /// looked at; without it, the directory is read and every watch looked
+    /// at, at every tick.
     pub fn tick<S: ProcessStorage>(&mut self, lc: &mut LocalCoordinator<S>) {
         let now = Instant::now();
-        let mut scan = std::mem::take(&mut self.rescan) || self.notify.is_none();
-        if let Some(n) = &self.notify {
-            // Consumed before the scan: a name created after it leaves the
-            // fd readable for the caller's next poll. A name leaving
-            // matters only to a signal that waits for names to go.
-            let deferred = self
+        // Read before the names are brought up to date: a name changed after
+        // this instant was changed after that too.
+        let wall = coarse_wall();
+        let changed = self.refresh_names();
+        if !self.watches.is_empty() {
+            let slots: Vec<(SlotId, bool)> = self
                 .watches
-                .values()
-                .any(|w| matches!(w.stage, WatchStage::Deferred { .. }));
-            let arrivals = AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO;
-            while let Ok(events) = n.read_events() {
-                if events.is_empty() {
-                    break;
-                }
-                scan |= deferred || events.iter().any(|e| e.mask.intersects(arrivals));
-            }
-        }
-        scan = scan
-            || self
-                .watches
-                .values()
-                .any(|w| w.next_due(now).is_some_and(|t| t <= now));
-        if !self.watches.is_empty() && scan {
-            // Read before the scan: a name changed after this instant was
-            // created after the scan too.
-            let wall = coarse_wall();
-            let found = match names_by_pid(&self.pipe_dir) {
-                Ok(found) => found,
-                Err(e) => {
-                    // EMFILE, say: without it, only "deadline passed
-                    // waiting for the fifos" would be known.
-                    let e = format!("scanning {}: {e}", self.pipe_dir.path().display());
-                    let slots: Vec<SlotId> = self.watches.keys().copied().collect();
-                    for slot in slots {
-                        if self.notes.get(&slot) != Some(&e) {
-                            log::warn!("slot {}: {e}", slot.index());
-                            self.notes.insert(slot, e.clone());
-                        }
-                    }
-                    HashMap::new()
-                }
-            };
-            let slots: Vec<SlotId> = self.watches.keys().copied().collect();
-            for slot in slots {
-                self.advance(lc, slot, &found, wall, now);
+                .iter()
+                .filter_map(|(slot, w)| {
+                    let touched = changed.as_ref().is_none_or(|c| c.contains(&w.pid));
+                    let due = w.next_due(now).is_some_and(|t| t <= now);
+                    (touched || due).then_some((*slot, touched))
+                })
+                .collect();
+            for (slot, touched) in slots {
+                self.advance(lc, slot, wall, now, touched);
             }
         }
         if now >= self.next_liveness {
@@ -597,20 +525,66 @@ impl FifoIo {
         }
     }
 
+    /// Brings the names in the pipe directory up to date: the pids whose
+    /// names changed since the last tick, or `None` when any may have (the
+    /// directory was read).
+    fn refresh_names(&mut self) -> Option<Vec<u32>> {
+        let result = match &mut self.watch {
+            Some(w) => match w.refresh(&self.pipe_dir) {
+                Ok(c) if !c.rescanned => return Some(c.pids),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            },
+            None if self.watches.is_empty() => return Some(Vec::new()),
+            None => scan(&self.pipe_dir).map(|names| self.scanned = names),
+        };
+        if self.watch.as_ref().is_some_and(NameWatch::is_dead) {
+            log::debug!(
+                "{}: the watch ended; names are polled",
+                self.pipe_dir.path().display()
+            );
+            self.watch = None;
+        }
+        if let Err(e) = result {
+            // EMFILE, say: without it, only "deadline passed waiting for
+            // the fifos" would be known.
+            self.scanned.clear();
+            let e = format!("scanning {}: {e}", self.pipe_dir.path().display());
+            let slots: Vec<SlotId> = self.watches.keys().copied().collect();
+            for slot in slots {
+                if self.notes.get(&slot) != Some(&e) {
+                    log::warn!("slot {}: {e}", slot.index());
+                    self.notes.insert(slot, e.clone());
+                }
+            }
+        }
+        None
+    }
+
+    /// The FIFO names of `pid` in the pipe directory, as of the last tick.
+    fn names_of_pid(&self, pid: u32) -> Vec<FifoName> {
+        let names = match self.watch.as_ref().and_then(NameWatch::names) {
+            Some(names) => names,
+            None => &self.scanned,
+        };
+        names.get(&pid).cloned().unwrap_or_default()
+    }
+
     /// Moves one watch on, given the names found in the pipe directory.
     fn advance<S: ProcessStorage>(
         &mut self,
         lc: &mut LocalCoordinator<S>,
         slot: SlotId,
-        found: &HashMap<u32, Vec<FifoName>>,
         wall: (i64, i64),
         now: Instant,
+        touched: bool,
     ) {
         let Some(w) = self.watches.get(&slot) else {
             return;
         };
         let pid = w.pid;
-        let names = found.get(&pid).map_or(&[][..], Vec::as_slice);
+        let names = self.names_of_pid(pid);
+        let names = names.as_slice();
         let deferred = matches!(w.stage, WatchStage::Deferred { .. });
         let unheld_since = match &w.stage {
             WatchStage::Pending => None,
@@ -618,7 +592,10 @@ impl FifoIo {
                 next_check,
                 unheld_since,
             } => {
-                if *next_check > now {
+                // Looked at again when its names change (they went, most
+                // likely: what the signal waits for), else at its next
+                // check (their holders change without a sign).
+                if *next_check > now && !touched {
                     return;
                 }
                 *unheld_since
@@ -649,7 +626,7 @@ impl FifoIo {
         now: Instant,
     ) -> Verdict {
         let sig = self.signal.as_str();
-        let status = target::status(pid);
+        let status = target::brief(pid);
         match status.state {
             State::Gone => {
                 return Verdict::Fail(IoError::PeerGone, format!("pid {pid} does not exist"));
@@ -755,7 +732,7 @@ impl FifoIo {
         }
     }
 
-    /// Signals `pid`, whose names at the last scan were `names` (those that
+    /// Signals `pid`, whose names at the last tick were `names` (those that
     /// still exist are not this handshake's); `after_wait`: the signal
     /// waited for an earlier handshake's names to go.
     #[allow(clippy::too_many_arguments)]
@@ -970,6 +947,15 @@ impl FifoIo {
         format!("{} in {}", names.join(", "), self.pipe_dir.path().display())
     }
 
+    /// The processes whose answer is awaited (a read is pending): the
+    /// caller has time on its hands until they answer.
+    pub fn awaited_pids(&self) -> Vec<u32> {
+        self.reads
+            .keys()
+            .filter_map(|slot| self.pids.get(slot).copied())
+            .collect()
+    }
+
     /// The fds of pending reads, to poll for input.
     pub fn read_fds(&self) -> Vec<(SlotId, BorrowedFd<'_>)> {
         self.reads
@@ -1015,6 +1001,14 @@ impl FifoIo {
     }
 }
 
+impl Drop for FifoIo {
+    fn drop(&mut self) {
+        if let Some(w) = self.watch.take() {
+            w.put_back();
+        }
+    }
+}
+
 /// The machine's instant of `t`, counting from `origin`.
 pub fn to_core(origin: Instant, t: Instant) -> CoreInstant {
     CoreInstant::from_micros(
@@ -1029,19 +1023,6 @@ fn coarse_wall() -> (i64, i64) {
     clock_gettime(ClockId::CLOCK_REALTIME_COARSE)
         .or_else(|_| clock_gettime(ClockId::CLOCK_REALTIME))
         .map_or((0, 0), |t| (t.tv_sec(), t.tv_nsec()))
-}
-
-/// Every FIFO name in `dir`, by pid.
-fn names_by_pid(dir: &PipeDir) -> std::io::Result<HashMap<u32, Vec<FifoName>>> {
-    let mut found: HashMap<u32, Vec<FifoName>> = HashMap::new();
-    for entry in std::fs::read_dir(dir.path())?.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Ok(f) = FifoName::parse(name) {
-            found.entry(f.pid).or_default().push(f);
-        }
-    }
-    Ok(found)
 }
 
 /// Whether `pid` is stopped (state T or t in /proc).

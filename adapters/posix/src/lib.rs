@@ -18,6 +18,7 @@ pub mod join;
 pub mod lcio;
 pub mod link;
 pub mod node;
+pub mod pipenames;
 pub mod signal;
 pub mod sstore;
 pub mod store;

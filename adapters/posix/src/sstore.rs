@@ -30,9 +30,13 @@ pub fn staged_rank_dir(root: &Path, handle: u32, rank: u32) -> PathBuf {
 /// `handle` under the staging root: the root and `<handle>/` must exist
 /// and be private.
 pub fn open_rank_dir(root: &Path, handle: u32, rank: u32) -> Result<PrivateDir, DirError> {
-    PrivateDir::open(root, false)?
-        .open_sub(&handle.to_string(), false)?
-        .open_sub(&format!("rank-{rank}"), true)
+    open_handle_dir(root, handle)?.open_sub(&format!("rank-{rank}"), true)
+}
+
+/// Opens `<root>/<handle>/`, which the runtime made for snapshot `handle`
+/// (never created here): both must exist and be private.
+pub fn open_handle_dir(root: &Path, handle: u32) -> Result<PrivateDir, DirError> {
+    PrivateDir::open(root, false)?.open_sub(&handle.to_string(), false)
 }
 
 /// The name of the file holding the established sequence number and

@@ -12,10 +12,9 @@
 //! (a new temporary file, fsync, rename, fsync of the directory), and a
 //! tree can be synced, checked or removed without following links.
 
-use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
-use nix::sys::stat::{FchmodatFlags, FileStat, Mode, SFlag, fchmod, fchmodat, fstat, fstatat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat};
 use nix::unistd::{Uid, UnlinkatFlags, unlinkat};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -147,6 +146,8 @@ pub fn plain_name(name: &str) -> bool {
 pub struct PrivateDir {
     fd: OwnedFd,
     path: PathBuf,
+    /// This opening created it (it was empty then).
+    created: bool,
 }
 
 impl PrivateDir {
@@ -177,7 +178,7 @@ impl PrivateDir {
         };
         nix::sys::stat::mkdirat(self.fd.as_fd(), name, Mode::S_IRWXU)
             .map_err(|e| sys("mkdir", e))?;
-        Self::open_at(self.fd.as_fd(), Path::new(name), path.clone(), true)
+        Self::opened(self.fd.as_fd(), Path::new(name), path.clone(), true)
     }
 
     fn open_at<Fd: AsFd>(
@@ -191,21 +192,28 @@ impl PrivateDir {
             op,
             errno,
         };
-        if create {
-            match nix::sys::stat::mkdirat(at.as_fd(), name, Mode::S_IRWXU) {
-                // The umask may have taken bits away; the name is ours (we
-                // just made it) and, in a private parent, stays ours.
-                Ok(()) => fchmodat(
-                    at.as_fd(),
-                    name,
-                    Mode::from_bits_truncate(DIR_MODE),
-                    FchmodatFlags::NoFollowSymlink,
-                )
-                .map_err(|e| sys("chmod", e))?,
-                Err(Errno::EEXIST) => {}
+        let created = create
+            && match nix::sys::stat::mkdirat(at.as_fd(), name, Mode::S_IRWXU) {
+                Ok(()) => true,
+                Err(Errno::EEXIST) => false,
                 Err(e) => return Err(sys("mkdir", e)),
-            }
-        }
+            };
+        Self::opened(at, name, path, created)
+    }
+
+    /// Opens and checks `name` in `at`, which this caller just created if
+    /// `created`.
+    fn opened<Fd: AsFd>(
+        at: Fd,
+        name: &Path,
+        path: PathBuf,
+        created: bool,
+    ) -> Result<Self, DirError> {
+        let sys = |op, errno| DirError::Sys {
+            path: path.clone(),
+            op,
+            errno,
+        };
         let fd = match openat(at.as_fd(), name, DIR_FLAGS, Mode::empty()) {
             Ok(fd) => fd,
             Err(errno @ (Errno::ELOOP | Errno::ENOTDIR)) => {
@@ -223,7 +231,17 @@ impl PrivateDir {
         if let Some(reason) = unsafe_reason(&st, SFlag::S_IFDIR) {
             return Err(DirError::Unsafe { path, reason });
         }
-        Ok(Self { fd, path })
+        // The umask may have taken bits away from one just made (never
+        // added any); set through the descriptor checked above.
+        if created && st.st_mode & 0o7777 != DIR_MODE {
+            fchmod(&fd, Mode::from_bits_truncate(DIR_MODE)).map_err(|e| sys("chmod", e))?;
+        }
+        Ok(Self { fd, path, created })
+    }
+
+    /// Whether this opening created the directory (it was empty then).
+    pub fn was_created(&self) -> bool {
+        self.created
     }
 
     /// The directory's path (for messages, and for handing to code that
@@ -423,6 +441,7 @@ impl PrivateDir {
                 let sub = Self {
                     fd,
                     path: self.path.join(name),
+                    created: false,
                 };
                 for (entry, _) in sub.raw_entries()? {
                     sub.remove_tree_os(&entry)?;
@@ -438,15 +457,34 @@ impl PrivateDir {
     }
 
     /// Every name in this directory (not `.` and `..`) with its kind as
-    /// `lstat` sees it.
+    /// `lstat` sees it: from the directory entry where the file system
+    /// records it (no `lstat` per name), else from `lstat`.
     fn raw_entries(&self) -> Result<Vec<(OsString, SFlag)>, DirError> {
-        let mut dir = Dir::openat(self.fd.as_fd(), ".", DIR_FLAGS, Mode::empty())
+        use rustix::fs::FileType;
+        // A descriptor of its own (the listing moves its position).
+        let fd = openat(self.fd.as_fd(), ".", DIR_FLAGS, Mode::empty())
             .map_err(self.sys(".", "open"))?;
+        let mut dir =
+            rustix::fs::Dir::new(fd).map_err(|e| self.sys(".", "readdir")(errno_of(e)))?;
         let mut out = Vec::new();
-        for entry in dir.iter() {
-            let entry = entry.map_err(self.sys(".", "readdir"))?;
+        while let Some(entry) = dir.read() {
+            let entry = entry.map_err(|e| self.sys(".", "readdir")(errno_of(e)))?;
             let name = OsStr::from_bytes(entry.file_name().to_bytes());
             if name == "." || name == ".." {
+                continue;
+            }
+            let known = match entry.file_type() {
+                FileType::Fifo => Some(SFlag::S_IFIFO),
+                FileType::CharacterDevice => Some(SFlag::S_IFCHR),
+                FileType::Directory => Some(SFlag::S_IFDIR),
+                FileType::BlockDevice => Some(SFlag::S_IFBLK),
+                FileType::RegularFile => Some(SFlag::S_IFREG),
+                FileType::Symlink => Some(SFlag::S_IFLNK),
+                FileType::Socket => Some(SFlag::S_IFSOCK),
+                FileType::Unknown => None,
+            };
+            if let Some(k) = known {
+                out.push((name.to_owned(), k));
                 continue;
             }
             match fstatat(self.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
@@ -487,6 +525,12 @@ impl PrivateDir {
 
     /// fsyncs every file and directory under this one, and this one.
     pub fn sync_tree(&self) -> Result<(), DirError> {
+        self.sync_entries()?;
+        self.sync()
+    }
+
+    /// fsyncs every file and directory under this one (not this one).
+    pub fn sync_entries(&self) -> Result<(), DirError> {
         for (name, k) in self.raw_entries()? {
             if k == SFlag::S_IFDIR {
                 self.sub_os(&name)?.sync_tree()?;
@@ -506,7 +550,21 @@ impl PrivateDir {
                 nix::unistd::fsync(&fd).map_err(|e| sys("fsync", e))?;
             }
         }
-        self.sync()
+        Ok(())
+    }
+
+    /// Writes `bytes` to `name`, which must not exist (created 0600, never
+    /// through a symlink), and fsyncs the file: a new file has no old
+    /// content a crash could mix with the new, so no temporary is needed.
+    /// Its name is durable once the caller fsyncs this directory.
+    pub fn write_new_synced(&self, name: &str, bytes: &[u8]) -> Result<(), DirError> {
+        let mut f = self.create_file(name)?;
+        let done = f.write_all(bytes).and_then(|()| f.sync_all());
+        if let Err(e) = done {
+            let _ = unlinkat(self.fd.as_fd(), name, UnlinkatFlags::NoRemoveDir);
+            return Err(self.sys(name, "write")(io_errno(&e)));
+        }
+        Ok(())
     }
 
     /// Checks that everything under this directory is this user's and
@@ -638,6 +696,10 @@ pub struct FileLock(#[allow(dead_code)] nix::fcntl::Flock<OwnedFd>);
 /// An exclusive `flock` held on a directory ([`PrivateDir::try_lock`]).
 #[derive(Debug)]
 pub struct DirLock(#[allow(dead_code)] nix::fcntl::Flock<OwnedFd>);
+
+fn errno_of(e: rustix::io::Errno) -> Errno {
+    Errno::from_raw(e.raw_os_error())
+}
 
 fn io_errno(e: &std::io::Error) -> Errno {
     e.raw_os_error().map_or(Errno::EIO, Errno::from_raw)

@@ -139,6 +139,9 @@ struct Driver {
     io: FifoIo,
     req: DirectRequest,
     results: HashMap<u32, DirectResult>,
+    /// What each process says of where it saves its snapshot, read while
+    /// the coordinator waits for it (before its release: `term` ends it).
+    envs: HashMap<u32, ProcEnv>,
     done: bool,
 }
 
@@ -225,7 +228,11 @@ impl Driver {
         // is still alive (`term` ends it after its release).
         let (snapshot, snapshot_note) = match error {
             None if !self.req.prep_only => {
-                match locate_snapshot(r.pid, self.req.handle, self.req.store.as_deref()) {
+                let env = self
+                    .envs
+                    .remove(&r.pid)
+                    .unwrap_or_else(|| ProcEnv::of(r.pid));
+                match locate_snapshot(r.pid, self.req.handle, self.req.store.as_deref(), &env) {
                     Ok(p) => (Some(p), None),
                     Err(note) => (None, Some(note)),
                 }
@@ -286,6 +293,14 @@ impl Driver {
     /// (at most until the next tick the FIFO side asks for, or the machine's
     /// next deadline) and feeds what arrived.
     fn wait(&mut self) {
+        // While a process works on its answer, read where it saves its
+        // snapshot (its environment), instead of between its final state
+        // and its release.
+        if !self.req.prep_only {
+            for pid in self.io.awaited_pids() {
+                self.envs.entry(pid).or_insert_with(|| ProcEnv::of(pid));
+            }
+        }
         let cap = self.io.tick_within().unwrap_or(Duration::from_millis(100));
         let until = self.io.deadline(&self.lc, cap);
         let ready: Vec<SlotId> = {
@@ -331,6 +346,7 @@ pub fn checkpoint(req: DirectRequest) -> Result<Vec<DirectResult>, DirectError> 
         io,
         req,
         results: HashMap::new(),
+        envs: HashMap::new(),
         done: false,
     };
     for (rank, &pid) in driver.req.pids.iter().enumerate() {
@@ -400,6 +416,28 @@ pub fn checkpoint(req: DirectRequest) -> Result<Vec<DirectResult>, DirectError> 
         .collect())
 }
 
+/// What a process's environment says of where it saves its snapshots.
+struct ProcEnv {
+    /// Its `SNAPC_*` variables.
+    vars: Vec<(String, std::ffi::OsString)>,
+    cwd: Option<PathBuf>,
+}
+
+impl ProcEnv {
+    fn of(pid: u32) -> Self {
+        Self {
+            vars: target::environ(pid)
+                .map(|e| e.with_prefix("SNAPC_"))
+                .unwrap_or_default(),
+            cwd: std::fs::read_link(format!("/proc/{pid}/cwd")).ok(),
+        }
+    }
+
+    fn var(&self, name: &str) -> Option<&std::ffi::OsString> {
+        self.vars.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+}
+
 /// The snapshot a snapc process `pid` wrote for `handle`: in `store` (the
 /// caller's idea of its standalone store), else where its environment says
 /// (a daemon's staging root, its own `SNAPC_STORE`); else why none is named.
@@ -407,6 +445,7 @@ fn locate_snapshot(
     pid: u32,
     handle: u32,
     store: Option<&std::path::Path>,
+    env: &ProcEnv,
 ) -> Result<PathBuf, String> {
     let standalone =
         |s: &std::path::Path| snapc_posix::app::standalone_snapshot_dir(s, handle, pid);
@@ -414,14 +453,11 @@ fn locate_snapshot(
     if let Some(p) = first.as_ref().filter(|p| p.is_dir()) {
         return Ok(p.clone());
     }
-    let env = target::environ(pid);
-    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
     let var = |name: &str| {
-        env.as_ref()
-            .and_then(|e| e.var(name))
+        env.var(name)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
-            .map(|p| match &cwd {
+            .map(|p| match &env.cwd {
                 Some(c) if p.is_relative() => c.join(p),
                 _ => p,
             })
