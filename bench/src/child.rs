@@ -15,7 +15,6 @@ use nix::fcntl::{OFlag, open};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use nix::sys::stat::Mode;
-use nix::time::{ClockId, ClockNanosleepFlags, clock_nanosleep};
 use nix::unistd::{mkfifo, read, write};
 use snapc_core::app::{CheckpointResult, Outcome};
 use snapc_posix::app::{Config, Hooks, Snapc, Snapshot};
@@ -65,19 +64,42 @@ impl Work {
     }
 }
 
-/// Sleeps `d`, or less if a signal arrives.
-fn nap(d: Duration) {
+/// Sleeps `d`, or less if a signal arrives. The checkpoint signal is
+/// blocked outside these naps ([`block_checkpoint_signal`]) and let in only
+/// for their length (`ppoll` with an empty mask): one sent while the
+/// process works is delivered as the nap begins and ends it at once,
+/// instead of landing just before the nap and waiting out its length.
+pub fn nap(d: Duration) {
     let ts = nix::sys::time::TimeSpec::from_duration(d);
-    let _ = clock_nanosleep(ClockId::CLOCK_MONOTONIC, ClockNanosleepFlags::empty(), &ts);
+    let _ = nix::poll::ppoll(&mut [], Some(ts), Some(SigSet::empty()));
 }
 
-fn say(b: u8) {
+/// Blocks SIGUSR1 except during [`nap`].
+pub fn block_checkpoint_signal() -> Result<(), String> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGUSR1);
+    nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&set), None)
+        .map_err(|e| format!("sigprocmask: {e}"))
+}
+
+/// Writes one byte to stdout (the bench reads it).
+pub fn say(b: u8) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(&[b]);
     let _ = out.flush();
 }
 
-struct Args(Vec<String>);
+/// Writes one byte to the FIFO at `path` (the bench holds its other end).
+pub fn report(path: &Path, b: u8) -> Result<(), String> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all(&[b]).map_err(|e| e.to_string())
+}
+
+/// A role's arguments.
+pub struct Args(pub Vec<String>);
 
 impl Args {
     fn value(&self, name: &str) -> Option<&str> {
@@ -92,10 +114,18 @@ impl Args {
         self.0.iter().any(|a| a == name)
     }
 
-    fn path(&self, name: &str) -> Result<PathBuf, String> {
+    /// The path after `name`.
+    pub fn path(&self, name: &str) -> Result<PathBuf, String> {
         self.value(name)
             .map(PathBuf::from)
             .ok_or_else(|| format!("{name} missing"))
+    }
+
+    /// The number after `name`.
+    pub fn num<T: std::str::FromStr>(&self, name: &str) -> Result<T, String> {
+        self.value(name)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("{name}: a number is needed"))
     }
 
     fn nap(&self) -> Duration {
@@ -115,6 +145,10 @@ pub fn dispatch(args: &[String]) -> Option<ExitCode> {
         "__app" => app(&rest),
         "__floor" => floor(&rest),
         "__busy" => busy(),
+        "__rank" => crate::datapath::rank(&rest),
+        "__writer" => crate::datapath::writer(&rest),
+        "__reader" => crate::datapath::reader(&rest),
+        "__daemon" => crate::datapath::daemon(&rest),
         _ => return None,
     };
     Some(match result {
@@ -132,6 +166,8 @@ pub fn dispatch(args: &[String]) -> Option<ExitCode> {
 /// nothing else. Writes `r` once started.
 fn app(args: &Args) -> Result<(), String> {
     let nap_for = args.nap();
+    // Before snapc starts (any thread it starts keeps the mask).
+    block_checkpoint_signal()?;
     let mut snapc = if args.flag("--no-snapc") {
         None
     } else {
@@ -268,6 +304,7 @@ fn floor(args: &Args) -> Result<(), String> {
     );
     // SAFETY: the handler only stores to an atomic.
     unsafe { sigaction(Signal::SIGUSR1, &action) }.map_err(|e| e.to_string())?;
+    block_checkpoint_signal()?;
     let pid = std::process::id();
     let mut work = Work::default();
     let mut n = 0;
@@ -354,6 +391,13 @@ impl Proc {
     /// The child's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether it is still running.
+    pub fn alive(&self) -> bool {
+        // Not reaped here: /proc says whether it exited.
+        snapc_posix::target::state(self.pid()) != snapc_posix::target::State::Gone
+            && snapc_posix::target::state(self.pid()) != snapc_posix::target::State::Exited
     }
 
     /// The next byte the child writes, before `deadline`.

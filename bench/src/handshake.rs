@@ -3,6 +3,7 @@
 //! same run, alternating with it.
 
 use crate::child::{self, FRAMES, Proc};
+use crate::load::{AGREEMENT, Goal, Load, Mode};
 use crate::stats::{self, Samples};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -12,8 +13,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use snapc_posix::fifo::PipeDir;
 use snapc_runtime::direct::{self, DirectRequest};
+use std::fmt::Write as _;
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Handshakes (and floor exchanges) measured per pipe directory
@@ -205,4 +207,159 @@ pub fn run(place: &str, base: &Path, store_base: &Path) -> Result<Row, String> {
         *r /= rounds().max(1) as u64;
     }
     Ok(row)
+}
+
+/// Pipe directories measured: tmpfs, and disk under the workspace's target/.
+pub fn pipe_places(root: &Path) -> Vec<(String, PathBuf)> {
+    let target = root.join("target");
+    let _ = std::fs::create_dir_all(&target);
+    vec![
+        (
+            format!("tmpfs (/dev/shm, {})", fs_type(Path::new("/dev/shm"))),
+            PathBuf::from("/dev/shm"),
+        ),
+        (format!("disk (target/, {})", fs_type(&target)), target),
+    ]
+}
+
+/// The type of the filesystem holding `path`, from /proc/mounts.
+pub fn fs_type(path: &Path) -> String {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, mnt, kind) = (f.next()?, f.next()?, f.next()?);
+            path.starts_with(mnt).then(|| (mnt.len(), kind.to_string()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map_or_else(|| "unknown".into(), |(_, kind)| kind)
+}
+
+/// Runs the handshake measurements in each mode and writes their section;
+/// the goals it checks.
+pub fn section(md: &mut String, root: &Path, modes: &[Mode]) -> Result<Vec<Goal>, String> {
+    let mut rows: Vec<(Mode, Row)> = Vec::new();
+    for &mode in modes {
+        let _load = match mode {
+            Mode::Loaded => Some(Load::start()?),
+            Mode::Quiet => None,
+        };
+        for (place, base) in pipe_places(root) {
+            eprintln!("  {}: pipes on {place}", mode.name());
+            rows.push((mode, run(&place, &base, Path::new("/dev/shm"))?));
+        }
+    }
+    let _ = writeln!(md, "## Handshake: one no-op checkpoint against the floor\n");
+    let _ = writeln!(
+        md,
+        "**snapc**: `snapc_runtime::direct::checkpoint` in the bench process (the local coordinator and a one-node \
+         global coordinator) checkpoints one application process (`snapc-bench __app`: `Snapc::start` with hooks that \
+         save nothing, `progress()` between slices of work of a few microseconds, and naps of 10 ms that the signal \
+         ends). Timed from just before the call (its setup and the checks before the signal count) until it returns: \
+         the process created its FIFOs, both sides opened them, the options, response, go-ahead, final state and \
+         release frames went through, the app ran its (empty) hooks and its store steps (its snapshot directory, \
+         created and synced, with its attributes file), and the coordinator closed the FIFOs. The app's snapshot store \
+         is on tmpfs in both rows (the variable is the pipe directory).\n\n\
+         **floor**: a bare program doing the same FIFO work and nothing else, in two processes (`snapc-bench __floor` \
+         and the bench). The bench signals the process, sleeps on an inotify watch of the directory (kept for the \
+         whole run, as snapc keeps its own) until both names are reported, opens the read end, then the write end \
+         (retrying with snapc's backoff while the process has not opened it), writes the options, reads the response, \
+         writes the go-ahead, reads the final state, writes the release (each read sleeping in `poll`), and closes \
+         both. The process, napping the same way, creates both FIFOs, opens the one it reads read-write and the one \
+         it writes write-only once the options arrive (the same cue and retries as snapc), exchanges the same {} \
+         frames ({} bytes), closes both and removes both names. No checks, no library, no store.\n\n\
+         Both children nap in `ppoll` with the checkpoint signal blocked outside the naps, so a signal never lands \
+         just before a nap. {} rounds of each per directory after {} unmeasured, floor and snapc alternating so that \
+         both see the same load.\n",
+        child::FRAMES.len(),
+        child::FRAMES.map(|b| b.to_string()).join(", "),
+        rounds(),
+        WARMUP,
+    );
+    let _ = writeln!(
+        md,
+        "| pipe directory | run | floor p50 | snapc p50 | p50 ratio | floor p99 | snapc p99 | p99 ratio |\n|---|---|---:|---:|---:|---:|---:|---:|"
+    );
+    for (mode, r) in &rows {
+        let (f50, h50, f99, h99) = (
+            r.floor.p50(),
+            r.handshake.p50(),
+            r.floor.p99(),
+            r.handshake.p99(),
+        );
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {:.2}x | {} | {} | {:.2}x |",
+            r.place,
+            mode.name(),
+            stats::us(f50),
+            stats::us(h50),
+            h50 / f50,
+            stats::us(f99),
+            stats::us(h99),
+            h99 / f99
+        );
+    }
+    let mut goals = Vec::new();
+    for (place, _) in pipe_places(root) {
+        let values: Vec<(Mode, f64)> = rows
+            .iter()
+            .filter(|(_, r)| r.place == place)
+            .map(|(m, r)| (*m, r.handshake.p50() / r.floor.p50()))
+            .collect();
+        goals.push(Goal::ratio(
+            format!("handshake p50 / floor p50, pipes on {place}"),
+            "at most 1.5x",
+            &values,
+            |v| v <= 1.5,
+        ));
+    }
+    let _ = writeln!(
+        md,
+        "\nGoal: snapc p50 within 1.5 times the floor's, the loaded run's ratio within {:.0}% of the quiet run's \
+         (see the summary).\n",
+        AGREEMENT * 100.0
+    );
+    let _ = writeln!(
+        md,
+        "Where snapc's time goes: the local coordinator's own timing of each stage (`DirectResult::timings`), median \
+         µs. Then what each side ran (`/proc/.../schedstat`): CPU time per round, median µs, and the times it was \
+         scheduled in per round (each wakeup from a sleep is one); a side that is still working when its peer's \
+         frame comes needs no wakeup for it.\n"
+    );
+    let _ = write!(md, "| stage |");
+    for (mode, r) in &rows {
+        let _ = write!(md, " {}, {} |", r.place, mode.name());
+    }
+    let _ = write!(md, "\n|---|");
+    for _ in &rows {
+        let _ = write!(md, "---:|");
+    }
+    let _ = writeln!(md);
+    for (i, name) in STAGES.iter().enumerate() {
+        let _ = write!(md, "| {name} |");
+        for (_, r) in &rows {
+            let _ = write!(md, " {:.0} |", r.stages[i].p50());
+        }
+        let _ = writeln!(md);
+    }
+    for (i, name) in [
+        "CPU: floor coordinator",
+        "CPU: floor process",
+        "CPU: snapc coordinator",
+        "CPU: snapc application",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let _ = write!(md, "| {name} |");
+        for (_, r) in &rows {
+            let _ = write!(md, " {:.0} µs, {} runs |", r.cpu[i].p50(), r.runs[i]);
+        }
+        let _ = writeln!(md);
+    }
+    let _ = writeln!(md);
+    Ok(goals)
 }

@@ -23,6 +23,15 @@ impl Samples {
         v[rank.clamp(1, v.len()) - 1]
     }
 
+    /// The median of `self[i] / other[i]` over rounds measured in pairs
+    /// (round i of each side taken next to each other): a ratio that slow
+    /// changes of the machine's load affect less than the ratio of medians.
+    pub fn paired_ratio(&self, other: &Samples) -> f64 {
+        let mut r = Samples(self.0.iter().zip(&other.0).map(|(a, b)| a / b).collect());
+        r.0.sort_by(f64::total_cmp);
+        r.p50()
+    }
+
     /// The median, in microseconds.
     pub fn p50(&self) -> f64 {
         self.pct(50.0)

@@ -425,6 +425,8 @@ pub struct Snapc<H: Hooks> {
     offered: Option<u32>,
     /// The channel closed at the teardown's first step (its names went with it).
     closed_channel: bool,
+    /// Starts the writeback of what the checkpoint hook writes while it runs.
+    flusher: crate::flush::Flusher,
     /// The snapshot's attributes (`snapc-local.json`) set since the last
     /// write: kept here and written once, durably, by the sync step (or as
     /// they are at teardown if no sync came), instead of one durable
@@ -523,6 +525,7 @@ impl<H: Hooks> Snapc<H> {
             ahead: None,
             offered: None,
             closed_channel: false,
+            flusher: crate::flush::Flusher::default(),
             attrs: None,
             origin: Instant::now(),
             outcomes: Vec::new(),
@@ -891,11 +894,16 @@ impl<H: Hooks> Snapc<H> {
             }
             Action::Checkpoint { handle, options } => {
                 let r = match &self.snapshot_dir {
-                    Some(dir) => self.hooks.checkpoint(&Snapshot {
-                        dir: dir.path().to_path_buf(),
-                        handle,
-                        options,
-                    }),
+                    Some(dir) => {
+                        // What the hook writes starts for the disk while it
+                        // writes more (the sync step then waits for less).
+                        let _early = self.flusher.begin(dir.fd());
+                        self.hooks.checkpoint(&Snapshot {
+                            dir: dir.path().to_path_buf(),
+                            handle,
+                            options,
+                        })
+                    }
                     None => CheckpointResult::Error,
                 };
                 note(self.machine.handle_checkpoint(self.now(), r));
@@ -1015,7 +1023,8 @@ impl<H: Hooks> Snapc<H> {
                     log::warn!("sync: {e}");
                     HostError
                 });
-                note(self.machine.handle_sstore(now, r));
+                // Its time counts in the handshake's stages.
+                note(self.machine.handle_sstore(self.now(), r));
             }
             SstoreOp::ReadGlobal { handle } => {
                 let global = self

@@ -272,6 +272,13 @@ const OPEN_POLL_MIN: Duration = Duration::from_micros(2);
 /// polls every millisecond).
 const OPEN_POLL_MAX: Duration = Duration::from_millis(1);
 
+/// Longest wait for a cue between two open attempts. The cue comes once
+/// the peer has done what the open waits for (the local coordinator opens
+/// `prog_write` before it writes the options): the attempts in between only
+/// guard against a peer that never gives it, and each costs the process a
+/// wakeup while its coordinator serves others first.
+const OPEN_CUE_MAX: Duration = Duration::from_millis(100);
+
 /// One end of a FIFO: a checked, non-blocking, close-on-exec fd.
 #[derive(Debug)]
 pub struct FifoEnd {
@@ -288,7 +295,7 @@ impl FifoEnd {
     /// Between attempts it sleeps with exponential backoff, or, given `cue`
     /// (an fd of ours that becomes readable once the peer has done what the
     /// open waits for), waits for that fd to become readable, for at most
-    /// [`OPEN_POLL_MAX`] at a time.
+    /// [`OPEN_CUE_MAX`] at a time.
     fn open(
         path: &Path,
         flags: OFlag,
@@ -305,7 +312,7 @@ impl FifoEnd {
                 Err(Errno::EINTR) => {}
                 Err(Errno::ENXIO | Errno::ENOENT) if Instant::now() < deadline => match cue {
                     Some(c) => {
-                        let wait = OPEN_POLL_MAX.min(remaining(deadline));
+                        let wait = OPEN_CUE_MAX.min(remaining(deadline));
                         // A readable cue ends the wait; the next open attempt
                         // tells what happened. Once it was readable, the
                         // retries back off instead (it stays readable).

@@ -14,6 +14,7 @@
 
 pub mod app;
 pub mod fifo;
+mod flush;
 pub mod join;
 pub mod lcio;
 pub mod link;

@@ -348,6 +348,17 @@ impl PrivateDir {
     /// new content, never a mix: a new temporary file (0600), fsync,
     /// rename, fsync of the directory.
     pub fn write_atomically(&self, name: &str, bytes: &[u8]) -> Result<(), DirError> {
+        self.replace(name, bytes, true)
+    }
+
+    /// Replaces `name` with `bytes` so that a reader sees the old or the new
+    /// content, never a mix (a new temporary file, renamed), without making
+    /// either durable: for files that need not outlive a crash.
+    pub fn replace_file(&self, name: &str, bytes: &[u8]) -> Result<(), DirError> {
+        self.replace(name, bytes, false)
+    }
+
+    fn replace(&self, name: &str, bytes: &[u8], durable: bool) -> Result<(), DirError> {
         self.child(name)?;
         let tmp = format!(".{name}.tmp.{}", std::process::id());
         // A temporary left by an earlier crash of this pid.
@@ -355,10 +366,10 @@ impl PrivateDir {
         let result = (|| {
             let mut f = self.create_file(&tmp)?;
             f.write_all(bytes)
-                .and_then(|()| f.sync_all())
+                .and_then(|()| if durable { f.sync_all() } else { Ok(()) })
                 .map_err(|e| self.sys(&tmp, "write")(io_errno(&e)))?;
             self.rename(&tmp, self, name)?;
-            self.sync()
+            if durable { self.sync() } else { Ok(()) }
         })();
         if result.is_err() {
             let _ = unlinkat(self.fd.as_fd(), tmp.as_str(), UnlinkatFlags::NoRemoveDir);

@@ -20,10 +20,11 @@
 //! `H/` before it asks for the snapshot): it does not need to know the
 //! sequence number, which the global coordinator assigns and which only
 //! means something once the snapshot is complete. When every rank finished
-//! with CONTINUE or TERM, the daemon writes `snapshot.json` into `H/`
-//! (temporary file, fsync, rename), syncs it, and renames `H/` to `<seq>/`
-//! (then fsyncs the job directory): a snapshot directory with a number for
-//! a name is complete by construction. Pruning renames a snapshot out of
+//! with CONTINUE or TERM (each rank synced its own directory before it
+//! said so), the daemon writes and syncs `snapshot.json` in `H/`, syncs
+//! `H/`, and renames it to `<seq>/` (then fsyncs the job directory): a
+//! snapshot directory with a number for a name is complete by
+//! construction. Pruning renames a snapshot out of
 //! the numbered names before it deletes it, so a numbered directory never
 //! loses parts either. A failed or interrupted checkpoint stays in (and is
 //! removed with) the staging directory, so it never becomes the latest
@@ -298,16 +299,30 @@ impl JobStore {
     }
 
     /// Publishes snapshot `handle` as `<seq>/` with `metadata`: the
-    /// metadata written atomically, everything synced, then one rename
-    /// (which never replaces anything).
+    /// metadata written and synced, the snapshot's directory synced, then
+    /// one rename (which never replaces anything) and a sync of the job
+    /// directory.
+    ///
+    /// Each rank synced its own directory, everything in it, before it
+    /// reported its final state (its sync step: a rank whose sync failed
+    /// reports an error and the snapshot is not published), so what is
+    /// left to make durable here is the metadata and the snapshot's own
+    /// entries: each file and directory is synced once, by whoever wrote it.
     pub fn publish(&self, handle: u32, seq: u64, metadata: &Value) -> Result<PathBuf, String> {
         let err = |what: &str, e: DirError| format!("snapshot {seq}: {what}: {e}");
         let name = seq.to_string();
         let dir = self.staged(handle).map_err(|e| err("staging", e))?;
         let text = serde_json::to_string_pretty(metadata).unwrap_or_default();
-        dir.write_atomically(METADATA, text.as_bytes())
-            .map_err(|e| err("writing the metadata", e))?;
-        dir.sync_tree().map_err(|e| err("syncing", e))?;
+        match dir.write_new_synced(METADATA, text.as_bytes()) {
+            // A rank's hooks cannot have put it there (they write in their
+            // own directories), but whatever is there is replaced whole.
+            Err(e) if e.errno() == Some(nix::errno::Errno::EEXIST) => {
+                dir.write_atomically(METADATA, text.as_bytes())
+            }
+            other => other,
+        }
+        .map_err(|e| err("writing the metadata", e))?;
+        dir.sync().map_err(|e| err("syncing", e))?;
         self.staging
             .rename_new(&handle.to_string(), &self.root, &name)
             .map_err(|e| err("renaming", e))?;
@@ -317,12 +332,14 @@ impl JobStore {
         Ok(self.root.path().join(name))
     }
 
-    /// Records the established `seq` and `reference` of `handle` for the ranks.
+    /// Records the established `seq` and `reference` of `handle` for the
+    /// ranks: whole or not at all for a reader, and not synced (it serves
+    /// the running job only; staging goes with the daemon).
     pub fn record_global(&self, handle: u32, seq: u64, reference: &str) {
         let text = sstore::format_global(seq, reference);
         if let Err(e) = self
             .staging
-            .write_atomically(&sstore::global_name(handle), text.as_bytes())
+            .replace_file(&sstore::global_name(handle), text.as_bytes())
         {
             log::warn!("{e}");
         }
