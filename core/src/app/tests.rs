@@ -276,6 +276,24 @@ fn gc_bytes(m: FromGc<'_>) -> Vec<u8> {
     buf[..n].to_vec()
 }
 
+/// The global coordinator's answer to `event`.
+fn op_response(event: OpEvent, state: i32) -> Vec<u8> {
+    gc_bytes(FromGc::OpResponse(OpResponse {
+        op_event: event,
+        op_state: Some(state),
+    }))
+}
+
+/// A request's or handshake's error.
+fn error(wait: Wait, failure: WaitFailure) -> Option<AppError> {
+    Some(AppError { wait, failure })
+}
+
+/// The application asks for `request` now, which the machine takes.
+fn ask(app: &mut AppCoordinator<'_>, host: &Host, request: Request<'_>) {
+    app.request(host.now, request, &mut [0; 64]).unwrap();
+}
+
 /// The machine armed `limit` at one of the host's last few ticks.
 fn assert_deadline(app: &AppCoordinator<'_>, now: Instant, limit: Duration) {
     let t = app.poll_timeout().expect("a deadline is armed");
@@ -758,20 +776,12 @@ fn quiesce_checkpoint_failure_keeps_the_quiesce() {
     host.options.options.inc_prep_only = true;
     host.checkpoint(flag, &mut app);
     host.checkpoint = CheckpointResult::Error;
-    app.request(host.now, Request::QuiesceCheckpoint, &mut [0; 64])
-        .unwrap();
+    ask(&mut app, &host, Request::QuiesceCheckpoint);
     host.drive(&mut app);
     let r = &host.requests()[0];
-    assert_eq!(
-        r.error,
-        Some(AppError {
-            wait: Wait::Checkpoint,
-            failure: WaitFailure::Failed
-        })
-    );
+    assert_eq!(r.error, error(Wait::Checkpoint, WaitFailure::Failed));
     assert!(app.is_quiesced());
-    app.request(host.now, Request::QuiesceEnd, &mut [0; 64])
-        .unwrap();
+    ask(&mut app, &host, Request::QuiesceEnd);
     host.drive(&mut app);
     assert_eq!(host.last_handshake().error, None);
     assert_eq!(host.daemon, vec![local_finish(CrState::Continue)]);
@@ -783,8 +793,7 @@ fn restart_during_a_quiesce_checkpoint() {
     host.options.options.inc_prep_only = true;
     host.checkpoint(flag, &mut app);
     host.checkpoint = CheckpointResult::Restart { pid: 555 };
-    app.request(host.now, Request::QuiesceCheckpoint, &mut [0; 64])
-        .unwrap();
+    ask(&mut app, &host, Request::QuiesceCheckpoint);
     host.drive(&mut app);
     assert!(host.actions.contains(&Action::Recover {
         state: CrState::Restart
@@ -811,13 +820,7 @@ fn peer_gone_while_quiesced_recovers_the_application() {
         state: CrState::Continue
     }));
     let r = host.last_handshake();
-    assert_eq!(
-        r.error,
-        Some(AppError {
-            wait: Wait::Quiesced,
-            failure: WaitFailure::PeerGone
-        })
-    );
+    assert_eq!(r.error, error(Wait::Quiesced, WaitFailure::PeerGone));
     assert_eq!(host.daemon, vec![local_finish(CrState::Error)]);
     host.options.options.inc_prep_only = false;
     assert_recovers(flag, &mut app, &mut host);
@@ -916,13 +919,7 @@ fn stall_deadline_reports_error() {
     host.checkpoint(flag, &mut app);
     host.expire(&mut app);
     let r = host.last_handshake();
-    assert_eq!(
-        r.error,
-        Some(AppError {
-            wait: Wait::Stall,
-            failure: WaitFailure::Deadline
-        })
-    );
+    assert_eq!(r.error, error(Wait::Stall, WaitFailure::Deadline));
     assert_eq!(host.fifo[3], Wire::ToLc(ne(7)), "ERROR as final state");
     assert_eq!(host.count(|a| matches!(a, Action::Recover { .. })), 0);
     assert_eq!(host.daemon, vec![local_finish(CrState::Error)]);
@@ -1030,14 +1027,7 @@ fn peer_vanishing_at_each_step() {
         host.gone = Some(point);
         host.checkpoint(flag, &mut app);
         let r = host.last_handshake();
-        assert_eq!(
-            r.error,
-            Some(AppError {
-                wait,
-                failure: WaitFailure::PeerGone
-            }),
-            "{point:?}"
-        );
+        assert_eq!(r.error, error(wait, WaitFailure::PeerGone), "{point:?}");
         assert_eq!(r.state, CrState::Error);
         assert_eq!(host.count(|a| matches!(a, Action::Close { .. })), 1);
         assert_eq!(host.count(|a| matches!(a, Action::Unlink { .. })), 1);
@@ -1089,14 +1079,7 @@ fn deadline_at_each_wait() {
         );
         host.expire(&mut app);
         let r = host.last_handshake();
-        assert_eq!(
-            r.error,
-            Some(AppError {
-                wait,
-                failure: WaitFailure::Deadline
-            }),
-            "{point:?}"
-        );
+        assert_eq!(r.error, error(wait, WaitFailure::Deadline), "{point:?}");
         assert_eq!(
             host.count(|a| matches!(a, Action::Unlink { .. })),
             1,
@@ -1313,13 +1296,7 @@ fn fin_waits_for_fin_ack() {
     );
     // An unrelated answer does not end the wait.
     assert_eq!(
-        app.handle_gc_message(
-            host.now,
-            &gc_bytes(FromGc::OpResponse(OpResponse {
-                op_event: OpEvent::Checkpoint,
-                op_state: Some(0),
-            })),
-        ),
+        app.handle_gc_message(host.now, &op_response(OpEvent::Checkpoint, 0),),
         Err(InputError::Unexpected)
     );
     assert_eq!(app.unexpected_inputs(), 1);
@@ -1337,17 +1314,14 @@ fn fin_waits_for_fin_ack() {
 #[test]
 fn fin_ack_deadline_and_malformed_answer() {
     let (_flag, mut app, mut host) = rig(true);
-    app.request(host.now, Request::Fin, &mut [0; 64]).unwrap();
+    ask(&mut app, &host, Request::Fin);
     host.expire(&mut app);
     assert_eq!(
         host.requests()[0].error,
-        Some(AppError {
-            wait: Wait::FinAck,
-            failure: WaitFailure::Deadline
-        })
+        error(Wait::FinAck, WaitFailure::Deadline)
     );
     assert!(app.is_idle());
-    app.request(host.now, Request::Fin, &mut [0; 64]).unwrap();
+    ask(&mut app, &host, Request::Fin);
     app.handle_gc_message(host.now, &[0, 0, 0, 1, 8, 0, 0, 0, 1, 9, 0, 0, 0, 99])
         .unwrap();
     host.drive(&mut app);
@@ -1360,15 +1334,12 @@ fn fin_ack_deadline_and_malformed_answer() {
 #[test]
 fn coordinator_gone_ends_a_waiting_request_at_once() {
     let (_flag, mut app, mut host) = rig(true);
-    app.request(host.now, Request::Fin, &mut [0; 64]).unwrap();
+    ask(&mut app, &host, Request::Fin);
     app.handle_gc_gone(host.now).unwrap();
     host.drive(&mut app);
     assert_eq!(
         host.requests()[0].error,
-        Some(AppError {
-            wait: Wait::FinAck,
-            failure: WaitFailure::PeerGone
-        })
+        error(Wait::FinAck, WaitFailure::PeerGone)
     );
     assert!(app.is_idle());
     // With nothing waiting, it is an unexpected input and changes nothing.
@@ -1383,7 +1354,7 @@ fn fin_during_a_checkpoint() {
     let (flag, mut app, mut host) = rig(true);
     host.silent = Some(Point::Checkpoint);
     host.checkpoint(flag, &mut app);
-    app.request(host.now, Request::Fin, &mut [0; 64]).unwrap();
+    ask(&mut app, &host, Request::Fin);
     host.silent = None;
     app.handle_checkpoint(host.now, CheckpointResult::Continue)
         .unwrap();
@@ -1409,14 +1380,8 @@ fn leader_checkpoint_waits_for_handshake_then_op_response() {
     assert_eq!(host.last_handshake().error, None);
     assert!(host.requests().is_empty());
     assert_deadline(&app, host.now, AppDeadlines::default().op_response);
-    app.handle_gc_message(
-        host.now,
-        &gc_bytes(FromGc::OpResponse(OpResponse {
-            op_event: OpEvent::Checkpoint,
-            op_state: Some(0),
-        })),
-    )
-    .unwrap();
+    app.handle_gc_message(host.now, &op_response(OpEvent::Checkpoint, 0))
+        .unwrap();
     host.drive(&mut app);
     assert_eq!(
         host.actions.last(),
@@ -1440,17 +1405,10 @@ fn leader_checkpoint_waits_for_handshake_then_op_response() {
 fn leader_checkpoint_missing_seq_and_reference() {
     let (flag, mut app, mut host) = rig(true);
     host.global = (None, None);
-    app.request(host.now, Request::Checkpoint, &mut [0; 64])
-        .unwrap();
+    ask(&mut app, &host, Request::Checkpoint);
     host.checkpoint(flag, &mut app);
-    app.handle_gc_message(
-        host.now,
-        &gc_bytes(FromGc::OpResponse(OpResponse {
-            op_event: OpEvent::Checkpoint,
-            op_state: Some(0),
-        })),
-    )
-    .unwrap();
+    app.handle_gc_message(host.now, &op_response(OpEvent::Checkpoint, 0))
+        .unwrap();
     host.drive(&mut app);
     let r = &host.requests()[0];
     assert_eq!(r.error, None);
@@ -1461,24 +1419,14 @@ fn leader_checkpoint_missing_seq_and_reference() {
 #[test]
 fn leader_checkpoint_rejected_or_failed() {
     let (flag, mut app, mut host) = rig(true);
-    app.request(host.now, Request::Checkpoint, &mut [0; 64])
-        .unwrap();
+    ask(&mut app, &host, Request::Checkpoint);
     host.checkpoint(flag, &mut app);
-    app.handle_gc_message(
-        host.now,
-        &gc_bytes(FromGc::OpResponse(OpResponse {
-            op_event: OpEvent::Checkpoint,
-            op_state: Some(-1),
-        })),
-    )
-    .unwrap();
+    app.handle_gc_message(host.now, &op_response(OpEvent::Checkpoint, -1))
+        .unwrap();
     host.drive(&mut app);
     assert_eq!(
         host.requests()[0].error,
-        Some(AppError {
-            wait: Wait::OpResponse,
-            failure: WaitFailure::Rejected(-1)
-        })
+        error(Wait::OpResponse, WaitFailure::Rejected(-1))
     );
     assert!(
         !host
@@ -1488,19 +1436,12 @@ fn leader_checkpoint_rejected_or_failed() {
 
     // Its own handshake failed: the request fails, after the GC's answer.
     let (flag, mut app, mut host) = rig(true);
-    app.request(host.now, Request::Checkpoint, &mut [0; 64])
-        .unwrap();
+    ask(&mut app, &host, Request::Checkpoint);
     host.gone = Some(Point::Read(FrameKind::Release));
     host.checkpoint(flag, &mut app);
     assert!(host.requests().is_empty());
-    app.handle_gc_message(
-        host.now,
-        &gc_bytes(FromGc::OpResponse(OpResponse {
-            op_event: OpEvent::Checkpoint,
-            op_state: Some(-1),
-        })),
-    )
-    .unwrap();
+    app.handle_gc_message(host.now, &op_response(OpEvent::Checkpoint, -1))
+        .unwrap();
     host.drive(&mut app);
     assert_eq!(host.requests()[0].error.unwrap().wait, Wait::Release);
     assert!(app.is_idle());
@@ -1510,8 +1451,7 @@ fn leader_checkpoint_rejected_or_failed() {
 fn leader_checkpoint_deadlines() {
     // No handshake ever comes.
     let (_flag, mut app, mut host) = rig(true);
-    app.request(host.now, Request::Checkpoint, &mut [0; 64])
-        .unwrap();
+    ask(&mut app, &host, Request::Checkpoint);
     assert_eq!(
         app.poll_timeout(),
         Some(host.now + AppDeadlines::default().own_handshake)
@@ -1519,41 +1459,27 @@ fn leader_checkpoint_deadlines() {
     host.expire(&mut app);
     assert_eq!(
         host.requests()[0].error,
-        Some(AppError {
-            wait: Wait::OwnHandshake,
-            failure: WaitFailure::Deadline
-        })
+        error(Wait::OwnHandshake, WaitFailure::Deadline)
     );
     assert!(app.is_idle());
 
     // No OP response comes.
     let (flag, mut app, mut host) = rig(true);
-    app.request(host.now, Request::Checkpoint, &mut [0; 64])
-        .unwrap();
+    ask(&mut app, &host, Request::Checkpoint);
     host.checkpoint(flag, &mut app);
     host.expire(&mut app);
     assert_eq!(
         host.requests()[0].error,
-        Some(AppError {
-            wait: Wait::OpResponse,
-            failure: WaitFailure::Deadline
-        })
+        error(Wait::OpResponse, WaitFailure::Deadline)
     );
 
     // sstore never answers the global read.
     let (flag, mut app, mut host) = rig(true);
     host.silent = Some(Point::Global);
-    app.request(host.now, Request::Checkpoint, &mut [0; 64])
-        .unwrap();
+    ask(&mut app, &host, Request::Checkpoint);
     host.checkpoint(flag, &mut app);
-    app.handle_gc_message(
-        host.now,
-        &gc_bytes(FromGc::OpResponse(OpResponse {
-            op_event: OpEvent::Checkpoint,
-            op_state: Some(0),
-        })),
-    )
-    .unwrap();
+    app.handle_gc_message(host.now, &op_response(OpEvent::Checkpoint, 0))
+        .unwrap();
     host.drive(&mut app);
     host.expire(&mut app);
     assert_eq!(host.requests()[0].error.unwrap().wait, Wait::Global);
@@ -1568,8 +1494,7 @@ fn own_handshake_deadline_is_suspended_while_the_handshake_runs() {
     cfg.deadlines.host = Duration::from_secs(1);
     let mut app2 = AppCoordinator::new(cfg, flag);
     core::mem::swap(&mut app, &mut app2);
-    app.request(host.now, Request::Checkpoint, &mut [0; 64])
-        .unwrap();
+    ask(&mut app, &host, Request::Checkpoint);
     host.silent = Some(Point::Checkpoint);
     host.checkpoint(flag, &mut app);
     // The checkpoint's own deadline is the next one, not the request's.
@@ -1584,8 +1509,7 @@ fn own_handshake_deadline_is_suspended_while_the_handshake_runs() {
 #[test]
 fn leader_restarted_copy_does_not_wait_for_op_response() {
     let (flag, mut app, mut host) = rig(true);
-    app.request(host.now, Request::Checkpoint, &mut [0; 64])
-        .unwrap();
+    ask(&mut app, &host, Request::Checkpoint);
     host.checkpoint = CheckpointResult::Restart { pid: 99 };
     host.checkpoint(flag, &mut app);
     let r = &host.requests()[0];
@@ -1641,14 +1565,8 @@ fn leader_migrate_packs_preferences_and_waits() {
     host.options.options.all_migrating = true;
     host.checkpoint(flag, &mut app);
     assert!(host.requests().is_empty());
-    app.handle_gc_message(
-        host.now,
-        &gc_bytes(FromGc::OpResponse(OpResponse {
-            op_event: OpEvent::Migrate,
-            op_state: Some(0),
-        })),
-    )
-    .unwrap();
+    app.handle_gc_message(host.now, &op_response(OpEvent::Migrate, 0))
+        .unwrap();
     host.drive(&mut app);
     let r = &host.requests()[0];
     assert_eq!(r.op, OpEvent::Migrate);
@@ -1718,18 +1636,11 @@ fn op_response_before_the_own_handshake_ends_is_kept() {
     let (flag, mut app, mut host) = rig(true);
     host.global = (Some(3), Some("snapc_global_snapshot_7_3"));
     host.silent = Some(Point::Recover);
-    app.request(host.now, Request::Checkpoint, &mut [0; 64])
-        .unwrap();
+    ask(&mut app, &host, Request::Checkpoint);
     host.checkpoint(flag, &mut app);
     assert!(app.is_checkpointing());
-    app.handle_gc_message(
-        host.now,
-        &gc_bytes(FromGc::OpResponse(OpResponse {
-            op_event: OpEvent::Checkpoint,
-            op_state: Some(0),
-        })),
-    )
-    .unwrap();
+    app.handle_gc_message(host.now, &op_response(OpEvent::Checkpoint, 0))
+        .unwrap();
     assert_eq!(app.unexpected_inputs(), 0);
     assert!(host.requests().is_empty());
     host.silent = None;
@@ -1751,23 +1662,13 @@ fn op_response_before_the_own_handshake_ends_is_kept() {
 #[test]
 fn refusal_before_the_own_handshake_ends_the_request() {
     let (_flag, mut app, mut host) = rig(true);
-    app.request(host.now, Request::Checkpoint, &mut [0; 64])
+    ask(&mut app, &host, Request::Checkpoint);
+    app.handle_gc_message(host.now, &op_response(OpEvent::Checkpoint, -1))
         .unwrap();
-    app.handle_gc_message(
-        host.now,
-        &gc_bytes(FromGc::OpResponse(OpResponse {
-            op_event: OpEvent::Checkpoint,
-            op_state: Some(-1),
-        })),
-    )
-    .unwrap();
     host.drive(&mut app);
     assert_eq!(
         host.requests()[0].error,
-        Some(AppError {
-            wait: Wait::OpResponse,
-            failure: WaitFailure::Rejected(-1)
-        })
+        error(Wait::OpResponse, WaitFailure::Rejected(-1))
     );
     assert!(app.is_idle());
     assert_eq!(app.poll_timeout(), None);

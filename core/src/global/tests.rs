@@ -198,11 +198,46 @@ fn orted(state: CkptState) -> OrtedState {
     }
 }
 
+/// Rank `from` asks for `r` at `now`.
+fn request<S: NodeStorage, const M: usize>(
+    gc: &mut GlobalCoordinator<&'static [&'static str], S, M>,
+    now: Instant,
+    from: u32,
+    r: Request<'_>,
+) -> Result<(), InputError> {
+    gc.handle_request(now, from, &req(r))
+}
+
+/// Rank `from` asks for `r` at `now`, which the coordinator takes.
+fn ask<S: NodeStorage, const M: usize>(
+    gc: &mut GlobalCoordinator<&'static [&'static str], S, M>,
+    now: Instant,
+    from: u32,
+    r: Request<'_>,
+) {
+    request(gc, now, from, r).unwrap();
+}
+
+/// LC `lc` reports `state` at `now`.
+fn report<S: NodeStorage, const M: usize>(
+    gc: &mut GlobalCoordinator<&'static [&'static str], S, M>,
+    now: Instant,
+    lc: usize,
+    state: CkptState,
+) {
+    gc.handle_orted_state(now, lc, orted(state)).unwrap();
+}
+
+/// Each LC reports its state at `now`, in LC order.
+fn reports(gc: &mut Gc, now: Instant, states: [CkptState; 3]) {
+    for (lc, state) in states.into_iter().enumerate() {
+        report(gc, now, lc, state);
+    }
+}
+
 /// Every LC reports `state` at `now`.
 fn all_report(gc: &mut Gc, now: Instant, state: CkptState) {
-    for lc in 0..3 {
-        gc.handle_orted_state(now, lc, orted(state)).unwrap();
-    }
+    reports(gc, now, [state; 3]);
 }
 
 fn op_response(event: OpEvent, state: i32) -> FromGc<'static> {
@@ -213,11 +248,34 @@ fn op_response(event: OpEvent, state: i32) -> FromGc<'static> {
 }
 
 fn running(handle: u32) -> Seen {
+    running_with(handle, JobOptions::default())
+}
+
+/// JOB_STATE RUNNING with these options, no process migrating.
+fn running_with(handle: u32, options: JobOptions) -> Seen {
+    Seen::Running {
+        handle,
+        options,
+        migrating: None,
+    }
+}
+
+/// JOB_STATE RUNNING of a migration of these ranks.
+fn running_migrating(handle: u32, vpids: Vec<u32>) -> Seen {
     Seen::Running {
         handle,
         options: JobOptions::default(),
-        migrating: None,
+        migrating: Some(vpids),
     }
+}
+
+/// Snapshot `seq` with its sstore handle, as the GC names it.
+fn established(seq: u32, handle: u32) -> Seen {
+    Seen::Established(Snapshot {
+        seq,
+        handle,
+        reference: reference(seq),
+    })
 }
 
 fn finished(seen: &[Seen]) -> &Report {
@@ -228,29 +286,37 @@ fn finished(seen: &[Seen]) -> &Report {
 }
 
 fn init(gc: &mut Gc) {
-    gc.handle_request(t(0), 0, &req(Request::Init)).unwrap();
+    ask(gc, t(0), 0, Request::Init);
     assert_eq!(drain(gc), vec![]);
     assert!(gc.is_checkpointable());
 }
 
+/// A coordinator past INIT.
+fn initialized() -> Gc {
+    let mut gc = gc();
+    init(&mut gc);
+    gc
+}
+
+/// A coordinator past INIT in the checkpoint rank 0 asked for at 1 s, its
+/// JOB_STATE RUNNING sent.
+fn checkpointing() -> Gc {
+    let mut gc = initialized();
+    ask(&mut gc, t(1), 0, Request::Checkpoint);
+    drain(&mut gc);
+    gc
+}
+
 /// A whole successful checkpoint asked by rank 0, started at `start`.
 fn checkpoint_ok(gc: &mut Gc, start: u64, seq: u32, handle: u32) {
-    gc.handle_request(t(start), 0, &req(Request::Checkpoint))
-        .unwrap();
+    ask(gc, t(start), 0, Request::Checkpoint);
     assert_eq!(drain(gc), vec![running(handle)]);
     all_report(gc, t(start + 1), CkptState::FinishedLocal);
     assert_eq!(drain(gc), vec![Seen::Quick(CkptState::Established)]);
     all_report(gc, t(start + 2), CkptState::Recovered);
     let seen = drain(gc);
     assert_eq!(seen.len(), 3, "{seen:?}");
-    assert_eq!(
-        seen[0],
-        Seen::Established(Snapshot {
-            seq,
-            handle,
-            reference: reference(seq),
-        })
-    );
+    assert_eq!(seen[0], established(seq, handle));
     assert_eq!(seen[1], Seen::Rank(0, op_response(OpEvent::Checkpoint, 0)));
     let r = finished(&seen);
     assert!(r.ok);
@@ -263,10 +329,8 @@ fn checkpoint_ok(gc: &mut Gc, start: u64, seq: u32, handle: u32) {
 
 #[test]
 fn init_then_checkpoint_with_three_lcs() {
-    let mut gc = gc();
-    init(&mut gc);
-    gc.handle_request(t(1), 0, &req(Request::Checkpoint))
-        .unwrap();
+    let mut gc = initialized();
+    ask(&mut gc, t(1), 0, Request::Checkpoint);
     // The exact bytes of the long JOB_STATE RUNNING (docs/PROTOCOL.md §5, §6).
     let bytes = next_to_lcs(&mut gc);
     let bool_false = [0, 0, 0, 1, 0x0c, 0];
@@ -281,8 +345,7 @@ fn init_then_checkpoint_with_three_lcs() {
     assert_eq!(gc.poll_timeout(), Some(t(11)));
 
     // Two LCs finished: nothing yet.
-    gc.handle_orted_state(t(2), 0, orted(CkptState::FinishedLocal))
-        .unwrap();
+    report(&mut gc, t(2), 0, CkptState::FinishedLocal);
     // The long form and the notification encoding are accepted too.
     gc.handle_orted_state(
         t(2),
@@ -297,8 +360,7 @@ fn init_then_checkpoint_with_three_lcs() {
     )
     .unwrap();
     assert_eq!(drain(&mut gc), vec![]);
-    gc.handle_orted_state(t(3), 1, orted(CkptState::FinishedLocal))
-        .unwrap();
+    report(&mut gc, t(3), 1, CkptState::FinishedLocal);
     let bytes = next_to_lcs(&mut gc);
     let quick = [
         0, 0, 0, 1, 2, 0, 0, 0, 1, 0x12, 0x34, 0, 1, 0, 0, 0, 1, 9, 0, 0, 0, 9,
@@ -311,11 +373,7 @@ fn init_then_checkpoint_with_three_lcs() {
     assert_eq!(
         seen[..2],
         [
-            Seen::Established(Snapshot {
-                seq: 0,
-                handle: 1,
-                reference: reference(0),
-            }),
+            established(0, 1),
             Seen::Rank(0, op_response(OpEvent::Checkpoint, 0)),
         ]
     );
@@ -335,8 +393,7 @@ fn init_then_checkpoint_with_three_lcs() {
 
 #[test]
 fn five_checkpoints_in_a_row() {
-    let mut gc = gc();
-    init(&mut gc);
+    let mut gc = initialized();
     for i in 0..5u32 {
         checkpoint_ok(&mut gc, u64::from(i) * 10, i, i + 1);
     }
@@ -345,17 +402,18 @@ fn five_checkpoints_in_a_row() {
 
 #[test]
 fn an_lc_error_fails_the_checkpoint_without_a_snapshot() {
-    let mut gc = gc();
-    init(&mut gc);
-    gc.handle_request(t(1), 0, &req(Request::Checkpoint))
-        .unwrap();
+    let mut gc = initialized();
+    ask(&mut gc, t(1), 0, Request::Checkpoint);
     assert_eq!(drain(&mut gc), vec![running(1)]);
-    gc.handle_orted_state(t(2), 0, orted(CkptState::FinishedLocal))
-        .unwrap();
-    gc.handle_orted_state(t(2), 1, orted(CkptState::Error))
-        .unwrap();
-    gc.handle_orted_state(t(2), 2, orted(CkptState::FinishedLocal))
-        .unwrap();
+    reports(
+        &mut gc,
+        t(2),
+        [
+            CkptState::FinishedLocal,
+            CkptState::Error,
+            CkptState::FinishedLocal,
+        ],
+    );
     assert_eq!(drain(&mut gc), vec![Seen::Quick(CkptState::Error)]);
     all_report(&mut gc, t(3), CkptState::Recovered);
     let seen = drain(&mut gc);
@@ -384,23 +442,16 @@ fn an_lc_error_fails_the_checkpoint_without_a_snapshot() {
 
 #[test]
 fn a_silent_lc_fails_at_its_deadline_and_the_next_checkpoint_works() {
-    let mut gc = gc();
-    init(&mut gc);
-    gc.handle_request(t(1), 0, &req(Request::Checkpoint))
-        .unwrap();
-    drain(&mut gc);
-    gc.handle_orted_state(t(2), 0, orted(CkptState::FinishedLocal))
-        .unwrap();
-    gc.handle_orted_state(t(2), 1, orted(CkptState::FinishedLocal))
-        .unwrap();
+    let mut gc = checkpointing();
+    report(&mut gc, t(2), 0, CkptState::FinishedLocal);
+    report(&mut gc, t(2), 1, CkptState::FinishedLocal);
     assert_eq!(gc.poll_timeout(), Some(t(11)));
     gc.handle_timeout(t(10));
     assert_eq!(drain(&mut gc), vec![]);
     gc.handle_timeout(t(11));
     assert_eq!(drain(&mut gc), vec![Seen::Quick(CkptState::Error)]);
     // LC 2's late result is not a RECOVERED: ignored.
-    gc.handle_orted_state(t(12), 2, orted(CkptState::FinishedLocal))
-        .unwrap();
+    report(&mut gc, t(12), 2, CkptState::FinishedLocal);
     all_report(&mut gc, t(12), CkptState::Recovered);
     let seen = drain(&mut gc);
     assert_eq!(seen[0], Seen::Rank(0, op_response(OpEvent::Checkpoint, -1)));
@@ -412,18 +463,11 @@ fn a_silent_lc_fails_at_its_deadline_and_the_next_checkpoint_works() {
 
 #[test]
 fn a_report_after_the_deadline_counts_as_missed() {
-    let mut gc = gc();
-    init(&mut gc);
-    gc.handle_request(t(1), 0, &req(Request::Checkpoint))
-        .unwrap();
-    drain(&mut gc);
-    gc.handle_orted_state(t(2), 0, orted(CkptState::FinishedLocal))
-        .unwrap();
-    gc.handle_orted_state(t(2), 1, orted(CkptState::FinishedLocal))
-        .unwrap();
+    let mut gc = checkpointing();
+    report(&mut gc, t(2), 0, CkptState::FinishedLocal);
+    report(&mut gc, t(2), 1, CkptState::FinishedLocal);
     // No handle_timeout call: the late report itself applies the deadline.
-    gc.handle_orted_state(t(11), 2, orted(CkptState::FinishedLocal))
-        .unwrap();
+    report(&mut gc, t(11), 2, CkptState::FinishedLocal);
     assert_eq!(drain(&mut gc), vec![Seen::Quick(CkptState::Error)]);
     // Silent in the recovery step too.
     gc.handle_timeout(t(21));
@@ -436,18 +480,15 @@ fn a_report_after_the_deadline_counts_as_missed() {
 
 #[test]
 fn recovery_failure_fails_the_checkpoint() {
-    let mut gc = gc();
-    init(&mut gc);
-    gc.handle_request(t(1), 0, &req(Request::Checkpoint))
-        .unwrap();
+    let mut gc = initialized();
+    ask(&mut gc, t(1), 0, Request::Checkpoint);
     all_report(&mut gc, t(2), CkptState::FinishedLocal);
     drain(&mut gc);
-    gc.handle_orted_state(t(3), 0, orted(CkptState::Recovered))
-        .unwrap();
-    gc.handle_orted_state(t(3), 1, orted(CkptState::Error))
-        .unwrap();
-    gc.handle_orted_state(t(3), 2, orted(CkptState::Recovered))
-        .unwrap();
+    reports(
+        &mut gc,
+        t(3),
+        [CkptState::Recovered, CkptState::Error, CkptState::Recovered],
+    );
     let seen = drain(&mut gc);
     assert_eq!(seen.len(), 2, "no Established: {seen:?}");
     assert_eq!(seen[0], Seen::Rank(0, op_response(OpEvent::Checkpoint, -1)));
@@ -457,7 +498,7 @@ fn recovery_failure_fails_the_checkpoint() {
 fn checkpoint_before_init_is_refused() {
     let mut gc = gc();
     assert_eq!(
-        gc.handle_request(t(0), 0, &req(Request::Checkpoint)),
+        request(&mut gc, t(0), 0, Request::Checkpoint),
         Err(InputError::NotInitialized)
     );
     assert_eq!(
@@ -475,7 +516,7 @@ fn checkpoint_before_init_is_refused() {
         Err(InputError::NotInitialized)
     );
     assert_eq!(
-        gc.handle_request(t(0), 0, &req(Request::QuiesceStart)),
+        request(&mut gc, t(0), 0, Request::QuiesceStart),
         Err(InputError::NotInitialized)
     );
     assert_eq!(drain(&mut gc), vec![]);
@@ -485,13 +526,9 @@ fn checkpoint_before_init_is_refused() {
 
 #[test]
 fn a_second_checkpoint_while_one_runs_is_answered_at_once() {
-    let mut gc = gc();
-    init(&mut gc);
-    gc.handle_request(t(1), 0, &req(Request::Checkpoint))
-        .unwrap();
-    drain(&mut gc);
+    let mut gc = checkpointing();
     assert_eq!(
-        gc.handle_request(t(2), 3, &req(Request::Checkpoint)),
+        request(&mut gc, t(2), 3, Request::Checkpoint),
         Err(InputError::Busy)
     );
     assert_eq!(
@@ -505,7 +542,7 @@ fn a_second_checkpoint_while_one_runs_is_answered_at_once() {
         off_node: false,
     }];
     assert_eq!(
-        gc.handle_request(t(2), 0, &req(Request::Migrate(List::Items(&migrate)))),
+        request(&mut gc, t(2), 0, Request::Migrate(List::Items(&migrate))),
         Err(InputError::Busy)
     );
     assert_eq!(
@@ -527,15 +564,11 @@ fn a_second_checkpoint_while_one_runs_is_answered_at_once() {
 
 #[test]
 fn fin_waits_for_the_running_checkpoint() {
-    let mut gc = gc();
-    init(&mut gc);
-    gc.handle_request(t(1), 0, &req(Request::Checkpoint))
-        .unwrap();
-    drain(&mut gc);
-    gc.handle_request(t(2), 0, &req(Request::Fin)).unwrap();
+    let mut gc = checkpointing();
+    ask(&mut gc, t(2), 0, Request::Fin);
     assert_eq!(drain(&mut gc), vec![]);
     assert_eq!(
-        gc.handle_request(t(2), 0, &req(Request::Fin)),
+        request(&mut gc, t(2), 0, Request::Fin),
         Err(InputError::FinPending)
     );
     all_report(&mut gc, t(3), CkptState::FinishedLocal);
@@ -551,7 +584,7 @@ fn fin_waits_for_the_running_checkpoint() {
     assert_eq!(r.duration, Duration::from_secs(2));
     assert!(gc.is_finished());
     assert_eq!(
-        gc.handle_request(t(5), 0, &req(Request::Checkpoint)),
+        request(&mut gc, t(5), 0, Request::Checkpoint),
         Err(InputError::Finishing)
     );
     assert_eq!(
@@ -562,9 +595,8 @@ fn fin_waits_for_the_running_checkpoint() {
 
 #[test]
 fn fin_when_idle_is_acknowledged_at_once() {
-    let mut gc = gc();
-    init(&mut gc);
-    gc.handle_request(t(1), 0, &req(Request::Fin)).unwrap();
+    let mut gc = initialized();
+    ask(&mut gc, t(1), 0, Request::Fin);
     let seen = drain(&mut gc);
     assert_eq!(seen[0], Seen::Rank(0, FromGc::FinAck));
     assert!(finished(&seen).ok);
@@ -578,10 +610,9 @@ fn fin_deadline_passes_without_fin_ack() {
         ..deadlines()
     });
     init(&mut gc);
-    gc.handle_request(t(1), 0, &req(Request::Checkpoint))
-        .unwrap();
+    ask(&mut gc, t(1), 0, Request::Checkpoint);
     drain(&mut gc);
-    gc.handle_request(t(2), 0, &req(Request::Fin)).unwrap();
+    ask(&mut gc, t(2), 0, Request::Fin);
     assert_eq!(gc.poll_timeout(), Some(t(7)));
     gc.handle_timeout(t(7));
     let seen = drain(&mut gc);
@@ -599,26 +630,23 @@ fn fin_deadline_passes_without_fin_ack() {
     assert!(!seen.contains(&Seen::Rank(0, FromGc::FinAck)), "{seen:?}");
     assert!(!gc.is_finished());
     // A new FIN is answered now that nothing runs.
-    gc.handle_request(t(10), 0, &req(Request::Fin)).unwrap();
+    ask(&mut gc, t(10), 0, Request::Fin);
     assert_eq!(drain(&mut gc)[0], Seen::Rank(0, FromGc::FinAck));
 }
 
 #[test]
 fn quiesce_start_checkpoint_end() {
-    let mut gc = gc();
-    init(&mut gc);
-    gc.handle_request(t(1), 0, &req(Request::QuiesceStart))
-        .unwrap();
+    let mut gc = initialized();
+    ask(&mut gc, t(1), 0, Request::QuiesceStart);
     assert_eq!(
         drain(&mut gc),
-        vec![Seen::Running {
-            handle: 1,
-            options: JobOptions {
+        vec![running_with(
+            1,
+            JobOptions {
                 inc_prep_only: true,
                 ..JobOptions::default()
-            },
-            migrating: None,
-        }]
+            }
+        )]
     );
     all_report(&mut gc, t(2), CkptState::IncPreped);
     let seen = drain(&mut gc);
@@ -634,39 +662,29 @@ fn quiesce_start_checkpoint_end() {
 
     // Quiesced: a checkpoint is refused, a quiesce checkpoint is immediate.
     assert_eq!(
-        gc.handle_request(t(3), 0, &req(Request::Checkpoint)),
+        request(&mut gc, t(3), 0, Request::Checkpoint),
         Err(InputError::Busy)
     );
     assert_eq!(
         drain(&mut gc),
         vec![Seen::Rank(0, op_response(OpEvent::Checkpoint, -1))]
     );
-    gc.handle_request(t(3), 0, &req(Request::QuiesceCheckpoint))
-        .unwrap();
+    ask(&mut gc, t(3), 0, Request::QuiesceCheckpoint);
     let seen = drain(&mut gc);
-    assert_eq!(
-        seen[0],
-        Seen::Established(Snapshot {
-            seq: 0,
-            handle: 1,
-            reference: reference(0),
-        })
-    );
+    assert_eq!(seen[0], established(0, 1));
     assert_eq!(seen.len(), 2);
     assert_eq!(finished(&seen).kind, OpKind::QuiesceCheckpoint);
 
-    gc.handle_request(t(4), 0, &req(Request::QuiesceEnd))
-        .unwrap();
+    ask(&mut gc, t(4), 0, Request::QuiesceEnd);
     assert_eq!(
         drain(&mut gc),
-        vec![Seen::Running {
-            handle: 1,
-            options: JobOptions {
+        vec![running_with(
+            1,
+            JobOptions {
                 inc_recover_only: true,
                 ..JobOptions::default()
-            },
-            migrating: None,
-        }]
+            }
+        )]
     );
     assert!(!gc.is_quiesced());
     all_report(&mut gc, t(5), CkptState::FinishedLocal);
@@ -684,10 +702,9 @@ fn quiesce_start_checkpoint_end() {
 
 #[test]
 fn quiesce_requests_out_of_order_are_refused() {
-    let mut gc = gc();
-    init(&mut gc);
+    let mut gc = initialized();
     assert_eq!(
-        gc.handle_request(t(1), 0, &req(Request::QuiesceCheckpoint)),
+        request(&mut gc, t(1), 0, Request::QuiesceCheckpoint),
         Err(InputError::NotQuiesced)
     );
     assert_eq!(
@@ -699,16 +716,18 @@ fn quiesce_requests_out_of_order_are_refused() {
 
 #[test]
 fn failed_quiesce_start_releases_and_is_not_quiesced() {
-    let mut gc = gc();
-    init(&mut gc);
+    let mut gc = initialized();
     gc.handle_command(t(1), Command::QuiesceStart).unwrap();
     drain(&mut gc);
-    gc.handle_orted_state(t(2), 0, orted(CkptState::IncPreped))
-        .unwrap();
-    gc.handle_orted_state(t(2), 1, orted(CkptState::FinishedLocal))
-        .unwrap();
-    gc.handle_orted_state(t(2), 2, orted(CkptState::IncPreped))
-        .unwrap();
+    reports(
+        &mut gc,
+        t(2),
+        [
+            CkptState::IncPreped,
+            CkptState::FinishedLocal,
+            CkptState::IncPreped,
+        ],
+    );
     assert_eq!(drain(&mut gc), vec![Seen::Quick(CkptState::Error)]);
     all_report(&mut gc, t(3), CkptState::Recovered);
     let seen = drain(&mut gc);
@@ -719,8 +738,7 @@ fn failed_quiesce_start_releases_and_is_not_quiesced() {
 
 #[test]
 fn restart_becomes_an_action_for_the_runtime() {
-    let mut gc = gc();
-    init(&mut gc);
+    let mut gc = initialized();
     let handle = "snapc_global_snapshot_305397761_3";
     gc.handle_request(
         t(1),
@@ -734,7 +752,7 @@ fn restart_becomes_an_action_for_the_runtime() {
     assert_eq!(drain(&mut gc), vec![Seen::Restart(3, handle.to_string())]);
     assert_eq!(gc.poll_timeout(), Some(t(21)));
     assert_eq!(
-        gc.handle_request(t(2), 0, &req(Request::Checkpoint)),
+        request(&mut gc, t(2), 0, Request::Checkpoint),
         Err(InputError::Busy)
     );
     drain(&mut gc);
@@ -759,10 +777,7 @@ fn restart_becomes_an_action_for_the_runtime() {
             handle: Some("x"),
         },
     ] {
-        assert_eq!(
-            gc.handle_request(t(4), 0, &req(bad)),
-            Err(InputError::BadRestart)
-        );
+        assert_eq!(request(&mut gc, t(4), 0, bad), Err(InputError::BadRestart));
     }
     gc.handle_request(
         t(5),
@@ -797,24 +812,15 @@ fn entry(vpid: i32, host: Option<&str>, vpid_pref: i32, off_node: bool) -> Migra
 
 #[test]
 fn migrate_runs_a_checkpoint_then_the_runtime_moves() {
-    let mut gc = gc();
-    init(&mut gc);
+    let mut gc = initialized();
     // Rank 0 to n2; rank 1 stays (its own host); rank 2 anywhere.
     let table = [
         entry(0, Some("n2"), 0, false),
         entry(1, Some("n0"), 1, false),
         entry(2, None, -1, false),
     ];
-    gc.handle_request(t(1), 0, &req(Request::Migrate(List::Items(&table))))
-        .unwrap();
-    assert_eq!(
-        drain(&mut gc),
-        vec![Seen::Running {
-            handle: 1,
-            options: JobOptions::default(),
-            migrating: Some(vec![0, 2]),
-        }]
-    );
+    ask(&mut gc, t(1), 0, Request::Migrate(List::Items(&table)));
+    assert_eq!(drain(&mut gc), vec![running_migrating(1, vec![0, 2])]);
     all_report(&mut gc, t(2), CkptState::FinishedLocal);
     let moves = vec![
         Move {
@@ -842,11 +848,7 @@ fn migrate_runs_a_checkpoint_then_the_runtime_moves() {
     assert_eq!(
         seen[..2],
         [
-            Seen::Established(Snapshot {
-                seq: 0,
-                handle: 1,
-                reference: reference(0),
-            }),
+            established(0, 1),
             Seen::Rank(0, op_response(OpEvent::Migrate, 0)),
         ]
     );
@@ -855,11 +857,9 @@ fn migrate_runs_a_checkpoint_then_the_runtime_moves() {
 
 #[test]
 fn a_failed_migration_releases_with_error() {
-    let mut gc = gc();
-    init(&mut gc);
+    let mut gc = initialized();
     let table = [entry(4, None, 4, true)];
-    gc.handle_request(t(1), 4, &req(Request::Migrate(List::Items(&table))))
-        .unwrap();
+    ask(&mut gc, t(1), 4, Request::Migrate(List::Items(&table)));
     drain(&mut gc);
     all_report(&mut gc, t(2), CkptState::FinishedLocal);
     drain(&mut gc);
@@ -871,8 +871,7 @@ fn a_failed_migration_releases_with_error() {
     assert_eq!(finished(&seen).failure, Some(OperationFailure::Runtime));
 
     // And a runtime that never reports.
-    gc.handle_request(t(10), 4, &req(Request::Migrate(List::Items(&table))))
-        .unwrap();
+    ask(&mut gc, t(10), 4, Request::Migrate(List::Items(&table)));
     all_report(&mut gc, t(11), CkptState::FinishedLocal);
     drain(&mut gc);
     gc.handle_timeout(t(31));
@@ -1061,11 +1060,10 @@ fn migration_conflicts_and_bad_tables_fail() {
 
 #[test]
 fn a_refused_migration_is_answered_and_uses_no_sequence_number() {
-    let mut gc = gc();
-    init(&mut gc);
+    let mut gc = initialized();
     let table = [entry(2, Some("n2"), 2, false), entry(0, None, 2, false)];
     assert_eq!(
-        gc.handle_request(t(1), 0, &req(Request::Migrate(List::Items(&table)))),
+        request(&mut gc, t(1), 0, Request::Migrate(List::Items(&table))),
         Err(InputError::Migrate(MigrateError::Conflict { vpid: 2 }))
     );
     assert_eq!(
@@ -1078,29 +1076,20 @@ fn a_refused_migration_is_answered_and_uses_no_sequence_number() {
 
 #[test]
 fn migrate_request_from_bytes() {
-    let mut gc = gc();
-    init(&mut gc);
+    let mut gc = initialized();
     let table = [entry(5, Some("n0"), 5, true)];
     let mut bytes: heapless::Vec<u8, 256> = heapless::Vec::new();
     req(Request::Migrate(List::Items(&table)))
         .emit_vec(&mut bytes)
         .unwrap();
     gc.handle_rank_message(t(1), 5, &bytes).unwrap();
-    assert_eq!(
-        drain(&mut gc),
-        vec![Seen::Running {
-            handle: 1,
-            options: JobOptions::default(),
-            migrating: Some(vec![5]),
-        }]
-    );
+    assert_eq!(drain(&mut gc), vec![running_migrating(1, vec![5])]);
     assert_eq!(gc.migration_plan().destination(5), Some(&host("n0")));
 }
 
 #[test]
 fn the_runtime_checkpoints_with_options() {
-    let mut gc = gc();
-    init(&mut gc);
+    let mut gc = initialized();
     gc.handle_command(
         t(1),
         Command::Checkpoint {
@@ -1111,14 +1100,13 @@ fn the_runtime_checkpoints_with_options() {
     .unwrap();
     assert_eq!(
         drain(&mut gc),
-        vec![Seen::Running {
-            handle: 1,
-            options: JobOptions {
+        vec![running_with(
+            1,
+            JobOptions {
                 term: true,
                 ..JobOptions::default()
-            },
-            migrating: None,
-        }]
+            }
+        )]
     );
     all_report(&mut gc, t(2), CkptState::FinishedLocal);
     drain(&mut gc);
@@ -1176,7 +1164,7 @@ fn requests_from_bytes_and_bad_input() {
         Err(InputError::WrongJob(7))
     );
     assert_eq!(
-        gc.handle_request(t(1), 6, &req(Request::Checkpoint)),
+        request(&mut gc, t(1), 6, Request::Checkpoint),
         Err(InputError::UnknownRank(6))
     );
     assert_eq!(
@@ -1187,7 +1175,7 @@ fn requests_from_bytes_and_bad_input() {
         ]
     );
     assert_eq!(
-        gc.handle_request(t(1), 0, &req(Request::FinAck)),
+        request(&mut gc, t(1), 0, Request::FinAck),
         Err(InputError::Unexpected(OpEvent::FinAck))
     );
     assert_eq!(
@@ -1195,32 +1183,21 @@ fn requests_from_bytes_and_bad_input() {
         Err(InputError::UnknownLc(3))
     );
     // A state while idle is ignored; the machine still works.
-    gc.handle_orted_state(t(1), 0, orted(CkptState::FinishedLocal))
-        .unwrap();
+    report(&mut gc, t(1), 0, CkptState::FinishedLocal);
     assert_eq!(drain(&mut gc), vec![]);
     checkpoint_ok(&mut gc, 2, 0, 1);
 }
 
 #[test]
 fn duplicate_and_progress_reports_are_ignored() {
-    let mut gc = gc();
-    init(&mut gc);
-    gc.handle_request(t(1), 0, &req(Request::Checkpoint))
-        .unwrap();
-    drain(&mut gc);
-    gc.handle_orted_state(t(2), 0, orted(CkptState::Running))
-        .unwrap();
-    gc.handle_orted_state(t(2), 0, orted(CkptState::FinishedLocal))
-        .unwrap();
-    gc.handle_orted_state(t(2), 0, orted(CkptState::Error))
-        .unwrap();
-    gc.handle_orted_state(t(2), 1, orted(CkptState::Recovered))
-        .unwrap();
+    let mut gc = checkpointing();
+    report(&mut gc, t(2), 0, CkptState::Running);
+    report(&mut gc, t(2), 0, CkptState::FinishedLocal);
+    report(&mut gc, t(2), 0, CkptState::Error);
+    report(&mut gc, t(2), 1, CkptState::Recovered);
     assert_eq!(drain(&mut gc), vec![]);
-    gc.handle_orted_state(t(2), 1, orted(CkptState::FinishedLocal))
-        .unwrap();
-    gc.handle_orted_state(t(2), 2, orted(CkptState::FinishedLocal))
-        .unwrap();
+    report(&mut gc, t(2), 1, CkptState::FinishedLocal);
+    report(&mut gc, t(2), 2, CkptState::FinishedLocal);
     assert_eq!(drain(&mut gc), vec![Seen::Quick(CkptState::Established)]);
 }
 
@@ -1240,9 +1217,8 @@ fn zero_lcs_and_zero_deadlines_do_not_hang() {
             HOSTS,
             [],
         );
-    gc.handle_request(t(0), 0, &req(Request::Init)).unwrap();
-    gc.handle_request(t(1), 0, &req(Request::Checkpoint))
-        .unwrap();
+    ask(&mut gc, t(0), 0, Request::Init);
+    ask(&mut gc, t(1), 0, Request::Checkpoint);
     let mut n = 0;
     let mut answered = false;
     let mut out = [0; MAX_MESSAGE_LEN];
@@ -1268,11 +1244,9 @@ fn storage_is_emptied_and_sized_by_the_caller() {
     {
         let mut gc: GlobalCoordinator<_, _> = GlobalCoordinator::new(config, HOSTS, &mut nodes[..]);
         assert_eq!(gc.lc_count(), 2);
-        gc.handle_request(t(0), 0, &req(Request::Init)).unwrap();
-        gc.handle_request(t(1), 0, &req(Request::Checkpoint))
-            .unwrap();
-        gc.handle_orted_state(t(2), 0, orted(CkptState::Error))
-            .unwrap();
+        ask(&mut gc, t(0), 0, Request::Init);
+        ask(&mut gc, t(1), 0, Request::Checkpoint);
+        report(&mut gc, t(2), 0, CkptState::Error);
         assert_eq!(
             gc.handle_orted_state(t(2), 2, orted(CkptState::Error)),
             Err(InputError::UnknownLc(2))

@@ -398,6 +398,40 @@ fn plain() -> JobOptions {
     JobOptions::default()
 }
 
+fn term() -> JobOptions {
+    JobOptions {
+        term: true,
+        ..plain()
+    }
+}
+
+fn stop() -> JobOptions {
+    JobOptions {
+        stop: true,
+        ..plain()
+    }
+}
+
+fn failed(failure: ProcessFailure) -> ProcessOutcome {
+    ProcessOutcome::Failed(failure)
+}
+
+/// Quiesce start.
+fn prep_only() -> JobOptions {
+    JobOptions {
+        inc_prep_only: true,
+        ..plain()
+    }
+}
+
+/// Quiesce end.
+fn recover_only() -> JobOptions {
+    JobOptions {
+        inc_recover_only: true,
+        ..plain()
+    }
+}
+
 // ---- the whole checkpoint ----
 
 #[test]
@@ -452,10 +486,7 @@ fn checkpoint_of_three_processes() {
 fn action_order_for_one_process() {
     let mut h = Harness::<1>::new(1);
     h.script_all(&[START, TERM]);
-    h.checkpoint(JobOptions {
-        term: true,
-        ..plain()
-    });
+    h.checkpoint(term());
     h.quick(CkptState::Established).unwrap();
     let s = h.slots[0];
     let kinds: Vec<&str> = h
@@ -514,20 +545,10 @@ fn zero_processes_report_at_once() {
     h.quick(CkptState::Established).unwrap();
     assert_eq!(h.to_gc, [CkptState::FinishedLocal, CkptState::Recovered]);
     h.take();
-    h.checkpoint(JobOptions {
-        inc_prep_only: true,
-        ..plain()
-    });
+    h.checkpoint(prep_only());
     assert_eq!(h.to_gc, [CkptState::IncPreped]);
     h.quick(CkptState::IncPreped).unwrap();
-    h.job(
-        CkptState::Running,
-        JobOptions {
-            inc_recover_only: true,
-            ..plain()
-        },
-        None,
-    );
+    h.job(CkptState::Running, recover_only(), None);
     assert_eq!(h.to_gc, [CkptState::IncPreped, CkptState::FinishedLocal]);
     h.quick(CkptState::Established).unwrap();
     assert_eq!(h.lc.phase(), Phase::Idle);
@@ -539,10 +560,7 @@ fn zero_processes_report_at_once() {
 fn prepare_only_then_quiesce_end() {
     let mut h = Harness::<2>::new(2);
     h.script_all(&[START, RUNNING, CONTINUE]);
-    let prep = JobOptions {
-        inc_prep_only: true,
-        ..plain()
-    };
+    let prep = prep_only();
     h.checkpoint(prep);
     assert_eq!(h.to_gc, [CkptState::IncPreped]);
     assert_eq!(h.outcome(1), ProcessOutcome::State(CrState::Running));
@@ -562,14 +580,7 @@ fn prepare_only_then_quiesce_end() {
     };
     assert!(job_state(&mut h.lc, h.now, &job).is_err());
     h.take();
-    h.job(
-        CkptState::Running,
-        JobOptions {
-            inc_recover_only: true,
-            ..plain()
-        },
-        None,
-    );
+    h.job(CkptState::Running, recover_only(), None);
     assert_eq!(h.to_gc, [CkptState::FinishedLocal]);
     assert_eq!(h.outcome(0), ProcessOutcome::State(CrState::Continue));
     // No second signal, no second options frame.
@@ -593,19 +604,9 @@ fn prepare_only_then_quiesce_end() {
 #[test]
 fn quiesce_end_without_quiesce_fails_each_process() {
     let mut h = Harness::<2>::new(2);
-    h.job(
-        CkptState::Running,
-        JobOptions {
-            inc_recover_only: true,
-            ..plain()
-        },
-        None,
-    );
+    h.job(CkptState::Running, recover_only(), None);
     assert_eq!(h.to_gc, [CkptState::Error]);
-    assert_eq!(
-        h.outcome(0),
-        ProcessOutcome::Failed(ProcessFailure::NotQuiesced)
-    );
+    assert_eq!(h.outcome(0), failed(ProcessFailure::NotQuiesced));
     assert_eq!(h.apps[0].signals, 0);
     h.quick(CkptState::Error).unwrap();
     assert_eq!(h.to_gc, [CkptState::Error, CkptState::Recovered]);
@@ -618,10 +619,7 @@ fn quiesce_aborted_by_the_global_coordinator_releases() {
     let mut h = Harness::<2>::new(2);
     h.script_all(&[START, RUNNING]);
     h.app(1).script(&[NULL]);
-    h.checkpoint(JobOptions {
-        inc_prep_only: true,
-        ..plain()
-    });
+    h.checkpoint(prep_only());
     assert_eq!(h.to_gc, [CkptState::Error]);
     // INC_PREPED after an ERROR report does not fit.
     assert!(h.quick(CkptState::IncPreped).is_err());
@@ -637,13 +635,10 @@ fn unexpected_states_in_prepare_only_and_checkpoint() {
     h.app(0).script(&[START, CONTINUE]);
     h.app(1).script(&[START, RUNNING]);
     h.app(2).script(&[START, ERROR]);
-    h.checkpoint(JobOptions {
-        inc_prep_only: true,
-        ..plain()
-    });
+    h.checkpoint(prep_only());
     assert_eq!(
         h.outcome(0),
-        ProcessOutcome::Failed(ProcessFailure::UnexpectedState(CrState::Continue))
+        failed(ProcessFailure::UnexpectedState(CrState::Continue))
     );
     assert_eq!(h.outcome(1), ProcessOutcome::State(CrState::Running));
     assert_eq!(h.outcome(2), ProcessOutcome::State(CrState::Error));
@@ -660,11 +655,11 @@ fn unexpected_states_in_prepare_only_and_checkpoint() {
     h.checkpoint(plain());
     assert_eq!(
         h.outcome(0),
-        ProcessOutcome::Failed(ProcessFailure::UnexpectedState(CrState::Running))
+        failed(ProcessFailure::UnexpectedState(CrState::Running))
     );
     assert_eq!(
         h.outcome(1),
-        ProcessOutcome::Failed(ProcessFailure::UnexpectedState(CrState::Restart))
+        failed(ProcessFailure::UnexpectedState(CrState::Restart))
     );
     assert_eq!(h.outcome(2), ProcessOutcome::State(CrState::Continue));
     assert_eq!(h.to_gc, [CkptState::Error]);
@@ -701,10 +696,7 @@ fn migration_options() {
 fn stop_waits_for_each_process_to_stop() {
     let mut h = Harness::<2>::new(2);
     h.script_all(&[START, CONTINUE]);
-    let stop = JobOptions {
-        stop: true,
-        ..plain()
-    };
+    let stop = stop();
     h.checkpoint(stop);
     assert_eq!(h.to_gc, [CkptState::FinishedLocal]);
     let waits = h
@@ -725,10 +717,7 @@ fn stop_waits_for_each_process_to_stop() {
     assert!(h.to_gc.is_empty());
     let t0 = h.now;
     h.run();
-    assert_eq!(
-        h.outcome(1),
-        ProcessOutcome::Failed(ProcessFailure::Timeout(Stage::Stop))
-    );
+    assert_eq!(h.outcome(1), failed(ProcessFailure::Timeout(Stage::Stop)));
     assert_eq!(h.outcome(0), ProcessOutcome::State(CrState::Continue));
     assert!(h.now >= t0 + Duration::from_secs(60));
     assert!(h.to_gc.first() == Some(&CkptState::Error));
@@ -745,11 +734,11 @@ fn null_and_in_progress_answers_fail_only_their_process() {
     h.checkpoint(plain());
     assert_eq!(
         h.outcome(0),
-        ProcessOutcome::Failed(ProcessFailure::Refused(CkptResponse::Null))
+        failed(ProcessFailure::Refused(CkptResponse::Null))
     );
     assert_eq!(
         h.outcome(1),
-        ProcessOutcome::Failed(ProcessFailure::Refused(CkptResponse::InProgress))
+        failed(ProcessFailure::Refused(CkptResponse::InProgress))
     );
     assert_eq!(h.outcome(2), ProcessOutcome::State(CrState::Continue));
     assert_eq!(h.to_gc, [CkptState::Error]);
@@ -774,7 +763,7 @@ fn an_error_response_fails_the_process() {
     h.checkpoint(plain());
     assert_eq!(
         h.outcome(0),
-        ProcessOutcome::Failed(ProcessFailure::Refused(CkptResponse::Error))
+        failed(ProcessFailure::Refused(CkptResponse::Error))
     );
     assert_eq!(h.to_gc, [CkptState::Error]);
 }
@@ -789,21 +778,21 @@ fn malformed_frames() {
     h.checkpoint(plain());
     assert_eq!(
         h.outcome(0),
-        ProcessOutcome::Failed(ProcessFailure::Malformed {
+        failed(ProcessFailure::Malformed {
             stage: Stage::Response,
             kind: ErrorKind::UnknownResponse(9)
         })
     );
     assert_eq!(
         h.outcome(1),
-        ProcessOutcome::Failed(ProcessFailure::Malformed {
+        failed(ProcessFailure::Malformed {
             stage: Stage::FinalState,
             kind: ErrorKind::UnknownCrState(42)
         })
     );
     assert_eq!(
         h.outcome(2),
-        ProcessOutcome::Failed(ProcessFailure::Malformed {
+        failed(ProcessFailure::Malformed {
             stage: Stage::Response,
             kind: ErrorKind::Length {
                 expected: 4,
@@ -813,7 +802,7 @@ fn malformed_frames() {
     );
     assert_eq!(
         h.outcome(3),
-        ProcessOutcome::Failed(ProcessFailure::Malformed {
+        failed(ProcessFailure::Malformed {
             stage: Stage::FinalState,
             kind: ErrorKind::Length {
                 expected: 4,
@@ -932,7 +921,7 @@ fn a_deadline_at_each_wait() {
         h.run_until(due);
         assert_eq!(
             h.outcome(2),
-            ProcessOutcome::Failed(ProcessFailure::Timeout(stage)),
+            failed(ProcessFailure::Timeout(stage)),
             "{at:?}"
         );
         assert_eq!(h.to_gc, [CkptState::Error], "{at:?}");
@@ -990,10 +979,7 @@ fn verdict_deadline_releases_and_reports_error() {
 fn quiesced_deadline_releases_and_reports_error() {
     let mut h = Harness::<1>::new(1);
     h.script_all(&[START, RUNNING]);
-    h.checkpoint(JobOptions {
-        inc_prep_only: true,
-        ..plain()
-    });
+    h.checkpoint(prep_only());
     h.quick(CkptState::IncPreped).unwrap();
     let t0 = h.now;
     h.run();
@@ -1134,10 +1120,7 @@ fn local_update_during_a_handshake_fails_it() {
     let new = h.lc.update_pid(h.now, name(0), 5000).unwrap();
     assert_ne!(old, new);
     h.settle();
-    assert_eq!(
-        h.outcome(0),
-        ProcessOutcome::Failed(ProcessFailure::Restarted)
-    );
+    assert_eq!(h.outcome(0), failed(ProcessFailure::Restarted));
     assert_eq!(h.to_gc, [CkptState::Error]);
     assert_eq!(h.lc.process(name(0)).unwrap().n, 0);
     assert_eq!(h.lc.handle_written(h.now, old), Err(InputError::Stale));
@@ -1154,10 +1137,7 @@ fn removing_a_process_during_its_handshake() {
     // The slot is not reused before its close and report are handed out.
     assert_eq!(h.lc.add_process(name(5), 77), Err(InputError::Full));
     h.settle();
-    assert_eq!(
-        h.outcome(0),
-        ProcessOutcome::Failed(ProcessFailure::Removed)
-    );
+    assert_eq!(h.outcome(0), failed(ProcessFailure::Removed));
     assert_eq!(h.apps[0].closes, 1);
     assert_eq!(h.to_gc, [CkptState::Error]);
     assert_eq!(h.lc.add_process(name(5), 77).unwrap().index(), 0);
@@ -1211,10 +1191,7 @@ fn job_states_that_do_not_fit_are_ignored() {
     job_state(&mut h.lc, h.now, &notify).unwrap();
     h.settle();
     // ERROR during the handshakes aborts them and releases the finished.
-    assert_eq!(
-        h.outcome(0),
-        ProcessOutcome::Failed(ProcessFailure::Aborted)
-    );
+    assert_eq!(h.outcome(0), failed(ProcessFailure::Aborted));
     assert_eq!(h.outcome(1), ProcessOutcome::State(CrState::Continue));
     assert_eq!(h.to_gc, [CkptState::Recovered]);
     assert_eq!(h.apps[1].received.last().unwrap(), &RELEASE.to_vec());
