@@ -9,11 +9,11 @@
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -221,18 +221,9 @@ impl Proc {
     fn spawn(mut cmd: Command) -> Self {
         cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         Self {
+            lines: snapc_test_procs::lines(child.stdout.take().unwrap()),
             child,
-            lines,
             out: Vec::new(),
         }
     }
@@ -266,27 +257,15 @@ impl Proc {
 
     /// Waits (at most two minutes) for the exit; its code and all output.
     fn finish(mut self) -> (i32, Vec<String>) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(300)) {
-                    self.out.push(l);
-                }
-                use std::os::unix::process::ExitStatusExt;
-                let code = status
-                    .code()
-                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-                return (code, std::mem::take(&mut self.out));
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("did not end; output: {:?}", self.out);
-            }
-            while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(20)) {
-                self.out.push(l);
-            }
-        }
+        let within = Duration::from_secs(120);
+        let code = snapc_test_procs::finish(
+            &mut self.child,
+            &self.lines,
+            &mut self.out,
+            within,
+            "the program",
+        );
+        (code, std::mem::take(&mut self.out))
     }
 }
 
@@ -495,12 +474,7 @@ fn run_checkpoint_stop_restart(t: &Tools, program: &Path, steps: &str, job: &str
             "rank {rank} restarted from its snapshot: {out:?}"
         );
     }
-    let mut got: Vec<String> = out
-        .iter()
-        .filter(|l| l.contains("result steps="))
-        .cloned()
-        .collect();
-    got.sort();
+    let got = snapc_test_procs::sorted(&out, |l| l.contains("result steps="));
     assert_eq!(got, expected);
 }
 

@@ -42,34 +42,12 @@ fn run_launched(env: &Env, name: &str, n: u32, extra: &[&str], script: &str) -> 
 /// The unprefixed `result ...` lines (the launcher's output is printed as
 /// it is), sorted: each rank's checksum is seeded with its rank.
 fn results(out: &[String]) -> Vec<String> {
-    let mut v: Vec<String> = out
-        .iter()
-        .filter(|l| l.starts_with("result "))
-        .cloned()
-        .collect();
-    v.sort();
-    v
+    snapc_test_procs::sorted(out, |l| l.starts_with("result "))
 }
 
 /// What an uninterrupted run of ranks `0..n` ends with.
 fn reference(n: u32, steps: &str) -> Vec<String> {
-    let mut v: Vec<String> = (0..n)
-        .map(|r| {
-            let out = std::process::Command::new(common::counter_exe())
-                .args(["--steps", steps, "--pace-us", "0"])
-                .env("SNAPC_RANK", r.to_string())
-                .env_remove("SNAPC_DAEMON_SOCKET")
-                .env_remove("SNAPC_JOB_SECRET")
-                .env_remove("SNAPC_RESTART_DIR")
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .find(|l| l.starts_with("result "))
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let mut v: Vec<String> = (0..n).map(|r| common::counter_result(r, steps)).collect();
     v.sort();
     v
 }

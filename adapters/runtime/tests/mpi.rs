@@ -20,21 +20,8 @@ use std::time::Duration;
 fn reference(n: u32, steps: &str) -> BTreeMap<u32, String> {
     (0..n)
         .map(|r| {
-            let out = std::process::Command::new(common::counter_exe())
-                .args(["--steps", steps, "--pace-us", "0"])
-                .env("SNAPC_RANK", r.to_string())
-                .env_remove("SNAPC_DAEMON_SOCKET")
-                .env_remove("SNAPC_JOB_SECRET")
-                .env_remove("SNAPC_RESTART_DIR")
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout);
-            let result = text
-                .lines()
-                .find_map(|l| l.strip_prefix("result "))
-                .unwrap()
-                .to_string();
-            (r, result)
+            let line = common::counter_result(r, steps);
+            (r, line["result ".len()..].to_string())
         })
         .collect()
 }

@@ -16,10 +16,10 @@ use common::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 const SNAPC: &str = env!("CARGO_BIN_EXE_snapc");
@@ -103,15 +103,7 @@ impl Shell {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("run bash");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = snapc_test_procs::lines(child.stdout.take().unwrap());
         let shell = Self { child, lines };
         wait_for_handler(shell.pid());
         shell
@@ -136,17 +128,7 @@ impl Shell {
     }
 
     fn line(&self, prefix: &str) -> String {
-        let end = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no line starting {prefix:?}"));
-            if line.starts_with(prefix) {
-                return line;
-            }
-        }
+        snapc_test_procs::line_starting(&self.lines, prefix, Duration::from_secs(20))
     }
 }
 

@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -66,18 +66,10 @@ impl Env {
                 sink.lock().unwrap().push(line);
             }
         });
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         Job {
             name: name.into(),
             child,
-            lines,
+            lines: snapc_test_procs::lines(stdout),
             out: Vec::new(),
             err,
         }
@@ -245,38 +237,15 @@ pub fn assert_no_leftovers(dir: &Path) {
 
 impl Job {
     pub fn finish(mut self, within: Duration) -> (i32, Vec<String>) {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(300)) {
-                    self.out.push(l);
-                }
-                use std::os::unix::process::ExitStatusExt;
-                let code = status
-                    .code()
-                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-                return (code, self.out);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("job {} did not end; output: {:?}", self.name, self.out);
-            }
-            while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(20)) {
-                self.out.push(l);
-            }
-        }
+        let what = format!("job {}", self.name);
+        let code =
+            snapc_test_procs::finish(&mut self.child, &self.lines, &mut self.out, within, &what);
+        (code, self.out)
     }
 }
 
 pub fn results(lines: &[String]) -> Vec<String> {
-    let mut v: Vec<String> = lines
-        .iter()
-        .filter(|l| l.contains("] result "))
-        .cloned()
-        .collect();
-    v.sort();
-    v
+    snapc_test_procs::sorted(lines, |l| l.contains("] result "))
 }
 
 /// The last `result` line of each rank, sorted: a run cut short (a

@@ -9,10 +9,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use snapc_core::wire::ChannelNames;
 use snapc_posix::fifo::{Channel, PipeDir};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 pub const START: i32 = 0;
@@ -95,15 +94,7 @@ pub fn counter_in(pipes: &Path, store: &Path, env: &[(&str, &str)]) -> Proc {
     let mut child = cmd
         .spawn()
         .expect("spawn counter (cargo builds examples for tests)");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let lines = snapc_test_procs::lines(child.stdout.take().unwrap());
     let first = lines
         .recv_timeout(Duration::from_secs(10))
         .expect("pid line");
@@ -144,17 +135,7 @@ impl Proc {
     }
 
     pub fn line(&self, prefix: &str) -> String {
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no line starting {prefix:?}"));
-            if line.starts_with(prefix) {
-                return line;
-            }
-        }
+        snapc_test_procs::line_starting(&self.lines, prefix, Duration::from_secs(10))
     }
 
     /// A line, if one comes within `within` (None: the process said nothing).
@@ -216,6 +197,24 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The `result ...` line of an uninterrupted counter of `steps` steps run
+/// alone as rank `rank`.
+pub fn counter_result(rank: u32, steps: &str) -> String {
+    let out = Command::new(counter_exe())
+        .args(["--steps", steps, "--pace-us", "0"])
+        .env("SNAPC_RANK", rank.to_string())
+        .env_remove("SNAPC_DAEMON_SOCKET")
+        .env_remove("SNAPC_JOB_SECRET")
+        .env_remove("SNAPC_RESTART_DIR")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("result "))
+        .unwrap()
+        .to_string()
 }
 
 pub fn soon(ms: u64) -> Instant {
