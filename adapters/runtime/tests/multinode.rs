@@ -8,7 +8,6 @@
 mod common;
 
 use common::jobs::*;
-use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -167,27 +166,56 @@ fn a_job_across_local_nodes_refuses_strangers_fails_a_checkpoint_naming_a_lost_n
     env.assert_clean();
 }
 
-/// `status` names each rank's node, in its text and its JSON.
+/// `status` names each rank's node, in its text and its JSON. A node
+/// agent that goes silent (stopped) in the middle of a checkpoint is lost
+/// after --node-timeout: the checkpoint fails naming the node, and the
+/// job ends (its agents go with it, the stopped one killed, its rank with
+/// it; what they left in the run directory goes at the next command).
 #[test]
-fn status_names_the_node_of_each_rank() {
+fn status_names_each_node_and_a_silent_agent_fails_the_checkpoint_naming_it() {
     let env = Env::new();
-    let steps = steps_for(4.0);
+    let steps = steps_for(30.0);
     let job = env.run(
         "names",
         2,
-        &["--local-nodes", "2"],
+        &["--local-nodes", "2", "--node-timeout", "3"],
         &["--steps", &steps, "--pace-us", PACE],
-        &[],
+        &[("COUNTER_CHECKPOINT_MS", "500")],
     );
     let status = env.ready(&job);
     let text = env.cmd(&["status", "--job", "names"]).2;
-    assert!(text.contains("local0") && text.contains("local1"), "{text}");
-    let v: Value = status;
-    assert_eq!(v["nodes"][0]["ranks"], serde_json::json!([0]));
-    assert_eq!(v["nodes"][1]["ranks"], serde_json::json!([1]));
+    assert!(
+        text.contains("rank 1 pid") && text.contains("on local1"),
+        "{text}"
+    );
+    assert!(text.contains("node local0: agent up"), "{text}");
+    assert_eq!(status["nodes"][0]["ranks"], serde_json::json!([0]));
+    assert_eq!(status["nodes"][1]["ranks"], serde_json::json!([1]));
+    let agent = status["nodes"][1]["agent_pid"].as_i64().unwrap() as i32;
+    let rank1 = pid_of(&status, 1);
+    let (code, started) = env.checkpoint("names", &["--no-wait"]);
+    assert_eq!(code, 0, "{started}");
+    kill(agent, nix::sys::signal::Signal::SIGSTOP);
+    let log = wait_log(&job.err, Duration::from_secs(60), |l| {
+        l.contains("checkpoint failed")
+    });
+    let failed = log
+        .iter()
+        .find(|l| l.contains("checkpoint failed"))
+        .unwrap();
+    assert!(
+        failed.contains("node local1") && failed.contains("silent for"),
+        "{failed}"
+    );
     let (code, out) = job.finish(Duration::from_secs(60));
-    assert_eq!(code, 0, "{out:?}");
-    assert_eq!(results(&out).len(), 2);
+    assert_eq!(code, 1, "{out:?}");
+    assert!(env.snapshots("names").is_empty());
+    wait_for("the agent's rank ended", Duration::from_secs(30), || {
+        !alive(rank1)
+    });
+    wait_for("the agent ended", Duration::from_secs(30), || !alive(agent));
+    let (code, _, text) = env.cmd(&["status"]);
+    assert_eq!(code, 0, "{text}");
     env.assert_clean();
 }
 
