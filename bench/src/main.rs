@@ -12,12 +12,15 @@
 //! coordination time for 1 to 128 processes and the simulator's cost
 //! ([`scale`]); the size of the machines and the resident size of an
 //! application with and without snapc ([`memory`]); libsnapc's sizes and
-//! its safe point called from C ([`capi`]). Timings are medians of
+//! its safe point called from C ([`capi`]); jobs across nodes: the
+//! checkpoint time of 1 to 3 nodes on the Slurm test cluster and the
+//! coordinator's cost per node with many local agents ([`multinode`]).
+//! Timings are medians of
 //! batches or percentiles of rounds; ratios compare figures taken in this
 //! one run.
 //!
 //! The processes the bench measures are this executable run again in a role
-//! ([`child`]). `--only codec,idle,handshake,scale,memory,capi` runs some sections
+//! ([`child`]). `--only codec,idle,handshake,scale,multinode,memory,capi` runs some sections
 //! and prints them without writing BENCHMARKS.md.
 
 mod capi;
@@ -27,6 +30,7 @@ mod datapath;
 mod handshake;
 mod load;
 mod memory;
+mod multinode;
 mod scale;
 mod stats;
 
@@ -199,6 +203,13 @@ fn main() -> std::process::ExitCode {
                 eprintln!("snapc-bench: data path: {e}");
                 return std::process::ExitCode::FAILURE;
             }
+        }
+    }
+    if want("multinode") {
+        eprintln!("multinode...");
+        if let Err(e) = multinode::section(&mut md) {
+            eprintln!("snapc-bench: multinode: {e}");
+            return std::process::ExitCode::FAILURE;
         }
     }
     if want("memory") {
