@@ -139,14 +139,15 @@ fn rounds(job: &Job, pid: u32) -> Result<(Samples, Duration), String> {
     Ok((s, cpu))
 }
 
-fn counter_args(counter: &Path) -> Vec<String> {
-    // Long enough for every round; a slice of work every 20 ms.
+/// The counter, long enough for every round, with a safe point (a slice
+/// of work) every `pace_us`: the signal waits for the next one.
+fn counter_args(counter: &Path, pace_us: u32) -> Vec<String> {
     [
         counter.display().to_string(),
         "--steps".into(),
-        "400000000".into(),
+        "4000000000".into(),
         "--pace-us".into(),
-        "20000".into(),
+        pace_us.to_string(),
     ]
     .to_vec()
 }
@@ -192,7 +193,7 @@ fn slurm(md: &mut String, snapc: &Path, counter: &Path) -> Result<(), String> {
         ])
         .arg(&store)
         .arg("--")
-        .args(counter_args(counter))
+        .args(counter_args(counter, 2000))
         .env("SNAPC_RUN_DIR", &run)
         .env("SNAPC_LOG", "warn")
         .stdin(Stdio::null())
@@ -217,7 +218,7 @@ fn slurm(md: &mut String, snapc: &Path, counter: &Path) -> Result<(), String> {
         "Checkpoint time of a job of 1, 2 and 3 nodes x 2 ranks on the Slurm test cluster \
          (tests/cluster/: each node a network, UTS and mount namespace on one machine, so the \
          nodes share its 2 cores and file system): `salloc -N K --ntasks-per-node=2 snapc run \
-         -n 2K -- counter` (a slice of work every 20 ms), the coordinator in the login \
+         -n 2K -- counter` (a safe point every 2 ms), the coordinator in the login \
          namespace and an agent on each node over TCP; {ROUNDS} checkpoints each after one \
          unmeasured, the coordinator's duration (JOB_STATE RUNNING out to the snapshot \
          published).\n"
@@ -256,7 +257,7 @@ fn scale(md: &mut String, snapc: &Path, counter: &Path) -> Result<(), String> {
             .arg(&store)
             .args(["--local-nodes", &n.to_string(), "--connect-timeout", "120"])
             .arg("--")
-            .args(counter_args(counter))
+            .args(counter_args(counter, 5000))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -277,7 +278,8 @@ fn scale(md: &mut String, snapc: &Path, counter: &Path) -> Result<(), String> {
     let _ = writeln!(
         md,
         "The coordinator's cost per node: `snapc run --local-nodes N -n N -- counter` on this \
-         machine (N `snapc node` agents, one rank each, every process on the same 2 cores), \
+         machine (N `snapc node` agents, one rank each with a safe point every 5 ms, every \
+         process on the same 2 cores), \
          {ROUNDS} checkpoints after one unmeasured. CPU is the coordinator's own (user and \
          system, `/proc/<pid>/schedstat`) over the rounds, per checkpoint and per node; the \
          duration is the coordinator's, and it includes every agent's and rank's work.\n"
