@@ -44,6 +44,8 @@ pub struct Row {
     pub handshake: Samples,
     /// The coordinator's own timings of each handshake, by stage (see [`STAGES`]).
     pub stages: Vec<Samples>,
+    /// The floor's, by the same stages.
+    pub floor_stages: Vec<Samples>,
     /// CPU time per round (µs): the floor's coordinator side and process
     /// side, snapc's coordinator and application.
     pub cpu: [Samples; 4],
@@ -71,7 +73,12 @@ pub const STAGES: [&str; 7] = [
 /// write end with the same backoff while the process has not opened it),
 /// writes and reads the frames, each read waiting in `poll`, and closes
 /// both (the process removes the names, as with snapc).
-fn floor_round(dir: &Path, watch: &Inotify, pid: u32, n: u32) -> Result<Duration, String> {
+fn floor_round(
+    dir: &Path,
+    watch: &Inotify,
+    pid: u32,
+    n: u32,
+) -> Result<(Duration, [Duration; 7]), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let (r, w) = child::floor_names(dir, pid, n);
     let names = [r.file_name(), w.file_name()].map(|n| n.map(|n| n.to_os_string()));
@@ -82,6 +89,7 @@ fn floor_round(dir: &Path, watch: &Inotify, pid: u32, n: u32) -> Result<Duration
         }
     }
     let started = Instant::now();
+    let mut laps = [started; 7];
     kill(Pid::from_raw(pid as i32), Signal::SIGUSR1).map_err(|e| e.to_string())?;
     let mut seen = [false; 2];
     while !seen.iter().all(|s| *s) {
@@ -99,8 +107,10 @@ fn floor_round(dir: &Path, watch: &Inotify, pid: u32, n: u32) -> Result<Duration
             }
         }
     }
+    laps[0] = Instant::now();
     let rx = child::open_waiting(&w, OFlag::O_RDONLY, deadline, None)?;
     let tx = child::open_waiting(&r, OFlag::O_WRONLY, deadline, None)?;
+    laps[1] = Instant::now();
     let mut buf = [0u8; 28];
     for (i, len) in FRAMES.iter().enumerate() {
         if i % 2 == 0 {
@@ -108,9 +118,20 @@ fn floor_round(dir: &Path, watch: &Inotify, pid: u32, n: u32) -> Result<Duration
         } else {
             child::read_exact(&rx, &mut buf[..*len], deadline)?;
         }
+        if let Some(l) = laps.get_mut(i + 2) {
+            *l = Instant::now();
+        }
     }
     drop((rx, tx));
-    Ok(started.elapsed())
+    let took = started.elapsed();
+    let mut stages = [Duration::ZERO; 7];
+    let mut prev = started;
+    for (i, l) in laps.iter().take(6).enumerate() {
+        stages[i] = l.saturating_duration_since(prev);
+        prev = *l;
+    }
+    stages[6] = took.saturating_sub(prev.saturating_duration_since(started));
+    Ok((took, stages))
 }
 
 fn handshake_round(
@@ -174,12 +195,13 @@ pub fn run(place: &str, base: &Path, store_base: &Path) -> Result<Row, String> {
         floor: Samples::default(),
         handshake: Samples::default(),
         stages: vec![Samples::default(); STAGES.len()],
+        floor_stages: vec![Samples::default(); STAGES.len()],
         cpu: Default::default(),
         runs: [0; 4],
     };
     for i in 0..WARMUP + rounds() {
         let (t0, c0) = (stats::thread_sched(), stats::proc_sched(floor.pid()));
-        let f = floor_round(floor_dir.path(), &watch, floor.pid(), i as u32)?;
+        let (f, fstages) = floor_round(floor_dir.path(), &watch, floor.pid(), i as u32)?;
         let t1 = stats::thread_sched();
         floor.handshake_done(Instant::now() + Duration::from_secs(10))?;
         let (t2, c1, a0) = (
@@ -195,6 +217,9 @@ pub fn run(place: &str, base: &Path, store_base: &Path) -> Result<Row, String> {
             row.floor.push(f);
             row.handshake.push(h);
             for (samples, d) in row.stages.iter_mut().zip(stages) {
+                samples.push(d);
+            }
+            for (samples, d) in row.floor_stages.iter_mut().zip(fstages) {
                 samples.push(d);
             }
             for (k, d) in [t1 - t0, c1 - c0, t3 - t2, a1 - a0].into_iter().enumerate() {
@@ -329,7 +354,7 @@ pub fn section(md: &mut String, root: &Path, modes: &[Mode]) -> Result<Vec<Goal>
          scheduled in per round (each wakeup from a sleep is one); a side that is still working when its peer's \
          frame comes needs no wakeup for it.\n"
     );
-    let _ = write!(md, "| stage |");
+    let _ = write!(md, "| stage (floor / snapc) |");
     for (mode, r) in &rows {
         let _ = write!(md, " {}, {} |", r.place, mode.name());
     }
@@ -341,7 +366,12 @@ pub fn section(md: &mut String, root: &Path, modes: &[Mode]) -> Result<Vec<Goal>
     for (i, name) in STAGES.iter().enumerate() {
         let _ = write!(md, "| {name} |");
         for (_, r) in &rows {
-            let _ = write!(md, " {:.0} |", r.stages[i].p50());
+            let _ = write!(
+                md,
+                " {:.0} / {:.0} |",
+                r.floor_stages[i].p50(),
+                r.stages[i].p50()
+            );
         }
         let _ = writeln!(md);
     }
