@@ -403,27 +403,7 @@ impl FifoEnd {
 
     /// Reads exactly `buf.len()` bytes before `deadline`.
     pub fn read_exact(&self, buf: &mut [u8], deadline: Instant) -> Result<(), FifoError> {
-        let mut done = 0;
-        while done < buf.len() {
-            self.wait(PollFlags::POLLIN, deadline, "read")?;
-            match nix::unistd::read(&self.fd, &mut buf[done..]) {
-                Ok(0) => {
-                    return Err(FifoError::PeerGone {
-                        path: self.path.clone(),
-                    });
-                }
-                Ok(n) => done += n,
-                Err(Errno::EINTR | Errno::EAGAIN) => {}
-                Err(errno) => {
-                    return Err(FifoError::Sys {
-                        path: self.path.clone(),
-                        op: "read",
-                        errno,
-                    });
-                }
-            }
-        }
-        Ok(())
+        self.read_exact_from(buf, deadline, false)
     }
 
     /// Reads exactly `buf.len()` bytes before `deadline` from an end that
@@ -431,8 +411,21 @@ impl FifoEnd {
     /// `prog_read`, open read-write): the read is tried first, and waited
     /// for only when nothing is there yet.
     pub fn read_exact_eager(&self, buf: &mut [u8], deadline: Instant) -> Result<(), FifoError> {
+        self.read_exact_from(buf, deadline, true)
+    }
+
+    /// Both reads: `eager` tries the read before waiting for it.
+    fn read_exact_from(
+        &self,
+        buf: &mut [u8],
+        deadline: Instant,
+        eager: bool,
+    ) -> Result<(), FifoError> {
         let mut done = 0;
         while done < buf.len() {
+            if !eager {
+                self.wait(PollFlags::POLLIN, deadline, "read")?;
+            }
             match nix::unistd::read(&self.fd, &mut buf[done..]) {
                 Ok(0) => {
                     return Err(FifoError::PeerGone {
@@ -441,7 +434,8 @@ impl FifoEnd {
                 }
                 Ok(n) => done += n,
                 Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => self.wait(PollFlags::POLLIN, deadline, "read")?,
+                Err(Errno::EAGAIN) if eager => self.wait(PollFlags::POLLIN, deadline, "read")?,
+                Err(Errno::EAGAIN) => {}
                 Err(errno) => {
                     return Err(FifoError::Sys {
                         path: self.path.clone(),
