@@ -285,7 +285,7 @@ fn unwritable_store_fails_the_checkpoint_clearly_and_the_next_one_works() {
 #[test]
 fn daemon_killed_mid_checkpoint_takes_its_ranks_and_leaves_snapshots_intact() {
     let env = Env::new();
-    let steps = steps_for(2.5);
+    let steps = steps_for(20.0);
     let job = env.run(
         "dk",
         2,
@@ -423,7 +423,7 @@ fn application_restart_from_a_missing_or_incomplete_snapshot_fails_and_the_job_g
     let env = Env::new();
     // Snapshot 3 was never completed (no metadata); snapshot 7 does not exist.
     std::fs::create_dir_all(env.job_root("nr").join("3/rank-0")).unwrap();
-    let steps = steps_for(1.0);
+    let steps = steps_for(4.0);
     let mut first = None;
     for (seq, why) in [("3", "not a complete snapshot"), ("7", "does not exist")] {
         let job = env.run(
