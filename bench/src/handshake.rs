@@ -391,5 +391,64 @@ pub fn section(md: &mut String, root: &Path, modes: &[Mode]) -> Result<Vec<Goal>
         let _ = writeln!(md);
     }
     let _ = writeln!(md);
+    why_missed(md, &rows);
     Ok(goals)
+}
+
+/// What each stage costs snapc beyond the floor, from the first row over
+/// the goal, with the work snapc does there that the floor does not.
+fn why_missed(md: &mut String, rows: &[(Mode, Row)]) {
+    let Some((mode, r)) = rows
+        .iter()
+        .find(|(_, r)| r.handshake.p50() / r.floor.p50() > 1.5)
+    else {
+        return;
+    };
+    // The work behind each stage that the floor has no counterpart for.
+    const WHY: [&str; 7] = [
+        "the coordinator's checks before the signal (the target's /proc entries, that it catches the signal) and \
+         the application's claim of its FIFO (flock) and its checks of each name it creates",
+        "fstat, owner and flock of each end",
+        "the owner check of the end written to",
+        "the coordinator reads the process's environment and working directory (for the snapshot's metadata) \
+         before it waits for the response: behind a prepare hook that does some work this is hidden, behind \
+         the bench's empty one it is not",
+        "",
+        "the application's store steps: its snapshot directory created and checked level by level (mkdir, open, \
+         fstat, owner), the directory listed for the hooks' files to sync, the attributes file written and \
+         fsynced, the directory fsynced",
+        "the release's unlink of only the checked inode (an lstat before each unlink) and the coordinator's setup",
+    ];
+    let total = r.handshake.p50() - r.floor.p50();
+    let _ = writeln!(
+        md,
+        "Why the goal is missed ({}, {}): snapc's p50 is {:.0} µs above the floor's, {:.2} times the 1.5x allowed. \
+         By stage, snapc's median beyond the floor's (the stage medians do not add up exactly to the totals' medians):\n",
+        r.place,
+        mode.name(),
+        total,
+        r.handshake.p50() / r.floor.p50() / 1.5
+    );
+    let mut extra: Vec<(usize, f64)> = (0..STAGES.len())
+        .map(|i| (i, r.stages[i].p50() - r.floor_stages[i].p50()))
+        .filter(|(_, d)| *d >= 5.0)
+        .collect();
+    extra.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (i, d) in extra {
+        let why = WHY.get(i).copied().unwrap_or_default();
+        let _ = writeln!(
+            md,
+            "- {}: +{:.0} µs{}{}",
+            STAGES[i],
+            d,
+            if why.is_empty() { "" } else { ": " },
+            why
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nEach of these is a check the trust and one-handshake issues require, or the store's durability; the \
+         critical path already overlaps what can wait (the environment read while the process prepares, the \
+         writeback of the hooks' files while they run), so what remains would need weaker checks to cut.\n"
+    );
 }
