@@ -26,6 +26,17 @@ fn handshake(p: &Proc, n: u32, handle: i32, term: bool) -> i32 {
     state
 }
 
+/// Signals `p` and sends the options of handshake `n` (handle 1, nothing
+/// set): the channel, with the process's response still unread.
+fn options_sent(p: &Proc, n: u32) -> snapc_posix::fifo::Channel {
+    p.signal();
+    let ch = p.open(n);
+    ch.tx
+        .write_all(&ints(&[0, 0, 0, 0, 0, 0, 1]), soon(5000))
+        .unwrap();
+    ch
+}
+
 #[test]
 fn checkpoint_and_continue_five_times() {
     let p = counter(&[]);
@@ -36,16 +47,7 @@ fn checkpoint_and_continue_five_times() {
             p.line("checkpoint"),
             format!("checkpoint n={n} handle={handle} state=CONTINUE")
         );
-        let saved = std::fs::read_to_string(p.snapshot(handle as u32).join("state")).unwrap();
-        assert!(
-            saved
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-                > 0
-        );
+        assert!(saved_steps(&p.snapshot(handle as u32)) > 0);
         p.expect_clean(&[]);
     }
 }
@@ -97,11 +99,7 @@ fn half_the_options_then_gone() {
 #[test]
 fn gone_before_reading_the_response() {
     let p = counter(&[]);
-    p.signal();
-    let ch = p.open(0);
-    ch.tx
-        .write_all(&ints(&[0, 0, 0, 0, 0, 0, 1]), soon(5000))
-        .unwrap();
+    let ch = options_sent(&p, 0);
     drop(ch);
     assert!(p.line("checkpoint n=0").contains("failed"));
     p.expect_clean(&[]);
@@ -111,11 +109,7 @@ fn gone_before_reading_the_response() {
 #[test]
 fn garbage_go_ahead_ends_the_handshake() {
     let p = counter(&[]);
-    p.signal();
-    let ch = p.open(0);
-    ch.tx
-        .write_all(&ints(&[0, 0, 0, 0, 0, 0, 1]), soon(5000))
-        .unwrap();
+    let ch = options_sent(&p, 0);
     assert_eq!(read_int(&ch), START);
     ch.tx
         .write_all(&[0xde, 0xad, 0xbe, 0xef], soon(5000))
@@ -169,11 +163,7 @@ fn a_stale_fifo_from_an_earlier_run_is_reused() {
 #[test]
 fn a_hundred_signals_during_one_checkpoint() {
     let p = counter(&[]);
-    p.signal();
-    let ch = p.open(0);
-    ch.tx
-        .write_all(&ints(&[0, 0, 0, 0, 0, 0, 1]), soon(5000))
-        .unwrap();
+    let ch = options_sent(&p, 0);
     assert_eq!(read_int(&ch), START);
     for _ in 0..100 {
         p.signal();
@@ -197,13 +187,7 @@ fn restart_resumes_from_the_snapshot() {
     assert_eq!(handshake(&first, 0, 1, false), CONTINUE);
     first.line("checkpoint n=0 handle=1 state=CONTINUE");
     let snapshot = first.snapshot(1);
-    let saved: u64 = std::fs::read_to_string(snapshot.join("state"))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let saved = saved_steps(&snapshot);
     assert!(saved > 0);
     let store = first.store.clone();
     let pipes = first.pipes.clone();
@@ -218,13 +202,7 @@ fn restart_resumes_from_the_snapshot() {
         CONTINUE,
         "counter 0 again for the new pid"
     );
-    let resumed: u64 = std::fs::read_to_string(second.snapshot(2).join("state"))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let resumed = saved_steps(&second.snapshot(2));
     assert!(resumed > saved, "resumed at {resumed}, saved {saved}");
     second.expect_clean(&[]);
 }

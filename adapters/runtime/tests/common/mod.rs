@@ -217,6 +217,17 @@ pub fn counter_result(rank: u32, steps: &str) -> String {
         .to_string()
 }
 
+/// The step a counter saved in `snapshot`: the first word of its state file.
+pub fn saved_steps(snapshot: &Path) -> u64 {
+    std::fs::read_to_string(snapshot.join("state"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 pub fn soon(ms: u64) -> Instant {
     Instant::now() + Duration::from_millis(ms)
 }
