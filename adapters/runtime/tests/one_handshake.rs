@@ -222,6 +222,25 @@ fn up_to_release(p: &Proc, n: u32, handle: i32, signal: bool) -> snapc_posix::fi
     ch
 }
 
+/// `p` is clean and its next checkpoint, its second, is an ordinary one.
+fn clean_then_an_ordinary_checkpoint(p: &Proc) {
+    p.expect_clean(&[]);
+    let o = checkpoint_pid(&p.pipes, &p.store, p.pid, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(result(&o)["n"], 1);
+}
+
+/// Handshake 0 (handle 1) ends, then the signal kept during it runs
+/// handshake 1 (handle 2) to its end, with no signal of ours.
+fn the_kept_signal_runs_the_next_handshake(p: &Proc) {
+    p.line("checkpoint n=0 handle=1 state=CONTINUE");
+    let ch = up_to_release(p, 1, 2, false);
+    ch.tx.write_all(&ints(&[0]), soon(5000)).unwrap();
+    drop(ch);
+    p.line("checkpoint n=1 handle=2 state=CONTINUE");
+    p.expect_clean(&[]);
+}
+
 /// Sleeps long enough for a process that had bytes to read to act on them;
 /// used only to show that something did NOT happen.
 fn settle() {
@@ -271,11 +290,7 @@ fn a_second_coordinator_never_joins_a_handshake_in_progress() {
         "checkpoint n=0 handle=5 state=CONTINUE"
     );
     drop(lc);
-    p.expect_clean(&[]);
-    // And the next checkpoint is an ordinary one.
-    let o = checkpoint_pid(&p.pipes, &p.store, p.pid, &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
-    assert_eq!(result(&o)["n"], 1);
+    clean_then_an_ordinary_checkpoint(&p);
 }
 
 #[test]
@@ -408,10 +423,7 @@ fn two_pid_checkpoints_at_once() {
     // Exactly one handshake ran.
     settle();
     assert_eq!(p.try_line(Duration::ZERO), None);
-    p.expect_clean(&[]);
-    let o = checkpoint_pid(&p.pipes, &p.store, p.pid, &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
-    assert_eq!(result(&o)["n"], 1);
+    clean_then_an_ordinary_checkpoint(&p);
 }
 
 #[test]
@@ -473,12 +485,7 @@ fn a_signal_that_lands_during_the_teardown_is_kept() {
     drop(ch);
     // In its recover hook: one signal, never repeated.
     p.signal();
-    p.line("checkpoint n=0 handle=1 state=CONTINUE");
-    let ch = up_to_release(&p, 1, 2, false);
-    ch.tx.write_all(&ints(&[0]), soon(5000)).unwrap();
-    drop(ch);
-    p.line("checkpoint n=1 handle=2 state=CONTINUE");
-    p.expect_clean(&[]);
+    the_kept_signal_runs_the_next_handshake(&p);
 }
 
 #[test]
@@ -490,12 +497,7 @@ fn a_signal_during_the_release_wait_is_kept() {
     p.signal();
     ch.tx.write_all(&ints(&[0]), soon(5000)).unwrap();
     drop(ch);
-    p.line("checkpoint n=0 handle=1 state=CONTINUE");
-    let ch = up_to_release(&p, 1, 2, false);
-    ch.tx.write_all(&ints(&[0]), soon(5000)).unwrap();
-    drop(ch);
-    p.line("checkpoint n=1 handle=2 state=CONTINUE");
-    p.expect_clean(&[]);
+    the_kept_signal_runs_the_next_handshake(&p);
 }
 
 #[test]
@@ -707,10 +709,7 @@ fn the_release_wait_is_bounded_by_the_process_configuration() {
     );
     assert!(p.alive());
     drop(ch);
-    p.expect_clean(&[]);
-    let o = checkpoint_pid(&p.pipes, &p.store, p.pid, &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
-    assert_eq!(result(&o)["n"], 1);
+    clean_then_an_ordinary_checkpoint(&p);
 }
 
 #[test]
