@@ -138,13 +138,9 @@ fn a_job_across_local_nodes_refuses_strangers_fails_a_checkpoint_naming_a_lost_n
             .is_some_and(|s| !s["in_progress"].is_null())
     });
     kill(agent, nix::sys::signal::Signal::SIGKILL);
-    let log = wait_log(&job.err, Duration::from_secs(60), |l| {
+    let failed = wait_log_line(&job.err, Duration::from_secs(60), |l| {
         l.contains("checkpoint failed")
     });
-    let failed = log
-        .iter()
-        .find(|l| l.contains("checkpoint failed"))
-        .unwrap();
     assert!(failed.contains("node local1"), "{failed}");
     let (code, out) = job.finish(Duration::from_secs(60));
     assert_eq!(code, 1, "a lost node ends the job: {out:?}");
@@ -196,13 +192,9 @@ fn status_names_each_node_and_a_silent_agent_fails_the_checkpoint_naming_it() {
     let (code, started) = env.checkpoint("names", &["--no-wait"]);
     assert_eq!(code, 0, "{started}");
     kill(agent, nix::sys::signal::Signal::SIGSTOP);
-    let log = wait_log(&job.err, Duration::from_secs(60), |l| {
+    let failed = wait_log_line(&job.err, Duration::from_secs(60), |l| {
         l.contains("checkpoint failed")
     });
-    let failed = log
-        .iter()
-        .find(|l| l.contains("checkpoint failed"))
-        .unwrap();
     assert!(
         failed.contains("node local1") && failed.contains("silent for"),
         "{failed}"
@@ -234,16 +226,10 @@ fn a_rank_migrates_to_another_node_and_a_launcher_job_refuses_to() {
         "moving",
         6,
         &["--local-nodes", "3"],
-        &[
-            "--steps",
+        &paced(
             &steps,
-            "--pace-us",
-            PACE,
-            "--request-migrate-at",
-            &at,
-            "--migrate-rank",
-            "5",
-        ],
+            &["--request-migrate-at", &at, "--migrate-rank", "5"],
+        ),
         &[],
     );
     env.ready(&job);
@@ -280,13 +266,9 @@ fn a_rank_migrates_to_another_node_and_a_launcher_job_refuses_to() {
     let job = env.spawn("mpi", &args, &[]);
     let err = std::sync::Arc::clone(&job.err);
     let (code, out) = job.finish(Duration::from_secs(60));
-    let refused = wait_log(&err, Duration::from_secs(5), |l| {
+    let why = wait_log_line(&err, Duration::from_secs(5), |l| {
         l.contains("MIGRATE refused")
     });
-    let why = refused
-        .iter()
-        .find(|l| l.contains("MIGRATE refused"))
-        .unwrap();
     assert!(why.contains("is an MPI job"), "{why}");
     assert_eq!(code, 0, "{out:?}");
     assert!(

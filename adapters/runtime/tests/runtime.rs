@@ -98,7 +98,7 @@ fn exit_status_is_the_worst_and_output_is_prefixed() {
 fn quiesce_start_and_end_then_checkpoint() {
     let env = Env::new();
     let steps = steps_for(3.0);
-    let job = env.run("q", 2, &[], &["--steps", &steps, "--pace-us", PACE], &[]);
+    let job = env.run("q", 2, &[], &paced(&steps, &[]), &[]);
     env.ready(&job);
     let (code, _, text) = env.cmd(&["quiesce", "start", "--job", "q"]);
     assert_eq!(code, 0, "{text}");
@@ -125,7 +125,7 @@ fn interval_checkpoints_and_keep() {
         "iv",
         2,
         &["--interval", "0.3", "--keep", "2"],
-        &["--steps", &steps, "--pace-us", PACE],
+        &paced(&steps, &[]),
         &[],
     );
     let (code, out) = job.finish(Duration::from_secs(60));
@@ -149,14 +149,7 @@ fn application_initiated_checkpoint() {
         "app",
         3,
         &[],
-        &[
-            "--steps",
-            &steps,
-            "--pace-us",
-            PACE,
-            "--request-checkpoint-at",
-            "100000",
-        ],
+        &paced(&steps, &["--request-checkpoint-at", "100000"]),
         &[],
     );
     let (code, out) = job.finish(Duration::from_secs(60));
@@ -186,7 +179,7 @@ fn second_checkpoint_while_one_runs_is_answered() {
         "busy",
         2,
         &[],
-        &["--steps", &steps, "--pace-us", PACE],
+        &paced(&steps, &[]),
         &[("COUNTER_STALL", "150")],
     );
     env.ready(&job);
@@ -217,7 +210,7 @@ fn rank_killed_mid_checkpoint_fails_it_and_the_job_restarts() {
         "kill",
         3,
         &[],
-        &["--steps", &steps, "--pace-us", PACE],
+        &paced(&steps, &[]),
         &[("COUNTER_STALL", "150")],
     );
     let status = env.ready(&job);
@@ -247,7 +240,7 @@ fn rank_killed_mid_checkpoint_fails_it_and_the_job_restarts() {
 fn unwritable_store_fails_the_checkpoint_clearly_and_the_next_one_works() {
     let env = Env::new();
     let steps = steps_for(2.0);
-    let job = env.run("full", 2, &[], &["--steps", &steps, "--pace-us", PACE], &[]);
+    let job = env.run("full", 2, &[], &paced(&steps, &[]), &[]);
     env.ready(&job);
     // The daemon's staging directory becomes a file: nothing can be written
     // there (as a full disk or a read-only store would refuse; this works as root too).
@@ -259,10 +252,7 @@ fn unwritable_store_fails_the_checkpoint_clearly_and_the_next_one_works() {
         .path();
     std::fs::remove_dir_all(&staging).unwrap();
     std::fs::write(&staging, b"not a directory").unwrap();
-    let (code, fin) = env.checkpoint("full", &[]);
-    assert_ne!(code, 0);
-    assert_eq!(fin["ok"], false, "{fin}");
-    let err = fin["error"].as_str().unwrap();
+    let err = env.failed_checkpoint("full");
     assert!(
         err.contains("snapshot store") && err.contains("not a directory"),
         "{err}"
@@ -290,7 +280,7 @@ fn daemon_killed_mid_checkpoint_takes_its_ranks_and_leaves_snapshots_intact() {
         "dk",
         2,
         &[],
-        &["--steps", &steps, "--pace-us", PACE],
+        &paced(&steps, &[]),
         &[("COUNTER_STALL", "150"), ("SNAPC_TIMEOUT", "1")],
     );
     let status = env.ready(&job);
@@ -355,18 +345,17 @@ fn application_initiated_restart_relaunches_from_the_snapshot() {
         "ar",
         3,
         &[],
-        &[
-            "--steps",
+        &paced(
             &steps,
-            "--pace-us",
-            PACE,
-            "--request-checkpoint-at",
-            "200000",
-            "--request-restart-at",
-            "1000000",
-            "--restart-seq",
-            "0",
-        ],
+            &[
+                "--request-checkpoint-at",
+                "200000",
+                "--request-restart-at",
+                "1000000",
+                "--restart-seq",
+                "0",
+            ],
+        ),
         &[],
     );
     let log = Arc::clone(&job.err);
@@ -430,16 +419,10 @@ fn application_restart_from_a_missing_or_incomplete_snapshot_fails_and_the_job_g
             "nr",
             2,
             &[],
-            &[
-                "--steps",
+            &paced(
                 &steps,
-                "--pace-us",
-                PACE,
-                "--request-restart-at",
-                "200000",
-                "--restart-seq",
-                seq,
-            ],
+                &["--request-restart-at", "200000", "--restart-seq", seq],
+            ),
             &[],
         );
         let log = Arc::clone(&job.err);
@@ -482,7 +465,7 @@ fn application_restart_from_a_missing_or_incomplete_snapshot_fails_and_the_job_g
 fn closed_stdout_is_a_quiet_exit() {
     let env = Env::new();
     let steps = steps_for(2.0);
-    let job = env.run("pipe", 2, &[], &["--steps", &steps, "--pace-us", PACE], &[]);
+    let job = env.run("pipe", 2, &[], &paced(&steps, &[]), &[]);
     env.ready(&job);
     let (r, w) = nix::unistd::pipe().unwrap();
     drop(r);
@@ -541,7 +524,7 @@ fn foreign_connection_to_the_rank_socket_is_refused() {
     use std::io::{Read, Write};
     let env = Env::new();
     let steps = steps_for(2.0);
-    let job = env.run("pc", 2, &[], &["--steps", &steps, "--pace-us", PACE], &[]);
+    let job = env.run("pc", 2, &[], &paced(&steps, &[]), &[]);
     let log = Arc::clone(&job.err);
     let status = env.ready(&job);
     // This test process was not launched by the daemon: its REQUEST_OP
@@ -676,10 +659,7 @@ fn full_store_fails_the_checkpoint_clearly_and_the_next_one_works() {
     let root = fs.0.path().join("enospc");
     // 1. Not a byte left: the store refuses the snapshot at once.
     let filler = fs.fill(0);
-    let (code, fin) = env.checkpoint("enospc", &[]);
-    assert_ne!(code, 0);
-    assert_eq!(fin["ok"], false, "{fin}");
-    let err = fin["error"].as_str().unwrap();
+    let err = env.failed_checkpoint("enospc");
     assert!(
         err.contains("snapshot store") && err.contains("No space left on device"),
         "{err}"
@@ -688,10 +668,7 @@ fn full_store_fails_the_checkpoint_clearly_and_the_next_one_works() {
     // 2. One page left: the store takes the snapshot, the ranks' writes fail.
     std::fs::remove_file(&filler).unwrap();
     let filler = fs.fill(4096);
-    let (code, fin) = env.checkpoint("enospc", &[]);
-    assert_ne!(code, 0);
-    assert_eq!(fin["ok"], false, "{fin}");
-    let err = fin["error"].as_str().unwrap();
+    let err = env.failed_checkpoint("enospc");
     assert!(
         err.contains("is full") && err.contains("No space left on device"),
         "{err}"

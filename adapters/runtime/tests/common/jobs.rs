@@ -190,6 +190,14 @@ impl Env {
         self.json(&args)
     }
 
+    /// `snapc checkpoint --job J --json`, which must fail: its error.
+    pub fn failed_checkpoint(&self, job: &str) -> String {
+        let (code, fin) = self.checkpoint(job, &[]);
+        assert_ne!(code, 0);
+        assert_eq!(fin["ok"], false, "{fin}");
+        fin["error"].as_str().unwrap().to_string()
+    }
+
     pub fn job_root(&self, job: &str) -> PathBuf {
         self.store.path().join(job)
     }
@@ -277,6 +285,13 @@ pub fn steps_for(secs: f64) -> String {
     ((secs * 500.0) as u64 * 2000).to_string()
 }
 
+/// The counter's arguments for `steps` steps at [`PACE`], then `more`.
+pub fn paced<'a>(steps: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--steps", steps, "--pace-us", PACE];
+    args.extend_from_slice(more);
+    args
+}
+
 pub fn alive(pid: i32) -> bool {
     // A zombie counts as gone.
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
@@ -301,6 +316,16 @@ pub fn wait_log(
         assert!(Instant::now() < deadline, "not in the log: {lines:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Waits until a line of `log` satisfies `pred`; the first such line.
+pub fn wait_log_line(
+    log: &Arc<Mutex<Vec<String>>>,
+    within: Duration,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    let lines = wait_log(log, within, &pred);
+    lines.into_iter().find(|l| pred(l)).unwrap()
 }
 
 /// The `start steps=` of each rank's runs, in order.
