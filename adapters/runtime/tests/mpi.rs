@@ -190,17 +190,7 @@ fn the_heat_stencil_checkpointed_at_random_moments_has_each_snapshot_at_one_iter
     let mut previous = 0;
     for seq in &snapshots {
         let dir = env.job_root("heat").join(seq.to_string());
-        let at = snapc_runtime::mpi_demo::snapshot_iterations(&dir, 4);
-        let first = at[0].expect("rank 0 recorded its iteration");
-        assert!(
-            at.iter().all(|a| *a == Some(first)),
-            "snapshot {seq}: ranks at iterations {at:?}"
-        );
-        assert!(
-            first > previous,
-            "snapshot {seq} at {first}, after {previous}"
-        );
-        previous = first;
+        previous = common::mpi::snapshot_iteration(&dir, 4, *seq, previous);
     }
 
     // One rank killed: mpirun ends the job.

@@ -392,17 +392,7 @@ fn the_mpi_stencil_through_srun_pmix_across_three_nodes_checkpoints_and_restarts
         assert_eq!(code, 0, "{fin}");
         assert_eq!(fin["seq"], seq, "{fin}");
         let dir = env.job_root("mheat").join(seq.to_string());
-        let at = snapc_runtime::mpi_demo::snapshot_iterations(&dir, 6);
-        let first = at[0].expect("rank 0 recorded its iteration");
-        assert!(
-            at.iter().all(|a| *a == Some(first)),
-            "snapshot {seq}: ranks at iterations {at:?}"
-        );
-        assert!(
-            first > previous,
-            "snapshot {seq} at {first}, after {previous}"
-        );
-        previous = first;
+        previous = common::mpi::snapshot_iteration(&dir, 6, seq, previous);
     }
     kill(pid_of(&status, 3), Signal::SIGKILL);
     let (code, out) = job.finish(Duration::from_secs(120));

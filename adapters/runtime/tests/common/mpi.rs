@@ -83,3 +83,19 @@ pub fn heat(test: &str) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
         Err(e) => panic!("building the heat stencil: {e}"),
     }
 }
+
+/// The iteration at which every one of `ranks` ranks recorded its part of
+/// snapshot `seq` in `dir`: one for all of them, and later than `previous`.
+pub fn snapshot_iteration(dir: &std::path::Path, ranks: u32, seq: u64, previous: u64) -> u64 {
+    let at = snapc_runtime::mpi_demo::snapshot_iterations(dir, ranks);
+    let first = at[0].expect("rank 0 recorded its iteration");
+    assert!(
+        at.iter().all(|a| *a == Some(first)),
+        "snapshot {seq}: ranks at iterations {at:?}"
+    );
+    assert!(
+        first > previous,
+        "snapshot {seq} at {first}, after {previous}"
+    );
+    first
+}
