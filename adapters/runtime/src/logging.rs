@@ -184,6 +184,28 @@ impl Limiter {
     }
 }
 
+/// Warnings a peer can trigger at will, each kind (its key) kept to a few
+/// lines per window by a [`Limiter`] of its own.
+#[derive(Debug, Default)]
+pub struct Warnings(std::collections::BTreeMap<&'static str, Limiter>);
+
+impl Warnings {
+    /// Logs a warning of kind `key`, if its limiter lets it through.
+    pub fn warn(&mut self, key: &'static str, msg: std::fmt::Arguments<'_>) {
+        self.0.entry(key).or_default().log(log::Level::Warn, msg);
+    }
+
+    /// At the end: says how many of each kind were not logged.
+    pub fn close(&mut self) {
+        for (key, l) in &mut self.0 {
+            let n = l.take_suppressed();
+            if n > 0 {
+                log::warn!(target: TARGET, "{n} more {key} warnings were not logged");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

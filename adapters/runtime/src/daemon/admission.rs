@@ -31,7 +31,7 @@ impl Agent {
     /// A connection from this user's process `pid` on the ranks' socket of
     /// a job whose ranks join: it has [`JOIN_DEADLINE`] to say hello.
     pub(super) fn accept_joining(&mut self, stream: UnixStream, pid: u32) {
-        self.add_conn(stream, ConnKind::Joining { pid });
+        self.conns.add(stream, ConnKind::Joining { pid });
     }
 
     /// The first frame of joining connection `id` (from `pid`).
@@ -171,7 +171,7 @@ impl Agent {
     pub(super) fn refused(&mut self, pid: u32, why: &str) {
         let job = self.setup.job.clone();
         let who = snapc_posix::target::who(pid);
-        self.warn_limited(
+        self.warnings.warn(
             "refused",
             format_args!("refused {who} on job {job}'s ranks' socket: {why}"),
         );

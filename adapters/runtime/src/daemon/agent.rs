@@ -22,10 +22,9 @@ pub(super) struct Agent {
     pub(super) secret: Option<snapc_posix::join::Secret>,
     pub(super) outs: Outputs,
     pub(super) rank_listener: UnixListener,
-    pub(super) conns: HashMap<u64, Conn>,
-    pub(super) next_conn: u64,
+    pub(super) conns: sockets::Conns,
     pub(super) euid: u32,
-    pub(super) limits: BTreeMap<&'static str, crate::logging::Limiter>,
+    pub(super) warnings: crate::logging::Warnings,
     /// A descriptor given up to accept (and close) a connection when the
     /// agent runs out of descriptors.
     pub(super) reserve: Option<File>,
@@ -79,10 +78,9 @@ impl Agent {
             secret: secret.filter(|_| setup.launcher),
             outs: Outputs::default(),
             rank_listener,
-            conns: HashMap::new(),
-            next_conn: 0,
+            conns: sockets::Conns::default(),
             euid: nix::unistd::Uid::effective().as_raw(),
-            limits: BTreeMap::new(),
+            warnings: Default::default(),
             reserve: File::open("/dev/null").ok(),
             accept_rest_until: None,
             stops_seen_at: Instant::now(),
@@ -237,12 +235,7 @@ impl Agent {
 
     /// At the end: what a rank left in the pipe directory, the sockets.
     pub(super) fn close(&mut self) {
-        for (key, l) in &mut self.limits {
-            let n = l.take_suppressed();
-            if n > 0 {
-                log::warn!(target: crate::logging::TARGET, "{n} more {key} warnings were not logged");
-            }
-        }
+        self.warnings.close();
         if let Ok(entries) = std::fs::read_dir(self.io.pipe_dir().path()) {
             for e in entries.flatten() {
                 snapc_posix::fifo::remove_stale(&e.path());

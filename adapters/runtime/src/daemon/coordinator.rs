@@ -93,8 +93,7 @@ pub(super) struct Coordinator {
     pub(super) secret: Option<snapc_posix::join::Secret>,
     pub(super) outs: Outputs,
     pub(super) ctl_listener: UnixListener,
-    pub(super) conns: HashMap<u64, Conn>,
-    pub(super) next_conn: u64,
+    pub(super) conns: sockets::Conns,
     /// Every agent is set up and the ranks were launched.
     pub(super) launched: bool,
     pub(super) initialized: bool,
@@ -127,7 +126,7 @@ pub(super) struct Coordinator {
     pub(super) signal_op: Option<u32>,
     pub(super) ended_by_checkpoint: bool,
     /// Warnings a peer can cause, each kept to a few lines per window.
-    pub(super) limits: BTreeMap<&'static str, crate::logging::Limiter>,
+    pub(super) warnings: crate::logging::Warnings,
     /// A descriptor given up to accept (and close) a connection when the
     /// daemon runs out of descriptors.
     pub(super) reserve: Option<File>,
@@ -212,8 +211,7 @@ impl Coordinator {
             secret,
             outs: Outputs::default(),
             ctl_listener,
-            conns: HashMap::new(),
-            next_conn: 0,
+            conns: sockets::Conns::default(),
             launched: false,
             initialized: false,
             op: None,
@@ -235,7 +233,7 @@ impl Coordinator {
             signal_checkpoint: false,
             signal_op: None,
             ended_by_checkpoint: false,
-            limits: BTreeMap::new(),
+            warnings: Default::default(),
             reserve: File::open("/dev/null").ok(),
             accept_rest_until: None,
             hub: None,
@@ -436,7 +434,8 @@ impl Coordinator {
             Ok(m) => m,
             Err(e) => {
                 let name = self.node_name(node).to_string();
-                self.warn_limited("node-frame", format_args!("node {name}: {e}"));
+                self.warnings
+                    .warn("node-frame", format_args!("node {name}: {e}"));
                 return;
             }
         };
@@ -452,7 +451,7 @@ impl Coordinator {
                 let here = self.ranks.get(vpid as usize).and_then(|r| r.node) == Some(node);
                 if !here {
                     let name = self.node_name(node).to_string();
-                    self.warn_limited(
+                    self.warnings.warn(
                         "rank-message",
                         format_args!("node {name}: a request for rank {vpid}, which is not there"),
                     );
@@ -468,7 +467,7 @@ impl Coordinator {
                     self.log(format!("rank {vpid}: MIGRATE refused: {why}"));
                     self.answer_refused(vpid, OpEvent::Migrate);
                 } else if let Err(e) = self.gc.handle_rank_message(now, vpid, &bytes) {
-                    self.warn_limited(
+                    self.warnings.warn(
                         "rank-message",
                         format_args!("rank {vpid}: request refused: {e}"),
                     );
@@ -905,12 +904,7 @@ impl Coordinator {
         for (id, ..) in std::mem::take(&mut self.pending) {
             self.control_error(id, "the job ended before its ranks connected".into());
         }
-        for (key, l) in &mut self.limits {
-            let n = l.take_suppressed();
-            if n > 0 {
-                log::warn!(target: crate::logging::TARGET, "{n} more {key} warnings were not logged");
-            }
-        }
+        self.warnings.close();
         self.store.close();
         self.paths.remove();
     }

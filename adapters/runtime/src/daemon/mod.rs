@@ -107,7 +107,6 @@ use pump::Op;
 pub use restart::restart_options;
 use restart::{RestartOutcome, RestartStep, Restarting};
 pub use slurm::{NodeArgs, Nodes, node_main};
-use sockets::Conn;
 use supervise::{
     CHECKPOINT_SIGNALS, Ending, JobEnv, LauncherProc, Outputs, RankProc, RankState, STOP_SIGNAL,
     STOPS, install_stop_handlers, signal_name,

@@ -496,11 +496,8 @@ impl Coordinator {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    sockets::warn_limited(
-                        &mut self.limits,
-                        "accept",
-                        format_args!("node agents' listener: {e}"),
-                    );
+                    self.warnings
+                        .warn("accept", format_args!("node agents' listener: {e}"));
                     return;
                 }
             }

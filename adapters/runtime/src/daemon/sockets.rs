@@ -45,6 +45,44 @@ impl Conn {
     }
 }
 
+/// The connections on a socket by id. An id is never reused: a stale one
+/// finds nothing rather than a newer connection.
+#[derive(Default)]
+pub(super) struct Conns {
+    by_id: HashMap<u64, Conn>,
+    next: u64,
+}
+
+impl Conns {
+    pub(super) fn add(&mut self, stream: UnixStream, kind: ConnKind) -> u64 {
+        let id = self.next;
+        self.next += 1;
+        self.by_id.insert(id, Conn::new(stream, kind));
+        id
+    }
+}
+
+impl std::ops::Deref for Conns {
+    type Target = HashMap<u64, Conn>;
+    fn deref(&self) -> &Self::Target {
+        &self.by_id
+    }
+}
+
+impl std::ops::DerefMut for Conns {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.by_id
+    }
+}
+
+impl<'a> IntoIterator for &'a Conns {
+    type Item = (&'a u64, &'a Conn);
+    type IntoIter = std::collections::hash_map::Iter<'a, u64, Conn>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.by_id.iter()
+    }
+}
+
 /// The most control connections at once (fewer when the file limit leaves
 /// less room beside the ranks, see [`Coordinator::control_cap`]); past it the
 /// oldest that has not sent its request yet makes room (or the newcomer is
@@ -123,28 +161,7 @@ pub(super) fn peer(stream: &UnixStream) -> Result<(u32, u32), nix::errno::Errno>
     getsockopt(stream, PeerCredentials).map(|c| (u32::try_from(c.pid()).unwrap_or(0), c.uid()))
 }
 
-/// Logs a warning a peer can cause at will, a few per window
-/// ([`crate::logging::Limiter`]).
-pub(super) fn warn_limited(
-    limits: &mut BTreeMap<&'static str, crate::logging::Limiter>,
-    key: &'static str,
-    msg: std::fmt::Arguments<'_>,
-) {
-    limits.entry(key).or_default().log(log::Level::Warn, msg);
-}
-
 impl Agent {
-    pub(super) fn warn_limited(&mut self, key: &'static str, msg: std::fmt::Arguments<'_>) {
-        warn_limited(&mut self.limits, key, msg);
-    }
-
-    pub(super) fn add_conn(&mut self, stream: UnixStream, kind: ConnKind) -> u64 {
-        let id = self.next_conn;
-        self.next_conn += 1;
-        self.conns.insert(id, Conn::new(stream, kind));
-        id
-    }
-
     fn accept_rank(&mut self) -> Option<UnixStream> {
         match accept_one(&self.rank_listener) {
             Ok(Accepted::Stream(s)) => Some(s),
@@ -155,7 +172,7 @@ impl Agent {
                     &mut self.reserve,
                     &mut self.accept_rest_until,
                 );
-                self.warn_limited(
+                self.warnings.warn(
                     "emfile",
                     format_args!(
                         "out of file descriptors: a connection to the ranks' socket was closed ({e}); \
@@ -166,7 +183,7 @@ impl Agent {
                 None
             }
             Err(e) => {
-                self.warn_limited("accept", format_args!("accept: {e}"));
+                self.warnings.warn("accept", format_args!("accept: {e}"));
                 None
             }
         }
@@ -178,7 +195,8 @@ impl Agent {
             let (pid, uid) = match peer(&stream) {
                 Ok(p) => p,
                 Err(e) => {
-                    self.warn_limited("peercred", format_args!("SO_PEERCRED: {e}"));
+                    self.warnings
+                        .warn("peercred", format_args!("SO_PEERCRED: {e}"));
                     continue;
                 }
             };
@@ -197,7 +215,7 @@ impl Agent {
                 .map(|(&rank, _)| rank);
             match rank {
                 Some(rank) if uid == self.euid => {
-                    let id = self.add_conn(stream, ConnKind::Rank(rank));
+                    let id = self.conns.add(stream, ConnKind::Rank(rank));
                     if let Some(r) = self.ranks.get_mut(&rank) {
                         r.conn = Some(id);
                     }
@@ -205,7 +223,7 @@ impl Agent {
                 }
                 _ => {
                     let job = self.setup.job.clone();
-                    self.warn_limited(
+                    self.warnings.warn(
                         "refused",
                         format_args!(
                             "refused a connection from pid {pid} (uid {uid}): not a rank of job {job}"
@@ -285,7 +303,7 @@ impl Agent {
                     return self.refuse(id, pid, format!("not a snapc rank: {e}"));
                 }
                 (_, Err(e)) => {
-                    self.warn_limited("frame", format_args!("{kind:?}: {e}"));
+                    self.warnings.warn("frame", format_args!("{kind:?}: {e}"));
                     return self.drop_conn(id);
                 }
                 (ConnKind::Control | ConnKind::Admitting { .. }, Ok(_)) => return,
@@ -306,7 +324,8 @@ impl Agent {
                 None => return,
                 Some(Ok((tag, payload))) => self.rank_message(rank, tag, &payload),
                 Some(Err(e)) => {
-                    self.warn_limited("frame", format_args!("rank {rank}: {e}"));
+                    self.warnings
+                        .warn("frame", format_args!("rank {rank}: {e}"));
                     return self.drop_conn(id);
                 }
             }
@@ -341,7 +360,7 @@ impl Agent {
                         && u.name.jobid == self.setup.jobid
                         && u32::try_from(u.pid).is_ok_and(|p| p == pid);
                     if !own {
-                        self.warn_limited(
+                        self.warnings.warn(
                             "rank-message",
                             format_args!(
                                 "rank {rank}: LOCAL_UPDATE for {}.{} pid {} refused",
@@ -349,7 +368,7 @@ impl Agent {
                             ),
                         );
                     } else if let Err(e) = self.lc.handle_process_message(now, pid, payload) {
-                        self.warn_limited(
+                        self.warnings.warn(
                             "rank-message",
                             format_args!("rank {rank}: LOCAL_UPDATE: {e}"),
                         );
@@ -358,7 +377,9 @@ impl Agent {
                         self.report_rank(rank);
                     }
                 }
-                Err(e) => self.warn_limited("rank-message", format_args!("rank {rank}: {e}")),
+                Err(e) => self
+                    .warnings
+                    .warn("rank-message", format_args!("rank {rank}: {e}")),
             },
             // A rank this agent started, admitted by its pid, that says
             // hello anyway (it has a secret from elsewhere): it is in.
@@ -366,7 +387,7 @@ impl Agent {
                 let admitted = snapc_posix::join::Answer::Admitted.encode();
                 self.send_rank(rank, Tag::Join, &admitted);
             }
-            Tag::Join => self.warn_limited(
+            Tag::Join => self.warnings.warn(
                 "rank-message",
                 format_args!("rank {rank}: a hello after joining, ignored"),
             ),
@@ -402,17 +423,6 @@ impl Agent {
 }
 
 impl Coordinator {
-    pub(super) fn warn_limited(&mut self, key: &'static str, msg: std::fmt::Arguments<'_>) {
-        warn_limited(&mut self.limits, key, msg);
-    }
-
-    pub(super) fn add_conn(&mut self, stream: UnixStream, kind: ConnKind) -> u64 {
-        let id = self.next_conn;
-        self.next_conn += 1;
-        self.conns.insert(id, Conn::new(stream, kind));
-        id
-    }
-
     fn accept_control(&mut self) -> Option<UnixStream> {
         loop {
             match accept_one(&self.ctl_listener) {
@@ -429,7 +439,7 @@ impl Coordinator {
                         &mut self.reserve,
                         &mut self.accept_rest_until,
                     );
-                    self.warn_limited(
+                    self.warnings.warn(
                         "emfile",
                         format_args!(
                             "out of file descriptors: a connection to the control socket was closed ({e}); \
@@ -440,7 +450,7 @@ impl Coordinator {
                     return None;
                 }
                 Err(e) => {
-                    self.warn_limited("accept", format_args!("accept: {e}"));
+                    self.warnings.warn("accept", format_args!("accept: {e}"));
                     return None;
                 }
             }
@@ -459,7 +469,7 @@ impl Coordinator {
                         let _ = s.write_all(
                             b"{\"event\":\"error\",\"message\":\"too many control connections\"}\n",
                         );
-                        self.warn_limited(
+                        self.warnings.warn(
                             "control-cap",
                             format_args!(
                                 "refused a control connection: {} are open and busy",
@@ -468,13 +478,15 @@ impl Coordinator {
                         );
                         continue;
                     }
-                    self.add_conn(stream, ConnKind::Control);
+                    self.conns.add(stream, ConnKind::Control);
                 }
-                Ok((pid, uid)) => self.warn_limited(
+                Ok((pid, uid)) => self.warnings.warn(
                     "refused",
                     format_args!("refused a control connection from pid {pid} (uid {uid})"),
                 ),
-                Err(e) => self.warn_limited("peercred", format_args!("SO_PEERCRED: {e}")),
+                Err(e) => self
+                    .warnings
+                    .warn("peercred", format_args!("SO_PEERCRED: {e}")),
             }
         }
     }
@@ -534,7 +546,7 @@ impl Coordinator {
             }
         }
         if !expired.is_empty() {
-            self.warn_limited(
+            self.warnings.warn(
                 "control-deadline",
                 format_args!(
                     "dropped {} control connection(s) that sent no request within {CONTROL_LINE_DEADLINE:?}",
