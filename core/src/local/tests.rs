@@ -249,13 +249,7 @@ impl<const N: usize> Harness<N> {
                 self.reports.push(*r);
                 return;
             }
-            Action::Signal { slot, .. }
-            | Action::WatchFifos { slot, .. }
-            | Action::OpenFifos { slot, .. }
-            | Action::Write { slot, .. }
-            | Action::Read { slot, .. }
-            | Action::WaitStopped { slot, .. }
-            | Action::Close { slot } => slot.index(),
+            process => slot_of(process).unwrap().index(),
         };
         let app = &mut self.apps[index];
         let (slot, at) = match &action {
@@ -379,12 +373,32 @@ impl<const N: usize> Harness<N> {
         self.report(i).outcome
     }
 
+    #[track_caller]
+    fn assert_failed(&self, i: usize, failure: ProcessFailure) {
+        assert_eq!(self.outcome(i), failed(failure));
+    }
+
     fn take(&mut self) -> (Vec<CkptState>, Vec<ProcessResult>) {
         self.actions.clear();
         (
             core::mem::take(&mut self.to_gc),
             core::mem::take(&mut self.reports),
         )
+    }
+}
+
+/// The slot of an action on a process; `None` for a report and a message
+/// to the global coordinator.
+fn slot_of(action: &Action) -> Option<SlotId> {
+    match action {
+        Action::Signal { slot, .. }
+        | Action::WatchFifos { slot, .. }
+        | Action::OpenFifos { slot, .. }
+        | Action::Write { slot, .. }
+        | Action::Read { slot, .. }
+        | Action::WaitStopped { slot, .. }
+        | Action::Close { slot } => Some(*slot),
+        Action::Report(_) | Action::SendToGc { .. } => None,
     }
 }
 
@@ -398,18 +412,19 @@ fn plain() -> JobOptions {
     JobOptions::default()
 }
 
+/// [`plain`] with what `set` changes.
+fn with(set: impl FnOnce(&mut JobOptions)) -> JobOptions {
+    let mut options = plain();
+    set(&mut options);
+    options
+}
+
 fn term() -> JobOptions {
-    JobOptions {
-        term: true,
-        ..plain()
-    }
+    with(|o| o.term = true)
 }
 
 fn stop() -> JobOptions {
-    JobOptions {
-        stop: true,
-        ..plain()
-    }
+    with(|o| o.stop = true)
 }
 
 fn failed(failure: ProcessFailure) -> ProcessOutcome {
@@ -418,18 +433,12 @@ fn failed(failure: ProcessFailure) -> ProcessOutcome {
 
 /// Quiesce start.
 fn prep_only() -> JobOptions {
-    JobOptions {
-        inc_prep_only: true,
-        ..plain()
-    }
+    with(|o| o.inc_prep_only = true)
 }
 
 /// Quiesce end.
 fn recover_only() -> JobOptions {
-    JobOptions {
-        inc_recover_only: true,
-        ..plain()
-    }
+    with(|o| o.inc_recover_only = true)
 }
 
 // ---- the whole checkpoint ----
@@ -606,7 +615,7 @@ fn quiesce_end_without_quiesce_fails_each_process() {
     let mut h = Harness::<2>::new(2);
     h.job(CkptState::Running, recover_only(), None);
     assert_eq!(h.to_gc, [CkptState::Error]);
-    assert_eq!(h.outcome(0), failed(ProcessFailure::NotQuiesced));
+    h.assert_failed(0, ProcessFailure::NotQuiesced);
     assert_eq!(h.apps[0].signals, 0);
     h.quick(CkptState::Error).unwrap();
     assert_eq!(h.to_gc, [CkptState::Error, CkptState::Recovered]);
@@ -636,10 +645,7 @@ fn unexpected_states_in_prepare_only_and_checkpoint() {
     h.app(1).script(&[START, RUNNING]);
     h.app(2).script(&[START, ERROR]);
     h.checkpoint(prep_only());
-    assert_eq!(
-        h.outcome(0),
-        failed(ProcessFailure::UnexpectedState(CrState::Continue))
-    );
+    h.assert_failed(0, ProcessFailure::UnexpectedState(CrState::Continue));
     assert_eq!(h.outcome(1), ProcessOutcome::State(CrState::Running));
     assert_eq!(h.outcome(2), ProcessOutcome::State(CrState::Error));
     assert_eq!(h.to_gc, [CkptState::Error]);
@@ -653,14 +659,8 @@ fn unexpected_states_in_prepare_only_and_checkpoint() {
     h.app(1).script(&[START, RESTART]);
     h.app(2).script(&[START, CONTINUE]);
     h.checkpoint(plain());
-    assert_eq!(
-        h.outcome(0),
-        failed(ProcessFailure::UnexpectedState(CrState::Running))
-    );
-    assert_eq!(
-        h.outcome(1),
-        failed(ProcessFailure::UnexpectedState(CrState::Restart))
-    );
+    h.assert_failed(0, ProcessFailure::UnexpectedState(CrState::Running));
+    h.assert_failed(1, ProcessFailure::UnexpectedState(CrState::Restart));
     assert_eq!(h.outcome(2), ProcessOutcome::State(CrState::Continue));
     assert_eq!(h.to_gc, [CkptState::Error]);
 }
@@ -717,7 +717,7 @@ fn stop_waits_for_each_process_to_stop() {
     assert!(h.to_gc.is_empty());
     let t0 = h.now;
     h.run();
-    assert_eq!(h.outcome(1), failed(ProcessFailure::Timeout(Stage::Stop)));
+    h.assert_failed(1, ProcessFailure::Timeout(Stage::Stop));
     assert_eq!(h.outcome(0), ProcessOutcome::State(CrState::Continue));
     assert!(h.now >= t0 + Duration::from_secs(60));
     assert!(h.to_gc.first() == Some(&CkptState::Error));
@@ -732,14 +732,8 @@ fn null_and_in_progress_answers_fail_only_their_process() {
     h.app(1).script(&[IN_PROGRESS]);
     h.app(2).script(&[START, CONTINUE]);
     h.checkpoint(plain());
-    assert_eq!(
-        h.outcome(0),
-        failed(ProcessFailure::Refused(CkptResponse::Null))
-    );
-    assert_eq!(
-        h.outcome(1),
-        failed(ProcessFailure::Refused(CkptResponse::InProgress))
-    );
+    h.assert_failed(0, ProcessFailure::Refused(CkptResponse::Null));
+    h.assert_failed(1, ProcessFailure::Refused(CkptResponse::InProgress));
     assert_eq!(h.outcome(2), ProcessOutcome::State(CrState::Continue));
     assert_eq!(h.to_gc, [CkptState::Error]);
     // Refused: options only, no go-ahead, closed at once.
@@ -761,10 +755,7 @@ fn an_error_response_fails_the_process() {
     let mut h = Harness::<1>::new(1);
     h.app(0).script(&[3]);
     h.checkpoint(plain());
-    assert_eq!(
-        h.outcome(0),
-        failed(ProcessFailure::Refused(CkptResponse::Error))
-    );
+    h.assert_failed(0, ProcessFailure::Refused(CkptResponse::Error));
     assert_eq!(h.to_gc, [CkptState::Error]);
 }
 
@@ -776,39 +767,39 @@ fn malformed_frames() {
     h.app(2).reads = VecDeque::from([vec![0, 0]]);
     h.app(3).reads = VecDeque::from([START.to_ne_bytes().to_vec(), vec![4, 0, 0, 0, 0]]);
     h.checkpoint(plain());
-    assert_eq!(
-        h.outcome(0),
-        failed(ProcessFailure::Malformed {
+    h.assert_failed(
+        0,
+        ProcessFailure::Malformed {
             stage: Stage::Response,
-            kind: ErrorKind::UnknownResponse(9)
-        })
+            kind: ErrorKind::UnknownResponse(9),
+        },
     );
-    assert_eq!(
-        h.outcome(1),
-        failed(ProcessFailure::Malformed {
+    h.assert_failed(
+        1,
+        ProcessFailure::Malformed {
             stage: Stage::FinalState,
-            kind: ErrorKind::UnknownCrState(42)
-        })
+            kind: ErrorKind::UnknownCrState(42),
+        },
     );
-    assert_eq!(
-        h.outcome(2),
-        failed(ProcessFailure::Malformed {
+    h.assert_failed(
+        2,
+        ProcessFailure::Malformed {
             stage: Stage::Response,
             kind: ErrorKind::Length {
                 expected: 4,
-                found: 2
-            }
-        })
+                found: 2,
+            },
+        },
     );
-    assert_eq!(
-        h.outcome(3),
-        failed(ProcessFailure::Malformed {
+    h.assert_failed(
+        3,
+        ProcessFailure::Malformed {
             stage: Stage::FinalState,
             kind: ErrorKind::Length {
                 expected: 4,
-                found: 5
-            }
-        })
+                found: 5,
+            },
+        },
     );
     assert_eq!(h.to_gc, [CkptState::Error]);
     assert!(h.apps.iter().all(|a| a.closes == 1));
@@ -1120,7 +1111,7 @@ fn local_update_during_a_handshake_fails_it() {
     let new = h.lc.update_pid(h.now, name(0), 5000).unwrap();
     assert_ne!(old, new);
     h.settle();
-    assert_eq!(h.outcome(0), failed(ProcessFailure::Restarted));
+    h.assert_failed(0, ProcessFailure::Restarted);
     assert_eq!(h.to_gc, [CkptState::Error]);
     assert_eq!(h.lc.process(name(0)).unwrap().n, 0);
     assert_eq!(h.lc.handle_written(h.now, old), Err(InputError::Stale));
@@ -1137,7 +1128,7 @@ fn removing_a_process_during_its_handshake() {
     // The slot is not reused before its close and report are handed out.
     assert_eq!(h.lc.add_process(name(5), 77), Err(InputError::Full));
     h.settle();
-    assert_eq!(h.outcome(0), failed(ProcessFailure::Removed));
+    h.assert_failed(0, ProcessFailure::Removed);
     assert_eq!(h.apps[0].closes, 1);
     assert_eq!(h.to_gc, [CkptState::Error]);
     assert_eq!(h.lc.add_process(name(5), 77).unwrap().index(), 0);
@@ -1191,7 +1182,7 @@ fn job_states_that_do_not_fit_are_ignored() {
     job_state(&mut h.lc, h.now, &notify).unwrap();
     h.settle();
     // ERROR during the handshakes aborts them and releases the finished.
-    assert_eq!(h.outcome(0), failed(ProcessFailure::Aborted));
+    h.assert_failed(0, ProcessFailure::Aborted);
     assert_eq!(h.outcome(1), ProcessOutcome::State(CrState::Continue));
     assert_eq!(h.to_gc, [CkptState::Recovered]);
     assert_eq!(h.apps[1].received.last().unwrap(), &RELEASE.to_vec());
@@ -1315,13 +1306,6 @@ fn random_inputs_never_hang_or_panic() {
             let mut out = [0u8; MAX_MESSAGE_LEN];
             while let Some(a) = lc.poll_action(&mut out) {
                 match a {
-                    Action::Signal { slot, .. }
-                    | Action::WatchFifos { slot, .. }
-                    | Action::OpenFifos { slot, .. }
-                    | Action::Write { slot, .. }
-                    | Action::Read { slot, .. }
-                    | Action::WaitStopped { slot, .. }
-                    | Action::Close { slot } => ids.push(slot),
                     Action::Report(r) => {
                         reports += 1;
                         ids.push(r.slot);
@@ -1330,6 +1314,7 @@ fn random_inputs_never_hang_or_panic() {
                         OrtedState::parse(&out[..len]).unwrap();
                         sent += 1;
                     }
+                    process => ids.extend(slot_of(&process)),
                 }
             }
             let slot = if ids.is_empty() || rng.below(8) == 0 {
