@@ -221,6 +221,14 @@ impl Host {
         self.drive(app);
     }
 
+    /// The global coordinator's OP response to `event`, then everything
+    /// until the machine waits.
+    fn answer(&mut self, app: &mut AppCoordinator<'_>, event: OpEvent, status: i32) {
+        app.handle_gc_message(self.now, &op_response(event, status))
+            .unwrap();
+        self.drive(app);
+    }
+
     fn handshakes(&self) -> Vec<HandshakeReport> {
         self.outcomes
             .iter()
@@ -1380,9 +1388,7 @@ fn leader_checkpoint_waits_for_handshake_then_op_response() {
     assert_eq!(host.last_handshake().error, None);
     assert!(host.requests().is_empty());
     assert_deadline(&app, host.now, AppDeadlines::default().op_response);
-    app.handle_gc_message(host.now, &op_response(OpEvent::Checkpoint, 0))
-        .unwrap();
-    host.drive(&mut app);
+    host.answer(&mut app, OpEvent::Checkpoint, 0);
     assert_eq!(
         host.actions.last(),
         Some(&Action::Outcome(Outcome::Request(
@@ -1407,9 +1413,7 @@ fn leader_checkpoint_missing_seq_and_reference() {
     host.global = (None, None);
     ask(&mut app, &host, Request::Checkpoint);
     host.checkpoint(flag, &mut app);
-    app.handle_gc_message(host.now, &op_response(OpEvent::Checkpoint, 0))
-        .unwrap();
-    host.drive(&mut app);
+    host.answer(&mut app, OpEvent::Checkpoint, 0);
     let r = &host.requests()[0];
     assert_eq!(r.error, None);
     assert_eq!(r.seq_num, -1);
@@ -1421,9 +1425,7 @@ fn leader_checkpoint_rejected_or_failed() {
     let (flag, mut app, mut host) = rig(true);
     ask(&mut app, &host, Request::Checkpoint);
     host.checkpoint(flag, &mut app);
-    app.handle_gc_message(host.now, &op_response(OpEvent::Checkpoint, -1))
-        .unwrap();
-    host.drive(&mut app);
+    host.answer(&mut app, OpEvent::Checkpoint, -1);
     assert_eq!(
         host.requests()[0].error,
         error(Wait::OpResponse, WaitFailure::Rejected(-1))
@@ -1440,9 +1442,7 @@ fn leader_checkpoint_rejected_or_failed() {
     host.gone = Some(Point::Read(FrameKind::Release));
     host.checkpoint(flag, &mut app);
     assert!(host.requests().is_empty());
-    app.handle_gc_message(host.now, &op_response(OpEvent::Checkpoint, -1))
-        .unwrap();
-    host.drive(&mut app);
+    host.answer(&mut app, OpEvent::Checkpoint, -1);
     assert_eq!(host.requests()[0].error.unwrap().wait, Wait::Release);
     assert!(app.is_idle());
 }
@@ -1478,9 +1478,7 @@ fn leader_checkpoint_deadlines() {
     host.silent = Some(Point::Global);
     ask(&mut app, &host, Request::Checkpoint);
     host.checkpoint(flag, &mut app);
-    app.handle_gc_message(host.now, &op_response(OpEvent::Checkpoint, 0))
-        .unwrap();
-    host.drive(&mut app);
+    host.answer(&mut app, OpEvent::Checkpoint, 0);
     host.expire(&mut app);
     assert_eq!(host.requests()[0].error.unwrap().wait, Wait::Global);
     assert!(app.is_idle());
@@ -1565,9 +1563,7 @@ fn leader_migrate_packs_preferences_and_waits() {
     host.options.options.all_migrating = true;
     host.checkpoint(flag, &mut app);
     assert!(host.requests().is_empty());
-    app.handle_gc_message(host.now, &op_response(OpEvent::Migrate, 0))
-        .unwrap();
-    host.drive(&mut app);
+    host.answer(&mut app, OpEvent::Migrate, 0);
     let r = &host.requests()[0];
     assert_eq!(r.op, OpEvent::Migrate);
     assert_eq!(r.error, None);
@@ -1663,9 +1659,7 @@ fn op_response_before_the_own_handshake_ends_is_kept() {
 fn refusal_before_the_own_handshake_ends_the_request() {
     let (_flag, mut app, mut host) = rig(true);
     ask(&mut app, &host, Request::Checkpoint);
-    app.handle_gc_message(host.now, &op_response(OpEvent::Checkpoint, -1))
-        .unwrap();
-    host.drive(&mut app);
+    host.answer(&mut app, OpEvent::Checkpoint, -1);
     assert_eq!(
         host.requests()[0].error,
         error(Wait::OpResponse, WaitFailure::Rejected(-1))
