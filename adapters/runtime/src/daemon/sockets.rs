@@ -60,6 +60,15 @@ impl Conns {
         self.by_id.insert(id, Conn::new(stream, kind));
         id
     }
+
+    /// Reads what connection `id` has into `chunk`: the connection and how
+    /// much came (0: it closed or failed); `None` when nothing came now or
+    /// there is no such connection.
+    pub(super) fn read(&mut self, id: u64, chunk: &mut [u8]) -> Option<(&mut Conn, usize)> {
+        let c = self.by_id.get_mut(&id)?;
+        let n = read_some(&mut c.stream, chunk)?;
+        Some((c, n))
+    }
 }
 
 impl std::ops::Deref for Conns {
@@ -259,23 +268,19 @@ impl Agent {
     }
 
     pub(super) fn conn_ready(&mut self, id: u64) {
-        let Some(c) = self.conns.get_mut(&id) else {
+        let mut chunk = [0u8; 4096];
+        let Some((c, n)) = self.conns.read(id, &mut chunk) else {
             return;
         };
-        let mut chunk = [0u8; 4096];
-        let n = match read_some(&mut c.stream, &mut chunk) {
-            None => return,
-            Some(0) => {
-                if let ConnKind::Joining { pid } | ConnKind::Admitting { pid, .. } = c.kind {
-                    self.conns.remove(&id);
-                    self.refused(pid, "it closed its connection without a hello");
-                    return;
-                }
-                self.drop_conn(id);
+        if n == 0 {
+            if let ConnKind::Joining { pid } | ConnKind::Admitting { pid, .. } = c.kind {
+                self.conns.remove(&id);
+                self.refused(pid, "it closed its connection without a hello");
                 return;
             }
-            Some(n) => n,
-        };
+            self.drop_conn(id);
+            return;
+        }
         c.frames.push(&chunk[..n]);
         // Frame by frame: a hello admits the connection as a rank, and what
         // follows it is that rank's.
@@ -561,18 +566,14 @@ impl Coordinator {
     }
 
     pub(super) fn conn_ready(&mut self, id: u64) {
-        let Some(c) = self.conns.get_mut(&id) else {
+        let mut chunk = [0u8; 4096];
+        let Some((c, n)) = self.conns.read(id, &mut chunk) else {
             return;
         };
-        let mut chunk = [0u8; 4096];
-        let n = match read_some(&mut c.stream, &mut chunk) {
-            None => return,
-            Some(0) => {
-                self.drop_conn(id);
-                return;
-            }
-            Some(n) => n,
-        };
+        if n == 0 {
+            self.drop_conn(id);
+            return;
+        }
         if c.requested {
             // One request per connection: the rest is ignored.
             return;
