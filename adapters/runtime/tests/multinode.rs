@@ -47,7 +47,7 @@ fn a_job_across_local_nodes_refuses_strangers_fails_a_checkpoint_naming_a_lost_n
         "across",
         6,
         &["--local-nodes", "3", "--node-timeout", "5"],
-        &["--steps", &steps, "--pace-us", PACE],
+        &paced(&steps, &[]),
         &[("COUNTER_CHECKPOINT_MS", "600")],
     );
     let status = env.ready(&job);
@@ -175,7 +175,7 @@ fn status_names_each_node_and_a_silent_agent_fails_the_checkpoint_naming_it() {
         "names",
         2,
         &["--local-nodes", "2", "--node-timeout", "3"],
-        &["--steps", &steps, "--pace-us", PACE],
+        &paced(&steps, &[]),
         &[("COUNTER_CHECKPOINT_MS", "500")],
     );
     let status = env.ready(&job);
