@@ -208,6 +208,9 @@ pub struct FifoIo {
     watches: HashMap<SlotId, Watch>,
     stops: HashMap<SlotId, u32>,
     reads: HashMap<SlotId, Pending>,
+    /// Reads begun in each slot's handshake (the response, then the final
+    /// state).
+    reads_begun: HashMap<SlotId, u8>,
     /// Why a slot failed or waits, beyond what the machine can say.
     notes: HashMap<SlotId, String>,
     /// The FIFO names in the pipe directory, kept from inotify's reports
@@ -236,6 +239,7 @@ impl FifoIo {
             watches: HashMap::new(),
             stops: HashMap::new(),
             reads: HashMap::new(),
+            reads_begun: HashMap::new(),
             notes: HashMap::new(),
             next_liveness: Instant::now() + LIVENESS,
         }
@@ -389,6 +393,8 @@ impl FifoIo {
                 }
             }
             Action::Read { slot, len } => {
+                let begun = self.reads_begun.entry(slot).or_default();
+                *begun = begun.saturating_add(1);
                 self.reads.insert(
                     slot,
                     Pending {
@@ -417,6 +423,7 @@ impl FifoIo {
                 }
                 self.watches.remove(&slot);
                 self.reads.remove(&slot);
+                self.reads_begun.remove(&slot);
                 self.stops.remove(&slot);
                 self.accepted.remove(&slot);
                 self.pids.remove(&slot);
@@ -947,11 +954,12 @@ impl FifoIo {
         format!("{} in {}", names.join(", "), self.pipe_dir.path().display())
     }
 
-    /// The processes whose answer is awaited (a read is pending): the
-    /// caller has time on its hands until they answer.
-    pub fn awaited_pids(&self) -> Vec<u32> {
+    /// The processes whose final state is awaited: they run their
+    /// checkpoint hooks and store steps, the longest wait of a handshake.
+    pub fn pids_at_work(&self) -> Vec<u32> {
         self.reads
             .keys()
+            .filter(|slot| self.reads_begun.get(slot).is_some_and(|n| *n >= 2))
             .filter_map(|slot| self.pids.get(slot).copied())
             .collect()
     }

@@ -293,11 +293,12 @@ impl Driver {
     /// (at most until the next tick the FIFO side asks for, or the machine's
     /// next deadline) and feeds what arrived.
     fn wait(&mut self) {
-        // While a process works on its answer, read where it saves its
-        // snapshot (its environment), instead of between its final state
-        // and its release.
+        // While a process runs its checkpoint (hooks and store steps, always
+        // longer than this read), read where it saves its snapshot (its
+        // environment): not between its final state and its release, nor
+        // while it prepares (a prepare hook may answer at once).
         if !self.req.prep_only {
-            for pid in self.io.awaited_pids() {
+            for pid in self.io.pids_at_work() {
                 self.envs.entry(pid).or_insert_with(|| ProcEnv::of(pid));
             }
         }
