@@ -100,6 +100,7 @@ fn main() -> std::process::ExitCode {
     let root = root.canonicalize().unwrap_or(root);
     let scratch = tempfile::tempdir().expect("temporary directory");
     let load_before = load::loadavg();
+    let started = std::time::Instant::now();
     let mut goals: Vec<Goal> = Vec::new();
     let mut md = String::new();
 
@@ -250,7 +251,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     }
-    let md = header(&goals, load_before, load::loadavg(), modes) + &md;
+    let md = header(&goals, load_before, load::loadavg(), started.elapsed()) + &md;
     if only.is_some() || modes.len() == 1 {
         print!("{md}");
         return std::process::ExitCode::SUCCESS;
@@ -267,7 +268,7 @@ fn main() -> std::process::ExitCode {
 
 /// The page's beginning: how it was made, the machine and its load, and the
 /// summary of every goal.
-fn header(goals: &[Goal], before: [f64; 3], after: [f64; 3], modes: &[Mode]) -> String {
+fn header(goals: &[Goal], before: [f64; 3], after: [f64; 3], took: std::time::Duration) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# snapc benchmarks\n");
     let _ = writeln!(
@@ -300,12 +301,12 @@ fn header(goals: &[Goal], before: [f64; 3], after: [f64; 3], modes: &[Mode]) -> 
     );
     let _ = writeln!(
         md,
-        "To run it: `cargo run --release -p snapc-bench` (about {} minutes; it writes this file). \
+        "To run it: `cargo run --release -p snapc-bench` (it writes this file; this run took {:.1} minutes). \
          `-- --only codec,idle,handshake,scale,datapath,memory` runs some sections and prints them instead, \
          `-- --quiet-only` (or `--loaded-only`) runs one of the two; `SNAPC_BENCH_ROUNDS`, `SNAPC_BENCH_SIZES`, \
          `SNAPC_BENCH_DATA_MIB` and `SNAPC_BENCH_DATA_ROUNDS` shrink the handshake rounds, the scale sizes and \
          the data path for a quick look. The data path writes {} GiB per round on the disk under target/.\n",
-        if modes.len() > 1 { 15 } else { 8 },
+        took.as_secs_f64() / 60.0,
         datapath::total_bytes() >> 30
     );
     let _ = writeln!(md, "## Summary\n\n{}", load::summary(goals));
