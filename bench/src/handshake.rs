@@ -8,6 +8,7 @@ use crate::stats::{self, Samples};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -185,6 +186,11 @@ pub fn run(place: &str, base: &Path, store_base: &Path) -> Result<Row, String> {
         ],
     )?;
     let mut floor = Proc::start("__floor", &["--dir", &floor_s, "--nap-us", NAP_US])?;
+    // The coordinator side on one CPU and each process on another: every
+    // frame crosses CPUs in both the floor and snapc, instead of each round
+    // landing by chance on the same CPU (no wakeup across CPUs) or not,
+    // which moved the medians by a factor of two between runs.
+    let _pinned = Pinned::split(&[app.pid(), floor.pid()]);
     let watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
         .map_err(|e| format!("inotify: {e}"))?;
     watch
@@ -296,8 +302,11 @@ pub fn section(md: &mut String, root: &Path, modes: &[Mode]) -> Result<Vec<Goal>
          it writes write-only once the options arrive (the same cue and retries as snapc), exchanges the same {} \
          frames ({} bytes), closes both and removes both names. No checks, no library, no store.\n\n\
          Both children nap in `ppoll` with the checkpoint signal blocked outside the naps, so a signal never lands \
-         just before a nap. {} rounds of each per directory after {} unmeasured, floor and snapc alternating so that \
-         both see the same load.\n",
+         just before a nap. The coordinator sides (the bench) run on one CPU and both children on another \
+         (`sched_setaffinity`), so that every frame crosses CPUs in both, as between a node's daemon and a rank; \
+         left to the scheduler, some rounds ran both ends on one CPU and others not, and the medians moved by up \
+         to two times between runs. {} rounds of each per directory after {} unmeasured, floor and snapc \
+         alternating so that both see the same load.\n",
         child::FRAMES.len(),
         child::FRAMES.map(|b| b.to_string()).join(", "),
         rounds(),
@@ -451,4 +460,50 @@ fn why_missed(md: &mut String, rows: &[(Mode, Row)]) {
          critical path already overlaps what can wait (the environment read while the process checkpoints, the \
          writeback of the hooks' files while they run), so what remains would need weaker checks to cut.\n"
     );
+}
+
+/// The calling thread pinned to the first CPU it may use and every thread
+/// of the given processes to the next one, for the life of the value (the
+/// calling thread's CPUs are restored on drop). Nothing is pinned on a
+/// single CPU.
+struct Pinned(Option<CpuSet>);
+
+impl Pinned {
+    fn split(pids: &[u32]) -> Self {
+        let me = Pid::from_raw(0);
+        let Ok(all) = sched_getaffinity(me) else {
+            return Pinned(None);
+        };
+        let cpus: Vec<usize> = (0..CpuSet::count())
+            .filter(|c| all.is_set(*c).unwrap_or(false))
+            .collect();
+        let (Some(&here), Some(&there)) = (cpus.first(), cpus.get(1)) else {
+            return Pinned(None);
+        };
+        let one = |c: usize| {
+            let mut set = CpuSet::new();
+            let _ = set.set(c);
+            set
+        };
+        for pid in pids {
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .into_iter()
+                .flatten();
+            for task in tasks.flatten() {
+                if let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) {
+                    let _ = sched_setaffinity(Pid::from_raw(tid), &one(there));
+                }
+            }
+        }
+        let _ = sched_setaffinity(me, &one(here));
+        Pinned(Some(all))
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if let Some(all) = &self.0 {
+            let _ = sched_setaffinity(Pid::from_raw(0), all);
+        }
+    }
 }
