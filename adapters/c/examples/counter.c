@@ -116,6 +116,9 @@ int main(int argc, char **argv) {
     /* Rank 0 asks, once: a run restarted from a snapshot does not ask again. */
     if (getenv("SNAPC_RESTART_DIR") || (rank && strtoull(rank, NULL, 10) != 0))
         request = 0;
+    /* snapc's log on standard error, as SNAPC_LOG says (warnings by default). */
+    if (snapc_log_init(NULL) != SNAPC_OK)
+        fprintf(stderr, "counter: %s\n", snapc_last_error());
     snapc_hooks hooks = {.prepare = NULL, .checkpoint = save, .recover = NULL, .restart = load};
     snapc *s = snapc_start(&hooks, &st);
     if (!s) {

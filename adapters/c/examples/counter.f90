@@ -100,6 +100,10 @@ program counter_f
   call get_environment_variable("SNAPC_RANK", val, status=stat)
   if (stat == 0) read(val, *) checksum
 
+  ! snapc's log on standard error, as SNAPC_LOG says (warnings by default).
+  if (snapc_log_init(c_null_ptr) /= SNAPC_OK) then
+    write(0, '(a)') "counter_f: "//snapc_last_error()
+  end if
   hooks%checkpoint = c_funloc(save)
   hooks%restart = c_funloc(load)
   s = snapc_start(hooks, c_null_ptr)

@@ -20,7 +20,8 @@ module snapc
             snapc_request_quiesce_checkpoint, snapc_request_quiesce_end, snapc_request_init, &
             snapc_request_fin, snapc_is_terminating, snapc_is_quiesced, snapc_last_checkpoint, &
             snapc_stop, snapc_abi_version, snapc_config_new, snapc_config_from_env, &
-            snapc_config_set, snapc_config_free, snapc_last_error, snapc_c_string
+            snapc_config_set, snapc_config_free, snapc_last_error, snapc_c_string, &
+            snapc_log_init
 
   ! snapc_status
   integer(c_int), parameter, public :: SNAPC_OK = 0, SNAPC_E_INVAL = -1, SNAPC_E_NOSPACE = -2, &
@@ -212,6 +213,14 @@ module snapc
       import :: c_ptr
       type(c_ptr), value :: config
     end subroutine
+
+    ! filter: c_null_ptr (SNAPC_LOG, else RUST_LOG, else "warn") or
+    ! c_loc of a c_null_char-terminated c_char string.
+    function snapc_log_init(filter) bind(C, name="snapc_log_init")
+      import :: c_ptr, c_int
+      type(c_ptr), value :: filter
+      integer(c_int) :: snapc_log_init
+    end function
 
     function snapc_last_error_c() bind(C, name="snapc_last_error")
       import :: c_ptr

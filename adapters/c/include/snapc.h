@@ -1891,6 +1891,22 @@ extern "C" {
 const char *snapc_last_error(void);
 
 /**
+ * Turns snapc's log on, on standard error: the library installs no logger
+ * by itself, and a C program cannot install Rust's. `filter` in
+ * env_logger's syntax (`"warn"`, `"debug"`, `"snapc_core=debug"`); NULL
+ * or "": the `SNAPC_LOG` environment variable, else `RUST_LOG`, else
+ * `"warn"`. Each line: a UTC timestamp, the level, the module, the
+ * message; at `debug` the application's side of each handshake. Call it
+ * once, before `snapc_start`. `SNAPC_OK`; `SNAPC_E_INVAL` (not UTF-8);
+ * `SNAPC_E_BUSY` (a logger is already installed in this process).
+ *
+ * # Safety
+ *
+ * `filter` is NULL or a NUL-terminated string.
+ */
+int snapc_log_init(const char *filter);
+
+/**
  * A configuration with snapc's defaults, nothing read from the
  * environment. Free it with `snapc_config_free`.
  */

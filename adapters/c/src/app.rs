@@ -135,6 +135,66 @@ pub extern "C" fn snapc_last_error() -> *const c_char {
         .unwrap_or(c"".as_ptr())
 }
 
+/// Turns snapc's log on, on standard error: the library installs no logger
+/// by itself, and a C program cannot install Rust's. `filter` in
+/// env_logger's syntax (`"warn"`, `"debug"`, `"snapc_core=debug"`); NULL
+/// or "": the `SNAPC_LOG` environment variable, else `RUST_LOG`, else
+/// `"warn"`. Each line: a UTC timestamp, the level, the module, the
+/// message; at `debug` the application's side of each handshake. Call it
+/// once, before `snapc_start`. `SNAPC_OK`; `SNAPC_E_INVAL` (not UTF-8);
+/// `SNAPC_E_BUSY` (a logger is already installed in this process).
+///
+/// # Safety
+///
+/// `filter` is NULL or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn snapc_log_init(filter: *const c_char) -> c_int {
+    let spec = if filter.is_null() {
+        None
+    } else {
+        // SAFETY: the caller's NUL-terminated string.
+        match unsafe { CStr::from_ptr(filter) }.to_str() {
+            Ok(s) => Some(s.to_string()),
+            Err(_) => {
+                set_error("the log filter is not UTF-8");
+                return E_INVAL;
+            }
+        }
+    };
+    let spec = spec
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| {
+            ["SNAPC_LOG", "RUST_LOG"]
+                .iter()
+                .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
+        })
+        .unwrap_or_else(|| "warn".to_string());
+    let installed = catch_unwind(|| {
+        env_logger::Builder::new()
+            .parse_filters(&spec)
+            .format(|buf, record| {
+                use std::io::Write;
+                let ts = buf.timestamp_millis();
+                writeln!(
+                    buf,
+                    "{ts} {:<5} {}: {}",
+                    record.level(),
+                    record.target(),
+                    record.args()
+                )
+            })
+            .try_init()
+    });
+    match installed {
+        Ok(Ok(())) => OK,
+        Ok(Err(_)) => {
+            set_error("a logger is already installed in this process");
+            snapc_status::SNAPC_E_BUSY as c_int
+        }
+        Err(_) => E_PANIC,
+    }
+}
+
 /// The handle's parts while a call runs on it; `busy` is cleared on drop.
 struct Entered<'a> {
     busy: &'a Cell<bool>,

@@ -398,6 +398,50 @@ fn c_counter_checkpointed_by_pid_restarts_to_the_uninterrupted_result() {
     assert_eq!(result_line(&out), expected);
 }
 
+/// The C counter turns snapc's log on with `snapc_log_init(NULL)`: with
+/// `SNAPC_LOG=debug` the application's side of a handshake is on its
+/// standard error, stamped and named by module.
+#[test]
+fn a_c_program_turns_snapc_s_log_on_as_snapc_log_says() {
+    let Some(t) = tools() else { return };
+    let d = Dirs::new();
+    let mut cmd = d.command(
+        &t.bin.join("counter"),
+        &["--steps", STEPS, "--pace-us", "2000"],
+    );
+    cmd.env("SNAPC_LOG", "debug")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let lines = snapc_test_procs::lines(child.stdout.take().unwrap());
+    let errs = snapc_test_procs::lines(child.stderr.take().unwrap());
+    let mut p = Proc {
+        child,
+        lines,
+        out: Vec::new(),
+    };
+    let pid = p.pid();
+    p.wait_line(|l| l.starts_with("start steps=0"));
+    run_ok(
+        Command::new(&t.snapc)
+            .args(["checkpoint", "--pid", &pid.to_string(), "--pipe-dir"])
+            .arg(d.pipes.path())
+            .env("SNAPC_STORE", d.store.path()),
+        "snapc checkpoint --pid",
+    );
+    p.wait_line(|l| l.starts_with("checkpoint n=0 handle=1 state=CONTINUE"));
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let _ = p.finish();
+    // The pipe closed with the process: every line is in.
+    let log: Vec<String> = errs.iter().collect();
+    assert!(
+        log.iter()
+            .any(|l| l.contains(" DEBUG snapc_core::app: app: checkpoint request, answering")),
+        "{log:#?}"
+    );
+}
+
 /// `snapc run` of `program` (2 ranks), one checkpoint, the job stopped,
 /// `snapc restart`: each rank's result equals its uninterrupted one.
 fn run_checkpoint_stop_restart(t: &Tools, program: &Path, steps: &str, job: &str) {
