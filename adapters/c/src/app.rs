@@ -163,11 +163,7 @@ pub unsafe extern "C" fn snapc_log_init(filter: *const c_char) -> c_int {
     };
     let spec = spec
         .filter(|s| !s.trim().is_empty())
-        .or_else(|| {
-            ["SNAPC_LOG", "RUST_LOG"]
-                .iter()
-                .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
-        })
+        .or_else(snapc_posix::app::log_filter_from_env)
         .unwrap_or_else(|| "warn".to_string());
     let installed = catch_unwind(|| {
         env_logger::Builder::new()

@@ -366,6 +366,15 @@ pub type Attributes = std::collections::BTreeMap<String, String>;
 /// The name of a snapshot's attribute file.
 pub const ATTRIBUTES_FILE: &str = "snapc-local.attrs";
 
+/// The log levels the environment asks for, for whoever installs a logger
+/// (the `snapc` command, libsnapc's `snapc_log_init`): `SNAPC_LOG`, else
+/// `RUST_LOG`; `None` when neither is set to something.
+pub fn log_filter_from_env() -> Option<String> {
+    ["SNAPC_LOG", "RUST_LOG"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
+}
+
 /// The text of an attribute file.
 pub fn format_attributes(attrs: &Attributes) -> String {
     let mut out = String::new();

@@ -57,10 +57,7 @@ impl Write for Sink {
 
 /// The filter in force: `SNAPC_LOG`, else `RUST_LOG`, else [`DEFAULT_FILTER`].
 pub fn filter_spec() -> String {
-    ["SNAPC_LOG", "RUST_LOG"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
-        .unwrap_or_else(|| DEFAULT_FILTER.to_string())
+    snapc_posix::app::log_filter_from_env().unwrap_or_else(|| DEFAULT_FILTER.to_string())
 }
 
 /// Installs the logger (once; later calls do nothing).
