@@ -342,9 +342,20 @@ impl Client {
             .map_err(|e| e.to_string())?;
         let mut line = request.to_string();
         line.push('\n');
-        stream
-            .write_all(line.as_bytes())
-            .map_err(|e| format!("job {job}: sending the request: {e}"))?;
+        if let Err(e) = stream.write_all(line.as_bytes()) {
+            // A daemon that had to turn the connection away (out of
+            // descriptors) wrote why before closing: that is the answer.
+            let mut client = Self {
+                reader: BufReader::new(stream),
+            };
+            let said = client.next(Instant::now() + Duration::from_secs(1));
+            if let Ok(Some(v)) = said {
+                if let Some(m) = v.get("message").and_then(Value::as_str) {
+                    return Err(format!("job {job}: {m}"));
+                }
+            }
+            return Err(format!("job {job}: sending the request: {e}"));
+        }
         Ok(Self {
             reader: BufReader::new(stream),
         })

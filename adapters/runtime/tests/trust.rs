@@ -466,6 +466,17 @@ fn open_fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
+/// The descriptor limit under which process `pid` can open `room` more
+/// descriptors (a new descriptor takes the lowest free number, and the
+/// limit bounds numbers, not how many are open).
+fn limit_for_room(pid: i32, room: usize) -> usize {
+    let open: std::collections::BTreeSet<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).filter(|n| !open.contains(n)).nth(room).unwrap()
+}
+
 /// 4: control connections that never finish a line, many more than the
 /// daemon's descriptors, neither exhaust it nor stop it: `status` and
 /// checkpoints go on, and the idle connections are dropped at their
@@ -905,8 +916,19 @@ fn file_descriptor_limits_are_raised_checked_and_named() {
             .unwrap();
         assert!(out.status.success(), "{out:?}");
     };
-    // Room for the control connection, none for the checkpoint's work.
-    prlimit(open_fds(daemon) + 1);
+    // No room even for the control connection: turned away, saying why.
+    prlimit(limit_for_room(daemon, 0));
+    let (code, fin) = env.checkpoint("emfile", &["--wait", "--timeout", "120"]);
+    assert_ne!(code, 0, "{fin}");
+    assert!(
+        fin.to_string()
+            .contains("out of file descriptors (Too many open files"),
+        "the refusal names EMFILE: {fin}"
+    );
+    // Room for the control connection, none for the checkpoint's work
+    // (or, if the daemon holds one more descriptor than counted, the
+    // connection is turned away as above: EMFILE is named either way).
+    prlimit(limit_for_room(daemon, 1));
     let (code, fin) = env.checkpoint("emfile", &["--wait", "--timeout", "120"]);
     assert_ne!(code, 0, "{fin}");
     assert!(

@@ -132,16 +132,29 @@ pub(super) fn accept_one(listener: &UnixListener) -> Result<Accepted, std::io::E
     }
 }
 
+/// Whether a connection waits on `listener` (never blocks).
+fn waiting(listener: &UnixListener) -> bool {
+    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+}
+
 /// Out of descriptors: the reserve descriptor is given up to take the
 /// waiting connection and close it at once (so that poll does not report
 /// it again and again), and the listener rests for [`ACCEPT_BACKOFF`].
+/// `farewell`, when given, is written first (never blocking), so that the
+/// peer learns why instead of seeing a closed socket.
 pub(super) fn shed(
     listener: &UnixListener,
     reserve: &mut Option<File>,
     rest_until: &mut Option<Instant>,
+    farewell: Option<&[u8]>,
 ) {
     *reserve = None;
-    if let Ok((stream, _)) = listener.accept() {
+    if let Ok((mut stream, _)) = listener.accept() {
+        if let Some(line) = farewell {
+            let _ = stream.set_nonblocking(true);
+            let _ = stream.write(line);
+        }
         drop(stream);
     }
     *reserve = File::open("/dev/null").ok();
@@ -175,11 +188,13 @@ impl Agent {
         match accept_one(&self.rank_listener) {
             Ok(Accepted::Stream(s)) => Some(s),
             Ok(Accepted::Done) => None,
+            Ok(Accepted::Full(_)) if !waiting(&self.rank_listener) => None,
             Ok(Accepted::Full(e)) => {
                 shed(
                     &self.rank_listener,
                     &mut self.reserve,
                     &mut self.accept_rest_until,
+                    None,
                 );
                 self.warnings.warn(
                     "emfile",
@@ -434,23 +449,35 @@ impl Coordinator {
                 Ok(Accepted::Stream(s)) => return Some(s),
                 Ok(Accepted::Done) => return None,
                 Ok(Accepted::Full(e)) => {
+                    // accept fails at the limit whether or not anyone
+                    // waits: with no one waiting there is nothing to do
+                    // (and the connection just taken must not be evicted
+                    // before it could speak).
+                    if !waiting(&self.ctl_listener) {
+                        return None;
+                    }
                     // An idle control connection makes room first (the
                     // newcomer may be the user's `snapc status`).
                     if self.evict_idle_control() {
                         continue;
                     }
+                    let why = format!(
+                        "out of file descriptors ({e}); the limit is {} (ulimit -n)",
+                        crate::fds::limit()
+                    );
+                    let mut farewell =
+                        serde_json::json!({"event": "error", "message": format!("the daemon is {why}")})
+                            .to_string();
+                    farewell.push('\n');
                     shed(
                         &self.ctl_listener,
                         &mut self.reserve,
                         &mut self.accept_rest_until,
+                        Some(farewell.as_bytes()),
                     );
                     self.warnings.warn(
                         "emfile",
-                        format_args!(
-                            "out of file descriptors: a connection to the control socket was closed ({e}); \
-                             the limit is {} (ulimit -n)",
-                            crate::fds::limit()
-                        ),
+                        format_args!("{why}: a connection to the control socket was closed"),
                     );
                     return None;
                 }
