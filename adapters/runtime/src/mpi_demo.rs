@@ -20,7 +20,9 @@
 //! match and every snapshot has all its ranks at one iteration.
 
 use crate::demo::Demo;
+use snapc_posix::store::PrivateDir;
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -92,7 +94,11 @@ pub fn build_heat(dir: &Path, pkg_config_path: Option<&Path>) -> Result<PathBuf,
          apt-get install pkg-config",
     )?;
     let source = dir.join("heat.c");
-    write_private(&source, HEAT_C.as_bytes()).map_err(|e| format!("{}: {e}", source.display()))?;
+    PrivateDir::open(dir, false)
+        .and_then(|d| d.create_file("heat.c"))
+        .map_err(|e| e.to_string())?
+        .write_all(HEAT_C.as_bytes())
+        .map_err(|e| format!("{}: {e}", source.display()))?;
     let program = dir.join("heat");
     tool_output(
         Command::new("mpicc")
@@ -106,18 +112,6 @@ pub fn build_heat(dir: &Path, pkg_config_path: Option<&Path>) -> Result<PathBuf,
         "apt-get install libopenmpi-dev",
     )?;
     Ok(program)
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)?
-        .write_all(bytes)
 }
 
 /// The iteration each rank of a snapshot saved (`rank-<r>/iter`).
@@ -140,12 +134,8 @@ pub fn main(store: Option<PathBuf>, ranks: u32, iters: u64) -> ExitCode {
         return ExitCode::from(crate::cli::EXIT_USAGE);
     }
     let tmp = std::env::temp_dir().join(format!("snapc-demo-mpi-{}", std::process::id()));
-    let made = std::fs::create_dir(&tmp).and_then(|()| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700))
-    });
-    if let Err(e) = made {
-        crate::errln!("snapc demo --mpi: {}: {e}", tmp.display());
+    if let Err(e) = PrivateDir::open(&tmp, true) {
+        crate::errln!("snapc demo --mpi: {e}");
         return ExitCode::FAILURE;
     }
     let keep_store = store.is_some();
